@@ -1,0 +1,136 @@
+//! Registration and account management.
+
+use hearth_core::{Error, Homeserver, users::NewAccount};
+use ruma::api::client::{
+    account::{
+        ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
+        get_username_availability, register, register::RegistrationKind, whoami,
+    },
+    uiaa::AuthType,
+};
+
+use crate::{extract::Ruma, response::ApiResult};
+
+/// `POST /_matrix/client/v3/register`
+pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiResult<register::v3::Response> {
+    let body = req.body;
+    let config = &hs.config.registration;
+    let is_guest = match body.kind {
+        RegistrationKind::Guest => {
+            if !config.allow_guests {
+                return Err(Error::guest_access_forbidden("Guest access is disabled").into());
+            }
+            true
+        }
+        _ => {
+            if !config.enabled {
+                return Err(Error::forbidden("Registration has been disabled").into());
+            }
+            // Name problems are reported before any auth stage, so a client can fix them first.
+            if let Some(username) = &body.username {
+                let user_id = hs.users.user_id_for_new_localpart(username)?;
+                if hs.users.exists(&user_id)? {
+                    return Err(Error::user_in_use("User ID already taken.").into());
+                }
+            }
+            let flow = if config.token.is_some() { AuthType::RegistrationToken } else { AuthType::Dummy };
+            hs.uiaa.authenticate(body.auth.as_ref(), &[vec![flow]], "register", None).await?;
+            false
+        }
+    };
+
+    let registered = hs
+        .users
+        .register(NewAccount {
+            // Guests always get a generated ID; a username they send is ignored, as on Synapse.
+            localpart: if is_guest { None } else { body.username },
+            password: if is_guest { None } else { body.password },
+            is_guest,
+            device_id: body.device_id,
+            device_display_name: body.initial_device_display_name,
+            inhibit_login: body.inhibit_login,
+            ..Default::default()
+        })
+        .await?;
+    let mut response = register::v3::Response::new(registered.user_id);
+    if let Some((device_id, token)) = registered.login {
+        response.device_id = Some(device_id);
+        response.access_token = Some(token);
+    }
+    Ok(response)
+}
+
+/// `GET /_matrix/client/v3/register/available`
+pub async fn get_username_availability(
+    hs: Homeserver,
+    req: Ruma<get_username_availability::v3::Request>,
+) -> ApiResult<get_username_availability::v3::Response> {
+    if !hs.config.registration.enabled {
+        return Err(Error::forbidden("Registration has been disabled").into());
+    }
+    let user_id = hs.users.user_id_for_new_localpart(&req.body.username)?;
+    if hs.users.exists(&user_id)? {
+        return Err(Error::user_in_use("User ID already taken.").into());
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// `GET /_matrix/client/v1/register/m.login.registration_token/validity`
+pub async fn check_registration_token_validity(
+    hs: Homeserver,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> ApiResult<check_registration_token_validity::v1::Response> {
+    let Some(expected) = &hs.config.registration.token else {
+        return Err(Error::forbidden("Registration tokens are not enabled").into());
+    };
+    let valid = hearth_core::util::constant_time_eq(req.body.token.as_bytes(), expected.as_bytes());
+    Ok(check_registration_token_validity::v1::Response::new(valid))
+}
+
+/// `GET /_matrix/client/v3/account/whoami`
+pub async fn whoami(_hs: Homeserver, req: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
+    let session = req.session()?;
+    let mut response = whoami::v3::Response::new(session.user_id.clone(), session.is_guest);
+    response.device_id = Some(session.device_id.clone());
+    Ok(response)
+}
+
+/// `POST /_matrix/client/v3/account/password`
+pub async fn change_password(
+    hs: Homeserver,
+    req: Ruma<change_password::v3::Request>,
+) -> ApiResult<change_password::v3::Response> {
+    let session = req.session()?.clone();
+    let body = req.body;
+    hs.uiaa
+        .authenticate(
+            body.auth.as_ref(),
+            &[vec![AuthType::Password]],
+            "change_password",
+            Some(&session.user_id),
+        )
+        .await?;
+    hs.users
+        .set_password(&session.user_id, &body.new_password, body.logout_devices, Some(&session.device_id))
+        .await?;
+    Ok(change_password::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/account/deactivate`
+pub async fn deactivate(
+    hs: Homeserver,
+    req: Ruma<deactivate::v3::Request>,
+) -> ApiResult<deactivate::v3::Response> {
+    let session = req.session()?.clone();
+    hs.uiaa
+        .authenticate(
+            req.body.auth.as_ref(),
+            &[vec![AuthType::Password]],
+            "deactivate",
+            Some(&session.user_id),
+        )
+        .await?;
+    hs.users.deactivate(&session.user_id).await?;
+    // No identity server binding is ever made, so there is nothing to unbind.
+    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+}

@@ -1,0 +1,64 @@
+//! Server discovery: supported versions, `.well-known`, capabilities.
+
+use std::collections::BTreeMap;
+
+use hearth_core::Homeserver;
+use ruma::{
+    RoomVersionId,
+    api::client::discovery::{
+        discover_homeserver::{self, HomeserverInfo},
+        get_capabilities::{
+            self,
+            v3::{
+                Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
+                ThirdPartyIdChangesCapability,
+            },
+        },
+        get_supported_versions,
+    },
+};
+
+use crate::{extract::Ruma, response::ApiResult};
+
+/// The spec versions whose Client-Server API Hearth targets. Which areas are complete is in the
+/// README's feature table; `unstable_features` lists only what is implemented (nothing yet).
+const SPEC_VERSIONS: &[&str] = &[
+    "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
+    "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
+];
+
+/// `GET /_matrix/client/versions`
+pub async fn get_supported_versions(
+    _hs: Homeserver,
+    _req: Ruma<get_supported_versions::Request>,
+) -> ApiResult<get_supported_versions::Response> {
+    let mut response =
+        get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    response.unstable_features = BTreeMap::new();
+    Ok(response)
+}
+
+/// `GET /.well-known/matrix/client`
+pub async fn discover_homeserver(
+    hs: Homeserver,
+    _req: Ruma<discover_homeserver::Request>,
+) -> ApiResult<discover_homeserver::Response> {
+    Ok(discover_homeserver::Response::new(HomeserverInfo::new(hs.config.public_baseurl.clone())))
+}
+
+/// `GET /_matrix/client/v3/capabilities`
+pub async fn get_capabilities(
+    _hs: Homeserver,
+    _req: Ruma<get_capabilities::v3::Request>,
+) -> ApiResult<get_capabilities::v3::Response> {
+    let mut capabilities = Capabilities::new();
+    capabilities.change_password = ChangePasswordCapability::new(true);
+    capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // The room versions the rooms layer creates and joins.
+    let available = [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
+        .into_iter()
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
+    capabilities.room_versions = RoomVersionsCapability::new(RoomVersionId::V12, available);
+    Ok(get_capabilities::v3::Response::new(capabilities))
+}

@@ -1,0 +1,176 @@
+//! [`Ruma<T>`]: the extractor every handler takes. It reads the body (bounded), authenticates
+//! the caller as the endpoint's ruma metadata demands, and parses the ruma request type.
+
+use std::net::SocketAddr;
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequest, RawPathParams},
+    http::{HeaderMap, Request, header},
+};
+use hearth_core::{Error, ErrorCode, Homeserver, users::Session};
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt,
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication,
+    },
+    error::{DeserializationError, FromHttpRequestError},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::response::ApiError;
+
+/// `[client_api]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientApiConfig {
+    /// Largest request body accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ClientApiConfig {
+    fn default() -> Self {
+        Self { max_request_bytes: 1024 * 1024 }
+    }
+}
+
+/// Whether an endpoint wants an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPolicy {
+    Required,
+    Optional,
+    Ignored,
+}
+
+/// Maps ruma's authentication schemes to what the extractor does.
+pub trait AuthPolicy {
+    const POLICY: TokenPolicy;
+}
+
+macro_rules! auth_policy {
+    ($($scheme:ty => $policy:ident),* $(,)?) => {
+        $(impl AuthPolicy for $scheme { const POLICY: TokenPolicy = TokenPolicy::$policy; })*
+    };
+}
+auth_policy! {
+    AccessToken => Required,
+    AccessTokenOptional => Optional,
+    // Application services are not supported yet; their endpoints take user tokens.
+    AppserviceToken => Required,
+    AppserviceTokenOptional => Optional,
+    NoAccessToken => Ignored,
+    NoAuthentication => Ignored,
+}
+
+/// Set per route: whether guest accounts may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestAccess(pub bool);
+
+/// A parsed ruma request and who sent it.
+#[derive(Debug)]
+pub struct Ruma<T> {
+    pub body: T,
+    pub session: Option<Session>,
+}
+
+impl<T> Ruma<T> {
+    /// The caller's session; only absent on endpoints whose token is optional or ignored.
+    pub fn session(&self) -> Result<&Session, ApiError> {
+        self.session.as_ref().ok_or_else(|| ApiError(Error::missing_token("Missing access token")))
+    }
+}
+
+fn access_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<Option<&'a str>, Error> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| Error::missing_token("Invalid Authorization header"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Error::missing_token("Invalid Authorization header"))?;
+        return Ok(Some(token.trim()));
+    }
+    // The deprecated query parameter is still sent by older clients and bridges.
+    Ok(query.and_then(|q| {
+        q.split('&').find_map(|pair| pair.strip_prefix("access_token=")).filter(|t| !t.is_empty())
+    }))
+}
+
+fn parse_error(e: FromHttpRequestError) -> Error {
+    match e {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            Error::bad_json(format!("Invalid request body: {e}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
+            Error::invalid_param(format!("Invalid identifier: {e}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => {
+            Error::invalid_param(format!("Invalid query parameters: {e}"))
+        }
+        FromHttpRequestError::Deserialization(e) => Error::bad_json(format!("Invalid request: {e}")),
+        FromHttpRequestError::MethodMismatch { .. } => {
+            Error::new(ErrorCode::MethodNotAllowed, "Method not allowed")
+        }
+        other => Error::bad_json(other.to_string()),
+    }
+}
+
+impl<T> FromRequest<Homeserver> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: AuthPolicy,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, hs: &Homeserver) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let limit = parts.extensions.get::<ClientApiConfig>().cloned().unwrap_or_default().max_request_bytes;
+        let guests_allowed = parts.extensions.get::<GuestAccess>().is_some_and(|g| g.0);
+        let path_params = <RawPathParams as axum::extract::FromRequestParts<Homeserver>>::from_request_parts(
+            &mut parts, hs,
+        )
+        .await
+        .map_err(|e| Error::invalid_param(format!("Invalid path: {e}")))?;
+        let path_args: Vec<&str> = path_params.iter().map(|(_, v)| v).collect();
+
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(<dyn std::error::Error + 'static>::is::<http_body_util::LengthLimitError>);
+            if too_large {
+                Error::too_large(format!("Request body is larger than {limit} bytes"))
+            } else {
+                Error::bad_json(format!("Could not read the request body: {e}"))
+            }
+        })?;
+        if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(Error::not_json("Content not JSON.").into());
+        }
+
+        let session = match T::Authentication::POLICY {
+            TokenPolicy::Ignored => None,
+            policy => match access_token(&parts.headers, parts.uri.query())? {
+                Some(token) => Some(hs.users.authenticate(token)?),
+                None if policy == TokenPolicy::Required => {
+                    return Err(Error::missing_token("Missing access token").into());
+                }
+                None => None,
+            },
+        };
+        if let Some(session) = &session {
+            if session.is_guest && !guests_allowed {
+                return Err(Error::guest_access_forbidden("Guest access not allowed").into());
+            }
+            let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+            let (hs, user, device) = (hs.clone(), session.user_id.clone(), session.device_id.clone());
+            // Last-seen bookkeeping must never slow down or fail the request itself.
+            tokio::spawn(async move {
+                if let Err(error) = hs.users.touch_device(&user, &device, ip).await {
+                    tracing::warn!(%error, "could not record device activity");
+                }
+            });
+        }
+
+        let http_request = Request::from_parts(parts, bytes.as_ref());
+        let body = T::try_from_http_request(http_request, &path_args).map_err(parse_error)?;
+        Ok(Self { body, session })
+    }
+}

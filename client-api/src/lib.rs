@@ -1,0 +1,26 @@
+//! hearth-client-api: the Matrix Client-Server API over axum.
+//!
+//! [`router`] builds the routes; every route comes from a ruma endpoint's metadata, and every
+//! handler is named after its ruma endpoint module and lives in the file of its spec area.
+//! Invariant: this crate talks to the homeserver only through `hearth_core::Homeserver` and never
+//! imports `hearth-federation`.
+
+mod account;
+mod admin;
+mod config;
+mod cors;
+mod device;
+mod discovery;
+mod extract;
+mod filter;
+mod profile;
+mod response;
+mod routes;
+mod session;
+#[cfg(test)]
+mod tests;
+
+pub use cors::cors;
+pub use extract::{ClientApiConfig, Ruma};
+pub use response::ApiError;
+pub use routes::router;

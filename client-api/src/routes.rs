@@ -1,0 +1,125 @@
+//! The route table. Paths and methods come from each endpoint's ruma metadata, never typed here.
+
+use std::{collections::BTreeSet, future::Future};
+
+use axum::{
+    Extension, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use hearth_core::{ErrorCode, Homeserver};
+use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
+
+use crate::{
+    account, admin, config, device, discovery,
+    extract::{AuthPolicy, ClientApiConfig, GuestAccess, Ruma},
+    filter, profile,
+    response::{ApiError, ApiResult, RumaResponse},
+    session,
+};
+
+/// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
+trait RouterExt {
+    fn ruma<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthPolicy,
+        T::OutgoingResponse: Send,
+        H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static;
+}
+
+impl RouterExt for Router<Homeserver> {
+    fn ruma<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthPolicy,
+        T::OutgoingResponse: Send,
+        H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static,
+    {
+        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+        let paths: BTreeSet<&'static str> = T::PATH_BUILDER.all_paths().collect();
+        paths.into_iter().fold(self, |router, path| {
+            let handler = handler.clone();
+            let route = on(filter, move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
+                handler(hs, req).await.map(RumaResponse)
+            });
+            router.route(path, route.layer(Extension(guests)))
+        })
+    }
+}
+
+const GUESTS: GuestAccess = GuestAccess(true);
+const NO_GUESTS: GuestAccess = GuestAccess(false);
+
+/// The whole Client-Server API, plus the discovery and admin endpoints clients call.
+pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
+    Router::new()
+        // Discovery
+        .ruma::<c::discovery::get_supported_versions::Request, _, _>(
+            discovery::get_supported_versions,
+            GUESTS,
+        )
+        .ruma::<c::discovery::discover_homeserver::Request, _, _>(discovery::discover_homeserver, GUESTS)
+        .ruma::<c::discovery::get_capabilities::v3::Request, _, _>(discovery::get_capabilities, GUESTS)
+        // Registration and account management
+        .ruma::<c::account::register::v3::Request, _, _>(account::register, GUESTS)
+        .ruma::<c::account::get_username_availability::v3::Request, _, _>(
+            account::get_username_availability,
+            GUESTS,
+        )
+        .ruma::<c::account::check_registration_token_validity::v1::Request, _, _>(
+            account::check_registration_token_validity,
+            GUESTS,
+        )
+        .ruma::<c::account::whoami::v3::Request, _, _>(account::whoami, GUESTS)
+        .ruma::<c::account::change_password::v3::Request, _, _>(account::change_password, NO_GUESTS)
+        .ruma::<c::account::deactivate::v3::Request, _, _>(account::deactivate, NO_GUESTS)
+        // Sessions
+        .ruma::<c::session::get_login_types::v3::Request, _, _>(session::get_login_types, GUESTS)
+        .ruma::<c::session::login::v3::Request, _, _>(session::login, GUESTS)
+        .ruma::<c::session::logout::v3::Request, _, _>(session::logout, GUESTS)
+        .ruma::<c::session::logout_all::v3::Request, _, _>(session::logout_all, GUESTS)
+        // Devices
+        .ruma::<c::device::get_devices::v3::Request, _, _>(device::get_devices, GUESTS)
+        .ruma::<c::device::get_device::v3::Request, _, _>(device::get_device, GUESTS)
+        .ruma::<c::device::update_device::v3::Request, _, _>(device::update_device, GUESTS)
+        .ruma::<c::device::delete_device::v3::Request, _, _>(device::delete_device, NO_GUESTS)
+        .ruma::<c::device::delete_devices::v3::Request, _, _>(device::delete_devices, NO_GUESTS)
+        // Profiles
+        .ruma::<c::profile::get_profile::v3::Request, _, _>(profile::get_profile, GUESTS)
+        .ruma::<c::profile::get_display_name::v3::Request, _, _>(profile::get_display_name, GUESTS)
+        .ruma::<c::profile::set_display_name::v3::Request, _, _>(profile::set_display_name, GUESTS)
+        .ruma::<c::profile::get_avatar_url::v3::Request, _, _>(profile::get_avatar_url, GUESTS)
+        .ruma::<c::profile::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url, GUESTS)
+        // Account data and filters
+        .ruma::<c::config::get_global_account_data::v3::Request, _, _>(
+            config::get_global_account_data,
+            GUESTS,
+        )
+        .ruma::<c::config::set_global_account_data::v3::Request, _, _>(
+            config::set_global_account_data,
+            GUESTS,
+        )
+        .ruma::<c::config::get_room_account_data::v3::Request, _, _>(config::get_room_account_data, GUESTS)
+        .ruma::<c::config::set_room_account_data::v3::Request, _, _>(config::set_room_account_data, GUESTS)
+        .ruma::<c::filter::create_filter::v3::Request, _, _>(filter::create_filter, GUESTS)
+        .ruma::<c::filter::get_filter::v3::Request, _, _>(filter::get_filter, GUESTS)
+        // Synapse-compatible shared-secret registration
+        .ruma::<admin::GetNonce, _, _>(admin::get_registration_nonce, NO_GUESTS)
+        .ruma::<admin::Register, _, _>(admin::shared_secret_register, NO_GUESTS)
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(config))
+        .with_state(hs)
+}
+
+async fn unrecognized() -> Response {
+    ApiError::new(ErrorCode::Unrecognized, "Unrecognized request").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed").into_response()
+}

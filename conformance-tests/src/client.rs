@@ -1,0 +1,150 @@
+//! A minimal Matrix client over reqwest: raw requests that return status and JSON, and the
+//! registration dance written out, so tests see exactly what goes over the wire.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub access_token: Option<String>,
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+}
+
+/// A response: status and body parsed as JSON (`Value::Null` for an empty or non-JSON body).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn errcode(&self) -> &str {
+        self.body["errcode"].as_str().unwrap_or("")
+    }
+
+    /// Asserts a Matrix error with this status and errcode, and a human-readable message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        assert_eq!(self.status.as_u16(), status, "status; body: {}", self.body);
+        assert_eq!(self.errcode(), errcode, "errcode; body: {}", self.body);
+        assert!(self.body["error"].is_string(), "error message missing: {}", self.body);
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
+        &self.body
+    }
+}
+
+impl Client {
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base_url: base_url.to_owned(),
+            access_token: None,
+            user_id: None,
+            device_id: None,
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Self {
+        let mut c = self.clone();
+        c.access_token = Some(token.to_owned());
+        c
+    }
+
+    /// Sends a request with an optional JSON body, authenticated when the client has a token.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = &self.access_token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends raw bytes as the body.
+    pub async fn request_raw(&self, method: Method, path: &str, body: Vec<u8>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base_url)).body(body);
+        if let Some(token) = &self.access_token {
+            req = req.bearer_auth(token);
+        }
+        Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("response body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, body, headers }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    /// Registers with the dummy flow: first a request without auth (expecting the 401 with
+    /// flows and a session), then the same request completing `m.login.dummy`.
+    pub async fn register(base_url: &str, username: &str, password: &str) -> Self {
+        let anon = Self::new(base_url);
+        let body = json!({"username": username, "password": password});
+        let challenge = anon.post("/_matrix/client/v3/register", body.clone()).await;
+        assert_eq!(challenge.status, StatusCode::UNAUTHORIZED, "{}", challenge.body);
+        let session = challenge.body["session"].as_str().expect("UIA session").to_owned();
+        let mut body = body;
+        body["auth"] = json!({"type": "m.login.dummy", "session": session});
+        let reply = anon.post("/_matrix/client/v3/register", body).await;
+        Self::from_session(base_url, reply.assert_ok())
+    }
+
+    /// Logs in with a password and returns a client holding the new session.
+    pub async fn login(base_url: &str, user: &str, password: &str) -> Self {
+        let anon = Self::new(base_url);
+        let reply = anon
+            .post(
+                "/_matrix/client/v3/login",
+                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
+            )
+            .await;
+        Self::from_session(base_url, reply.assert_ok())
+    }
+
+    /// A client holding the session a register or login response describes.
+    pub fn from_session(base_url: &str, body: &Value) -> Self {
+        let mut client = Self::new(base_url);
+        client.access_token = body["access_token"].as_str().map(Into::into);
+        client.user_id = body["user_id"].as_str().map(Into::into);
+        client.device_id = body["device_id"].as_str().map(Into::into);
+        client
+    }
+
+    pub fn user_id(&self) -> &str {
+        self.user_id.as_deref().expect("logged in")
+    }
+
+    /// The `auth` object for a password UIA stage of this user.
+    pub fn password_auth(&self, password: &str, session: &str) -> Value {
+        json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.user_id()},
+            "password": password,
+            "session": session,
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! Black-box test support: start a real Hearth (in-process on port 0, or the built binary) on a
+//! temporary data directory, and talk to it over HTTP only.
+
+pub mod binary;
+pub mod client;
+pub mod server;
+
+pub use client::Client;
+pub use server::TestServer;
+
+/// The shared secret test servers are configured with.
+pub const SHARED_SECRET: &str = "conformance-shared-secret";

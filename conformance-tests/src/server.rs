@@ -1,0 +1,97 @@
+//! An in-process server: `hearth::run` on a port-0 listener with its own data directory.
+
+use std::net::SocketAddr;
+
+use hearth::Config;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub config: Config,
+    /// Kept alive (and deleted at drop) unless the test moves it into a restart.
+    pub dir: Option<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server with open registration and shared-secret registration on.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(customize: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.storage.path = dir.path().join("db");
+        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+        customize(&mut config);
+        Self::start_in(config, dir).await
+    }
+
+    /// Starts a server on `config`, keeping `dir` alive for as long as the server.
+    pub async fn start_in(config: Config, dir: tempfile::TempDir) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let run_config = config.clone();
+        let task = tokio::spawn(async move {
+            hearth::run(run_config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let server = Self {
+            addr,
+            base_url: format!("http://{addr}"),
+            config,
+            dir: Some(dir),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http.get(format!("{}/_matrix/client/versions", self.base_url)).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("test server at {} did not become ready", self.base_url);
+    }
+
+    pub fn client(&self) -> crate::Client {
+        crate::Client::new(&self.base_url)
+    }
+
+    /// Stops the server gracefully and returns its data directory, so the same data can be
+    /// opened again.
+    pub async fn stop(mut self) -> (Config, tempfile::TempDir) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran cleanly");
+        }
+        (self.config.clone(), self.dir.take().expect("data dir"))
+    }
+
+    /// Stops and starts again on the same data.
+    pub async fn restart(self) -> Self {
+        let (config, dir) = self.stop().await;
+        Self::start_in(config, dir).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! What survives: a graceful restart, `kill -9`, and start-up from the example config.
+
+use hearth_conformance_tests::{
+    Client, TestServer,
+    binary::{HearthProcess, run_to_end},
+};
+use serde_json::json;
+
+#[tokio::test]
+async fn accounts_devices_and_tokens_survive_a_restart() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "keeper", "pw").await;
+    alice
+        .put("/_matrix/client/v3/profile/@keeper:localhost/displayname", json!({"displayname": "Kept"}))
+        .await
+        .assert_ok();
+    let server = server.restart().await;
+    let alice = Client { base_url: server.base_url.clone(), ..alice };
+    let who = alice.get("/_matrix/client/v3/account/whoami").await;
+    assert_eq!(who.assert_ok()["user_id"], json!("@keeper:localhost"));
+    assert_eq!(
+        alice.get("/_matrix/client/v3/devices").await.assert_ok()["devices"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        alice.get("/_matrix/client/v3/profile/@keeper:localhost/displayname").await.assert_ok()["displayname"],
+        json!("Kept")
+    );
+    Client::login(&server.base_url, "keeper", "pw").await;
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let env = [("HEARTH_STORAGE__PATH", db.to_str().unwrap())];
+    let process = HearthProcess::spawn(&[], &env);
+    let alice = Client::register(&process.base_url, "survivor", "pw").await;
+    let phone = Client::login(&process.base_url, "survivor", "pw").await;
+    alice
+        .put("/_matrix/client/v3/user/@survivor:localhost/account_data/org.example.k", json!({"v": 1}))
+        .await
+        .assert_ok();
+    process.kill9();
+
+    let process = HearthProcess::spawn(&[], &env);
+    let alice = Client { base_url: process.base_url.clone(), ..alice };
+    let phone = Client { base_url: process.base_url.clone(), ..phone };
+    alice.get("/_matrix/client/v3/account/whoami").await.assert_ok();
+    phone.get("/_matrix/client/v3/account/whoami").await.assert_ok();
+    let devices = alice.get("/_matrix/client/v3/devices").await;
+    assert_eq!(devices.assert_ok()["devices"].as_array().unwrap().len(), 2);
+    let data = alice.get("/_matrix/client/v3/user/@survivor:localhost/account_data/org.example.k").await;
+    assert_eq!(data.assert_ok(), &json!({"v": 1}));
+    Client::login(&process.base_url, "survivor", "pw").await;
+}
+
+#[tokio::test]
+async fn binary_starts_from_the_example_config_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml.example");
+    let db = dir.path().join("db");
+    let process =
+        HearthProcess::spawn(&["--config", example], &[("HEARTH_STORAGE__PATH", db.to_str().unwrap())]);
+    let alice = Client::register(&process.base_url, "example", "pw").await;
+    assert_eq!(alice.user_id(), "@example:localhost");
+    let status = process.terminate();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    // The signing key was generated on first start and persisted with the data.
+    assert!(db.join("CURRENT").is_file());
+}
+
+#[test]
+fn version_help_and_bad_config() {
+    let (code, out, _) = run_to_end(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("hearth "), "{out}");
+    let (code, out, _) = run_to_end(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--config"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[storage]\nno_such_key = 1\n").unwrap();
+    let (code, _, err) = run_to_end(&["--config", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no_such_key"), "{err}");
+}

@@ -1,0 +1,160 @@
+//! Per-user account data, global and per room, and the user's saved sync filters.
+
+use std::sync::Arc;
+
+use hearth_storage::{
+    Db,
+    records::AccountDataRecord,
+    schema::{Filters, GlobalAccountData, RoomAccountData},
+};
+use ruma::{RoomId, UserId};
+
+use crate::{Error, ErrorCode, Result, sync::notifier::Notifier, users::blocking};
+
+/// Event types the server maintains itself; clients change them through their own endpoints.
+const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
+
+/// Account data events are capped like other events.
+const MAX_CONTENT_BYTES: usize = 65_536;
+
+#[derive(Clone)]
+pub struct AccountData {
+    db: Db,
+    notifier: Arc<Notifier>,
+}
+
+impl std::fmt::Debug for AccountData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountData").finish_non_exhaustive()
+    }
+}
+
+fn check_content(event_type: &str, content: &serde_json::Value) -> Result<()> {
+    if SERVER_MANAGED.contains(&event_type) {
+        return Err(Error::new(
+            ErrorCode::ServerManagedAccountData,
+            format!("Cannot set {event_type} through this API."),
+        ));
+    }
+    if !content.is_object() {
+        return Err(Error::bad_json("Account data content must be a JSON object"));
+    }
+    let size = serde_json::to_vec(content).map_or(usize::MAX, |b| b.len());
+    if size > MAX_CONTENT_BYTES {
+        return Err(Error::too_large("Account data content is too large"));
+    }
+    Ok(())
+}
+
+impl AccountData {
+    pub fn new(db: Db, notifier: Arc<Notifier>) -> Self {
+        Self { db, notifier }
+    }
+
+    pub fn global(&self, user: &UserId, event_type: &str) -> Result<Option<serde_json::Value>> {
+        let key = (user.to_owned(), event_type.to_owned());
+        Ok(self.db.get::<GlobalAccountData>(&key)?.map(|r| r.content))
+    }
+
+    pub fn room(&self, user: &UserId, room: &RoomId, event_type: &str) -> Result<Option<serde_json::Value>> {
+        let key = (user.to_owned(), room.to_owned(), event_type.to_owned());
+        Ok(self.db.get::<RoomAccountData>(&key)?.map(|r| r.content))
+    }
+
+    pub async fn set_global(
+        &self,
+        user: &UserId,
+        event_type: &str,
+        content: serde_json::Value,
+    ) -> Result<()> {
+        check_content(event_type, &content)?;
+        let key = (user.to_owned(), event_type.to_owned());
+        let db = self.db.clone();
+        let pos = blocking(move || {
+            let pos = db.next_id("stream")?;
+            db.put::<GlobalAccountData>(&key, &AccountDataRecord { content, stream_pos: pos })?;
+            Ok(pos)
+        })
+        .await?;
+        self.notifier.notify([user], pos);
+        Ok(())
+    }
+
+    pub async fn set_room(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        content: serde_json::Value,
+    ) -> Result<()> {
+        check_content(event_type, &content)?;
+        let key = (user.to_owned(), room.to_owned(), event_type.to_owned());
+        let db = self.db.clone();
+        let pos = blocking(move || {
+            let pos = db.next_id("stream")?;
+            db.put::<RoomAccountData>(&key, &AccountDataRecord { content, stream_pos: pos })?;
+            Ok(pos)
+        })
+        .await?;
+        self.notifier.notify([user], pos);
+        Ok(())
+    }
+
+    /// Stores a filter and returns its ID. Filters are immutable once created.
+    pub async fn create_filter(&self, user: &UserId, filter: serde_json::Value) -> Result<String> {
+        let db = self.db.clone();
+        let user = user.to_owned();
+        blocking(move || {
+            let id = db.next_id("filter")?;
+            db.put::<Filters>(&(user, id), &filter)?;
+            Ok(id.to_string())
+        })
+        .await
+    }
+
+    pub fn filter(&self, user: &UserId, filter_id: &str) -> Result<Option<serde_json::Value>> {
+        // IDs we never issued (not a number) simply do not exist.
+        let Ok(id) = filter_id.parse::<u64>() else { return Ok(None) };
+        Ok(self.db.get::<Filters>(&(user.to_owned(), id))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{room_id, user_id};
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn set_get_and_rules() {
+        let notifier = Arc::new(Notifier::new(0));
+        let data = AccountData::new(Db::in_memory(), notifier.clone());
+        let alice = user_id!("@alice:example.org");
+        let mut rx = notifier.subscribe(alice);
+        data.set_global(alice, "m.direct", json!({"@b:x": ["!r:x"]})).await.unwrap();
+        assert!(rx.has_changed().unwrap(), "a write wakes the user's sync");
+        rx.mark_unchanged();
+        assert_eq!(data.global(alice, "m.direct").unwrap(), Some(json!({"@b:x": ["!r:x"]})));
+        assert_eq!(data.global(alice, "other").unwrap(), None);
+
+        let room = room_id!("!r:example.org");
+        data.set_room(alice, room, "m.tag", json!({"tags": {}})).await.unwrap();
+        assert_eq!(data.room(alice, room, "m.tag").unwrap(), Some(json!({"tags": {}})));
+
+        let err = data.set_global(alice, "m.fully_read", json!({})).await.unwrap_err();
+        assert_eq!(err.code().status_and_kind().0, 405);
+        assert!(data.set_global(alice, "x", json!([1])).await.is_err());
+        assert!(data.set_global(alice, "x", json!({"a": "b".repeat(70_000)})).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn filters_are_per_user() {
+        let data = AccountData::new(Db::in_memory(), Arc::new(Notifier::new(0)));
+        let (alice, bob) = (user_id!("@alice:x"), user_id!("@bob:x"));
+        let id = data.create_filter(alice, json!({"room": {"timeline": {"limit": 5}}})).await.unwrap();
+        assert!(data.filter(alice, &id).unwrap().is_some());
+        assert!(data.filter(bob, &id).unwrap().is_none());
+        assert!(data.filter(alice, "nonsense").unwrap().is_none());
+    }
+}

@@ -1,0 +1,44 @@
+//! The parts of the configuration the homeserver logic reads. `src/config.rs` in the binary
+//! composes them with the sections other crates own.
+
+use serde::{Deserialize, Serialize};
+
+/// `[registration]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Whether anyone may register through `POST /register`.
+    pub enabled: bool,
+    /// When set, registration needs this token (the `m.login.registration_token` stage).
+    pub token: Option<String>,
+    pub allow_guests: bool,
+    /// When set, `/_synapse/admin/v1/register` creates users (admins too) with an HMAC of it.
+    pub shared_secret: Option<String>,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        // Open by default because the default listener is loopback only; the binary warns when
+        // open registration meets a public listener.
+        Self { enabled: true, token: None, allow_guests: false, shared_secret: None }
+    }
+}
+
+/// What [`crate::Homeserver`] needs to start.
+#[derive(Debug, Clone)]
+pub struct HomeserverConfig {
+    pub server_name: ruma::OwnedServerName,
+    /// The URL clients reach the client API at, with a trailing slash.
+    pub public_baseurl: String,
+    pub registration: RegistrationConfig,
+}
+
+impl HomeserverConfig {
+    pub fn for_tests() -> Self {
+        Self {
+            server_name: ruma::owned_server_name!("localhost"),
+            public_baseurl: "http://localhost:8008/".to_owned(),
+            registration: RegistrationConfig::default(),
+        }
+    }
+}

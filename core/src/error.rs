@@ -1,0 +1,160 @@
+//! The one error type of the homeserver logic, and the one table that maps it to what a client
+//! sees: an HTTP status and a Matrix `errcode`.
+
+use std::borrow::Cow;
+
+use ruma::api::{
+    client::uiaa::UiaaInfo,
+    error::{ErrorKind, UnknownTokenErrorData},
+};
+
+/// Every error code Hearth sends. Keeping our own closed enum (ruma's is non-exhaustive) makes
+/// [`ErrorCode::status_and_kind`] exhaustive: a new code cannot be added without its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    NotJson,
+    MissingParam,
+    InvalidParam,
+    TooLarge,
+    MissingToken,
+    UnknownToken,
+    Forbidden,
+    UserDeactivated,
+    GuestAccessForbidden,
+    NotFound,
+    /// An endpoint that does not exist.
+    Unrecognized,
+    /// An endpoint that exists, called with the wrong method.
+    MethodNotAllowed,
+    UserInUse,
+    InvalidUsername,
+    Exclusive,
+    WeakPassword,
+    LimitExceeded,
+    /// Account data that the server manages and clients may not set.
+    ServerManagedAccountData,
+    /// A request the server understood but cannot act on, without a more specific code.
+    BadRequest,
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn status_and_kind(self) -> (u16, ErrorKind) {
+        match self {
+            Self::BadJson => (400, ErrorKind::BadJson),
+            Self::NotJson => (400, ErrorKind::NotJson),
+            Self::MissingParam => (400, ErrorKind::MissingParam),
+            Self::InvalidParam => (400, ErrorKind::InvalidParam),
+            Self::TooLarge => (413, ErrorKind::TooLarge),
+            Self::MissingToken => (401, ErrorKind::MissingToken),
+            Self::UnknownToken => (401, ErrorKind::UnknownToken(UnknownTokenErrorData::new())),
+            Self::Forbidden => (403, ErrorKind::Forbidden),
+            Self::UserDeactivated => (403, ErrorKind::UserDeactivated),
+            Self::GuestAccessForbidden => (403, ErrorKind::GuestAccessForbidden),
+            Self::NotFound => (404, ErrorKind::NotFound),
+            Self::Unrecognized => (404, ErrorKind::Unrecognized),
+            Self::MethodNotAllowed => (405, ErrorKind::Unrecognized),
+            Self::UserInUse => (400, ErrorKind::UserInUse),
+            Self::InvalidUsername => (400, ErrorKind::InvalidUsername),
+            Self::Exclusive => (400, ErrorKind::Exclusive),
+            Self::WeakPassword => (400, ErrorKind::WeakPassword),
+            Self::LimitExceeded => (429, ErrorKind::LimitExceeded(Default::default())),
+            Self::ServerManagedAccountData => (405, ErrorKind::BadJson),
+            Self::BadRequest => (400, ErrorKind::Unknown),
+            Self::Unknown => (500, ErrorKind::Unknown),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Something the client did or asked for; its message is shown to the client.
+    #[error("{message}")]
+    Matrix { code: ErrorCode, message: Cow<'static, str> },
+    /// User-interactive authentication must continue: answered with 401 and the flow state.
+    #[error("user-interactive authentication required")]
+    Uiaa(Box<UiaaInfo>),
+    #[error(transparent)]
+    Storage(#[from] hearth_storage::Error),
+    /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+macro_rules! constructors {
+    ($($fn_name:ident => $code:ident),* $(,)?) => {
+        impl Error {
+            $(
+                pub fn $fn_name(message: impl Into<Cow<'static, str>>) -> Self {
+                    Self::Matrix { code: ErrorCode::$code, message: message.into() }
+                }
+            )*
+        }
+    };
+}
+
+constructors! {
+    bad_json => BadJson,
+    not_json => NotJson,
+    missing_param => MissingParam,
+    invalid_param => InvalidParam,
+    too_large => TooLarge,
+    forbidden => Forbidden,
+    not_found => NotFound,
+    user_in_use => UserInUse,
+    invalid_username => InvalidUsername,
+    user_deactivated => UserDeactivated,
+    guest_access_forbidden => GuestAccessForbidden,
+    unknown_token => UnknownToken,
+    missing_token => MissingToken,
+    weak_password => WeakPassword,
+    bad_request => BadRequest,
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Matrix { code, message: message.into() }
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::Internal(message.to_string())
+    }
+
+    /// The code a client sees for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Matrix { code, .. } => *code,
+            // A UIA continuation is a 401 whose body is the flow state, not an error code.
+            Self::Uiaa(_) => ErrorCode::Forbidden,
+            Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
+        }
+    }
+
+    /// Whether this is the server's fault (logged at error level, details hidden).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Storage(_) | Self::Internal(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_details_behind_m_unknown() {
+        let err = Error::internal("disk on fire");
+        assert!(err.is_internal());
+        assert_eq!(err.code().status_and_kind().0, 500);
+    }
+
+    #[test]
+    fn table_spot_checks() {
+        assert_eq!(ErrorCode::MethodNotAllowed.status_and_kind(), (405, ErrorKind::Unrecognized));
+        assert_eq!(ErrorCode::TooLarge.status_and_kind(), (413, ErrorKind::TooLarge));
+        assert_eq!(ErrorCode::MissingToken.status_and_kind().0, 401);
+        assert_eq!(Error::user_in_use("x").code(), ErrorCode::UserInUse);
+    }
+}

@@ -1,0 +1,3 @@
+//! The server's own signing keys; later, remote keys and signature checks.
+
+pub mod signing_key;

@@ -1,0 +1,19 @@
+//! hearth-core: the homeserver's logic, independent of HTTP and of the storage engine.
+//!
+//! Entry point: [`Homeserver`], built once at start-up and passed to every handler.
+//! Invariant: this crate never imports axum, rocksdb, redis or reqwest; it reaches storage only
+//! through `hearth-storage`'s typed tables and the network only through traits the binary wires.
+
+pub mod account_data;
+pub mod auth;
+pub mod config;
+pub mod ephemeral;
+mod error;
+mod homeserver;
+pub mod keys;
+pub mod sync;
+pub mod users;
+pub mod util;
+
+pub use error::{Error, ErrorCode, Result};
+pub use homeserver::{Homeserver, Services};

@@ -1,0 +1,3 @@
+//! The pieces /sync and the WebSocket channel share.
+
+pub mod notifier;

@@ -1,0 +1,307 @@
+//! Creating, finding, re-passwording and deactivating local accounts.
+
+use hearth_storage::{
+    Batch,
+    records::AccountRecord,
+    schema::{Accounts, ProfileFields},
+};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+
+use super::{Users, blocking, password};
+use crate::{Error, Result, util::now_ms};
+
+/// What a registration asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    /// `None` picks a free numeric localpart, as for guests.
+    pub localpart: Option<String>,
+    pub password: Option<String>,
+    pub is_guest: bool,
+    pub is_admin: bool,
+    /// Log in right away on this device (or a new one) unless `inhibit_login`.
+    pub device_id: Option<OwnedDeviceId>,
+    pub device_display_name: Option<String>,
+    pub inhibit_login: bool,
+    pub displayname: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub user_id: OwnedUserId,
+    /// The new session's device and access token, unless login was inhibited.
+    pub login: Option<(OwnedDeviceId, String)>,
+}
+
+/// Characters the spec allows in a new user's localpart.
+fn is_localpart_char(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+')
+}
+
+const MAX_USER_ID_BYTES: usize = 255;
+
+impl Users {
+    /// Checks a requested localpart against the grammar and the reserved forms, and returns the
+    /// user ID it would give. Upper case is folded, as Synapse does.
+    pub fn user_id_for_new_localpart(&self, requested: &str) -> Result<OwnedUserId> {
+        let localpart = requested.to_lowercase();
+        if localpart.is_empty() {
+            return Err(Error::invalid_username("User ID cannot be empty"));
+        }
+        if !localpart.chars().all(is_localpart_char) {
+            return Err(Error::invalid_username("User ID can only contain characters a-z, 0-9, or '=_-./+'"));
+        }
+        if localpart.starts_with('_') {
+            return Err(Error::invalid_username("User ID may not begin with _"));
+        }
+        if localpart.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::invalid_username("Numeric user IDs are reserved for guest users"));
+        }
+        let user_id = format!("@{localpart}:{}", self.server_name);
+        if user_id.len() > MAX_USER_ID_BYTES {
+            return Err(Error::invalid_username(format!(
+                "User ID may not be longer than {MAX_USER_ID_BYTES} characters"
+            )));
+        }
+        UserId::parse(user_id).map_err(|e| Error::invalid_username(format!("Invalid user ID: {e}")))
+    }
+
+    pub fn is_local(&self, user_id: &UserId) -> bool {
+        user_id.server_name() == self.server_name
+    }
+
+    pub fn account(&self, user_id: &UserId) -> Result<Option<AccountRecord>> {
+        Ok(self.db.get::<Accounts>(&user_id.to_owned())?)
+    }
+
+    /// Whether a user ID is taken; deactivated accounts keep their ID forever.
+    pub fn exists(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.db.contains::<Accounts>(&user_id.to_owned())?)
+    }
+
+    /// Creates an account and, unless inhibited, its first session.
+    pub async fn register(&self, new: NewAccount) -> Result<Registered> {
+        let password_hash = match new.password.clone() {
+            Some(pw) => Some(password::hash_password(pw).await?),
+            None => None,
+        };
+        let requested = match &new.localpart {
+            Some(lp) => Some(self.user_id_for_new_localpart(lp)?),
+            None => None,
+        };
+        let users = self.clone();
+        let new2 = new.clone();
+        let user_id = blocking(move || {
+            let _guard = users.create_lock.lock().map_err(|_| Error::internal("create lock poisoned"))?;
+            let user_id = match requested {
+                Some(user_id) => {
+                    if users.exists(&user_id)? {
+                        return Err(Error::user_in_use("User ID already taken."));
+                    }
+                    user_id
+                }
+                None => users.free_generated_user_id()?,
+            };
+            let record = AccountRecord {
+                password_hash,
+                created_ts: now_ms(),
+                is_guest: new2.is_guest,
+                is_admin: new2.is_admin,
+                deactivated: false,
+            };
+            let mut batch = Batch::new();
+            batch.put::<Accounts>(&user_id, &record)?;
+            // New users show their localpart until they choose a name, as on Synapse.
+            let displayname = new2.displayname.unwrap_or_else(|| user_id.localpart().to_owned());
+            batch.put::<ProfileFields>(
+                &(user_id.clone(), "displayname".to_owned()),
+                &serde_json::Value::String(displayname),
+            )?;
+            users.db.write(batch)?;
+            Ok(user_id)
+        })
+        .await?;
+        tracing::info!(%user_id, is_guest = new.is_guest, "registered a new account");
+
+        let login = if new.inhibit_login {
+            None
+        } else {
+            Some(self.create_session(&user_id, new.device_id, new.device_display_name, new.is_guest).await?)
+        };
+        Ok(Registered { user_id, login })
+    }
+
+    /// Guests and registrations without a username get the next free numeric localpart.
+    fn free_generated_user_id(&self) -> Result<OwnedUserId> {
+        loop {
+            let n = self.db.next_id("generated_localpart")?;
+            let user_id = UserId::parse(format!("@{n}:{}", self.server_name))
+                .map_err(|e| Error::internal(format!("generated user ID: {e}")))?;
+            if !self.exists(&user_id)? {
+                return Ok(user_id);
+            }
+        }
+    }
+
+    /// Finds the account a login names: a localpart or a full user ID, matched case-insensitively
+    /// when there is no exact match.
+    pub fn resolve_login_user(&self, user: &str) -> Result<Option<OwnedUserId>> {
+        let full =
+            if user.starts_with('@') { user.to_owned() } else { format!("@{user}:{}", self.server_name) };
+        let Ok(user_id) = UserId::parse(&full) else { return Ok(None) };
+        if !self.is_local(&user_id) {
+            return Ok(None);
+        }
+        if self.exists(&user_id)? {
+            return Ok(Some(user_id));
+        }
+        let lowered = UserId::parse(full.to_lowercase()).ok();
+        Ok(lowered.filter(|u| self.exists(u).unwrap_or(false)))
+    }
+
+    /// Whether `password` is the account's password. Accounts without one never match.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        match self.account(user_id)? {
+            Some(AccountRecord { password_hash: Some(hash), deactivated: false, .. }) => {
+                password::verify_password(hash, password.to_owned()).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Sets a new password. With `logout_devices`, every session other than `keep` ends.
+    pub async fn set_password(
+        &self,
+        user_id: &UserId,
+        new_password: &str,
+        logout_devices: bool,
+        keep: Option<&ruma::DeviceId>,
+    ) -> Result<()> {
+        let hash = password::hash_password(new_password.to_owned()).await?;
+        let users = self.clone();
+        let uid = user_id.to_owned();
+        blocking(move || {
+            let mut record = users.account(&uid)?.ok_or_else(|| Error::not_found("No such user"))?;
+            record.password_hash = Some(hash);
+            users.db.put::<Accounts>(&uid, &record)?;
+            Ok(())
+        })
+        .await?;
+        if logout_devices {
+            let others: Vec<OwnedDeviceId> = self
+                .devices(user_id)?
+                .into_iter()
+                .map(|d| d.device_id)
+                .filter(|d| keep.is_none_or(|k| k.as_str() != d.as_str()))
+                .collect();
+            self.delete_devices(user_id, &others).await?;
+        }
+        Ok(())
+    }
+
+    /// Deactivates an account for good: sessions end, the password and profile are removed, and
+    /// the user ID stays taken.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let all: Vec<OwnedDeviceId> = self.devices(user_id)?.into_iter().map(|d| d.device_id).collect();
+        self.delete_devices(user_id, &all).await?;
+        let users = self.clone();
+        let uid = user_id.to_owned();
+        blocking(move || {
+            let mut record = users.account(&uid)?.ok_or_else(|| Error::not_found("No such user"))?;
+            record.deactivated = true;
+            record.password_hash = None;
+            let mut batch = Batch::new();
+            batch.put::<Accounts>(&uid, &record)?;
+            for entry in users.db.scan_prefix::<ProfileFields, _>(&uid)? {
+                let (key, _) = entry?;
+                batch.delete::<ProfileFields>(&key);
+            }
+            users.db.write(batch)?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(%user_id, "deactivated account");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::test_users;
+
+    #[test]
+    fn localpart_rules() {
+        let users = test_users();
+        assert_eq!(users.user_id_for_new_localpart("Alice").unwrap().as_str(), "@alice:example.org");
+        for bad in ["", "al ice", "_bridge", "1234", "ali:ce", "é"] {
+            let err = users.user_id_for_new_localpart(bad).unwrap_err();
+            assert!(matches!(err, Error::Matrix { code: crate::ErrorCode::InvalidUsername, .. }), "{bad}");
+        }
+        assert!(users.user_id_for_new_localpart(&"a".repeat(300)).is_err());
+    }
+
+    #[tokio::test]
+    async fn register_then_taken_then_login_user_resolution() {
+        let users = test_users();
+        let new =
+            NewAccount { localpart: Some("bob".into()), password: Some("pw".into()), ..Default::default() };
+        let reg = users.register(new.clone()).await.unwrap();
+        assert_eq!(reg.user_id.as_str(), "@bob:example.org");
+        assert!(reg.login.is_some());
+        let err = users.register(new).await.unwrap_err();
+        assert!(matches!(err, Error::Matrix { code: crate::ErrorCode::UserInUse, .. }));
+        assert_eq!(users.resolve_login_user("BOB").unwrap(), Some(reg.user_id.clone()));
+        assert_eq!(users.resolve_login_user("@bob:example.org").unwrap(), Some(reg.user_id.clone()));
+        assert_eq!(users.resolve_login_user("@bob:elsewhere.org").unwrap(), None);
+        assert!(users.check_password(&reg.user_id, "pw").await.unwrap());
+        assert!(!users.check_password(&reg.user_id, "nope").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn concurrent_registrations_of_one_name_yield_one_account() {
+        let users = test_users();
+        let attempts = (0..8).map(|_| {
+            let users = users.clone();
+            tokio::spawn(async move {
+                users
+                    .register(NewAccount {
+                        localpart: Some("race".into()),
+                        inhibit_login: true,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        });
+        let mut ok = 0;
+        for a in attempts {
+            if a.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 1);
+    }
+
+    #[tokio::test]
+    async fn guests_get_numeric_ids_and_deactivation_ends_everything() {
+        let users = test_users();
+        let guest = users.register(NewAccount { is_guest: true, ..Default::default() }).await.unwrap();
+        assert!(guest.user_id.localpart().bytes().all(|b| b.is_ascii_digit()));
+        let (_, token) = guest.login.unwrap();
+        assert!(users.authenticate(&token).unwrap().is_guest);
+
+        let reg = users
+            .register(NewAccount {
+                localpart: Some("carol".into()),
+                password: Some("pw".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (_, token) = reg.login.unwrap();
+        users.deactivate(&reg.user_id).await.unwrap();
+        assert!(users.authenticate(&token).is_err());
+        assert!(!users.check_password(&reg.user_id, "pw").await.unwrap());
+        assert!(users.exists(&reg.user_id).unwrap(), "the ID stays taken");
+        assert_eq!(users.profile_field(&reg.user_id, "displayname").unwrap(), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Devices and the sessions (access tokens) bound to them.
+
+use hearth_storage::{
+    Batch,
+    records::{AccessTokenRecord, DeviceRecord},
+    schema::{AccessTokens, Devices},
+};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+
+use super::{Users, blocking, tokens};
+use crate::{Error, Result, util::now_ms};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: OwnedDeviceId,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<u64>,
+}
+
+impl Device {
+    fn from_record(device_id: OwnedDeviceId, r: DeviceRecord) -> Self {
+        Self {
+            device_id,
+            display_name: r.display_name,
+            last_seen_ip: r.last_seen_ip,
+            // A device that was never seen since its creation was last seen when created.
+            last_seen_ts: Some(r.last_seen_ts.unwrap_or(r.created_ts)),
+        }
+    }
+}
+
+/// Device IDs are ten upper-case letters, as Synapse makes them.
+fn new_device_id() -> OwnedDeviceId {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let id: String = (0..10).map(|_| char::from(rng.gen_range(b'A'..=b'Z'))).collect();
+    OwnedDeviceId::from(id)
+}
+
+const MAX_DEVICE_DISPLAY_NAME: usize = 100;
+
+fn check_display_name(name: Option<&String>) -> Result<()> {
+    if name.is_some_and(|n| n.chars().count() > MAX_DEVICE_DISPLAY_NAME) {
+        return Err(Error::invalid_param(format!(
+            "Device display name is too long (max {MAX_DEVICE_DISPLAY_NAME})"
+        )));
+    }
+    Ok(())
+}
+
+impl Users {
+    /// Starts a session: creates the device (or reuses one the client names, ending its old
+    /// session) and issues a new access token for it.
+    pub async fn create_session(
+        &self,
+        user_id: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+        is_guest: bool,
+    ) -> Result<(OwnedDeviceId, String)> {
+        check_display_name(display_name.as_ref())?;
+        let users = self.clone();
+        let user_id = user_id.to_owned();
+        blocking(move || {
+            let device_id = device_id.unwrap_or_else(new_device_id);
+            let key = (user_id.clone(), device_id.clone());
+            let now = now_ms();
+            let mut batch = Batch::new();
+            let mut record = match users.db.get::<Devices>(&key)? {
+                Some(existing) => {
+                    if let Some(old) = &existing.token_hash {
+                        batch.delete::<AccessTokens>(old);
+                    }
+                    existing
+                }
+                None => DeviceRecord {
+                    display_name: None,
+                    created_ts: now,
+                    last_seen_ts: Some(now),
+                    last_seen_ip: None,
+                    token_hash: None,
+                },
+            };
+            if display_name.is_some() {
+                record.display_name = display_name;
+            }
+            let token = tokens::new_access_token();
+            let hash = tokens::hash_token(&token);
+            record.token_hash = Some(hash.clone());
+            batch.put::<Devices>(&key, &record)?;
+            let token_record = AccessTokenRecord {
+                user_id: user_id.clone(),
+                device_id: device_id.clone(),
+                created_ts: now,
+                is_guest,
+            };
+            batch.put::<AccessTokens>(&hash, &token_record)?;
+            users.db.write(batch)?;
+            tracing::debug!(%user_id, %device_id, "started a session");
+            Ok((device_id, token))
+        })
+        .await
+    }
+
+    pub fn devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
+        self.db
+            .scan_prefix::<Devices, _>(&user_id.to_owned())?
+            .map(|entry| {
+                let ((_, device_id), record) = entry?;
+                Ok(Device::from_record(device_id, record))
+            })
+            .collect()
+    }
+
+    pub fn device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<Device>> {
+        let key = (user_id.to_owned(), device_id.to_owned());
+        Ok(self.db.get::<Devices>(&key)?.map(|r| Device::from_record(device_id.to_owned(), r)))
+    }
+
+    pub async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        check_display_name(display_name.as_ref())?;
+        let users = self.clone();
+        let key = (user_id.to_owned(), device_id.to_owned());
+        blocking(move || {
+            let mut record =
+                users.db.get::<Devices>(&key)?.ok_or_else(|| Error::not_found("Device not found"))?;
+            record.display_name = display_name;
+            users.db.put::<Devices>(&key, &record)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes devices and ends their sessions; devices that do not exist are skipped.
+    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
+        if device_ids.is_empty() {
+            return Ok(());
+        }
+        let users = self.clone();
+        let user_id: OwnedUserId = user_id.to_owned();
+        let device_ids = device_ids.to_vec();
+        blocking(move || {
+            let mut batch = Batch::new();
+            for device_id in device_ids {
+                let key = (user_id.clone(), device_id);
+                if let Some(record) = users.db.get::<Devices>(&key)? {
+                    if let Some(hash) = &record.token_hash {
+                        batch.delete::<AccessTokens>(hash);
+                    }
+                    batch.delete::<Devices>(&key);
+                }
+            }
+            users.db.write(batch)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that a device was used, at most once per interval so that requests do not each
+    /// cost a write.
+    pub async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        ip: Option<String>,
+    ) -> Result<()> {
+        const INTERVAL_MS: u64 = 5 * 60 * 1000;
+        let key = (user_id.to_owned(), device_id.to_owned());
+        let Some(mut record) = self.db.get::<Devices>(&key)? else { return Ok(()) };
+        let now = now_ms();
+        let stale = record.last_seen_ts.is_none_or(|ts| now.saturating_sub(ts) >= INTERVAL_MS);
+        if !stale && (ip.is_none() || record.last_seen_ip == ip) {
+            return Ok(());
+        }
+        record.last_seen_ts = Some(now);
+        if ip.is_some() {
+            record.last_seen_ip = ip;
+        }
+        let users = self.clone();
+        blocking(move || Ok(users.db.put::<Devices>(&key, &record)?)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::users::{NewAccount, test_users};
+
+    #[tokio::test]
+    async fn sessions_and_devices() {
+        let users = test_users();
+        let reg = users
+            .register(NewAccount { localpart: Some("dee".into()), inhibit_login: true, ..Default::default() })
+            .await
+            .unwrap();
+        let uid = reg.user_id;
+        let (d1, t1) = users.create_session(&uid, None, Some("phone".into()), false).await.unwrap();
+        let (d2, t2) = users.create_session(&uid, None, None, false).await.unwrap();
+        assert_eq!(d1.as_str().len(), 10);
+        assert_eq!(users.devices(&uid).unwrap().len(), 2);
+        assert_eq!(users.device(&uid, &d1).unwrap().unwrap().display_name.as_deref(), Some("phone"));
+        assert!(users.device(&uid, &d2).unwrap().unwrap().last_seen_ts.is_some());
+
+        // Logging in again on a named device replaces its token and keeps its name.
+        let (d1b, t1b) = users.create_session(&uid, Some(d1.clone()), None, false).await.unwrap();
+        assert_eq!(d1b, d1);
+        assert!(users.authenticate(&t1).is_err(), "old token still works");
+        assert_eq!(users.authenticate(&t1b).unwrap().device_id, d1);
+        assert_eq!(users.device(&uid, &d1).unwrap().unwrap().display_name.as_deref(), Some("phone"));
+
+        users.set_device_display_name(&uid, &d2, Some("laptop".into())).await.unwrap();
+        assert!(users.set_device_display_name(&uid, "NOPE".into(), None).await.is_err());
+        assert!(users.set_device_display_name(&uid, &d2, Some("x".repeat(101))).await.is_err());
+
+        users.delete_devices(&uid, &[d2.clone(), "MISSING".into()]).await.unwrap();
+        assert!(users.authenticate(&t2).is_err());
+        assert_eq!(users.devices(&uid).unwrap().len(), 1);
+    }
+}

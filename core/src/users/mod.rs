@@ -1,0 +1,74 @@
+//! Local accounts, their devices and access tokens, and their profiles.
+
+mod accounts;
+mod admin_register;
+mod devices;
+pub mod password;
+mod profile;
+mod tokens;
+
+use std::sync::{Arc, Mutex};
+
+use hearth_storage::Db;
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId};
+
+pub use self::{
+    accounts::{NewAccount, Registered},
+    admin_register::SharedSecretRegistration,
+    devices::Device,
+};
+use crate::ephemeral::EphemeralStore;
+
+/// Who made an authenticated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_guest: bool,
+}
+
+#[derive(Clone)]
+pub struct Users {
+    db: Db,
+    server_name: OwnedServerName,
+    ephemeral: Arc<dyn EphemeralStore>,
+    /// Serializes "is this user ID free? then create it", so two registrations of one name
+    /// cannot both succeed.
+    create_lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl Users {
+    pub fn new(db: Db, server_name: OwnedServerName, ephemeral: Arc<dyn EphemeralStore>) -> Self {
+        Self { db, server_name, ephemeral, create_lock: Arc::default() }
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+}
+
+/// Runs blocking storage work off the async worker threads. RocksDB groups concurrent synced
+/// writes into one fsync, so letting many writers wait in parallel here is what keeps
+/// throughput up with `sync_writes` on.
+pub(crate) async fn blocking<T, F>(f: F) -> crate::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> crate::Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(crate::Error::internal)?
+}
+
+#[cfg(test)]
+pub(crate) fn test_users() -> Users {
+    Users::new(
+        Db::in_memory(),
+        ruma::owned_server_name!("example.org"),
+        Arc::new(crate::ephemeral::LocalEphemeral::new()),
+    )
+}

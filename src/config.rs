@@ -1,0 +1,142 @@
+//! The configuration file: built-in defaults, then the TOML file, then `HEARTH_*` environment
+//! variables (`__` between levels). Each crate owns its own section's type; this composes them.
+
+use std::{net::SocketAddr, path::Path};
+
+use anyhow::{Context, bail};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use hearth_client_api::ClientApiConfig;
+use hearth_core::config::{HomeserverConfig, RegistrationConfig};
+use hearth_storage::StorageConfig;
+use ruma::OwnedServerName;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The domain in user IDs (`@alice:server_name`). Cannot change once users exist.
+    pub server_name: OwnedServerName,
+    /// Where clients reach this server; defaults to `http://` + `listen.client` + `/`.
+    pub public_baseurl: Option<String>,
+    pub listen: ListenConfig,
+    pub storage: StorageConfig,
+    pub registration: RegistrationConfig,
+    pub client_api: ClientApiConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Address of the Client-Server API (plain HTTP; put TLS in front of it in production).
+    pub client: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `hearth=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: ruma::owned_server_name!("localhost"),
+            public_baseurl: None,
+            listen: ListenConfig::default(),
+            storage: StorageConfig::default(),
+            registration: RegistrationConfig::default(),
+            client_api: ClientApiConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Pretty }
+    }
+}
+
+/// Environment variables that configure start-up itself rather than a config key.
+const NOT_KEYS: &[&str] = &["config"];
+
+impl Config {
+    /// Loads the config: defaults, then `file` (which must exist when given), then the
+    /// environment. Errors name the offending key.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("HEARTH_").split("__").ignore(NOT_KEYS));
+        let config: Self = figment.extract().map_err(|e| {
+            // figment reports every problem with the key it concerns; keep them all.
+            anyhow::anyhow!(
+                "invalid configuration: {}",
+                e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_baseurl
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("invalid configuration: public_baseurl must start with http:// or https://, got {url:?}");
+        }
+        if self.client_api.max_request_bytes < 1024 {
+            bail!("invalid configuration: client_api.max_request_bytes must be at least 1024");
+        }
+        if self.registration.token.as_deref() == Some("") {
+            bail!("invalid configuration: registration.token must not be empty (leave it out instead)");
+        }
+        if self.registration.shared_secret.as_deref() == Some("") {
+            bail!(
+                "invalid configuration: registration.shared_secret must not be empty (leave it out instead)"
+            );
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .with_context(|| format!("invalid configuration: log.level {:?}", self.log.level))?;
+        Ok(())
+    }
+
+    pub fn public_baseurl(&self) -> String {
+        let url = self.public_baseurl.clone().unwrap_or_else(|| format!("http://{}/", self.listen.client));
+        if url.ends_with('/') { url } else { format!("{url}/") }
+    }
+
+    pub fn homeserver(&self) -> HomeserverConfig {
+        HomeserverConfig {
+            server_name: self.server_name.clone(),
+            public_baseurl: self.public_baseurl(),
+            registration: self.registration.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Configuration loading: defaults, file, environment, and the errors for bad input.
+// figment::Jail closures return figment::Error, which is large; that is fine in tests.
+#![allow(clippy::result_large_err)]
+
+use std::io::Write;
+
+use super::*;
+
+fn write(contents: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(contents.as_bytes()).unwrap();
+    f
+}
+
+/// Runs `f` while no other test changes the environment (figment's Jail holds a global lock).
+fn isolated(f: impl FnOnce()) {
+    figment::Jail::expect_with(|_| {
+        f();
+        Ok(())
+    });
+}
+
+#[test]
+fn defaults_without_a_file() {
+    isolated(|| {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.server_name.as_str(), "localhost");
+        assert_eq!(config.listen.client.to_string(), "127.0.0.1:8008");
+        assert_eq!(config.storage.path, std::path::PathBuf::from("./data"));
+        assert!(config.storage.sync_writes);
+        assert_eq!(config.public_baseurl(), "http://127.0.0.1:8008/");
+    });
+}
+
+#[test]
+fn example_file_parses_and_documents_every_key() {
+    isolated(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.server_name.as_str(), "localhost");
+        // Every key the program knows appears in the example (commented or not).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        collect_keys(&defaults, "", &mut |key| {
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            if !text.contains(&format!("{leaf} =")) {
+                missing.push(key.to_owned());
+            }
+        });
+        for optional in ["public_baseurl", "token", "shared_secret"] {
+            if !text.contains(&format!("{optional} =")) {
+                missing.push(optional.to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "config.toml.example does not document: {missing:?}");
+    });
+}
+
+fn collect_keys(value: &toml::Value, prefix: &str, f: &mut impl FnMut(&str)) {
+    if let toml::Value::Table(table) = value {
+        for (k, v) in table {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if v.is_table() {
+                collect_keys(v, &key, f);
+            } else {
+                f(&key);
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_the_key() {
+    isolated(|| {
+        let file = write("[storage]\npathh = \"/tmp/x\"\n");
+        let err = Config::load(Some(file.path())).unwrap_err().to_string();
+        assert!(err.contains("pathh"), "{err}");
+
+        let file = write("[listen]\nclient = \"not an address\"\n");
+        let err = Config::load(Some(file.path())).unwrap_err().to_string();
+        assert!(err.contains("listen.client") || err.contains("client"), "{err}");
+
+        let file = write("server_name = \"bad name!\"\n");
+        let err = Config::load(Some(file.path())).unwrap_err().to_string();
+        assert!(err.contains("server_name"), "{err}");
+
+        let err = Config::load(Some(std::path::Path::new("/nonexistent/hearth.toml"))).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    });
+}
+
+#[test]
+fn environment_overrides_file() {
+    // figment's Jail serializes tests that touch the process environment and restores it after.
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("hearth.toml", "server_name = \"example.org\"\n[storage]\npath = \"/from/file\"\n")?;
+        jail.set_env("HEARTH_STORAGE__PATH", "/from/env");
+        jail.set_env("HEARTH_LISTEN__CLIENT", "127.0.0.1:9999");
+        jail.set_env("HEARTH_REGISTRATION__ALLOW_GUESTS", "true");
+        jail.set_env("HEARTH_CONFIG", "not-a-key");
+        let config = Config::load(Some(std::path::Path::new("hearth.toml"))).map_err(|e| e.to_string())?;
+        assert_eq!(config.server_name.as_str(), "example.org");
+        assert_eq!(config.storage.path, std::path::PathBuf::from("/from/env"));
+        assert_eq!(config.listen.client.port(), 9999);
+        assert!(config.registration.allow_guests);
+
+        jail.set_env("HEARTH_STORAGE__SYNC_WRITES", "maybe");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("storage.sync_writes"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_combinations_are_refused() {
+    isolated(|| {
+        let file = write("public_baseurl = \"ftp://x\"\n");
+        assert!(Config::load(Some(file.path())).is_err());
+        let file = write("[registration]\ntoken = \"\"\n");
+        assert!(Config::load(Some(file.path())).unwrap_err().to_string().contains("registration.token"));
+        let file = write("[log]\nformat = \"xml\"\n");
+        assert!(Config::load(Some(file.path())).is_err());
+    });
+}

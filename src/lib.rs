@@ -1,0 +1,95 @@
+//! The `hearth` binary's library half: configuration, wiring and the HTTP server.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future, so tests start a real server
+//! on port 0 and stop it when they like; `main.rs` only parses arguments and calls it.
+
+pub mod config;
+mod router;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use hearth_core::{Homeserver, ephemeral::LocalEphemeral};
+use hearth_storage::Db;
+use tokio::net::TcpListener;
+
+pub use crate::{config::Config, router::app};
+
+/// Opens storage and builds the homeserver the config describes.
+pub fn build(config: &Config) -> anyhow::Result<Homeserver> {
+    let db = Db::open(&config.storage)
+        .with_context(|| format!("opening the database at {}", config.storage.path.display()))?;
+    // Ephemeral state lives in this process until a Redis backend is configured.
+    let ephemeral = Arc::new(LocalEphemeral::new());
+    Ok(Homeserver::new(config.homeserver(), db, ephemeral)?)
+}
+
+/// Serves the Client-Server API on `listener` until `shutdown` completes, then drains
+/// in-flight requests and flushes storage.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let hs = build(&config)?;
+    warn_about_risky_settings(&config, &listener);
+    let local = listener.local_addr().context("reading the listener's address")?;
+    tracing::info!(
+        server_name = %config.server_name,
+        listen = %local,
+        storage = %config.storage.path.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "Hearth is serving the client API"
+    );
+    let app = router::app(hs.clone(), config.client_api.clone());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down: flushing storage");
+    hs.db.flush().context("flushing storage")?;
+    Ok(())
+}
+
+fn warn_about_risky_settings(config: &Config, listener: &TcpListener) {
+    let public = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+    let open = config.registration.enabled && config.registration.token.is_none();
+    if public && open {
+        tracing::warn!(
+            "registration is open to anyone on a non-loopback listener; set registration.token \
+             or registration.enabled = false for a public server"
+        );
+    }
+    if !config.storage.sync_writes {
+        tracing::warn!("storage.sync_writes is off: acknowledged writes can be lost on power failure");
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,28 @@
+//! `hearth`: a Matrix homeserver. See README.md for configuration.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, about = "A Matrix homeserver", long_about = None)]
+struct Args {
+    /// Configuration file (TOML). Without one, built-in defaults apply; `HEARTH_*` environment
+    /// variables override either, e.g. HEARTH_STORAGE__PATH=/var/lib/hearth.
+    #[arg(short, long, env = "HEARTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = hearth::Config::load(args.config.as_deref())?;
+    hearth::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen.client)
+            .await
+            .with_context(|| format!("binding listen.client = {}", config.listen.client))?;
+        hearth::run(config, listener, hearth::shutdown_signal()).await
+    })
+}

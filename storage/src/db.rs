@@ -1,0 +1,279 @@
+//! [`Db`]: typed access to the catalog's tables, atomic batches, the schema version and migrations.
+//!
+//! Every call here blocks on the engine; async callers hand write-heavy work to a blocking thread.
+
+use std::{
+    marker::PhantomData,
+    ops::Bound,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error, Result,
+    codec::{HasPrefix, KeyCodec, ValueCodec},
+    engine::{KvEngine, WriteOp, memory::MemEngine, prefix_successor},
+    error::hex,
+    schema::{ALL_TABLES, Meta, Table},
+};
+
+/// The schema version this build writes. Bump it together with a new entry in [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// A migration brings a database from `version - 1` to `version`.
+struct Migration {
+    version: u64,
+    run: fn(&Db) -> Result<()>,
+}
+
+/// Ordered by version. Version 1 is the first schema, so there is nothing to migrate yet; the
+/// hook runs every step above the stored version, in order, each recorded as it completes.
+const MIGRATIONS: &[Migration] = &[];
+
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// `[storage]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the RocksDB database.
+    pub path: PathBuf,
+    /// fsync every acknowledged write (survives power loss, not only a crash).
+    pub sync_writes: bool,
+    /// Size of the block cache shared by all column families, in MiB.
+    pub cache_mb: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("./data"), sync_writes: true, cache_mb: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Box<dyn KvEngine>,
+    sync_writes: bool,
+    /// Serializes read-modify-write of counters.
+    counters: Mutex<()>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("sync_writes", &self.inner.sync_writes).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens the RocksDB database the config names, creating it on first start.
+    #[cfg(feature = "rocksdb")]
+    pub fn open(config: &StorageConfig) -> Result<Self> {
+        let engine = crate::engine::rocks::RocksEngine::open(
+            &config.path,
+            ALL_TABLES,
+            config.cache_mb.saturating_mul(1024 * 1024),
+        )?;
+        Self::from_engine(Box::new(engine), config.sync_writes)
+    }
+
+    /// A fresh database in memory, for tests.
+    pub fn in_memory() -> Self {
+        Self::from_engine(Box::new(MemEngine::new(ALL_TABLES)), false)
+            .expect("a fresh in-memory database needs no migration")
+    }
+
+    pub fn from_engine(engine: Box<dyn KvEngine>, sync_writes: bool) -> Result<Self> {
+        let db = Self { inner: Arc::new(Inner { engine, sync_writes, counters: Mutex::new(()) }) };
+        db.migrate(SCHEMA_VERSION, MIGRATIONS)?;
+        Ok(db)
+    }
+
+    fn migrate(&self, target: u64, migrations: &[Migration]) -> Result<()> {
+        let found = self.get::<Meta>(&SCHEMA_VERSION_KEY.to_owned())?;
+        let Some(mut version) = found else {
+            // A new database starts at the current schema.
+            return self.put::<Meta>(&SCHEMA_VERSION_KEY.to_owned(), &target);
+        };
+        if version > target {
+            return Err(Error::SchemaTooNew { found: version, supported: target });
+        }
+        let start = version;
+        for migration in migrations.iter().filter(|m| m.version > start && m.version <= target) {
+            tracing::info!(from = version, to = migration.version, "migrating database schema");
+            (migration.run)(self)?;
+            self.put::<Meta>(&SCHEMA_VERSION_KEY.to_owned(), &migration.version)?;
+            version = migration.version;
+        }
+        if version != target {
+            return Err(Error::Migration { version: target, reason: "no migration step".into() });
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<u64> {
+        Ok(self.get::<Meta>(&SCHEMA_VERSION_KEY.to_owned())?.unwrap_or(0))
+    }
+
+    pub fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
+        let key_bytes = key.to_key_bytes();
+        match self.inner.engine.get(T::CF, &key_bytes)? {
+            Some(bytes) => decode_value::<T>(&key_bytes, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains<T: Table>(&self, key: &T::Key) -> Result<bool> {
+        Ok(self.inner.engine.get(T::CF, &key.to_key_bytes())?.is_some())
+    }
+
+    pub fn put<T: Table>(&self, key: &T::Key, value: &T::Value) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put::<T>(key, value)?;
+        self.write(batch)
+    }
+
+    pub fn delete<T: Table>(&self, key: &T::Key) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.delete::<T>(key);
+        self.write(batch)
+    }
+
+    /// Applies every write in `batch` atomically; durable on return when `sync_writes` is on.
+    pub fn write(&self, batch: Batch) -> Result<()> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.inner.engine.write(batch.ops, self.inner.sync_writes)
+    }
+
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<T, P>(&self, prefix: &P) -> Result<TableIter<'_, T>>
+    where
+        T: Table,
+        T::Key: HasPrefix<P>,
+        P: KeyCodec,
+    {
+        self.scan_prefix_dir::<T, P>(prefix, Direction::Forward)
+    }
+
+    pub fn scan_prefix_dir<T, P>(&self, prefix: &P, direction: Direction) -> Result<TableIter<'_, T>>
+    where
+        T: Table,
+        T::Key: HasPrefix<P>,
+        P: KeyCodec,
+    {
+        let lower = prefix.to_key_bytes();
+        let upper = prefix_successor(&lower).map_or(Bound::Unbounded, Bound::Excluded);
+        self.raw_range::<T>(Bound::Included(lower), upper, direction)
+    }
+
+    /// Entries with keys between `from` and `to`.
+    pub fn range<T: Table>(
+        &self,
+        from: Bound<&T::Key>,
+        to: Bound<&T::Key>,
+        direction: Direction,
+    ) -> Result<TableIter<'_, T>> {
+        let enc = |b: Bound<&T::Key>| b.map(KeyCodec::to_key_bytes);
+        self.raw_range::<T>(enc(from), enc(to), direction)
+    }
+
+    fn raw_range<T: Table>(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        direction: Direction,
+    ) -> Result<TableIter<'_, T>> {
+        let raw = self.inner.engine.range(T::CF, lower, upper, direction == Direction::Backward)?;
+        Ok(TableIter { raw, _table: PhantomData })
+    }
+
+    /// Atomically increments the named counter and returns its new value (the first is 1).
+    pub fn next_id(&self, counter: &str) -> Result<u64> {
+        let _guard = self.inner.counters.lock().map_err(|_| Error::Engine("counter lock poisoned".into()))?;
+        let key = format!("counter:{counter}");
+        let next = self.get::<Meta>(&key)?.unwrap_or(0) + 1;
+        self.put::<Meta>(&key, &next)?;
+        Ok(next)
+    }
+
+    /// Makes everything written so far durable, for a clean shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.engine.flush()
+    }
+}
+
+fn decode_value<T: Table>(key: &[u8], bytes: &[u8]) -> Result<T::Value> {
+    T::Value::decode_value(bytes).map_err(|e| Error::ValueDecode {
+        table: T::CF,
+        key_hex: hex(key),
+        reason: e.0,
+    })
+}
+
+/// Typed entries of one table.
+pub struct TableIter<'a, T: Table> {
+    raw: crate::engine::RawIter<'a>,
+    _table: PhantomData<T>,
+}
+
+impl<T: Table> Iterator for TableIter<'_, T> {
+    type Item = Result<(T::Key, T::Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.raw.next()?;
+        Some(item.and_then(|(k, v)| {
+            let key = T::Key::from_key_bytes(&k).map_err(|e| Error::KeyDecode {
+                table: T::CF,
+                key_hex: hex(&k),
+                reason: e.0,
+            })?;
+            Ok((key, decode_value::<T>(&k, &v)?))
+        }))
+    }
+}
+
+/// Writes that land together or not at all.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ops: Vec<WriteOp>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<()> {
+        let value = value.encode_value().map_err(Error::ValueEncode)?;
+        self.ops.push(WriteOp::Put { cf: T::CF, key: key.to_key_bytes(), value });
+        Ok(())
+    }
+
+    pub fn delete<T: Table>(&mut self, key: &T::Key) {
+        self.ops.push(WriteOp::Delete { cf: T::CF, key: key.to_key_bytes() });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
