@@ -160,13 +160,11 @@ where
                 return Err(Error::guest_access_forbidden("Guest access not allowed").into());
             }
             let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            let (hs, user, device) = (hs.clone(), session.user_id.clone(), session.device_id.clone());
-            // Last-seen bookkeeping must never slow down or fail the request itself.
-            tokio::spawn(async move {
-                if let Err(error) = hs.users.touch_device(&user, &device, ip).await {
-                    tracing::warn!(%error, "could not record device activity");
-                }
-            });
+            // Inline rather than spawned: it writes at most once per device every few minutes, and
+            // a detached task would outlive the server's shutdown holding the database open.
+            if let Err(error) = hs.users.touch_device(&session.user_id, &session.device_id, ip).await {
+                tracing::warn!(%error, "could not record device activity");
+            }
         }
 
         let http_request = Request::from_parts(parts, bytes.as_ref());

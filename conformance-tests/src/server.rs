@@ -42,7 +42,7 @@ impl TestServer {
             })
             .await
         });
-        let server = Self {
+        let mut server = Self {
             addr,
             base_url: format!("http://{addr}"),
             config,
@@ -54,9 +54,13 @@ impl TestServer {
         server
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let http = reqwest::Client::new();
         for _ in 0..200 {
+            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                let result = self.task.take().expect("task").await;
+                panic!("test server exited during start-up: {result:?}");
+            }
             if http.get(format!("{}/_matrix/client/versions", self.base_url)).send().await.is_ok() {
                 return;
             }
