@@ -9,7 +9,7 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use hearth_client_api::ClientApiConfig;
-use hearth_core::config::{HomeserverConfig, RegistrationConfig};
+use hearth_core::config::{HomeserverConfig, RegistrationConfig, RoomsConfig};
 use hearth_storage::StorageConfig;
 use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ pub struct Config {
     pub listen: ListenConfig,
     pub storage: StorageConfig,
     pub registration: RegistrationConfig,
+    pub rooms: RoomsConfig,
     pub client_api: ClientApiConfig,
     pub log: LogConfig,
 }
@@ -58,6 +59,7 @@ impl Default for Config {
             listen: ListenConfig::default(),
             storage: StorageConfig::default(),
             registration: RegistrationConfig::default(),
+            rooms: RoomsConfig::default(),
             client_api: ClientApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -119,6 +121,12 @@ impl Config {
                 "invalid configuration: registration.shared_secret must not be empty (leave it out instead)"
             );
         }
+        if !hearth_core::rooms::CREATABLE_VERSIONS.contains(&self.rooms.default_version) {
+            bail!(
+                "invalid configuration: rooms.default_version {} is not one this server creates (10, 11, 12)",
+                self.rooms.default_version
+            );
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .with_context(|| format!("invalid configuration: log.level {:?}", self.log.level))?;
         Ok(())
@@ -134,6 +142,7 @@ impl Config {
             server_name: self.server_name.clone(),
             public_baseurl: self.public_baseurl(),
             registration: self.registration.clone(),
+            rooms: self.rooms.clone(),
         }
     }
 }

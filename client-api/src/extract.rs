@@ -63,6 +63,12 @@ auth_policy! {
     NoAuthentication => Ignored,
 }
 
+/// Set on the extra routes of an endpoint whose last path parameter (a state key) may be
+/// empty: the router matches `.../state/m.room.name` and `.../state/m.room.name/`, and the
+/// extractor supplies the empty parameter ruma expects.
+#[derive(Debug, Clone, Copy)]
+pub struct EmptyLastParam;
+
 /// Set per route: whether guest accounts may call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestAccess(pub bool);
@@ -130,7 +136,10 @@ where
         )
         .await
         .map_err(|e| Error::invalid_param(format!("Invalid path: {e}")))?;
-        let path_args: Vec<&str> = path_params.iter().map(|(_, v)| v).collect();
+        let mut path_args: Vec<&str> = path_params.iter().map(|(_, v)| v).collect();
+        if parts.extensions.get::<EmptyLastParam>().is_some() {
+            path_args.push("");
+        }
 
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
             let too_large = std::error::Error::source(&e)

@@ -13,10 +13,14 @@ mod device;
 mod discovery;
 mod extract;
 mod filter;
+mod membership;
+mod message;
 mod profile;
 mod response;
+mod room;
 mod routes;
 mod session;
+mod state;
 #[cfg(test)]
 mod tests;
 

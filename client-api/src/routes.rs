@@ -13,10 +13,10 @@ use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
 
 use crate::{
     account, admin, config, device, discovery,
-    extract::{AuthPolicy, ClientApiConfig, GuestAccess, Ruma},
-    filter, profile,
+    extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
+    filter, membership, message, profile,
     response::{ApiError, ApiResult, RumaResponse},
-    session,
+    room, session, state,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
@@ -41,12 +41,22 @@ impl RouterExt for Router<Homeserver> {
     {
         let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
         let paths: BTreeSet<&'static str> = T::PATH_BUILDER.all_paths().collect();
-        paths.into_iter().fold(self, |router, path| {
-            let handler = handler.clone();
-            let route = on(filter, move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
-                handler(hs, req).await.map(RumaResponse)
-            });
-            router.route(path, route.layer(Extension(guests)))
+        paths.into_iter().fold(self, |mut router, path| {
+            let make = || {
+                let handler = handler.clone();
+                on(filter, move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
+                    handler(hs, req).await.map(RumaResponse)
+                })
+                .layer(Extension(guests))
+            };
+            router = router.route(path, make());
+            // State endpoints take an empty state key as a missing last segment.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                router = router
+                    .route(prefix, make().layer(Extension(EmptyLastParam)))
+                    .route(&format!("{prefix}/"), make().layer(Extension(EmptyLastParam)));
+            }
+            router
         })
     }
 }
@@ -107,6 +117,35 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::config::set_room_account_data::v3::Request, _, _>(config::set_room_account_data, GUESTS)
         .ruma::<c::filter::create_filter::v3::Request, _, _>(filter::create_filter, GUESTS)
         .ruma::<c::filter::get_filter::v3::Request, _, _>(filter::get_filter, GUESTS)
+        // Rooms
+        .ruma::<c::room::create_room::v3::Request, _, _>(room::create_room, NO_GUESTS)
+        .ruma::<c::room::get_room_event::v3::Request, _, _>(room::get_room_event, GUESTS)
+        .ruma::<c::room::aliases::v3::Request, _, _>(room::aliases, GUESTS)
+        .ruma::<c::alias::get_alias::v3::Request, _, _>(room::get_alias, GUESTS)
+        .ruma::<c::alias::create_alias::v3::Request, _, _>(room::create_alias, NO_GUESTS)
+        .ruma::<c::alias::delete_alias::v3::Request, _, _>(room::delete_alias, NO_GUESTS)
+        // Membership
+        .ruma::<c::membership::join_room_by_id::v3::Request, _, _>(membership::join_room_by_id, GUESTS)
+        .ruma::<c::membership::join_room_by_id_or_alias::v3::Request, _, _>(
+            membership::join_room_by_id_or_alias,
+            GUESTS,
+        )
+        .ruma::<c::membership::leave_room::v3::Request, _, _>(membership::leave_room, GUESTS)
+        .ruma::<c::membership::forget_room::v3::Request, _, _>(membership::forget_room, GUESTS)
+        .ruma::<c::membership::invite_user::v3::Request, _, _>(membership::invite_user, NO_GUESTS)
+        .ruma::<c::membership::kick_user::v3::Request, _, _>(membership::kick_user, NO_GUESTS)
+        .ruma::<c::membership::ban_user::v3::Request, _, _>(membership::ban_user, NO_GUESTS)
+        .ruma::<c::membership::unban_user::v3::Request, _, _>(membership::unban_user, NO_GUESTS)
+        .ruma::<c::membership::joined_rooms::v3::Request, _, _>(membership::joined_rooms, GUESTS)
+        .ruma::<c::membership::joined_members::v3::Request, _, _>(membership::joined_members, GUESTS)
+        .ruma::<c::membership::get_member_events::v3::Request, _, _>(membership::get_member_events, GUESTS)
+        // Events and state
+        .ruma::<c::message::send_message_event::v3::Request, _, _>(message::send_message_event, GUESTS)
+        .ruma::<c::message::get_message_events::v3::Request, _, _>(message::get_message_events, GUESTS)
+        .ruma::<c::redact::redact_event::v3::Request, _, _>(message::redact_event, NO_GUESTS)
+        .ruma::<c::state::send_state_event::v3::Request, _, _>(state::send_state_event, GUESTS)
+        .ruma::<c::state::get_state_event_for_key::v3::Request, _, _>(state::get_state_event_for_key, GUESTS)
+        .ruma::<c::state::get_state_events::v3::Request, _, _>(state::get_state_events, GUESTS)
         // Synapse-compatible shared-secret registration
         .ruma::<admin::GetNonce, _, _>(admin::get_registration_nonce, NO_GUESTS)
         .ruma::<admin::Register, _, _>(admin::shared_secret_register, NO_GUESTS)

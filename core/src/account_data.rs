@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use hearth_storage::{
-    Db,
-    records::AccountDataRecord,
-    schema::{Filters, GlobalAccountData, RoomAccountData},
+    Batch, Db,
+    records::{AccountDataRecord, StreamEntry},
+    schema::{Filters, GlobalAccountData, RoomAccountData, StreamLog},
 };
 use ruma::{RoomId, UserId};
 
-use crate::{Error, ErrorCode, Result, sync::notifier::Notifier, users::blocking};
+use crate::{Error, ErrorCode, Result, sync::stream::Streams, users::blocking};
 
 /// Event types the server maintains itself; clients change them through their own endpoints.
 const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
@@ -20,7 +20,7 @@ const MAX_CONTENT_BYTES: usize = 65_536;
 #[derive(Clone)]
 pub struct AccountData {
     db: Db,
-    notifier: Arc<Notifier>,
+    streams: Arc<Streams>,
 }
 
 impl std::fmt::Debug for AccountData {
@@ -47,8 +47,38 @@ fn check_content(event_type: &str, content: &serde_json::Value) -> Result<()> {
 }
 
 impl AccountData {
-    pub fn new(db: Db, notifier: Arc<Notifier>) -> Self {
-        Self { db, notifier }
+    pub fn new(db: Db, streams: Arc<Streams>) -> Self {
+        Self { db, streams }
+    }
+
+    /// Writes one account data event at a new stream position and wakes the user's syncs.
+    async fn write(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        event_type: &str,
+        content: serde_json::Value,
+    ) -> Result<()> {
+        let ticket = self.streams.allocate();
+        let pos = ticket.pos;
+        let db = self.db.clone();
+        let (user_id, room_id, event_type) =
+            (user.to_owned(), room.map(ToOwned::to_owned), event_type.to_owned());
+        blocking(move || {
+            let record = AccountDataRecord { content, stream_pos: pos };
+            let mut batch = Batch::new();
+            match &room_id {
+                Some(room) => batch
+                    .put::<RoomAccountData>(&(user_id.clone(), room.clone(), event_type.clone()), &record)?,
+                None => batch.put::<GlobalAccountData>(&(user_id.clone(), event_type.clone()), &record)?,
+            }
+            batch.put::<StreamLog>(&pos, &StreamEntry::AccountData { user_id, room_id, event_type })?;
+            db.write(batch)?;
+            Ok(())
+        })
+        .await?;
+        self.streams.finish(ticket, vec![user.to_owned()]);
+        Ok(())
     }
 
     pub fn global(&self, user: &UserId, event_type: &str) -> Result<Option<serde_json::Value>> {
@@ -68,16 +98,7 @@ impl AccountData {
         content: serde_json::Value,
     ) -> Result<()> {
         check_content(event_type, &content)?;
-        let key = (user.to_owned(), event_type.to_owned());
-        let db = self.db.clone();
-        let pos = blocking(move || {
-            let pos = db.next_id("stream")?;
-            db.put::<GlobalAccountData>(&key, &AccountDataRecord { content, stream_pos: pos })?;
-            Ok(pos)
-        })
-        .await?;
-        self.notifier.notify([user], pos);
-        Ok(())
+        self.write(user, None, event_type, content).await
     }
 
     pub async fn set_room(
@@ -88,16 +109,7 @@ impl AccountData {
         content: serde_json::Value,
     ) -> Result<()> {
         check_content(event_type, &content)?;
-        let key = (user.to_owned(), room.to_owned(), event_type.to_owned());
-        let db = self.db.clone();
-        let pos = blocking(move || {
-            let pos = db.next_id("stream")?;
-            db.put::<RoomAccountData>(&key, &AccountDataRecord { content, stream_pos: pos })?;
-            Ok(pos)
-        })
-        .await?;
-        self.notifier.notify([user], pos);
-        Ok(())
+        self.write(user, Some(room), event_type, content).await
     }
 
     /// Stores a filter and returns its ID. Filters are immutable once created.
@@ -125,11 +137,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::sync::notifier::Notifier;
 
     #[tokio::test]
     async fn set_get_and_rules() {
         let notifier = Arc::new(Notifier::new(0));
-        let data = AccountData::new(Db::in_memory(), notifier.clone());
+        let data = AccountData::new(Db::in_memory(), Streams::new(0, notifier.clone()));
         let alice = user_id!("@alice:example.org");
         let mut rx = notifier.subscribe(alice);
         data.set_global(alice, "m.direct", json!({"@b:x": ["!r:x"]})).await.unwrap();
@@ -150,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn filters_are_per_user() {
-        let data = AccountData::new(Db::in_memory(), Arc::new(Notifier::new(0)));
+        let data = AccountData::new(Db::in_memory(), Streams::new(0, Arc::new(Notifier::new(0))));
         let (alice, bob) = (user_id!("@alice:x"), user_id!("@bob:x"));
         let id = data.create_filter(alice, json!({"room": {"timeline": {"limit": 5}}})).await.unwrap();
         assert!(data.filter(alice, &id).unwrap().is_some());

@@ -24,6 +24,20 @@ impl Default for RegistrationConfig {
     }
 }
 
+/// `[rooms]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Room version of new rooms when the client does not ask for one.
+    pub default_version: ruma::RoomVersionId,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { default_version: ruma::RoomVersionId::V12 }
+    }
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -31,6 +45,7 @@ pub struct HomeserverConfig {
     /// The URL clients reach the client API at, with a trailing slash.
     pub public_baseurl: String,
     pub registration: RegistrationConfig,
+    pub rooms: RoomsConfig,
 }
 
 impl HomeserverConfig {
@@ -39,6 +54,7 @@ impl HomeserverConfig {
             server_name: ruma::owned_server_name!("localhost"),
             public_baseurl: "http://localhost:8008/".to_owned(),
             registration: RegistrationConfig::default(),
+            rooms: RoomsConfig::default(),
         }
     }
 }

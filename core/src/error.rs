@@ -36,6 +36,9 @@ pub enum ErrorCode {
     ServerManagedAccountData,
     /// A request the server understood but cannot act on, without a more specific code.
     BadRequest,
+    UnsupportedRoomVersion,
+    RoomInUse,
+    BadAlias,
     Unknown,
 }
 
@@ -62,6 +65,9 @@ impl ErrorCode {
             Self::LimitExceeded => (429, ErrorKind::LimitExceeded(Default::default())),
             Self::ServerManagedAccountData => (405, ErrorKind::BadJson),
             Self::BadRequest => (400, ErrorKind::Unknown),
+            Self::UnsupportedRoomVersion => (400, ErrorKind::UnsupportedRoomVersion),
+            Self::RoomInUse => (400, ErrorKind::RoomInUse),
+            Self::BadAlias => (400, ErrorKind::BadAlias),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }

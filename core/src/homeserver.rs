@@ -1,13 +1,14 @@
 //! [`Homeserver`]: the handle every request and task gets. Services are built here, bottom-up,
 //! in one place; nothing is global.
 
-use std::{ops::Deref, sync::Arc};
+use std::{ops::Bound, ops::Deref, sync::Arc};
 
-use hearth_storage::Db;
+use hearth_storage::{Db, Direction, schema::StreamLog};
 
 use crate::{
     Result, account_data::AccountData, auth::uiaa::Uiaa, config::HomeserverConfig, ephemeral::EphemeralStore,
-    keys::signing_key::SigningKey, sync::notifier::Notifier, users::Users,
+    keys::signing_key::SigningKey, rooms::Rooms, sync::notifier::Notifier, sync::stream::Streams,
+    users::Users,
 };
 
 #[derive(Clone)]
@@ -21,8 +22,10 @@ pub struct Services {
     pub db: Db,
     pub ephemeral: Arc<dyn EphemeralStore>,
     pub notifier: Arc<Notifier>,
-    pub signing_key: SigningKey,
+    pub signing_key: Arc<SigningKey>,
+    pub streams: Arc<Streams>,
     pub users: Users,
+    pub rooms: Rooms,
     pub uiaa: Uiaa,
     pub account_data: AccountData,
 }
@@ -43,12 +46,37 @@ impl Deref for Homeserver {
 
 impl Homeserver {
     pub fn new(config: HomeserverConfig, db: Db, ephemeral: Arc<dyn EphemeralStore>) -> Result<Self> {
-        let signing_key = SigningKey::load_or_generate(&db)?;
-        let notifier = Arc::new(Notifier::new(0));
+        let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
+        // The stream resumes after the last position that reached storage.
+        let last = db
+            .range::<StreamLog>(Bound::Unbounded, Bound::Unbounded, Direction::Backward)?
+            .next()
+            .transpose()?
+            .map_or(0, |(pos, _)| pos);
+        let notifier = Arc::new(Notifier::new(last));
+        let streams = Streams::new(last, notifier.clone());
         let users = Users::new(db.clone(), config.server_name.clone(), ephemeral.clone());
         let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
-        let account_data = AccountData::new(db.clone(), notifier.clone());
-        let services = Services { config, db, ephemeral, notifier, signing_key, users, uiaa, account_data };
+        let account_data = AccountData::new(db.clone(), streams.clone());
+        let rooms = Rooms::new(
+            db.clone(),
+            config.server_name.clone(),
+            signing_key.clone(),
+            streams.clone(),
+            config.rooms.default_version.clone(),
+        )?;
+        let services = Services {
+            config,
+            db,
+            ephemeral,
+            notifier,
+            signing_key,
+            streams,
+            users,
+            rooms,
+            uiaa,
+            account_data,
+        };
         Ok(Self { inner: Arc::new(services) })
     }
 

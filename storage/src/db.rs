@@ -179,6 +179,11 @@ impl Db {
         self.raw_range::<T>(Bound::Included(lower), upper, direction)
     }
 
+    /// Every entry of a table, in key order.
+    pub fn scan_prefix_all<T: Table>(&self) -> Result<TableIter<'_, T>> {
+        self.raw_range::<T>(Bound::Unbounded, Bound::Unbounded, Direction::Forward)
+    }
+
     /// Entries with keys between `from` and `to`.
     pub fn range<T: Table>(
         &self,

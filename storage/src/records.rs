@@ -1,7 +1,7 @@
 //! The shapes stored as table values. They are JSON, so a field added later with
 //! `#[serde(default)]` reads old records without a migration.
 
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 use crate::json_value;
@@ -55,4 +55,79 @@ pub struct ServerKeyRecord {
     pub expired_ts: Option<u64>,
 }
 
-json_value!(AccountRecord, DeviceRecord, AccessTokenRecord, AccountDataRecord, ServerKeyRecord);
+/// What happened at a position of the global stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamEntry {
+    RoomEvent { room_id: OwnedRoomId, event_id: OwnedEventId },
+    AccountData { user_id: OwnedUserId, room_id: Option<OwnedRoomId>, event_type: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PduRecord {
+    pub room_id: OwnedRoomId,
+    /// The full PDU as canonical JSON, hashes and signatures included (redacted once redacted).
+    pub json: String,
+    /// Position in the stream and the room timeline; `None` for outliers.
+    pub stream_pos: Option<u64>,
+    /// State group of the room state after this event.
+    pub state_group: u64,
+    #[serde(default)]
+    pub redacted_by: Option<OwnedEventId>,
+    /// The device and transaction ID the sender used, echoed to that device only.
+    #[serde(default)]
+    pub txn: Option<(OwnedDeviceId, String)>,
+    /// For a state event, the event it replaced in the room state.
+    #[serde(default)]
+    pub replaces_state: Option<OwnedEventId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub version: String,
+    pub forward_extremities: Vec<OwnedEventId>,
+    pub current_state_group: u64,
+    pub max_depth: u64,
+    /// Joined local members, kept in step with the membership events.
+    #[serde(default)]
+    pub joined_count: u64,
+}
+
+/// A state group is a delta on its parent, or a full snapshot when `parent` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateGroupRecord {
+    pub parent: Option<u64>,
+    /// How many deltas lie between this group and its snapshot.
+    pub chain_len: u32,
+    /// `(type, state_key, event_id)`.
+    pub entries: Vec<(String, String, OwnedEventId)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    pub membership: String,
+    pub event_id: OwnedEventId,
+    pub stream_pos: u64,
+    #[serde(default)]
+    pub forgotten: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub room_id: OwnedRoomId,
+    pub creator: OwnedUserId,
+}
+
+json_value!(
+    AccountRecord,
+    DeviceRecord,
+    AccessTokenRecord,
+    AccountDataRecord,
+    ServerKeyRecord,
+    StreamEntry,
+    PduRecord,
+    RoomRecord,
+    StateGroupRecord,
+    MembershipRecord,
+    AliasRecord,
+);

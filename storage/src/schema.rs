@@ -1,11 +1,14 @@
 //! The catalog: every table (column family) Hearth stores, with the types of its keys and values.
 //! The engine opens exactly these; nothing else in the workspace names a column family.
 
-use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 
 use crate::{
     codec::{KeyCodec, ValueCodec},
-    records::{AccessTokenRecord, AccountDataRecord, AccountRecord, DeviceRecord, ServerKeyRecord},
+    records::{
+        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, MembershipRecord,
+        PduRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
+    },
 };
 
 /// A typed column family.
@@ -51,6 +54,32 @@ tables! {
     RoomAccountData "room_account_data": (OwnedUserId, OwnedRoomId, String) => AccountDataRecord;
     /// Sync filters per user and filter id.
     Filters "filters": (OwnedUserId, u64) => serde_json::Value;
+
+    /// Every position of the global stream that carries something a client syncs, in order.
+    /// Its last key is where the stream resumes after a restart.
+    StreamLog "stream_log": u64 => StreamEntry;
+    /// Every PDU this server has, with where it sits in its room.
+    Pdus "pdus": OwnedEventId => PduRecord;
+    /// Each room's timeline in stream order.
+    RoomTimeline "room_timeline": (OwnedRoomId, u64) => OwnedEventId;
+    /// Rooms this server takes part in: version, forward extremities, current state group.
+    Rooms "rooms": OwnedRoomId => RoomRecord;
+    /// Room state as snapshots and deltas; a PDU points at the group of the state after it.
+    StateGroups "state_groups": u64 => StateGroupRecord;
+    /// The current state of each room by `(type, state_key)`, kept in step with its state group.
+    CurrentState "current_state": (OwnedRoomId, String, String) => OwnedEventId;
+    /// Every member of each room (any server) with their current membership.
+    RoomMembers "room_members": (OwnedRoomId, OwnedUserId) => String;
+    /// Each local user's latest membership in each room.
+    UserRooms "user_rooms": (OwnedUserId, OwnedRoomId) => MembershipRecord;
+    /// Client transaction IDs of sent events, for idempotent retries.
+    TxnIds "txn_ids": (OwnedUserId, OwnedDeviceId, String) => OwnedEventId;
+    /// Room aliases of this server.
+    Aliases "aliases": OwnedRoomAliasId => AliasRecord;
+    /// The aliases of each room.
+    RoomAliases "room_aliases": (OwnedRoomId, OwnedRoomAliasId) => ();
+    /// Rooms published in this server's room directory.
+    PublicRooms "public_rooms": OwnedRoomId => ();
 }
 
 #[cfg(test)]

@@ -1,0 +1,187 @@
+//! Room membership: join, leave, invite, kick, ban, unban, forget, and member lists.
+
+use std::collections::BTreeMap;
+
+use hearth_core::{Error, Homeserver, rooms::MembershipAction};
+use ruma::{
+    OwnedRoomId, RoomId,
+    api::client::membership::{
+        ban_user, forget_room, get_member_events, invite_user, invite_user::v3::InvitationRecipient,
+        join_room_by_id, join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
+        unban_user,
+    },
+};
+
+use crate::{
+    extract::Ruma,
+    response::ApiResult,
+    room::{member_profile, raw},
+};
+
+fn resolve(hs: &Homeserver, target: &ruma::RoomOrAliasId) -> Result<OwnedRoomId, Error> {
+    match <&RoomId>::try_from(target) {
+        Ok(room_id) => Ok(room_id.to_owned()),
+        Err(alias) => hs.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("Room alias not found")),
+    }
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/join`
+pub async fn join_room_by_id(
+    hs: Homeserver,
+    req: Ruma<join_room_by_id::v3::Request>,
+) -> ApiResult<join_room_by_id::v3::Response> {
+    let session = req.session()?.clone();
+    let profile = member_profile(&hs, &session.user_id)?;
+    hs.rooms.join(&req.body.room_id, &session.user_id, profile, req.body.reason).await?;
+    Ok(join_room_by_id::v3::Response::new(req.body.room_id))
+}
+
+/// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+pub async fn join_room_by_id_or_alias(
+    hs: Homeserver,
+    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
+    let session = req.session()?.clone();
+    let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
+    let profile = member_profile(&hs, &session.user_id)?;
+    hs.rooms.join(&room_id, &session.user_id, profile, req.body.reason).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/leave`
+pub async fn leave_room(
+    hs: Homeserver,
+    req: Ruma<leave_room::v3::Request>,
+) -> ApiResult<leave_room::v3::Response> {
+    let session = req.session()?.clone();
+    hs.rooms.leave(&req.body.room_id, &session.user_id, req.body.reason).await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/forget`
+pub async fn forget_room(
+    hs: Homeserver,
+    req: Ruma<forget_room::v3::Request>,
+) -> ApiResult<forget_room::v3::Response> {
+    let session = req.session()?.clone();
+    hs.rooms.forget(&req.body.room_id, &session.user_id).await?;
+    Ok(forget_room::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub async fn invite_user(
+    hs: Homeserver,
+    req: Ruma<invite_user::v3::Request>,
+) -> ApiResult<invite_user::v3::Response> {
+    let session = req.session()?.clone();
+    let InvitationRecipient::UserId(invitee) = req.body.recipient else {
+        return Err(Error::bad_request("Third-party invites are not supported").into());
+    };
+    hs.rooms
+        .change_membership(
+            &req.body.room_id,
+            &session.user_id,
+            &invitee.user_id,
+            MembershipAction::Invite,
+            invitee.reason,
+            false,
+        )
+        .await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/kick`
+pub async fn kick_user(
+    hs: Homeserver,
+    req: Ruma<kick_user::v3::Request>,
+) -> ApiResult<kick_user::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    hs.rooms
+        .change_membership(&b.room_id, &session.user_id, &b.user_id, MembershipAction::Kick, b.reason, false)
+        .await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/ban`
+pub async fn ban_user(hs: Homeserver, req: Ruma<ban_user::v3::Request>) -> ApiResult<ban_user::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    hs.rooms
+        .change_membership(&b.room_id, &session.user_id, &b.user_id, MembershipAction::Ban, b.reason, false)
+        .await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/unban`
+pub async fn unban_user(
+    hs: Homeserver,
+    req: Ruma<unban_user::v3::Request>,
+) -> ApiResult<unban_user::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    hs.rooms
+        .change_membership(&b.room_id, &session.user_id, &b.user_id, MembershipAction::Unban, b.reason, false)
+        .await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/joined_rooms`
+pub async fn joined_rooms(
+    hs: Homeserver,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> ApiResult<joined_rooms::v3::Response> {
+    let session = req.session()?;
+    Ok(joined_rooms::v3::Response::new(hs.rooms.joined_rooms(&session.user_id)?))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
+pub async fn joined_members(
+    hs: Homeserver,
+    req: Ruma<joined_members::v3::Request>,
+) -> ApiResult<joined_members::v3::Response> {
+    let session = req.session()?;
+    let room_id = &req.body.room_id;
+    if hs.rooms.membership(room_id, &session.user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not joined to this room").into());
+    }
+    let mut joined = BTreeMap::new();
+    for user in hs.rooms.members_with(room_id, "join")? {
+        let event = hs.rooms.current_state_event(room_id, "m.room.member", user.as_str())?;
+        let content = event.map(|e| e.content_json()).unwrap_or_default();
+        let mut member = joined_members::v3::RoomMember::new();
+        member.display_name = content.get("displayname").and_then(|v| v.as_str()).map(ToOwned::to_owned);
+        member.avatar_url = content.get("avatar_url").and_then(|v| v.as_str()).map(Into::into);
+        joined.insert(user, member);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/members`
+pub async fn get_member_events(
+    hs: Homeserver,
+    req: Ruma<get_member_events::v3::Request>,
+) -> ApiResult<get_member_events::v3::Response> {
+    let session = req.session()?;
+    let b = &req.body;
+    let horizon = hs.rooms.read_access(&b.room_id, &session.user_id)?;
+    // `at` (a sync token) and a departed member's view both select an older state.
+    let at = b.at.as_deref().and_then(crate::message::parse_token).unwrap_or(u64::MAX).min(horizon);
+    let state = hs.rooms.state_at_position(&b.room_id, at)?;
+    let mut chunk = Vec::new();
+    for (event_id, record, pdu) in state {
+        if pdu.kind.to_string() != "m.room.member" {
+            continue;
+        }
+        let membership = pdu.content_str("membership").unwrap_or_default();
+        if b.membership.as_ref().is_some_and(|m| m.as_str() != membership) {
+            continue;
+        }
+        if b.not_membership.as_ref().is_some_and(|m| m.as_str() == membership) {
+            continue;
+        }
+        let event = hs.rooms.client_event(&event_id, &record, &session.user_id, Some(&session.device_id))?;
+        chunk.push(raw(&event)?);
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}

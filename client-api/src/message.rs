@@ -1,0 +1,172 @@
+//! Sending and reading room events: send, redact, and `/messages` pagination.
+
+use hearth_core::{Error, Homeserver, events::NewEvent, events::Pdu, rooms::PageDirection};
+use ruma::{
+    api::{
+        Direction,
+        client::{
+            filter::RoomEventFilter, message::get_message_events, message::send_message_event,
+            redact::redact_event,
+        },
+    },
+    events::TimelineEventType,
+};
+use serde_json::json;
+
+use crate::{
+    extract::Ruma,
+    response::ApiResult,
+    room::{json_of, raw},
+};
+
+/// Pagination tokens are opaque to clients: `t<position>`, a boundary in the room's stream.
+pub(crate) fn parse_token(token: &str) -> Option<u64> {
+    token.strip_prefix('t').and_then(|n| n.parse().ok())
+}
+
+pub(crate) fn token(pos: u64) -> String {
+    format!("t{pos}")
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+pub async fn send_message_event(
+    hs: Homeserver,
+    req: Ruma<send_message_event::v3::Request>,
+) -> ApiResult<send_message_event::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    let kind = TimelineEventType::from(b.event_type.to_string());
+    if kind.to_string().is_empty() {
+        return Err(Error::invalid_param("Event type must not be empty").into());
+    }
+    let content = json_of(&b.body)?;
+    let txn = Some((session.device_id.clone(), b.txn_id.to_string()));
+    let event_id =
+        hs.rooms.append(&b.room_id, &session.user_id, NewEvent::message(kind, content), txn).await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+pub async fn redact_event(
+    hs: Homeserver,
+    req: Ruma<redact_event::v3::Request>,
+) -> ApiResult<redact_event::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    let (target, _) = hs
+        .rooms
+        .visible_event(&b.room_id, &b.event_id, &session.user_id)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    // Since room version 3 the auth rules leave this check to the server that accepts the
+    // redaction: redacting someone else's event needs the redact power level.
+    if !hs.rooms.may_redact(&b.room_id, &session.user_id, &target.sender)? {
+        return Err(Error::forbidden("You may not redact this event").into());
+    }
+    let mut content = json!({});
+    if let Some(reason) = b.reason {
+        content["reason"] = json!(reason);
+    }
+    let new = NewEvent {
+        kind: TimelineEventType::RoomRedaction,
+        content,
+        state_key: None,
+        redacts: Some(b.event_id.clone()),
+    };
+    let txn = Some((session.device_id.clone(), b.txn_id.to_string()));
+    let event_id = hs.rooms.append(&b.room_id, &session.user_id, new, txn).await?;
+    Ok(redact_event::v3::Response::new(event_id))
+}
+
+/// Event type patterns may end in `*`.
+fn type_matches(pattern: &str, kind: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => pattern == kind,
+    }
+}
+
+fn filter_keeps(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    let kind = pdu.kind.to_string();
+    if filter.not_types.iter().any(|t| type_matches(t, &kind)) {
+        return false;
+    }
+    if filter.types.as_ref().is_some_and(|types| !types.iter().any(|t| type_matches(t, &kind))) {
+        return false;
+    }
+    if filter.not_senders.iter().any(|s| s == &pdu.sender) {
+        return false;
+    }
+    if filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s == &pdu.sender)) {
+        return false;
+    }
+    if let Some(wants_url) = filter.url_filter {
+        let has_url = pdu.content_json().get("url").is_some_and(serde_json::Value::is_string);
+        let wants_url = matches!(wants_url, ruma::api::client::filter::UrlFilter::EventsWithUrl);
+        if has_url != wants_url {
+            return false;
+        }
+    }
+    true
+}
+
+/// Most events one page returns.
+const MAX_LIMIT: u64 = 1000;
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/messages`
+pub async fn get_message_events(
+    hs: Homeserver,
+    req: Ruma<get_message_events::v3::Request>,
+) -> ApiResult<get_message_events::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    let parse = |t: &Option<String>| -> Result<Option<u64>, Error> {
+        t.as_deref()
+            .map(|t| {
+                parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown pagination token {t}")))
+            })
+            .transpose()
+    };
+    let from = parse(&b.from)?;
+    let to = parse(&b.to)?;
+    let direction = match b.dir {
+        Direction::Backward => PageDirection::Backward,
+        Direction::Forward => PageDirection::Forward,
+    };
+    let limit = usize::try_from(u64::from(b.limit).clamp(1, MAX_LIMIT)).unwrap_or(10);
+    let filter = b.filter;
+    let keep = |pdu: &Pdu| filter_keeps(&filter, pdu);
+    let page = hs.rooms.page(&b.room_id, &session.user_id, from, to, direction, limit, &keep)?;
+
+    let start = from.unwrap_or_else(|| match direction {
+        PageDirection::Backward => page.events.first().map_or(0, |(pos, ..)| *pos),
+        PageDirection::Forward => 0,
+    });
+    let mut response = get_message_events::v3::Response::new();
+    response.start = token(start);
+    response.end = page.next.map(token);
+    let mut senders = std::collections::BTreeSet::new();
+    for (_, pdu, record) in &page.events {
+        senders.insert(pdu.sender.clone());
+        let event =
+            hs.rooms.client_event(&pdu.event_id, record, &session.user_id, Some(&session.device_id))?;
+        response.chunk.push(raw(&event)?);
+    }
+    if !filter.lazy_load_options.is_disabled() {
+        // The members whose events are in the chunk, as the lazy-loading client needs them.
+        for sender in senders {
+            if let Some(member) =
+                hs.rooms.current_state_event(&b.room_id, "m.room.member", sender.as_str())?
+                && let Some(record) = hs.rooms.pdu_record(&member.event_id)?
+            {
+                let event = hs.rooms.client_event(
+                    &member.event_id,
+                    &record,
+                    &session.user_id,
+                    Some(&session.device_id),
+                )?;
+                response.state.push(raw(&event)?);
+            }
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,163 @@
+//! Creating rooms, reading single events, and room aliases.
+
+use hearth_core::{
+    Error, Homeserver,
+    rooms::{CreateRoom, Preset},
+};
+use ruma::{
+    RoomAliasId,
+    api::client::{
+        alias::{create_alias, delete_alias, get_alias},
+        room::{aliases, create_room, get_room_event},
+    },
+    room::RoomType,
+    serde::Raw,
+};
+use serde_json::Value;
+
+use crate::{extract::Ruma, response::ApiResult};
+
+/// A serde value as any ruma `Raw<T>`.
+pub(crate) fn raw<T>(value: &Value) -> Result<Raw<T>, Error> {
+    Ok(Raw::from_json(serde_json::value::to_raw_value(value).map_err(Error::internal)?))
+}
+
+pub(crate) fn json_of<T>(raw: &Raw<T>) -> Result<Value, Error> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))
+}
+
+/// The profile fields a join or invite carries in its member event.
+pub(crate) fn member_profile(hs: &Homeserver, user: &ruma::UserId) -> Result<Value, Error> {
+    let mut content = serde_json::Map::new();
+    if let Some(profile) = hs.users.profile(user)? {
+        for field in ["displayname", "avatar_url"] {
+            if let Some(v) = profile.get(field) {
+                content.insert(field.to_owned(), v.clone());
+            }
+        }
+    }
+    Ok(Value::Object(content))
+}
+
+/// `POST /_matrix/client/v3/createRoom`
+pub async fn create_room(
+    hs: Homeserver,
+    req: Ruma<create_room::v3::Request>,
+) -> ApiResult<create_room::v3::Response> {
+    let session = req.session()?.clone();
+    let body = req.body;
+    let mut create = CreateRoom::new();
+    create.version = body.room_version;
+    create.preset = body.preset.as_ref().map(|p| match p.as_str() {
+        "public_chat" => Preset::PublicChat,
+        "trusted_private_chat" => Preset::TrustedPrivateChat,
+        _ => Preset::PrivateChat,
+    });
+    create.public = body.visibility.as_str() == "public";
+    create.name = body.name;
+    create.topic = body.topic;
+    create.invite = body.invite;
+    create.is_direct = body.is_direct;
+    if let Some(content) = &body.creation_content {
+        let Value::Object(map) = json_of(content)? else {
+            return Err(Error::bad_json("creation_content must be an object").into());
+        };
+        if map.get("type").is_some_and(|t| t.as_str() == Some(RoomType::Space.as_str())) {
+            tracing::debug!("creating a space");
+        }
+        create.creation_content = Some(map);
+    }
+    if let Some(overrides) = &body.power_level_content_override {
+        let Value::Object(map) = json_of(overrides)? else {
+            return Err(Error::bad_json("power_level_content_override must be an object").into());
+        };
+        create.power_level_override = Some(map);
+    }
+    for event in &body.initial_state {
+        let event = json_of(event)?;
+        let kind =
+            event["type"].as_str().ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let key = event.get("state_key").and_then(Value::as_str).unwrap_or_default();
+        create.initial_state.push((kind.to_owned(), key.to_owned(), event["content"].clone()));
+    }
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            let alias = RoomAliasId::parse(format!("#{name}:{}", hs.server_name()))
+                .map_err(|e| Error::invalid_param(format!("Invalid room_alias_name: {e}")))?;
+            if hs.rooms.resolve_alias(&alias)?.is_some() {
+                return Err(Error::new(hearth_core::ErrorCode::RoomInUse, "Room alias already taken").into());
+            }
+            create.canonical_alias = Some(alias.to_string());
+            Some(alias)
+        }
+        None => None,
+    };
+    let profile = member_profile(&hs, &session.user_id)?;
+    let public = create.public;
+    let room_id = hs.rooms.create_room(&session.user_id, profile, create).await?;
+    if let Some(alias) = alias {
+        hs.rooms.create_alias(&alias, &room_id, &session.user_id).await?;
+    }
+    if public {
+        hs.rooms.set_published(&room_id, true).await?;
+    }
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+pub async fn get_room_event(
+    hs: Homeserver,
+    req: Ruma<get_room_event::v3::Request>,
+) -> ApiResult<get_room_event::v3::Response> {
+    let session = req.session()?;
+    let b = &req.body;
+    let (_, record) = hs
+        .rooms
+        .visible_event(&b.room_id, &b.event_id, &session.user_id)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let event = hs.rooms.client_event(&b.event_id, &record, &session.user_id, Some(&session.device_id))?;
+    Ok(get_room_event::v3::Response::new(raw(&event)?))
+}
+
+/// `GET /_matrix/client/v3/directory/room/{roomAlias}`
+pub async fn get_alias(
+    hs: Homeserver,
+    req: Ruma<get_alias::v3::Request>,
+) -> ApiResult<get_alias::v3::Response> {
+    let room_id = hs
+        .rooms
+        .resolve_alias(&req.body.room_alias)?
+        .ok_or_else(|| Error::not_found("Room alias not found"))?;
+    Ok(get_alias::v3::Response::new(room_id, vec![hs.server_name().to_owned()]))
+}
+
+/// `PUT /_matrix/client/v3/directory/room/{roomAlias}`
+pub async fn create_alias(
+    hs: Homeserver,
+    req: Ruma<create_alias::v3::Request>,
+) -> ApiResult<create_alias::v3::Response> {
+    let session = req.session()?;
+    let b = &req.body;
+    if hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You must be in the room to give it an alias").into());
+    }
+    hs.rooms.create_alias(&b.room_alias, &b.room_id, &session.user_id).await?;
+    Ok(create_alias::v3::Response::new())
+}
+
+/// `DELETE /_matrix/client/v3/directory/room/{roomAlias}`
+pub async fn delete_alias(
+    hs: Homeserver,
+    req: Ruma<delete_alias::v3::Request>,
+) -> ApiResult<delete_alias::v3::Response> {
+    let session = req.session()?;
+    hs.rooms.delete_alias(&req.body.room_alias, &session.user_id).await?;
+    Ok(delete_alias::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/aliases`
+pub async fn aliases(hs: Homeserver, req: Ruma<aliases::v3::Request>) -> ApiResult<aliases::v3::Response> {
+    let session = req.session()?;
+    hs.rooms.read_access(&req.body.room_id, &session.user_id)?;
+    Ok(aliases::v3::Response::new(hs.rooms.local_aliases(&req.body.room_id)?))
+}

@@ -1,0 +1,8 @@
+//! Events as PDUs: building and signing them, checking them against the auth rules, resolving
+//! state, and the format clients see. The only place that uses ruma's state-res and signing.
+
+pub mod auth;
+pub mod client;
+pub mod pdu;
+
+pub use pdu::{NewEvent, Pdu};

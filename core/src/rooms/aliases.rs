@@ -1,0 +1,90 @@
+//! Room aliases of this server.
+
+use hearth_storage::{
+    Batch,
+    records::AliasRecord,
+    schema::{Aliases, RoomAliases},
+};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+
+use super::Rooms;
+use crate::{Error, ErrorCode, Result, users::blocking};
+
+impl Rooms {
+    pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
+        Ok(self.db().get::<Aliases>(&alias.to_owned())?.map(|r| r.room_id))
+    }
+
+    pub fn local_aliases(&self, room_id: &RoomId) -> Result<Vec<OwnedRoomAliasId>> {
+        self.db()
+            .scan_prefix::<RoomAliases, _>(&room_id.to_owned())?
+            .map(|e| e.map(|((_, alias), ())| alias).map_err(Into::into))
+            .collect()
+    }
+
+    pub async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> Result<()> {
+        if alias.server_name() != self.inner.server_name {
+            return Err(Error::invalid_param("Aliases must be on this server"));
+        }
+        if !self.exists(room_id)? {
+            return Err(Error::not_found("Unknown room"));
+        }
+        let this = self.clone();
+        let (alias, room_id, creator) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
+        // Held across the check and the write so two requests cannot both take one alias.
+        let _guard = self.lock(&room_id).await;
+        blocking(move || {
+            if this.db().contains::<Aliases>(&alias)? {
+                return Err(Error::new(ErrorCode::RoomInUse, "Room alias already taken"));
+            }
+            let mut batch = Batch::new();
+            batch.put::<Aliases>(&alias, &AliasRecord { room_id: room_id.clone(), creator })?;
+            batch.put::<RoomAliases>(&(room_id, alias), &())?;
+            this.db().write(batch)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes an alias; only its creator or a room moderator may.
+    pub async fn delete_alias(&self, alias: &RoomAliasId, requester: &UserId) -> Result<()> {
+        let record =
+            self.db().get::<Aliases>(&alias.to_owned())?.ok_or_else(|| Error::not_found("Unknown alias"))?;
+        if record.creator != requester
+            && !self.has_power_for_state(&record.room_id, requester, "m.room.canonical_alias")?
+        {
+            return Err(Error::forbidden("You may not delete this alias"));
+        }
+        let this = self.clone();
+        let alias = alias.to_owned();
+        blocking(move || {
+            let mut batch = Batch::new();
+            batch.delete::<Aliases>(&alias);
+            batch.delete::<RoomAliases>(&(record.room_id, alias));
+            this.db().write(batch)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Rooms {
+    /// Publishes a room in (or removes it from) this server's room directory.
+    pub async fn set_published(&self, room_id: &RoomId, published: bool) -> Result<()> {
+        let db = self.db().clone();
+        let room_id = room_id.to_owned();
+        blocking(move || {
+            if published {
+                db.put::<hearth_storage::schema::PublicRooms>(&room_id, &())?;
+            } else {
+                db.delete::<hearth_storage::schema::PublicRooms>(&room_id)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn is_published(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.db().contains::<hearth_storage::schema::PublicRooms>(&room_id.to_owned())?)
+    }
+}

@@ -1,0 +1,205 @@
+//! The local write path: build, authorize and persist one event.
+
+use hearth_storage::{
+    Batch,
+    records::{MembershipRecord, PduRecord, RoomRecord, StreamEntry},
+    schema::{
+        CurrentState, Pdus, RoomMembers, RoomTimeline, Rooms as RoomsTable, StreamLog, TxnIds, UserRooms,
+    },
+};
+use ruma::{
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, canonical_json::redact,
+    events::TimelineEventType,
+};
+
+use super::{Rooms, state};
+use crate::{
+    Error, Result,
+    events::{
+        NewEvent, Pdu, auth,
+        pdu::{Placement, build_and_sign, parse_object, to_json_string},
+    },
+    sync::stream::Ticket,
+    users::blocking,
+};
+
+/// Who sent an event from which device and transaction, for idempotency and echo.
+pub type Txn = (OwnedDeviceId, String);
+
+pub(super) struct Appended {
+    pub event_id: OwnedEventId,
+    pub ticket: Ticket,
+    pub wake: Vec<OwnedUserId>,
+}
+
+impl Rooms {
+    /// Sends an event into a room as a local user, serialized with the room's other writes.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        new: NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<OwnedEventId> {
+        let _guard = self.lock(room_id).await;
+        if let Some((device, txn_id)) = &txn {
+            let key = (sender.to_owned(), device.clone(), txn_id.clone());
+            if let Some(existing) = self.db().get::<TxnIds>(&key)? {
+                return Ok(existing);
+            }
+        }
+        let this = self.clone();
+        let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
+        let appended = blocking(move || this.append_blocking(&room_id, &sender, &new, txn)).await?;
+        self.inner.streams.finish(appended.ticket, appended.wake);
+        Ok(appended.event_id)
+    }
+
+    fn append_blocking(
+        &self,
+        room_id: &OwnedRoomId,
+        sender: &OwnedUserId,
+        new: &NewEvent,
+        txn: Option<Txn>,
+    ) -> Result<Appended> {
+        let db = self.db();
+        let mut room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = self.version(&room)?;
+        let content =
+            serde_json::value::to_raw_value(&new.content).map_err(|e| Error::bad_json(e.to_string()))?;
+        let auth_types = auth::auth_types(&new.kind, sender, new.state_key.as_deref(), &content, &rules)
+            .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
+        let current = |kind: &str, key: &str| {
+            db.get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned())).ok().flatten()
+        };
+        let mut auth_events: Vec<OwnedEventId> =
+            auth_types.iter().filter_map(|(kind, key)| current(&kind.to_string(), key)).collect();
+        auth_events.sort();
+        auth_events.dedup();
+
+        let placement = Placement {
+            room_id: Some(room_id),
+            prev_events: &room.forward_extremities,
+            auth_events: &auth_events,
+            depth: room.max_depth + 1,
+        };
+        let (event_id, object) =
+            build_and_sign(new, sender, &placement, &rules, &self.inner.server_name, &self.inner.key)?;
+        let json = to_json_string(&object)?;
+        let pdu = Pdu::from_json(event_id.clone(), &json)?;
+        auth::check(
+            &rules,
+            &pdu,
+            |id| self.pdu(id).ok().flatten(),
+            |kind, key| current(&kind.to_string(), key).and_then(|id| self.pdu(&id).ok().flatten()),
+        )
+        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+
+        let mut batch = Batch::new();
+        let mut replaces_state = None;
+        if let Some(key) = &pdu.state_key {
+            let kind = pdu.kind.to_string();
+            replaces_state = current(&kind, key);
+            let group = self.new_state_group_id();
+            let change = [(kind.clone(), key.clone(), event_id.clone())];
+            state::write_group(db, &mut batch, group, Some(room.current_state_group), &change)?;
+            batch.put::<CurrentState>(&(room_id.clone(), kind, key.clone()), &event_id)?;
+            room.current_state_group = group;
+        }
+        let ticket = self.inner.streams.allocate();
+        let pos = ticket.pos;
+        let record = PduRecord {
+            room_id: room_id.clone(),
+            json,
+            stream_pos: Some(pos),
+            state_group: room.current_state_group,
+            redacted_by: None,
+            txn: txn.clone(),
+            replaces_state,
+        };
+        batch.put::<Pdus>(&event_id, &record)?;
+        batch.put::<RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
+        batch.put::<StreamLog>(
+            &pos,
+            &StreamEntry::RoomEvent { room_id: room_id.clone(), event_id: event_id.clone() },
+        )?;
+        if let Some((device, txn_id)) = txn {
+            batch.put::<TxnIds>(&(sender.clone(), device, txn_id), &event_id)?;
+        }
+
+        let mut wake = self.members_with(room_id, "join")?;
+        if pdu.kind == TimelineEventType::RoomMember {
+            let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+            let membership = pdu.content_str("membership").unwrap_or_default();
+            if let Some(target) = target {
+                self.record_membership(&mut batch, &mut room, room_id, &target, &membership, &event_id, pos)?;
+                wake.push(target);
+            }
+        }
+        if pdu.kind == TimelineEventType::RoomRedaction
+            && let Some(target) = &pdu.redacts
+        {
+            self.redact_stored(&mut batch, room_id, target, &event_id, &rules)?;
+        }
+
+        room.forward_extremities = vec![event_id.clone()];
+        room.max_depth += 1;
+        batch.put::<RoomsTable>(room_id, &room)?;
+        db.write(batch)?;
+        wake.sort();
+        wake.dedup();
+        Ok(Appended { event_id, ticket, wake })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_membership(
+        &self,
+        batch: &mut Batch,
+        room: &mut RoomRecord,
+        room_id: &OwnedRoomId,
+        target: &OwnedUserId,
+        membership: &str,
+        event_id: &OwnedEventId,
+        pos: u64,
+    ) -> Result<()> {
+        let before = self.membership(room_id, target)?;
+        if target.server_name() == self.inner.server_name {
+            let was_joined = before.as_deref() == Some("join");
+            let is_joined = membership == "join";
+            if was_joined != is_joined {
+                room.joined_count =
+                    if is_joined { room.joined_count + 1 } else { room.joined_count.saturating_sub(1) };
+            }
+            let record = MembershipRecord {
+                membership: membership.to_owned(),
+                event_id: event_id.clone(),
+                stream_pos: pos,
+                forgotten: false,
+            };
+            batch.put::<UserRooms>(&(target.clone(), room_id.clone()), &record)?;
+        }
+        batch.put::<RoomMembers>(&(room_id.clone(), target.clone()), &membership.to_owned())?;
+        Ok(())
+    }
+
+    /// Replaces a stored event by its redacted form; the redaction event says why.
+    fn redact_stored(
+        &self,
+        batch: &mut Batch,
+        room_id: &OwnedRoomId,
+        target: &OwnedEventId,
+        redaction: &OwnedEventId,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+    ) -> Result<()> {
+        let Some(mut record) = self.pdu_record(target)? else { return Ok(()) };
+        if &record.room_id != room_id || record.redacted_by.is_some() {
+            return Ok(());
+        }
+        let object = parse_object(&record.json)?;
+        let redacted = redact(object, &rules.redaction, None).map_err(Error::internal)?;
+        record.json = to_json_string(&redacted)?;
+        record.redacted_by = Some(redaction.clone());
+        batch.put::<Pdus>(target, &record)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! Creating a room: the create event, then the creator's join, power levels, preset rules,
+//! initial state, name and topic, and invites, each through the normal write path.
+
+use hearth_storage::{
+    Batch,
+    records::{PduRecord, RoomRecord, StreamEntry},
+    schema::{CurrentState, Pdus, RoomTimeline, Rooms as RoomsTable, StreamLog},
+};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType};
+use serde_json::{Value, json};
+
+use super::{CREATABLE_VERSIONS, Rooms, state};
+use crate::{
+    Error, Result,
+    events::{
+        NewEvent, Pdu, auth,
+        pdu::{Placement, build_and_sign, to_json_string},
+    },
+    users::blocking,
+    util::random_string,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    PrivateChat,
+    PublicChat,
+    TrustedPrivateChat,
+}
+
+/// What `POST /createRoom` asks for, already parsed.
+#[derive(Debug, Clone)]
+pub struct CreateRoom {
+    pub version: Option<RoomVersionId>,
+    pub preset: Option<Preset>,
+    pub public: bool,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    pub creation_content: Option<serde_json::Map<String, Value>>,
+    pub power_level_override: Option<serde_json::Map<String, Value>>,
+    /// `(type, state_key, content)`
+    pub initial_state: Vec<(String, String, Value)>,
+    /// Set by the caller once the alias is known to be free.
+    pub canonical_alias: Option<String>,
+}
+
+impl CreateRoom {
+    pub fn new() -> Self {
+        Self {
+            version: None,
+            preset: None,
+            public: false,
+            name: None,
+            topic: None,
+            invite: Vec::new(),
+            is_direct: false,
+            creation_content: None,
+            power_level_override: None,
+            initial_state: Vec::new(),
+            canonical_alias: None,
+        }
+    }
+}
+
+impl Default for CreateRoom {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn state(kind: &str, key: &str, content: Value) -> NewEvent {
+    NewEvent::state(TimelineEventType::from(kind), key, content)
+}
+
+impl Rooms {
+    pub async fn create_room(
+        &self,
+        creator: &UserId,
+        profile: Value,
+        req: CreateRoom,
+    ) -> Result<OwnedRoomId> {
+        let version = req.version.clone().unwrap_or_else(|| self.default_version().clone());
+        if !CREATABLE_VERSIONS.contains(&version) {
+            return Err(Error::new(
+                crate::ErrorCode::UnsupportedRoomVersion,
+                format!("This server does not create rooms of version {version}"),
+            ));
+        }
+        let rules = version.rules().ok_or_else(|| Error::internal("room version without rules"))?;
+        let preset = req.preset.unwrap_or(if req.public { Preset::PublicChat } else { Preset::PrivateChat });
+
+        let mut create_content = req.creation_content.clone().unwrap_or_default();
+        create_content.insert("room_version".into(), json!(version.as_str()));
+        if !rules.authorization.use_room_create_sender {
+            create_content.insert("creator".into(), json!(creator));
+        }
+        if rules.authorization.additional_room_creators && preset == Preset::TrustedPrivateChat {
+            // In v12 trusted invitees are creators rather than power-level 100 users.
+            let extra: Vec<_> = req.invite.iter().map(ToString::to_string).collect();
+            if !extra.is_empty() {
+                create_content.insert("additional_creators".into(), json!(extra));
+            }
+        }
+        let room_id = self.write_create_event(creator, Value::Object(create_content), &version).await?;
+
+        let mut join = profile;
+        join["membership"] = json!("join");
+        self.append(&room_id, creator, state("m.room.member", creator.as_str(), join), None).await?;
+
+        let mut power = json!({
+            "users_default": 0, "events_default": 0, "state_default": 50,
+            "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+            "events": {
+                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                "m.room.server_acl": 100, "m.room.encryption": 100,
+            },
+            "notifications": {"room": 50},
+        });
+        let mut users = serde_json::Map::new();
+        if !rules.authorization.explicitly_privilege_room_creators {
+            users.insert(creator.to_string(), json!(100));
+            if preset == Preset::TrustedPrivateChat {
+                for invitee in &req.invite {
+                    users.insert(invitee.to_string(), json!(100));
+                }
+            }
+        }
+        power["users"] = Value::Object(users);
+        if let Some(overrides) = &req.power_level_override {
+            for (k, v) in overrides {
+                power[k] = v.clone();
+            }
+        }
+        self.append(&room_id, creator, state("m.room.power_levels", "", power), None).await?;
+
+        if let Some(alias) = &req.canonical_alias {
+            self.append(
+                &room_id,
+                creator,
+                state("m.room.canonical_alias", "", json!({"alias": alias})),
+                None,
+            )
+            .await?;
+        }
+        let (join_rule, guest_access) = match preset {
+            Preset::PublicChat => ("public", "forbidden"),
+            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+        };
+        self.append(&room_id, creator, state("m.room.join_rules", "", json!({"join_rule": join_rule})), None)
+            .await?;
+        let visibility = state("m.room.history_visibility", "", json!({"history_visibility": "shared"}));
+        self.append(&room_id, creator, visibility, None).await?;
+        let guests = state("m.room.guest_access", "", json!({"guest_access": guest_access}));
+        self.append(&room_id, creator, guests, None).await?;
+
+        for (kind, key, content) in req.initial_state {
+            self.append(&room_id, creator, state(&kind, &key, content), None).await?;
+        }
+        if let Some(name) = req.name {
+            self.append(&room_id, creator, state("m.room.name", "", json!({"name": name})), None).await?;
+        }
+        if let Some(topic) = req.topic {
+            let content = json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
+            self.append(&room_id, creator, state("m.room.topic", "", content), None).await?;
+        }
+        for invitee in req.invite {
+            let mut content = json!({"membership": "invite"});
+            if req.is_direct {
+                content["is_direct"] = json!(true);
+            }
+            self.append(&room_id, creator, state("m.room.member", invitee.as_str(), content), None).await?;
+        }
+        tracing::info!(%room_id, %creator, %version, "created a room");
+        Ok(room_id)
+    }
+
+    /// Writes the create event and the room record it starts.
+    async fn write_create_event(
+        &self,
+        creator: &UserId,
+        content: Value,
+        version: &RoomVersionId,
+    ) -> Result<OwnedRoomId> {
+        let this = self.clone();
+        let creator = creator.to_owned();
+        let version = version.clone();
+        let (room_id, ticket) = blocking(move || {
+            let rules = version.rules().ok_or_else(|| Error::internal("room version without rules"))?;
+            let new = NewEvent::state(TimelineEventType::RoomCreate, "", content);
+            let explicit_id = (!rules.authorization.room_create_event_id_as_room_id).then(|| {
+                RoomId::parse(format!("!{}:{}", random_string(18), this.inner.server_name))
+                    .map_err(Error::internal)
+            });
+            let explicit_id = explicit_id.transpose()?;
+            let placement =
+                Placement { room_id: explicit_id.as_deref(), prev_events: &[], auth_events: &[], depth: 1 };
+            let (event_id, object) =
+                build_and_sign(&new, &creator, &placement, &rules, &this.inner.server_name, &this.inner.key)?;
+            let room_id = match explicit_id {
+                Some(id) => id,
+                // Since v12 the room ID is the create event's reference hash.
+                None => RoomId::parse(format!("!{}", event_id.as_str().trim_start_matches('$')))
+                    .map_err(Error::internal)?,
+            };
+            let json = to_json_string(&object)?;
+            let pdu = Pdu::from_json(event_id.clone(), &json)?;
+            auth::check(&rules, &pdu, |_| None, |_, _| None)
+                .map_err(|reason| Error::forbidden(format!("Create event not allowed: {reason}")))?;
+
+            let db = this.db();
+            let mut batch = Batch::new();
+            let group = this.new_state_group_id();
+            let change = [("m.room.create".to_owned(), String::new(), event_id.clone())];
+            state::write_group(db, &mut batch, group, None, &change)?;
+            batch.put::<CurrentState>(
+                &(room_id.clone(), "m.room.create".to_owned(), String::new()),
+                &event_id,
+            )?;
+            let ticket = this.inner.streams.allocate();
+            let record = PduRecord {
+                room_id: room_id.clone(),
+                json,
+                stream_pos: Some(ticket.pos),
+                state_group: group,
+                redacted_by: None,
+                txn: None,
+                replaces_state: None,
+            };
+            batch.put::<Pdus>(&event_id, &record)?;
+            batch.put::<RoomTimeline>(&(room_id.clone(), ticket.pos), &event_id)?;
+            let entry = StreamEntry::RoomEvent { room_id: room_id.clone(), event_id: event_id.clone() };
+            batch.put::<StreamLog>(&ticket.pos, &entry)?;
+            let room = RoomRecord {
+                version: version.to_string(),
+                forward_extremities: vec![event_id],
+                current_state_group: group,
+                max_depth: 1,
+                joined_count: 0,
+            };
+            batch.put::<RoomsTable>(&room_id, &room)?;
+            db.write(batch)?;
+            Ok((room_id, ticket))
+        })
+        .await?;
+        self.inner.streams.finish(ticket, Vec::new());
+        Ok(room_id)
+    }
+}

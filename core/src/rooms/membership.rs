@@ -1,0 +1,143 @@
+//! Membership changes by local users: join, leave, invite, kick, ban, unban, knock, forget.
+
+use hearth_storage::schema::UserRooms;
+use ruma::{OwnedEventId, RoomId, UserId, events::TimelineEventType};
+use serde_json::{Value, json};
+
+use super::Rooms;
+use crate::{Error, Result, events::NewEvent, users::blocking};
+
+fn member_event(target: &UserId, mut content: Value, reason: Option<String>) -> NewEvent {
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    NewEvent::state(TimelineEventType::RoomMember, target.as_str(), content)
+}
+
+impl Rooms {
+    fn require_room(&self, room_id: &RoomId) -> Result<()> {
+        if !self.exists(room_id)? {
+            // Joining a room over federation comes with the federation layer.
+            return Err(Error::not_found("No known servers for this room"));
+        }
+        Ok(())
+    }
+
+    /// Joins `user` to a room; `profile` holds their `displayname` and `avatar_url`.
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: Value,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.require_room(room_id)?;
+        if self.membership(room_id, user)?.as_deref() == Some("join") {
+            return Ok(());
+        }
+        let mut content = profile;
+        content["membership"] = json!("join");
+        self.append(room_id, user, member_event(user, content, reason), None).await?;
+        Ok(())
+    }
+
+    pub async fn knock(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: Value,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.require_room(room_id)?;
+        let mut content = profile;
+        content["membership"] = json!("knock");
+        self.append(room_id, user, member_event(user, content, reason), None).await?;
+        Ok(())
+    }
+
+    /// Leaves a room, or rejects an invite, or withdraws a knock.
+    pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
+        self.require_room(room_id)?;
+        match self.membership(room_id, user)?.as_deref() {
+            Some("join" | "invite" | "knock") => {}
+            Some("leave") => return Ok(()),
+            _ => return Err(Error::forbidden("You are not a member of this room")),
+        }
+        self.append(room_id, user, member_event(user, json!({"membership": "leave"}), reason), None).await?;
+        Ok(())
+    }
+
+    /// Invites, kicks, bans and unbans: `sender` changes `target`'s membership, as far as the
+    /// auth rules and the sender's power allow.
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        action: MembershipAction,
+        reason: Option<String>,
+        is_direct: bool,
+    ) -> Result<OwnedEventId> {
+        self.require_room(room_id)?;
+        let current = self.membership(room_id, target)?;
+        let membership = match action {
+            MembershipAction::Invite => {
+                if current.as_deref() == Some("invite") {
+                    // Inviting again changes nothing, as on Synapse.
+                    return self.current_member_event_id(room_id, target);
+                }
+                "invite"
+            }
+            MembershipAction::Kick => {
+                if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+                    return Err(Error::forbidden("The target user is not in the room"));
+                }
+                "leave"
+            }
+            MembershipAction::Ban => "ban",
+            MembershipAction::Unban => {
+                if current.as_deref() != Some("ban") {
+                    return Err(Error::forbidden("The target user is not banned"));
+                }
+                "leave"
+            }
+        };
+        let mut content = json!({"membership": membership});
+        if is_direct {
+            content["is_direct"] = json!(true);
+        }
+        self.append(room_id, sender, member_event(target, content, reason), None).await
+    }
+
+    fn current_member_event_id(&self, room_id: &RoomId, target: &UserId) -> Result<OwnedEventId> {
+        self.current_state_event(room_id, "m.room.member", target.as_str())?
+            .map(|pdu| pdu.event_id)
+            .ok_or_else(|| Error::internal("membership without its event"))
+    }
+
+    /// Forgets a room the user has left: it no longer appears for them.
+    pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        let key = (user.to_owned(), room_id.to_owned());
+        let db = self.db().clone();
+        blocking(move || {
+            let Some(mut record) = db.get::<UserRooms>(&key)? else {
+                return Err(Error::not_found("You have never been in this room"));
+            };
+            if matches!(record.membership.as_str(), "join" | "invite" | "knock") {
+                return Err(Error::bad_request("You must leave the room before forgetting it"));
+            }
+            record.forgotten = true;
+            db.put::<UserRooms>(&key, &record)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipAction {
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+}

@@ -1,0 +1,202 @@
+//! Rooms: the event graph of each room, its state, and the local writes into it.
+//!
+//! Every local write goes through [`Rooms::append`] under the room's lock, so local state never
+//! forks by a race: build the PDU on the current extremities, check it against the auth rules
+//! of the room version and the current state, then persist event, timeline position, state
+//! delta and stream entry in one atomic batch, and only then wake readers.
+
+mod aliases;
+mod append;
+mod create;
+mod membership;
+mod power;
+pub mod state;
+mod timeline;
+pub mod visibility;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use hearth_storage::{
+    Db, Direction,
+    records::{PduRecord, RoomRecord},
+    schema::{CurrentState, Pdus, RoomMembers, Rooms as RoomsTable, StateGroups, UserRooms},
+};
+use ruma::{EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
+
+pub use self::{
+    create::{CreateRoom, Preset},
+    membership::MembershipAction,
+    timeline::{Page, PageDirection},
+};
+use crate::{Error, Result, events::Pdu, keys::signing_key::SigningKey, sync::stream::Streams};
+
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    server_name: OwnedServerName,
+    key: Arc<SigningKey>,
+    streams: Arc<Streams>,
+    default_version: RoomVersionId,
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    next_state_group: AtomicU64,
+}
+
+impl std::fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rooms").finish_non_exhaustive()
+    }
+}
+
+/// Room versions this server creates rooms in.
+pub const CREATABLE_VERSIONS: &[RoomVersionId] =
+    &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+
+impl Rooms {
+    pub fn new(
+        db: Db,
+        server_name: OwnedServerName,
+        key: Arc<SigningKey>,
+        streams: Arc<Streams>,
+        default_version: RoomVersionId,
+    ) -> Result<Self> {
+        let last_group = db
+            .range::<StateGroups>(
+                std::ops::Bound::Unbounded,
+                std::ops::Bound::Unbounded,
+                Direction::Backward,
+            )?
+            .next()
+            .transpose()?
+            .map_or(0, |(id, _)| id);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                server_name,
+                key,
+                streams,
+                default_version,
+                locks: Mutex::default(),
+                next_state_group: AtomicU64::new(last_group),
+            }),
+        })
+    }
+
+    fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn default_version(&self) -> &RoomVersionId {
+        &self.inner.default_version
+    }
+
+    fn new_state_group_id(&self) -> u64 {
+        self.inner.next_state_group.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Serializes local writes to one room.
+    async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            locks.entry(room_id.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
+        Ok(self.db().get::<RoomsTable>(&room_id.to_owned())?)
+    }
+
+    pub fn exists(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.db().contains::<RoomsTable>(&room_id.to_owned())?)
+    }
+
+    pub fn version(
+        &self,
+        room: &RoomRecord,
+    ) -> Result<(RoomVersionId, ruma::room_version_rules::RoomVersionRules)> {
+        let version = RoomVersionId::try_from(room.version.as_str()).map_err(Error::internal)?;
+        let rules =
+            version.rules().ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+        Ok((version, rules))
+    }
+
+    pub fn pdu_record(&self, event_id: &EventId) -> Result<Option<PduRecord>> {
+        Ok(self.db().get::<Pdus>(&event_id.to_owned())?)
+    }
+
+    pub fn pdu(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        self.pdu_record(event_id)?.map(|r| Pdu::from_json(event_id.to_owned(), &r.json)).transpose()
+    }
+
+    /// The current state event for `(kind, key)`.
+    pub fn current_state_event(&self, room_id: &RoomId, kind: &str, key: &str) -> Result<Option<Pdu>> {
+        let id = self.db().get::<CurrentState>(&(room_id.to_owned(), kind.to_owned(), key.to_owned()))?;
+        id.map(|id| self.pdu(&id)).transpose().map(Option::flatten)
+    }
+
+    /// Every current state event of a room.
+    pub fn current_state(&self, room_id: &RoomId) -> Result<Vec<Pdu>> {
+        let mut out = Vec::new();
+        for entry in self.db().scan_prefix::<CurrentState, _>(&room_id.to_owned())? {
+            let (_, event_id) = entry?;
+            if let Some(pdu) = self.pdu(&event_id)? {
+                out.push(pdu);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A user's current membership in a room (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        Ok(self.db().get::<RoomMembers>(&(room_id.to_owned(), user_id.to_owned()))?)
+    }
+
+    /// Members with the given membership.
+    pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
+        let mut out = Vec::new();
+        for entry in self.db().scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
+            let ((_, user), m) = entry?;
+            if m == membership {
+                out.push(user);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rooms a local user is joined to.
+    pub fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for entry in self.db().scan_prefix::<UserRooms, _>(&user_id.to_owned())? {
+            let ((_, room), record) = entry?;
+            if record.membership == "join" {
+                out.push(room);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The state group after an event.
+    pub fn state_group_of(&self, event_id: &EventId) -> Result<Option<u64>> {
+        Ok(self.pdu_record(event_id)?.map(|r| r.state_group))
+    }
+
+    /// The full state after an event, as PDUs.
+    pub fn state_at(&self, event_id: &EventId) -> Result<Vec<Pdu>> {
+        let group = self.state_group_of(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+        let map = state::load(self.db(), group)?;
+        map.values().filter_map(|id| self.pdu(id).transpose()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

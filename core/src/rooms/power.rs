@@ -1,0 +1,65 @@
+//! Power levels, for the checks the auth rules leave to the server (redaction of others'
+//! events, alias deletion).
+
+use ruma::{RoomId, UserId};
+
+use super::Rooms;
+use crate::Result;
+
+fn level(value: Option<&serde_json::Value>, default: i64) -> i64 {
+    value.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
+}
+
+impl Rooms {
+    /// The user's power level; room creators of versions with privileged creators rank above all.
+    pub fn power_level(&self, room_id: &RoomId, user: &UserId) -> Result<i64> {
+        let Some(room) = self.room(room_id)? else { return Ok(0) };
+        let (_, rules) = self.version(&room)?;
+        if rules.authorization.explicitly_privilege_room_creators
+            && let Some(create) = self.current_state_event(room_id, "m.room.create", "")?
+        {
+            let content = create.content_json();
+            let additional = content.get("additional_creators").and_then(|a| a.as_array());
+            let is_additional =
+                additional.is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user.as_str())));
+            if create.sender == user || is_additional {
+                return Ok(i64::MAX);
+            }
+        }
+        match self.current_state_event(room_id, "m.room.power_levels", "")? {
+            Some(pl) => {
+                let content = pl.content_json();
+                let default = level(content.get("users_default"), 0);
+                Ok(level(content.get("users").and_then(|u| u.get(user.as_str())), default))
+            }
+            // Without power levels the creator has 100 and everyone else 0.
+            None => {
+                let creator = self.current_state_event(room_id, "m.room.create", "")?.map(|c| c.sender);
+                Ok(if creator.as_deref() == Some(user) { 100 } else { 0 })
+            }
+        }
+    }
+
+    /// The level a named action (`redact`, `kick`, ...) needs.
+    pub fn required_level(&self, room_id: &RoomId, action: &str, default: i64) -> Result<i64> {
+        let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
+        Ok(pl.map_or(default, |pl| level(pl.content_json().get(action), default)))
+    }
+
+    pub(super) fn has_power_for_state(&self, room_id: &RoomId, user: &UserId, kind: &str) -> Result<bool> {
+        let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
+        let needed = pl.map_or(50, |pl| {
+            let content = pl.content_json();
+            level(content.get("events").and_then(|e| e.get(kind)), level(content.get("state_default"), 50))
+        });
+        Ok(self.power_level(room_id, user)? >= needed)
+    }
+
+    /// Whether `user` may redact an event sent by `original_sender`.
+    pub fn may_redact(&self, room_id: &RoomId, user: &UserId, original_sender: &UserId) -> Result<bool> {
+        if user == original_sender {
+            return Ok(true);
+        }
+        Ok(self.power_level(room_id, user)? >= self.required_level(room_id, "redact", 50)?)
+    }
+}
