@@ -185,3 +185,15 @@ pub async fn get_member_events(
     }
     Ok(get_member_events::v3::Response::new(chunk))
 }
+
+/// `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
+pub async fn knock_room(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::knock::knock_room::v3::Request>,
+) -> ApiResult<ruma::api::client::knock::knock_room::v3::Response> {
+    let session = req.session()?.clone();
+    let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
+    let profile = member_profile(&hs, &session.user_id)?;
+    hs.rooms.knock(&room_id, &session.user_id, profile, req.body.reason).await?;
+    Ok(ruma::api::client::knock::knock_room::v3::Response::new(room_id))
+}

@@ -170,3 +170,75 @@ pub async fn get_message_events(
     }
     Ok(response)
 }
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
+pub async fn get_context(
+    hs: Homeserver,
+    req: ruma_ctx::Req,
+) -> ApiResult<ruma::api::client::context::get_context::v3::Response> {
+    use ruma::api::client::context::get_context::v3::Response;
+    let session = req.session()?.clone();
+    let b = req.body;
+    let (_, record) = hs
+        .rooms
+        .visible_event(&b.room_id, &b.event_id, &session.user_id)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let pos = record.stream_pos.ok_or_else(|| Error::not_found("Event not found"))?;
+    let limit = usize::try_from(u64::from(b.limit).min(MAX_LIMIT)).unwrap_or(10);
+    // As Synapse splits it: the smaller half before, the rest after.
+    let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
+    let filter = b.filter;
+    let keep = |pdu: &Pdu| filter_keeps(&filter, pdu);
+    let user = &session.user_id;
+    let before =
+        hs.rooms.page(&b.room_id, user, Some(pos - 1), None, PageDirection::Backward, before_limit, &keep)?;
+    let after =
+        hs.rooms.page(&b.room_id, user, Some(pos), None, PageDirection::Forward, after_limit, &keep)?;
+
+    let device = Some(session.device_id.as_ref());
+    let mut response = Response::new();
+    response.event = Some(raw(&hs.rooms.client_event(&b.event_id, &record, user, device)?)?);
+    let earliest = before.events.last().map_or(pos, |(p, ..)| *p);
+    response.start = Some(token(before.next.unwrap_or(earliest.saturating_sub(1))));
+    let latest = after.events.last().map_or(pos, |(p, ..)| *p);
+    response.end = Some(token(after.next.unwrap_or(latest)));
+    for (_, pdu, record) in &before.events {
+        response.events_before.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
+    }
+    for (_, pdu, record) in &after.events {
+        response.events_after.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
+    }
+    let lazy = !filter.lazy_load_options.is_disabled();
+    let senders: std::collections::BTreeSet<String> =
+        before.events.iter().chain(after.events.iter()).map(|(_, pdu, _)| pdu.sender.to_string()).collect();
+    for (event_id, record, pdu) in hs.rooms.state_at_position(&b.room_id, pos)? {
+        let is_member = pdu.kind == TimelineEventType::RoomMember;
+        if lazy && is_member && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k)) {
+            continue;
+        }
+        response.state.push(raw(&hs.rooms.client_event(&event_id, &record, user, device)?)?);
+    }
+    Ok(response)
+}
+
+mod ruma_ctx {
+    pub type Req = crate::extract::Ruma<ruma::api::client::context::get_context::v3::Request>;
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`
+pub async fn get_event_by_timestamp(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::room::get_event_by_timestamp::v1::Request>,
+) -> ApiResult<ruma::api::client::room::get_event_by_timestamp::v1::Response> {
+    use ruma::api::client::room::get_event_by_timestamp::v1::Response;
+    let session = req.session()?;
+    let b = &req.body;
+    let ts = u64::from(b.ts.get());
+    let forward = matches!(b.dir, Direction::Forward);
+    let (event_id, found_ts) = hs
+        .rooms
+        .event_by_timestamp(&b.room_id, &session.user_id, ts, forward)?
+        .ok_or_else(|| Error::not_found("Unable to find event in that direction"))?;
+    let ts = ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::new_saturating(found_ts));
+    Ok(Response::new(event_id, ts))
+}

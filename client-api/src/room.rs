@@ -161,3 +161,31 @@ pub async fn aliases(hs: Homeserver, req: Ruma<aliases::v3::Request>) -> ApiResu
     hs.rooms.read_access(&req.body.room_id, &session.user_id)?;
     Ok(aliases::v3::Response::new(hs.rooms.local_aliases(&req.body.room_id)?))
 }
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+pub async fn upgrade_room(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::room::upgrade_room::v3::Request>,
+) -> ApiResult<ruma::api::client::room::upgrade_room::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    let profile = member_profile(&hs, &session.user_id)?;
+    let new_room =
+        hs.rooms.upgrade(&b.room_id, &session.user_id, profile, b.new_version, b.additional_creators).await?;
+    Ok(ruma::api::client::room::upgrade_room::v3::Response::new(new_room))
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}`
+pub async fn report_content(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::room::report_content::v3::Request>,
+) -> ApiResult<ruma::api::client::room::report_content::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    // A reporter must be able to see what they report; otherwise it "does not exist".
+    if hs.rooms.visible_event(&b.room_id, &b.event_id, &session.user_id)?.is_none() {
+        return Err(Error::not_found("Event not found").into());
+    }
+    hs.rooms.report(&b.room_id, &session.user_id, Some(&b.event_id), b.reason).await?;
+    Ok(ruma::api::client::room::report_content::v3::Response::new())
+}

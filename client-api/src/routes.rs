@@ -12,9 +12,9 @@ use hearth_core::{ErrorCode, Homeserver};
 use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
 
 use crate::{
-    account, admin, config, device, discovery,
+    account, admin, config, device, directory, discovery,
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
-    filter, membership, message, profile,
+    filter, membership, message, profile, receipt,
     response::{ApiError, ApiResult, RumaResponse},
     room, session, state,
 };
@@ -146,6 +146,25 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::state::send_state_event::v3::Request, _, _>(state::send_state_event, GUESTS)
         .ruma::<c::state::get_state_event_for_key::v3::Request, _, _>(state::get_state_event_for_key, GUESTS)
         .ruma::<c::state::get_state_events::v3::Request, _, _>(state::get_state_events, GUESTS)
+        .ruma::<c::knock::knock_room::v3::Request, _, _>(membership::knock_room, NO_GUESTS)
+        .ruma::<c::context::get_context::v3::Request, _, _>(message::get_context, GUESTS)
+        .ruma::<c::room::get_event_by_timestamp::v1::Request, _, _>(message::get_event_by_timestamp, GUESTS)
+        .ruma::<c::room::upgrade_room::v3::Request, _, _>(room::upgrade_room, NO_GUESTS)
+        .ruma::<c::room::report_content::v3::Request, _, _>(room::report_content, NO_GUESTS)
+        .ruma::<c::typing::create_typing_event::v3::Request, _, _>(receipt::create_typing_event, GUESTS)
+        .ruma::<c::receipt::create_receipt::v3::Request, _, _>(receipt::create_receipt, GUESTS)
+        .ruma::<c::read_marker::set_read_marker::v3::Request, _, _>(receipt::set_read_marker, GUESTS)
+        // Room directory
+        .ruma::<c::directory::get_public_rooms::v3::Request, _, _>(directory::get_public_rooms, GUESTS)
+        .ruma::<c::directory::get_public_rooms_filtered::v3::Request, _, _>(
+            directory::get_public_rooms_filtered,
+            GUESTS,
+        )
+        .ruma::<c::directory::get_room_visibility::v3::Request, _, _>(directory::get_room_visibility, GUESTS)
+        .ruma::<c::directory::set_room_visibility::v3::Request, _, _>(
+            directory::set_room_visibility,
+            NO_GUESTS,
+        )
         // Synapse-compatible shared-secret registration
         .ruma::<admin::GetNonce, _, _>(admin::get_registration_nonce, NO_GUESTS)
         .ruma::<admin::Register, _, _>(admin::shared_secret_register, NO_GUESTS)

@@ -112,6 +112,18 @@ impl AccountData {
         self.write(user, Some(room), event_type, content).await
     }
 
+    /// Sets per-room account data the server manages itself (`m.fully_read`), which the
+    /// general endpoint refuses.
+    pub async fn set_room_managed(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        event_type: &str,
+        content: serde_json::Value,
+    ) -> Result<()> {
+        self.write(user, Some(room), event_type, content).await
+    }
+
     /// Stores a filter and returns its ID. Filters are immutable once created.
     pub async fn create_filter(&self, user: &UserId, filter: serde_json::Value) -> Result<String> {
         let db = self.db.clone();

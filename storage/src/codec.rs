@@ -50,6 +50,9 @@ pub trait HasPrefix<P: KeyCodec>: KeyCodec {}
 impl<A: KeyCodec, B: KeyCodec> HasPrefix<A> for (A, B) {}
 impl<A: KeyCodec, B: KeyCodec, C: KeyCodec> HasPrefix<A> for (A, B, C) {}
 impl<A: KeyCodec, B: KeyCodec, C: KeyCodec> HasPrefix<(A, B)> for (A, B, C) {}
+impl<A: KeyCodec, B: KeyCodec, C: KeyCodec, D: KeyCodec> HasPrefix<A> for (A, B, C, D) {}
+impl<A: KeyCodec, B: KeyCodec, C: KeyCodec, D: KeyCodec> HasPrefix<(A, B)> for (A, B, C, D) {}
+impl<A: KeyCodec, B: KeyCodec, C: KeyCodec, D: KeyCodec> HasPrefix<(A, B, C)> for (A, B, C, D) {}
 
 fn take<const N: usize>(input: &mut &[u8]) -> Result<[u8; N], DecodeError> {
     let Some((head, rest)) = input.split_first_chunk::<N>() else {

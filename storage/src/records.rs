@@ -61,6 +61,24 @@ pub struct ServerKeyRecord {
 pub enum StreamEntry {
     RoomEvent { room_id: OwnedRoomId, event_id: OwnedEventId },
     AccountData { user_id: OwnedUserId, room_id: Option<OwnedRoomId>, event_type: String },
+    Receipt { room_id: OwnedRoomId, user_id: OwnedUserId },
+    Typing { room_id: OwnedRoomId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub event_id: OwnedEventId,
+    pub ts: u64,
+    pub stream_pos: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRecord {
+    pub reporter: OwnedUserId,
+    pub room_id: OwnedRoomId,
+    pub event_id: Option<OwnedEventId>,
+    pub reason: Option<String>,
+    pub ts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,4 +148,6 @@ json_value!(
     StateGroupRecord,
     MembershipRecord,
     AliasRecord,
+    ReceiptRecord,
+    ReportRecord,
 );

@@ -7,7 +7,7 @@ use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, MembershipRecord,
-        PduRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
+        PduRecord, ReceiptRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
     },
 };
 
@@ -80,6 +80,10 @@ tables! {
     RoomAliases "room_aliases": (OwnedRoomId, OwnedRoomAliasId) => ();
     /// Rooms published in this server's room directory.
     PublicRooms "public_rooms": OwnedRoomId => ();
+    /// Read receipts by room, receipt type, user and thread (`""` for the main timeline).
+    Receipts "receipts": (OwnedRoomId, String, OwnedUserId, String) => ReceiptRecord;
+    /// Content reports for the server's admins, in arrival order.
+    Reports "reports": u64 => ReportRecord;
 }
 
 #[cfg(test)]

@@ -88,3 +88,23 @@ impl Rooms {
         Ok(self.db().contains::<hearth_storage::schema::PublicRooms>(&room_id.to_owned())?)
     }
 }
+
+impl Rooms {
+    /// Points an alias at another room (a room upgrade moves its aliases).
+    pub(super) async fn move_alias(&self, alias: &RoomAliasId, to: &RoomId) -> Result<()> {
+        let Some(mut record) = self.db().get::<Aliases>(&alias.to_owned())? else { return Ok(()) };
+        let this = self.clone();
+        let alias = alias.to_owned();
+        let to = to.to_owned();
+        blocking(move || {
+            let mut batch = Batch::new();
+            batch.delete::<RoomAliases>(&(record.room_id.clone(), alias.clone()));
+            batch.put::<RoomAliases>(&(to.clone(), alias.clone()), &())?;
+            record.room_id = to;
+            batch.put::<Aliases>(&alias, &record)?;
+            this.db().write(batch)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -8,6 +8,8 @@
 mod aliases;
 mod append;
 mod create;
+mod directory;
+mod ephemeral;
 mod membership;
 mod power;
 pub mod state;
@@ -31,6 +33,7 @@ use ruma::{EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersi
 
 pub use self::{
     create::{CreateRoom, Preset},
+    directory::PublicRoom,
     membership::MembershipAction,
     timeline::{Page, PageDirection},
 };
@@ -49,6 +52,7 @@ struct Inner {
     default_version: RoomVersionId,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     next_state_group: AtomicU64,
+    typing: ephemeral::Typing,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -87,6 +91,7 @@ impl Rooms {
                 default_version,
                 locks: Mutex::default(),
                 next_state_group: AtomicU64::new(last_group),
+                typing: ephemeral::Typing::default(),
             }),
         })
     }

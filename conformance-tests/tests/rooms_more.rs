@@ -1,0 +1,207 @@
+//! The rest of the rooms surface: knocking, context, the directory, timestamps, upgrades,
+//! typing, receipts, read markers and reports.
+
+// Helpers in this file are test code too.
+#![allow(clippy::unwrap_used)]
+
+use hearth_conformance_tests::{Client, TestServer};
+use serde_json::{Value, json};
+
+const V3: &str = "/_matrix/client/v3";
+
+async fn create_room(client: &Client, body: Value) -> String {
+    client.post(&format!("{V3}/createRoom"), body).await.assert_ok()["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send_text(client: &Client, room: &str, txn: &str, body: &str) -> String {
+    let path = format!("{V3}/rooms/{room}/send/m.room.message/{txn}");
+    client.put(&path, json!({"msgtype": "m.text", "body": body})).await.assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn knocking() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let room = create_room(&alice, json!({"room_alias_name": "knockable"})).await;
+    // Invite-only rooms refuse knocks.
+    carol.post(&format!("{V3}/knock/{room}"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+    alice
+        .put(&format!("{V3}/rooms/{room}/state/m.room.join_rules"), json!({"join_rule": "knock"}))
+        .await
+        .assert_ok();
+    let knocked =
+        carol.post(&format!("{V3}/knock/%23knockable:localhost"), json!({"reason": "let me in"})).await;
+    assert_eq!(knocked.assert_ok()["room_id"], json!(room));
+    let members = alice.get(&format!("{V3}/rooms/{room}/members?membership=knock")).await;
+    assert_eq!(members.assert_ok()["chunk"][0]["state_key"], "@carol:localhost");
+    alice
+        .post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": "@carol:localhost"}))
+        .await
+        .assert_ok();
+    carol.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
+}
+
+#[tokio::test]
+async fn context_and_timestamps() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = create_room(&alice, json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        ids.push(send_text(&alice, &room, &format!("c{i}"), &format!("m{i}")).await);
+    }
+    let reply = alice.get(&format!("{V3}/rooms/{room}/context/{}?limit=4", ids[4])).await;
+    let body = reply.assert_ok();
+    assert_eq!(body["event"]["event_id"], json!(ids[4]));
+    let before: Vec<&Value> =
+        body["events_before"].as_array().unwrap().iter().map(|e| &e["event_id"]).collect();
+    let after: Vec<&Value> =
+        body["events_after"].as_array().unwrap().iter().map(|e| &e["event_id"]).collect();
+    assert_eq!(before, vec![&json!(ids[3]), &json!(ids[2])]);
+    assert_eq!(after, vec![&json!(ids[5]), &json!(ids[6])]);
+    assert!(body["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+    // Paginating on from the context's tokens continues where it left off.
+    let end = body["end"].as_str().unwrap();
+    let next = alice.get(&format!("{V3}/rooms/{room}/messages?dir=f&limit=1&from={end}")).await;
+    assert_eq!(next.assert_ok()["chunk"][0]["event_id"], json!(ids[7]));
+    alice.get(&format!("{V3}/rooms/{room}/context/$nope")).await.assert_error(404, "M_NOT_FOUND");
+
+    let event = alice.get(&format!("{V3}/rooms/{room}/event/{}", ids[0])).await;
+    let ts = event.assert_ok()["origin_server_ts"].as_u64().unwrap();
+    let found = alice.get(&format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=f")).await;
+    assert_eq!(found.assert_ok()["origin_server_ts"], json!(ts));
+    let later = alice
+        .get(&format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={}&dir=f", ts + 3_600_000))
+        .await;
+    later.assert_error(404, "M_NOT_FOUND");
+    let outsider = Client::register(&server.base_url, "out", "pw").await;
+    outsider
+        .get(&format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={ts}&dir=f"))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn public_room_directory() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let public =
+        create_room(&alice, json!({"visibility": "public", "preset": "public_chat", "name": "Rust fans"}))
+            .await;
+    create_room(&alice, json!({"visibility": "public", "preset": "public_chat", "name": "Gardening"})).await;
+    let private = create_room(&alice, json!({"name": "Secret"})).await;
+
+    let list = server.client().get(&format!("{V3}/publicRooms")).await;
+    let body = list.assert_ok();
+    assert_eq!(body["total_room_count_estimate"], 2);
+    assert!(body["chunk"].as_array().unwrap().iter().all(|r| r["room_id"] != json!(private)));
+    let paged = bob.get(&format!("{V3}/publicRooms?limit=1")).await;
+    let next = paged.assert_ok()["next_batch"].as_str().unwrap().to_owned();
+    let second = bob.get(&format!("{V3}/publicRooms?limit=1&since={next}")).await;
+    assert_eq!(second.assert_ok()["chunk"].as_array().unwrap().len(), 1);
+    let searched =
+        bob.post(&format!("{V3}/publicRooms"), json!({"filter": {"generic_search_term": "rust"}})).await;
+    let chunk = searched.assert_ok()["chunk"].as_array().unwrap().clone();
+    assert_eq!(chunk.len(), 1);
+    assert_eq!(chunk[0]["room_id"], json!(public));
+    assert_eq!(chunk[0]["num_joined_members"], 1);
+    // Absent means public, which ruma leaves out.
+    assert!(chunk[0].get("join_rule").is_none_or(|r| r == "public"));
+
+    let vis = format!("{V3}/directory/list/room/{private}");
+    assert_eq!(bob.get(&vis).await.assert_ok()["visibility"], "private");
+    bob.put(&vis, json!({"visibility": "public"})).await.assert_error(403, "M_FORBIDDEN");
+    alice.put(&vis, json!({"visibility": "public"})).await.assert_ok();
+    assert_eq!(bob.get(&vis).await.assert_ok()["visibility"], "public");
+    bob.get(&format!("{V3}/directory/list/room/!nope:localhost")).await.assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn room_upgrade() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let old = create_room(
+        &alice,
+        json!({"room_version": "10", "preset": "public_chat", "name": "Old", "room_alias_name": "up"}),
+    )
+    .await;
+    bob.post(&format!("{V3}/join/{old}"), json!({})).await.assert_ok();
+    bob.post(&format!("{V3}/rooms/{old}/upgrade"), json!({"new_version": "12"}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    alice
+        .post(&format!("{V3}/rooms/{old}/upgrade"), json!({"new_version": "99"}))
+        .await
+        .assert_error(400, "M_UNSUPPORTED_ROOM_VERSION");
+    let reply = alice.post(&format!("{V3}/rooms/{old}/upgrade"), json!({"new_version": "12"})).await;
+    let new = reply.assert_ok()["replacement_room"].as_str().unwrap().to_owned();
+
+    let tombstone = alice.get(&format!("{V3}/rooms/{old}/state/m.room.tombstone")).await;
+    assert_eq!(tombstone.assert_ok()["replacement_room"], json!(new));
+    let create = alice.get(&format!("{V3}/rooms/{new}/state/m.room.create")).await;
+    assert_eq!(create.assert_ok()["room_version"], "12");
+    assert_eq!(create.body["predecessor"]["room_id"], json!(old));
+    assert_eq!(alice.get(&format!("{V3}/rooms/{new}/state/m.room.name")).await.assert_ok()["name"], "Old");
+    let resolved = bob.get(&format!("{V3}/directory/room/%23up:localhost")).await;
+    assert_eq!(resolved.assert_ok()["room_id"], json!(new));
+    // The old room is read-only for ordinary members now.
+    bob.put(
+        &format!("{V3}/rooms/{old}/send/m.room.message/late"),
+        json!({"msgtype": "m.text", "body": "hi"}),
+    )
+    .await
+    .assert_error(403, "M_FORBIDDEN");
+    bob.post(&format!("{V3}/join/{new}"), json!({})).await.assert_ok();
+}
+
+#[tokio::test]
+async fn typing_receipts_markers_and_reports() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let outsider = Client::register(&server.base_url, "out", "pw").await;
+    let room = create_room(&alice, json!({})).await;
+    let event = send_text(&alice, &room, "t", "hello").await;
+
+    let typing = format!("{V3}/rooms/{room}/typing/@alice:localhost");
+    alice.put(&typing, json!({"typing": true, "timeout": 20000})).await.assert_ok();
+    alice.put(&typing, json!({"typing": false})).await.assert_ok();
+    outsider
+        .put(&format!("{V3}/rooms/{room}/typing/@out:localhost"), json!({"typing": true, "timeout": 1000}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    outsider.put(&typing, json!({"typing": true, "timeout": 1000})).await.assert_error(403, "M_FORBIDDEN");
+
+    alice.post(&format!("{V3}/rooms/{room}/receipt/m.read/{event}"), json!({})).await.assert_ok();
+    alice
+        .post(&format!("{V3}/rooms/{room}/receipt/m.read.private/{event}"), json!({"thread_id": "main"}))
+        .await
+        .assert_ok();
+    alice
+        .post(&format!("{V3}/rooms/{room}/receipt/m.read/$missing"), json!({}))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    outsider
+        .post(&format!("{V3}/rooms/{room}/receipt/m.read/{event}"), json!({}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    let markers = json!({"m.fully_read": event, "m.read": event});
+    alice.post(&format!("{V3}/rooms/{room}/read_markers"), markers).await.assert_ok();
+    let fully_read =
+        alice.get(&format!("{V3}/user/@alice:localhost/rooms/{room}/account_data/m.fully_read")).await;
+    assert_eq!(fully_read.assert_ok()["event_id"], json!(event));
+    alice.post(&format!("{V3}/rooms/{room}/receipt/m.fully_read/{event}"), json!({})).await.assert_ok();
+
+    alice.post(&format!("{V3}/rooms/{room}/report/{event}"), json!({"reason": "spam"})).await.assert_ok();
+    outsider
+        .post(&format!("{V3}/rooms/{room}/report/{event}"), json!({"reason": "x"}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    alice.post(&format!("{V3}/rooms/{room}/report/$nope"), json!({})).await.assert_error(404, "M_NOT_FOUND");
+}

@@ -1,0 +1,219 @@
+//! The room directory, room summaries, upgrades, and finding events by time.
+
+use hearth_storage::schema::{PublicRooms, RoomTimeline};
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType,
+};
+use serde_json::{Value, json};
+
+use super::{CREATABLE_VERSIONS, CreateRoom, Rooms, state::StateMap};
+use crate::{Error, ErrorCode, Result, events::NewEvent};
+
+/// What the directory shows of a room.
+#[derive(Debug, Clone)]
+pub struct PublicRoom {
+    pub room_id: OwnedRoomId,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub canonical_alias: Option<String>,
+    pub avatar_url: Option<String>,
+    pub joined_members: u64,
+    pub world_readable: bool,
+    pub guest_can_join: bool,
+    pub join_rule: Option<String>,
+    pub room_type: Option<String>,
+}
+
+/// State types an upgrade carries over to the replacement room.
+const CARRIED_OVER: &[&str] = &[
+    "m.room.server_acl",
+    "m.room.encryption",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.guest_access",
+    "m.room.history_visibility",
+    "m.room.join_rules",
+];
+
+impl Rooms {
+    fn state_field(&self, room_id: &RoomId, kind: &str, field: &str) -> Result<Option<String>> {
+        Ok(self.current_state_event(room_id, kind, "")?.and_then(|p| p.content_str(field)))
+    }
+
+    pub fn summary(&self, room_id: &RoomId) -> Result<PublicRoom> {
+        Ok(PublicRoom {
+            room_id: room_id.to_owned(),
+            name: self.state_field(room_id, "m.room.name", "name")?,
+            topic: self.state_field(room_id, "m.room.topic", "topic")?,
+            canonical_alias: self.state_field(room_id, "m.room.canonical_alias", "alias")?,
+            avatar_url: self.state_field(room_id, "m.room.avatar", "url")?,
+            joined_members: u64::try_from(self.members_with(room_id, "join")?.len()).unwrap_or(u64::MAX),
+            world_readable: self
+                .state_field(room_id, "m.room.history_visibility", "history_visibility")?
+                .as_deref()
+                == Some("world_readable"),
+            guest_can_join: self.state_field(room_id, "m.room.guest_access", "guest_access")?.as_deref()
+                == Some("can_join"),
+            join_rule: self.state_field(room_id, "m.room.join_rules", "join_rule")?,
+            room_type: self.state_field(room_id, "m.room.create", "type")?,
+        })
+    }
+
+    /// Published rooms, most joined members first, then by room ID for a stable order.
+    pub fn public_rooms(&self, search: Option<&str>) -> Result<Vec<PublicRoom>> {
+        let mut rooms = Vec::new();
+        for entry in self.db().scan_prefix_all::<PublicRooms>()? {
+            let (room_id, ()) = entry?;
+            let summary = self.summary(&room_id)?;
+            if let Some(term) = search.map(str::to_lowercase).filter(|t| !t.is_empty()) {
+                let haystack = [&summary.name, &summary.topic, &summary.canonical_alias]
+                    .iter()
+                    .filter_map(|f| f.as_deref())
+                    .map(str::to_lowercase)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !haystack.contains(&term) {
+                    continue;
+                }
+            }
+            rooms.push(summary);
+        }
+        rooms.sort_by(|a, b| b.joined_members.cmp(&a.joined_members).then_with(|| a.room_id.cmp(&b.room_id)));
+        Ok(rooms)
+    }
+
+    /// The event closest to `ts` in the given direction, among those `user` may see.
+    pub fn event_by_timestamp(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        ts: u64,
+        forward: bool,
+    ) -> Result<Option<(OwnedEventId, u64)>> {
+        let horizon = self.read_access(room_id, user)?;
+        let mut best: Option<(OwnedEventId, u64)> = None;
+        let mut viewer = super::visibility::Viewer::new(self, room_id, user)?;
+        for entry in self.db().scan_prefix::<RoomTimeline, _>(&room_id.to_owned())? {
+            let ((_, pos), event_id) = entry?;
+            if pos > horizon {
+                break;
+            }
+            let Some(record) = self.pdu_record(&event_id)? else { continue };
+            let pdu = crate::events::Pdu::from_json(event_id.clone(), &record.json)?;
+            let event_ts = u64::from(pdu.origin_server_ts.get());
+            let candidate = if forward { event_ts >= ts } else { event_ts <= ts };
+            if !candidate || !viewer.can_see(&record)? {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some((_, best_ts)) => {
+                    if forward {
+                        event_ts < *best_ts
+                    } else {
+                        event_ts >= *best_ts
+                    }
+                }
+            };
+            if better {
+                best = Some((event_id, event_ts));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Replaces a room by a new one of another version: the new room gets the old one's
+    /// important state, the old one a tombstone and power levels that silence it.
+    pub async fn upgrade(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: Value,
+        new_version: RoomVersionId,
+        additional_creators: Vec<OwnedUserId>,
+    ) -> Result<OwnedRoomId> {
+        if !CREATABLE_VERSIONS.contains(&new_version) {
+            return Err(Error::new(
+                ErrorCode::UnsupportedRoomVersion,
+                "This server cannot create rooms of that version",
+            ));
+        }
+        if self.membership(room_id, user)?.as_deref() != Some("join") {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+        let needed = self.required_level_for_state(room_id, "m.room.tombstone")?;
+        if self.power_level(room_id, user)? < needed {
+            return Err(Error::forbidden("You do not have the power to upgrade this room"));
+        }
+        let old_state: StateMap = {
+            let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+            super::state::load(self.db(), room.current_state_group)?
+        };
+        let tombstone_placeholder = self.current_state_event(room_id, "m.room.create", "")?;
+        let mut create = CreateRoom::new();
+        create.version = Some(new_version.clone());
+        let mut creation = serde_json::Map::new();
+        if let Some(old_create) = &tombstone_placeholder {
+            if let Some(room_type) = old_create.content_json().get("type") {
+                creation.insert("type".into(), room_type.clone());
+            }
+            let last = self.room(room_id)?.and_then(|r| r.forward_extremities.first().cloned());
+            creation.insert("predecessor".into(), json!({"room_id": room_id, "event_id": last}));
+        }
+        if !additional_creators.is_empty() {
+            creation.insert("additional_creators".into(), json!(additional_creators));
+        }
+        create.creation_content = Some(creation);
+        for kind in CARRIED_OVER {
+            if let Some(id) = old_state.get(&((*kind).to_owned(), String::new()))
+                && let Some(pdu) = self.pdu(id)?
+            {
+                create.initial_state.push(((*kind).to_owned(), String::new(), pdu.content_json()));
+            }
+        }
+        if let Some(pl) = self.current_state_event(room_id, "m.room.power_levels", "")? {
+            let mut content = pl.content_json();
+            if let Some(obj) = content.as_object_mut() {
+                obj.remove("users");
+            }
+            if let Value::Object(map) = content {
+                create.power_level_override = Some(map);
+            }
+        }
+        let new_room = self.create_room(user, profile, create).await?;
+
+        let tombstone = NewEvent::state(
+            TimelineEventType::RoomTombstone,
+            "",
+            json!({"body": "This room has been replaced", "replacement_room": new_room}),
+        );
+        self.append(room_id, user, tombstone, None).await?;
+        // Silence the old room: only moderators may speak or invite.
+        if let Some(pl) = self.current_state_event(room_id, "m.room.power_levels", "")? {
+            let mut content = pl.content_json();
+            let restricted = content["users_default"].as_i64().unwrap_or(0).max(50);
+            content["events_default"] = json!(restricted);
+            content["invite"] = json!(restricted);
+            let event = NewEvent::state(TimelineEventType::RoomPowerLevels, "", content);
+            self.append(room_id, user, event, None).await?;
+        }
+        let aliases = self.local_aliases(room_id)?;
+        for alias in aliases {
+            self.move_alias(&alias, &new_room).await?;
+        }
+        if self.db().contains::<PublicRooms>(&room_id.to_owned())? {
+            self.set_published(room_id, false).await?;
+            self.set_published(&new_room, true).await?;
+        }
+        Ok(new_room)
+    }
+
+    fn required_level_for_state(&self, room_id: &RoomId, kind: &str) -> Result<i64> {
+        let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
+        Ok(pl.map_or(50, |pl| {
+            let content = pl.content_json();
+            content["events"][kind].as_i64().or_else(|| content["state_default"].as_i64()).unwrap_or(50)
+        }))
+    }
+}

@@ -1,0 +1,167 @@
+//! Typing notifications, read receipts and content reports: room data outside the event graph.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use hearth_storage::{
+    Batch,
+    records::{ReceiptRecord, ReportRecord, StreamEntry},
+    schema::{Receipts, Reports, StreamLog},
+};
+use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use super::Rooms;
+use crate::{Error, Result, users::blocking, util::now_ms};
+
+/// More writes for the batch of a stream entry, given its position.
+type Extra = Box<dyn FnOnce(&mut Batch, u64) -> Result<()> + Send>;
+
+/// Who is typing in which room, and until when. Lost on restart, as typing should be.
+#[derive(Debug, Default)]
+pub struct Typing {
+    rooms: Mutex<HashMap<OwnedRoomId, HashMap<OwnedUserId, Instant>>>,
+}
+
+/// The longest a client may claim to be typing for.
+const MAX_TYPING: Duration = Duration::from_secs(120);
+
+impl Typing {
+    /// The users typing in a room now.
+    pub fn typing(&self, room_id: &RoomId) -> Vec<OwnedUserId> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(users) = rooms.get_mut(room_id) else { return Vec::new() };
+        let now = Instant::now();
+        users.retain(|_, until| *until > now);
+        let mut out: Vec<_> = users.keys().cloned().collect();
+        out.sort();
+        out
+    }
+
+    /// Returns whether anything changed.
+    fn set(&self, room_id: &RoomId, user: &UserId, timeout: Option<Duration>) -> bool {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let users = rooms.entry(room_id.to_owned()).or_default();
+        match timeout {
+            Some(t) => users.insert(user.to_owned(), Instant::now() + t.min(MAX_TYPING)).is_none(),
+            None => users.remove(user).is_some(),
+        }
+    }
+}
+
+impl Rooms {
+    fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        if self.membership(room_id, user)?.as_deref() != Some("join") {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+        Ok(())
+    }
+
+    /// Starts (with a timeout) or stops a user's typing notification and wakes the room.
+    pub async fn set_typing(&self, room_id: &RoomId, user: &UserId, timeout: Option<Duration>) -> Result<()> {
+        self.require_joined(room_id, user)?;
+        if self.inner.typing.set(room_id, user, timeout) || timeout.is_some() {
+            let entry = StreamEntry::Typing { room_id: room_id.to_owned() };
+            self.write_stream_entry(room_id, entry, None, None).await?;
+        }
+        Ok(())
+    }
+
+    pub fn typing_users(&self, room_id: &RoomId) -> Vec<OwnedUserId> {
+        self.inner.typing.typing(room_id)
+    }
+
+    /// Records a receipt (`m.read`, `m.read.private`) up to an event.
+    pub async fn set_receipt(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        receipt_type: &str,
+        event_id: &EventId,
+        thread: &str,
+    ) -> Result<()> {
+        self.require_joined(room_id, user)?;
+        let record = self.pdu_record(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+        if record.room_id != room_id {
+            return Err(Error::not_found("Event not found"));
+        }
+        let key = (room_id.to_owned(), receipt_type.to_owned(), user.to_owned(), thread.to_owned());
+        let entry = StreamEntry::Receipt { room_id: room_id.to_owned(), user_id: user.to_owned() };
+        let event_id = event_id.to_owned();
+        // Private receipts wake only their owner.
+        let only = (receipt_type == "m.read.private").then(|| vec![user.to_owned()]);
+        let extra: Extra = Box::new(move |batch: &mut Batch, pos| {
+            batch.put::<Receipts>(&key, &ReceiptRecord { event_id, ts: now_ms(), stream_pos: pos })?;
+            Ok(())
+        });
+        self.write_stream_entry(room_id, entry, Some(extra), only).await
+    }
+
+    /// The receipts of a room: `(type, user, thread, record)`.
+    pub fn receipts(&self, room_id: &RoomId) -> Result<Vec<(String, OwnedUserId, String, ReceiptRecord)>> {
+        self.db()
+            .scan_prefix::<Receipts, _>(&room_id.to_owned())?
+            .map(|e| {
+                e.map(|((_, kind, user, thread), record)| (kind, user, thread, record)).map_err(Into::into)
+            })
+            .collect()
+    }
+
+    /// Stores a content report for the server's admins.
+    pub async fn report(
+        &self,
+        room_id: &RoomId,
+        reporter: &UserId,
+        event_id: Option<&EventId>,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let db = self.db().clone();
+        let record = ReportRecord {
+            reporter: reporter.to_owned(),
+            room_id: room_id.to_owned(),
+            event_id: event_id.map(ToOwned::to_owned),
+            reason,
+            ts: now_ms(),
+        };
+        blocking(move || {
+            let id = db.next_id("report")?;
+            db.put::<Reports>(&id, &record)?;
+            Ok(())
+        })
+        .await?;
+        tracing::info!(%room_id, %reporter, "content reported");
+        Ok(())
+    }
+
+    /// Writes a stream entry (and whatever else `extra` adds to the batch) at a new position and
+    /// wakes `wake`, or else the room's joined members.
+    async fn write_stream_entry(
+        &self,
+        room_id: &RoomId,
+        entry: StreamEntry,
+        extra: Option<Extra>,
+        wake: Option<Vec<OwnedUserId>>,
+    ) -> Result<()> {
+        let ticket = self.inner.streams.allocate();
+        let pos = ticket.pos;
+        let db = self.db().clone();
+        blocking(move || {
+            let mut batch = Batch::new();
+            batch.put::<StreamLog>(&pos, &entry)?;
+            if let Some(extra) = extra {
+                extra(&mut batch, pos)?;
+            }
+            db.write(batch)?;
+            Ok(())
+        })
+        .await?;
+        let wake = match wake {
+            Some(users) => users,
+            None => self.members_with(room_id, "join")?,
+        };
+        self.inner.streams.finish(ticket, wake);
+        Ok(())
+    }
+}
