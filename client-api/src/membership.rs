@@ -25,12 +25,32 @@ fn resolve(hs: &Homeserver, target: &ruma::RoomOrAliasId) -> Result<OwnedRoomId,
     }
 }
 
+/// Guests join only rooms whose `m.room.guest_access` is `can_join`.
+fn check_guest_access(
+    hs: &Homeserver,
+    room_id: &RoomId,
+    session: &hearth_core::users::Session,
+) -> Result<(), Error> {
+    if !session.is_guest {
+        return Ok(());
+    }
+    let access = hs
+        .rooms
+        .current_state_event(room_id, "m.room.guest_access", "")?
+        .and_then(|p| p.content_str("guest_access"));
+    if access.as_deref() != Some("can_join") {
+        return Err(Error::guest_access_forbidden("Guest access is not allowed in this room"));
+    }
+    Ok(())
+}
+
 /// `POST /_matrix/client/v3/rooms/{roomId}/join`
 pub async fn join_room_by_id(
     hs: Homeserver,
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let session = req.session()?.clone();
+    check_guest_access(&hs, &req.body.room_id, &session)?;
     let profile = member_profile(&hs, &session.user_id)?;
     hs.rooms.join(&req.body.room_id, &session.user_id, profile, req.body.reason).await?;
     Ok(join_room_by_id::v3::Response::new(req.body.room_id))
@@ -43,6 +63,7 @@ pub async fn join_room_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let session = req.session()?.clone();
     let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
+    check_guest_access(&hs, &room_id, &session)?;
     let profile = member_profile(&hs, &session.user_id)?;
     hs.rooms.join(&room_id, &session.user_id, profile, req.body.reason).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
