@@ -48,34 +48,9 @@ impl Graph {
         content: Value,
     ) -> (OwnedEventId, StateMap<OwnedEventId>) {
         let new = NewEvent::state(TimelineEventType::from(kind), key, content);
-        let raw = serde_json::value::to_raw_value(&new.content).unwrap();
-        let types = auth::auth_types(&new.kind, sender, Some(key), &raw, &self.rules).unwrap();
-        let auth_events: Vec<OwnedEventId> = types.iter().filter_map(|t| state.get(t).cloned()).collect();
-        let depth = prev.iter().map(|p| self.events[p].depth).max().unwrap_or(0) + 1;
-        let placement = Placement {
-            room_id: self.room_id.as_deref(),
-            prev_events: prev,
-            auth_events: &auth_events,
-            depth,
-        };
-        let (event_id, object) = build_and_sign(
-            &new,
-            sender,
-            &placement,
-            &self.rules,
-            &owned_server_name!("example.org"),
-            &self.key,
-        )
-        .unwrap();
-        let pdu = Pdu::from_json(event_id.clone(), &to_json_string(&object).unwrap()).unwrap();
-        let events = &self.events;
-        auth::check(
-            &self.rules,
-            &pdu,
-            |id| events.get(id).cloned(),
-            |t, k| state.get(&(t.clone(), k.to_owned())).and_then(|id| events.get(id).cloned()),
-        )
-        .unwrap_or_else(|e| panic!("{kind} not allowed: {e}"));
+        let pdu = self.build(state, prev, sender, &new);
+        self.check(state, &pdu).unwrap_or_else(|e| panic!("{kind} not allowed: {e}"));
+        let event_id = pdu.event_id.clone();
         if self.room_id.is_none() {
             let id = if self.rules.authorization.room_create_event_id_as_room_id {
                 RoomId::parse(format!("!{}", event_id.as_str().trim_start_matches('$'))).unwrap()

@@ -31,14 +31,10 @@ impl Rooms {
         profile: Value,
         reason: Option<String>,
     ) -> Result<()> {
-        self.require_room(room_id)?;
         if self.membership(room_id, user)?.as_deref() == Some("join") {
             return Ok(());
         }
-        let mut content = profile;
-        content["membership"] = json!("join");
-        self.append(room_id, user, member_event(user, content, reason), None).await?;
-        Ok(())
+        self.self_membership(room_id, user, "join", profile, reason).await
     }
 
     pub async fn knock(
@@ -48,9 +44,21 @@ impl Rooms {
         profile: Value,
         reason: Option<String>,
     ) -> Result<()> {
+        self.self_membership(room_id, user, "knock", profile, reason).await
+    }
+
+    /// A membership a user sets for themselves, carrying their profile.
+    async fn self_membership(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        profile: Value,
+        reason: Option<String>,
+    ) -> Result<()> {
         self.require_room(room_id)?;
         let mut content = profile;
-        content["membership"] = json!("knock");
+        content["membership"] = json!(membership);
         self.append(room_id, user, member_event(user, content, reason), None).await?;
         Ok(())
     }
