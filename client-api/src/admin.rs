@@ -9,45 +9,16 @@ use crate::{extract::Ruma, response::ApiResult};
 /// The endpoint types implement ruma's request and response traits by hand: they are not in the
 /// spec, so ruma does not define them, and the route table treats them like any other endpoint.
 mod endpoint {
-    use std::convert::Infallible;
-
-    use axum::http::{self, HeaderValue, Method};
-    use bytes::BufMut;
+    use axum::http::{self, Method};
     use ruma::api::{
-        IncomingRequest, Metadata, OutgoingResponse,
+        IncomingRequest, Metadata,
         auth_scheme::NoAccessToken,
-        error::{DeserializationError, Error as MatrixError, IntoHttpError},
+        error::{DeserializationError, Error as MatrixError},
         path_builder::SinglePath,
     };
     use serde::{Serialize, de::DeserializeOwned};
 
-    /// A JSON response body.
-    pub struct JsonBody(Vec<u8>);
-
-    impl ruma::api::OutgoingBody for JsonBody {
-        type Error = Infallible;
-
-        fn content_type(&self) -> Option<HeaderValue> {
-            Some(HeaderValue::from_static("application/json"))
-        }
-
-        fn try_into_buf<T: Default + BufMut + AsRef<[u8]>>(self) -> Result<T, Infallible> {
-            let mut buf = T::default();
-            buf.put_slice(&self.0);
-            Ok(buf)
-        }
-    }
-
-    /// Any serializable value as a 200 JSON response.
-    pub struct Json<T>(pub T);
-
-    impl<T: Serialize> OutgoingResponse for Json<T> {
-        type Body = JsonBody;
-
-        fn try_into_http_response_inner(self) -> Result<http::Response<JsonBody>, IntoHttpError> {
-            Ok(http::Response::new(JsonBody(serde_json::to_vec(&self.0)?)))
-        }
-    }
+    pub use crate::response::Json;
 
     pub const REGISTER_PATH: &str = "/_synapse/admin/v1/register";
 

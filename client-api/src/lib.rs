@@ -23,6 +23,7 @@ mod room;
 mod routes;
 mod session;
 mod state;
+mod sync;
 #[cfg(test)]
 mod tests;
 

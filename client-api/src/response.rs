@@ -66,3 +66,34 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
 
 /// Handlers return this.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body, for endpoints whose response Hearth builds itself rather than through a ruma
+/// response type (endpoints outside the spec, and /sync, whose shape is assembled directly).
+pub struct JsonBody(Vec<u8>);
+
+impl ruma::api::OutgoingBody for JsonBody {
+    type Error = std::convert::Infallible;
+
+    fn content_type(&self) -> Option<axum::http::HeaderValue> {
+        Some(axum::http::HeaderValue::from_static("application/json"))
+    }
+
+    fn try_into_buf<T: Default + bytes::BufMut + AsRef<[u8]>>(self) -> Result<T, std::convert::Infallible> {
+        let mut buf = T::default();
+        buf.put_slice(&self.0);
+        Ok(buf)
+    }
+}
+
+/// Any serializable value as a 200 JSON response.
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> OutgoingResponse for Json<T> {
+    type Body = JsonBody;
+
+    fn try_into_http_response_inner(
+        self,
+    ) -> Result<axum::http::Response<JsonBody>, ruma::api::error::IntoHttpError> {
+        Ok(axum::http::Response::new(JsonBody(serde_json::to_vec(&self.0)?)))
+    }
+}

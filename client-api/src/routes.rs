@@ -16,7 +16,7 @@ use crate::{
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
     filter, membership, message, profile, receipt,
     response::{ApiError, ApiResult, RumaResponse},
-    room, session, state,
+    room, session, state, sync,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
@@ -154,6 +154,8 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::typing::create_typing_event::v3::Request, _, _>(receipt::create_typing_event, GUESTS)
         .ruma::<c::receipt::create_receipt::v3::Request, _, _>(receipt::create_receipt, GUESTS)
         .ruma::<c::read_marker::set_read_marker::v3::Request, _, _>(receipt::set_read_marker, GUESTS)
+        // Sync
+        .ruma::<sync::SyncEvents, _, _>(sync::sync_events, GUESTS)
         // Room directory
         .ruma::<c::directory::get_public_rooms::v3::Request, _, _>(directory::get_public_rooms, GUESTS)
         .ruma::<c::directory::get_public_rooms_filtered::v3::Request, _, _>(

@@ -1,4 +1,7 @@
-//! The pieces /sync and the WebSocket channel share.
+//! Sync: the notifier, the global stream, and `/sync` itself.
 
+pub mod compute;
 pub mod notifier;
 pub mod stream;
+
+pub use compute::SyncRequest;

@@ -1,0 +1,476 @@
+//! `/sync`: what changed for one user between two stream positions, in the response shape of
+//! the Client-Server API, and the long-poll around it.
+//!
+//! Order matters: subscribe to the notifier, then read the published position, then compute;
+//! if there is nothing, wait for a position above the one read and compute again. A write
+//! published in between is never missed, because the wake-up waits in the channel.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::Bound,
+    time::Duration,
+};
+
+use hearth_storage::{
+    Direction,
+    records::{MembershipRecord, StreamEntry},
+    schema::{GlobalAccountData, RoomAccountData, StreamLog, UserRooms},
+};
+use ruma::{
+    DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    api::client::filter::{FilterDefinition, RoomEventFilter},
+    events::TimelineEventType,
+};
+use serde_json::{Map, Value, json};
+
+use crate::{Homeserver, Result, events::Pdu, rooms::PageDirection};
+
+/// A /sync request after its filter has been resolved.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub since: Option<u64>,
+    pub timeout: Duration,
+    pub full_state: bool,
+    pub use_state_after: bool,
+    pub filter: FilterDefinition,
+}
+
+/// Sync tokens are opaque to clients: `s<position>`.
+pub fn parse_token(token: &str) -> Option<u64> {
+    token.strip_prefix('s').and_then(|n| n.parse().ok())
+}
+
+pub fn token(pos: u64) -> String {
+    format!("s{pos}")
+}
+
+/// Timeline events per room when the filter does not say.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Invite and knock state shown before a user is in a room.
+const STRIPPED_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+fn type_matches(pattern: &str, kind: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => pattern == kind,
+    }
+}
+
+/// Whether a room event passes a room event filter's type and sender rules.
+pub fn event_passes(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
+    let kind = pdu.kind.to_string();
+    !filter.not_types.iter().any(|t| type_matches(t, &kind))
+        && filter.types.as_ref().is_none_or(|types| types.iter().any(|t| type_matches(t, &kind)))
+        && !filter.not_senders.iter().any(|s| s == &pdu.sender)
+        && filter.senders.as_ref().is_none_or(|senders| senders.iter().any(|s| s == &pdu.sender))
+}
+
+fn events(list: Vec<Value>) -> Value {
+    let mut object = Map::new();
+    object.insert("events".to_owned(), Value::Array(list));
+    Value::Object(object)
+}
+
+/// What changed in the stream between two positions, as seen by one user.
+#[derive(Default)]
+struct Changes {
+    rooms: BTreeSet<OwnedRoomId>,
+    ephemeral: BTreeSet<OwnedRoomId>,
+    global_account_data: bool,
+    room_account_data: BTreeSet<OwnedRoomId>,
+}
+
+impl Homeserver {
+    /// Answers a /sync, waiting up to the timeout for something to report.
+    pub async fn sync(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Value> {
+        let mut rx = self.notifier.subscribe(user);
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        loop {
+            let now = self.streams.published();
+            let (response, empty) = {
+                let this = self.clone();
+                let (user, device, req) = (user.to_owned(), device.to_owned(), req.clone());
+                crate::users::blocking(move || this.sync_at(&user, &device, &req, now)).await?
+            };
+            let initial = req.since.is_none() || req.full_state;
+            if !empty || initial || tokio::time::Instant::now() >= deadline {
+                return Ok(response);
+            }
+            // Nothing yet: wait for a wake-up above what was just read, then compute again.
+            let since = now;
+            // Reduced to a bool at once: the channel's read guard must not live across an await.
+            let woke =
+                tokio::time::timeout_at(deadline, rx.wait_for(|p| *p > since)).await.is_ok_and(|r| r.is_ok());
+            if !woke {
+                let now = self.streams.published();
+                let this = self.clone();
+                let (user, device, req) = (user.to_owned(), device.to_owned(), req.clone());
+                return Ok(crate::users::blocking(move || this.sync_at(&user, &device, &req, now)).await?.0);
+            }
+        }
+    }
+
+    /// The response for the window `(since, now]`, and whether it carries nothing.
+    fn sync_at(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        req: &SyncRequest,
+        now: u64,
+    ) -> Result<(Value, bool)> {
+        // A token from a future the server does not know (a restored database) reads as now.
+        let since = req.since.map(|s| s.min(now));
+        let initial = since.is_none() || req.full_state;
+        let changes = match since {
+            Some(since) => self.changes(user, since, now)?,
+            None => Changes::default(),
+        };
+        let filter = &req.filter;
+        let memberships = self.user_memberships(user)?;
+        let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
+        for (room_id, record) in memberships {
+            if record.stream_pos > now || record.forgotten {
+                continue;
+            }
+            if filter.room.not_rooms.contains(&room_id)
+                || filter.room.rooms.as_ref().is_some_and(|r| !r.contains(&room_id))
+            {
+                continue;
+            }
+            let membership_changed = since.is_none_or(|s| record.stream_pos > s);
+            match record.membership.as_str() {
+                "join" => {
+                    let touched = initial
+                        || membership_changed
+                        || changes.rooms.contains(&room_id)
+                        || changes.ephemeral.contains(&room_id)
+                        || changes.room_account_data.contains(&room_id);
+                    if touched {
+                        // A room joined within the window is new to the client: send it whole.
+                        let from = if membership_changed { None } else { since };
+                        let full = initial || membership_changed;
+                        let value = self.joined_room(user, device, &room_id, from, now, full, req)?;
+                        join.insert(room_id.to_string(), value);
+                    }
+                }
+                "invite" if membership_changed => {
+                    invite.insert(
+                        room_id.to_string(),
+                        json!({"invite_state": events(self.stripped_state(&room_id, &record)?)}),
+                    );
+                }
+                "knock" if membership_changed => {
+                    knock.insert(
+                        room_id.to_string(),
+                        json!({"knock_state": events(self.stripped_state(&room_id, &record)?)}),
+                    );
+                }
+                "leave" | "ban" if membership_changed && (since.is_some() || filter.room.include_leave) => {
+                    let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
+                    leave.insert(room_id.to_string(), value);
+                }
+                _ => {}
+            }
+        }
+        let account_data = if initial || changes.global_account_data {
+            self.global_account_data(user, if initial { None } else { since })?
+        } else {
+            Vec::new()
+        };
+        let empty = join.is_empty()
+            && invite.is_empty()
+            && leave.is_empty()
+            && knock.is_empty()
+            && account_data.is_empty();
+        let response = json!({
+            "next_batch": token(now),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
+            "account_data": events(account_data),
+            "presence": events(Vec::new()),
+            "to_device": events(Vec::new()),
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+            "device_unused_fallback_key_types": [],
+        });
+        Ok((response, empty))
+    }
+
+    fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
+        self.db
+            .scan_prefix::<UserRooms, _>(&user.to_owned())?
+            .map(|e| e.map(|((_, room), record)| (room, record)).map_err(Into::into))
+            .collect()
+    }
+
+    /// What the stream log says happened in `(since, now]` that concerns `user`.
+    fn changes(&self, user: &UserId, since: u64, now: u64) -> Result<Changes> {
+        let mut changes = Changes::default();
+        if now <= since {
+            return Ok(changes);
+        }
+        for entry in
+            self.db.range::<StreamLog>(Bound::Excluded(&since), Bound::Included(&now), Direction::Forward)?
+        {
+            let (_, entry) = entry?;
+            match entry {
+                StreamEntry::RoomEvent { room_id, .. } => {
+                    changes.rooms.insert(room_id);
+                }
+                StreamEntry::Receipt { room_id, .. } | StreamEntry::Typing { room_id } => {
+                    changes.ephemeral.insert(room_id);
+                }
+                StreamEntry::AccountData { user_id, room_id, .. } if user_id == user => match room_id {
+                    Some(room) => {
+                        changes.room_account_data.insert(room);
+                    }
+                    None => changes.global_account_data = true,
+                },
+                StreamEntry::AccountData { .. } => {}
+            }
+        }
+        Ok(changes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn joined_room(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        room_id: &RoomId,
+        since: Option<u64>,
+        now: u64,
+        full: bool,
+        req: &SyncRequest,
+    ) -> Result<Value> {
+        let (timeline, state_events, _) =
+            self.room_timeline_and_state(user, device, room_id, since, now, full, req)?;
+        let mut room = Map::new();
+        room.insert("timeline".into(), timeline);
+        let state_key = if req.use_state_after { "state_after" } else { "state" };
+        room.insert(state_key.into(), events(state_events));
+        room.insert("ephemeral".into(), events(self.ephemeral_events(user, room_id, since)?));
+        room.insert("account_data".into(), events(self.room_account_data(user, room_id, since)?));
+        room.insert("summary".into(), self.room_summary(user, room_id)?);
+        room.insert(
+            "unread_notifications".into(),
+            json!({"highlight_count": 0, "notification_count": self.unread_count(user, room_id)?}),
+        );
+        Ok(Value::Object(room))
+    }
+
+    fn left_room(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        room_id: &RoomId,
+        since: Option<u64>,
+        left_at: u64,
+        req: &SyncRequest,
+    ) -> Result<Value> {
+        let (timeline, state_events, _) =
+            self.room_timeline_and_state(user, device, room_id, since, left_at, since.is_none(), req)?;
+        let state_key = if req.use_state_after { "state_after" } else { "state" };
+        Ok(json!({"timeline": timeline, state_key: events(state_events), "account_data": events(Vec::new())}))
+    }
+
+    /// The timeline of `(since, until]` (the last `limit` events of it, `limited` when more
+    /// exist) and the state to send with it.
+    #[allow(clippy::too_many_arguments)]
+    fn room_timeline_and_state(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        room_id: &RoomId,
+        since: Option<u64>,
+        until: u64,
+        full: bool,
+        req: &SyncRequest,
+    ) -> Result<(Value, Vec<Value>, usize)> {
+        let filter = &req.filter.room;
+        let limit = filter
+            .timeline
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| {
+                usize::try_from(u64::from(l)).unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            })
+            .clamp(1, 1000);
+        let keep = |pdu: &Pdu| event_passes(&filter.timeline, pdu);
+        let page =
+            self.rooms.page(room_id, user, Some(until), since, PageDirection::Backward, limit, &keep)?;
+        let limited = page.next.is_some();
+        let mut page_events = page.events;
+        page_events.reverse();
+        let first_pos = page_events.first().map(|(pos, ..)| *pos);
+        let prev_batch = match first_pos {
+            Some(pos) => pos.saturating_sub(1),
+            None => until,
+        };
+        let mut timeline_events = Vec::with_capacity(page_events.len());
+        let mut senders = BTreeSet::new();
+        let mut timeline_ids = BTreeSet::new();
+        for (_, pdu, record) in &page_events {
+            senders.insert(pdu.sender.to_string());
+            timeline_ids.insert(pdu.event_id.clone());
+            timeline_events.push(self.rooms.client_event(&pdu.event_id, record, user, Some(device))?);
+        }
+        senders.insert(user.to_string());
+
+        // State: at the start of the timeline (or, with use_state_after, at its end), in full for a
+        // room new to the client, else only what changed since the last sync.
+        let state_pos = if req.use_state_after { until } else { first_pos.map_or(until, |p| p - 1) };
+        let lazy = !filter.state.lazy_load_options.is_disabled();
+        let now_state = self.rooms.state_at_position(room_id, state_pos)?;
+        let before: BTreeMap<(String, String), ruma::OwnedEventId> = match (full, since) {
+            (false, Some(since)) => self
+                .rooms
+                .state_at_position(room_id, since)?
+                .into_iter()
+                .filter_map(|(id, _, pdu)| pdu.state_key.clone().map(|k| ((pdu.kind.to_string(), k), id)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let mut state_events = Vec::new();
+        for (event_id, record, pdu) in now_state {
+            let Some(key) = pdu.state_key.clone() else { continue };
+            let kind = pdu.kind.to_string();
+            if before.get(&(kind.clone(), key.clone())) == Some(&event_id) {
+                continue;
+            }
+            if !req.use_state_after && timeline_ids.contains(&event_id) {
+                continue;
+            }
+            if lazy && pdu.kind == TimelineEventType::RoomMember && !senders.contains(&key) {
+                continue;
+            }
+            if !event_passes(&filter.state, &pdu) {
+                continue;
+            }
+            state_events.push(self.rooms.client_event(&event_id, &record, user, Some(device))?);
+        }
+        let timeline = json!({
+            "events": timeline_events,
+            "limited": limited,
+            "prev_batch": format!("t{prev_batch}"),
+        });
+        let count = page_events.len();
+        Ok((timeline, state_events, count))
+    }
+
+    fn stripped_state(&self, room_id: &RoomId, record: &MembershipRecord) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let stripped = |pdu: &Pdu| json!({"type": pdu.kind.to_string(), "state_key": pdu.state_key, "content": pdu.content_json(), "sender": pdu.sender});
+        for kind in STRIPPED_STATE {
+            if let Some(pdu) = self.rooms.current_state_event(room_id, kind, "")? {
+                out.push(stripped(&pdu));
+            }
+        }
+        if let Some(own) = self.rooms.pdu_record(&record.event_id)? {
+            let pdu = Pdu::from_json(record.event_id.clone(), &own.json)?;
+            // The inviter's own membership, so clients can show who invited.
+            if let Some(inviter) =
+                self.rooms.current_state_event(room_id, "m.room.member", pdu.sender.as_str())?
+            {
+                out.push(stripped(&inviter));
+            }
+            let user = pdu.state_key.clone().unwrap_or_default();
+            out.push(self.rooms.client_event(
+                &record.event_id,
+                &own,
+                &UserId::parse(&user).map_err(crate::Error::internal)?,
+                None,
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn ephemeral_events(&self, user: &UserId, room_id: &RoomId, since: Option<u64>) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let typing = self.rooms.typing_users(room_id);
+        out.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
+        let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        for (kind, reader, thread, record) in self.rooms.receipts(room_id)? {
+            if since.is_some_and(|s| record.stream_pos <= s) {
+                continue;
+            }
+            if kind == "m.read.private" && reader != user {
+                continue;
+            }
+            let mut receipt = json!({"ts": record.ts});
+            if !thread.is_empty() {
+                receipt["thread_id"] = json!(thread);
+            }
+            let by_type = content.entry(record.event_id.to_string()).or_default();
+            let readers = by_type.entry(kind).or_insert_with(|| json!({}));
+            readers[reader.as_str()] = receipt;
+        }
+        if !content.is_empty() {
+            out.push(json!({"type": "m.receipt", "content": content}));
+        }
+        Ok(out)
+    }
+
+    fn global_account_data(&self, user: &UserId, since: Option<u64>) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix::<GlobalAccountData, _>(&user.to_owned())? {
+            let ((_, kind), record) = entry?;
+            if since.is_none_or(|s| record.stream_pos > s) {
+                out.push(json!({"type": kind, "content": record.content}));
+            }
+        }
+        Ok(out)
+    }
+
+    fn room_account_data(&self, user: &UserId, room_id: &RoomId, since: Option<u64>) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix::<RoomAccountData, _>(&(user.to_owned(), room_id.to_owned()))? {
+            let ((_, _, kind), record) = entry?;
+            if since.is_none_or(|s| record.stream_pos > s) {
+                out.push(json!({"type": kind, "content": record.content}));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Heroes and member counts, for clients that name rooms without a name.
+    fn room_summary(&self, user: &UserId, room_id: &RoomId) -> Result<Value> {
+        let joined = self.rooms.members_with(room_id, "join")?;
+        let invited = self.rooms.members_with(room_id, "invite")?;
+        let mut heroes: Vec<OwnedUserId> =
+            joined.iter().chain(invited.iter()).filter(|u| *u != user).cloned().collect();
+        heroes.sort();
+        heroes.truncate(5);
+        Ok(json!({
+            "m.heroes": heroes,
+            "m.joined_member_count": joined.len(),
+            "m.invited_member_count": invited.len(),
+        }))
+    }
+
+    /// Messages from others after the user's read receipt. An approximation until push rules
+    /// are evaluated (which decides what notifies); it never counts the user's own events.
+    fn unread_count(&self, user: &UserId, room_id: &RoomId) -> Result<u64> {
+        const MAX_COUNT: usize = 100;
+        let read_at = self
+            .rooms
+            .receipts(room_id)?
+            .into_iter()
+            .filter(|(kind, reader, ..)| reader == user && kind.starts_with("m.read"))
+            .filter_map(|(.., record)| self.rooms.pdu_record(&record.event_id).ok().flatten()?.stream_pos)
+            .max();
+        let notifying = |pdu: &Pdu| {
+            pdu.sender != user
+                && matches!(pdu.kind, TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted)
+        };
+        let page =
+            self.rooms.page(room_id, user, None, read_at, PageDirection::Backward, MAX_COUNT, &notifying)?;
+        Ok(u64::try_from(page.events.len()).unwrap_or(0))
+    }
+}
