@@ -9,7 +9,7 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use hearth_client_api::ClientApiConfig;
-use hearth_core::config::{HomeserverConfig, RegistrationConfig, RoomsConfig};
+use hearth_core::config::{HomeserverConfig, RegistrationConfig, RoomsConfig, VoipConfig};
 use hearth_storage::StorageConfig;
 use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registration: RegistrationConfig,
     pub rooms: RoomsConfig,
+    pub voip: VoipConfig,
     pub client_api: ClientApiConfig,
     pub log: LogConfig,
 }
@@ -60,6 +61,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             registration: RegistrationConfig::default(),
             rooms: RoomsConfig::default(),
+            voip: VoipConfig::default(),
             client_api: ClientApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -143,6 +145,7 @@ impl Config {
             public_baseurl: self.public_baseurl(),
             registration: self.registration.clone(),
             rooms: self.rooms.clone(),
+            voip: self.voip.clone(),
         }
     }
 }

@@ -14,7 +14,7 @@ use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
 use crate::{
     account, admin, config, device, directory, discovery,
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
-    filter, membership, message, profile, receipt,
+    filter, membership, message, misc, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
     room, session, state, sync,
 };
@@ -156,6 +156,26 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::read_marker::set_read_marker::v3::Request, _, _>(receipt::set_read_marker, GUESTS)
         // Sync
         .ruma::<sync::SyncEvents, _, _>(sync::sync_events, GUESTS)
+        .ruma::<c::peeking::get_current_state::v3::Request, _, _>(misc::get_current_state, GUESTS)
+        .ruma::<c::peeking::listen_to_new_events::v3::Request, _, _>(misc::listen_to_new_events, GUESTS)
+        // Push rules and pushers
+        .ruma::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_pushrules_all, GUESTS)
+        .ruma::<c::push::get_pushrules_global_scope::v3::Request, _, _>(
+            push::get_pushrules_global_scope,
+            GUESTS,
+        )
+        .ruma::<c::push::get_pushrule::v3::Request, _, _>(push::get_pushrule, GUESTS)
+        .ruma::<c::push::set_pushrule::v3::Request, _, _>(push::set_pushrule, NO_GUESTS)
+        .ruma::<c::push::delete_pushrule::v3::Request, _, _>(push::delete_pushrule, NO_GUESTS)
+        .ruma::<c::push::get_pushrule_enabled::v3::Request, _, _>(push::get_pushrule_enabled, GUESTS)
+        .ruma::<c::push::set_pushrule_enabled::v3::Request, _, _>(push::set_pushrule_enabled, NO_GUESTS)
+        .ruma::<c::push::get_pushrule_actions::v3::Request, _, _>(push::get_pushrule_actions, GUESTS)
+        .ruma::<c::push::set_pushrule_actions::v3::Request, _, _>(push::set_pushrule_actions, NO_GUESTS)
+        .ruma::<c::push::get_pushers::v3::Request, _, _>(push::get_pushers, GUESTS)
+        // Start-up lookups
+        .ruma::<c::thirdparty::get_protocols::v3::Request, _, _>(misc::get_protocols, GUESTS)
+        .ruma::<c::voip::get_turn_server_info::v3::Request, _, _>(misc::get_turn_server_info, GUESTS)
+        .ruma::<c::user_directory::search_users::v3::Request, _, _>(misc::search_users, GUESTS)
         // Room directory
         .ruma::<c::directory::get_public_rooms::v3::Request, _, _>(directory::get_public_rooms, GUESTS)
         .ruma::<c::directory::get_public_rooms_filtered::v3::Request, _, _>(

@@ -124,6 +124,24 @@ impl AccountData {
         self.write(user, Some(room), event_type, content).await
     }
 
+    /// The user's push rules: the stored set, or the spec's defaults for a user who never
+    /// changed them.
+    pub fn push_rules(&self, user: &UserId) -> Result<ruma::push::Ruleset> {
+        match self.global(user, "m.push_rules")? {
+            Some(content) => {
+                let global = content.get("global").cloned().unwrap_or(content);
+                serde_json::from_value(global).map_err(Error::internal)
+            }
+            None => Ok(ruma::push::Ruleset::server_default(user)),
+        }
+    }
+
+    /// Stores the user's push rules (server-managed `m.push_rules` account data).
+    pub async fn set_push_rules(&self, user: &UserId, rules: &ruma::push::Ruleset) -> Result<()> {
+        let content = serde_json::json!({ "global": rules });
+        self.write(user, None, "m.push_rules", content).await
+    }
+
     /// Stores a filter and returns its ID. Filters are immutable once created.
     pub async fn create_filter(&self, user: &UserId, filter: serde_json::Value) -> Result<String> {
         let db = self.db.clone();

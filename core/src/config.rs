@@ -38,6 +38,33 @@ impl Default for RoomsConfig {
     }
 }
 
+/// `[voip]`: TURN servers handed to clients for calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoipConfig {
+    /// `turn:` / `turns:` URIs; empty means no TURN server is offered.
+    pub turn_uris: Vec<String>,
+    /// Shared secret of the TURN server's REST API (coturn's `static-auth-secret`).
+    pub turn_shared_secret: Option<String>,
+    /// Fixed credentials, used when there is no shared secret.
+    pub turn_username: Option<String>,
+    pub turn_password: Option<String>,
+    /// How long generated credentials stay valid, in seconds.
+    pub turn_user_lifetime_secs: u64,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        Self {
+            turn_uris: Vec::new(),
+            turn_shared_secret: None,
+            turn_username: None,
+            turn_password: None,
+            turn_user_lifetime_secs: 86_400,
+        }
+    }
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -46,6 +73,7 @@ pub struct HomeserverConfig {
     pub public_baseurl: String,
     pub registration: RegistrationConfig,
     pub rooms: RoomsConfig,
+    pub voip: VoipConfig,
 }
 
 impl HomeserverConfig {
@@ -55,6 +83,7 @@ impl HomeserverConfig {
             public_baseurl: "http://localhost:8008/".to_owned(),
             registration: RegistrationConfig::default(),
             rooms: RoomsConfig::default(),
+            voip: VoipConfig::default(),
         }
     }
 }

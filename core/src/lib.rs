@@ -7,6 +7,7 @@
 pub mod account_data;
 pub mod auth;
 pub mod config;
+pub mod directory_search;
 pub mod ephemeral;
 mod error;
 pub mod events;

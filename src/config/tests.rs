@@ -48,7 +48,14 @@ fn example_file_parses_and_documents_every_key() {
                 missing.push(key.to_owned());
             }
         });
-        for optional in ["public_baseurl", "token", "shared_secret"] {
+        for optional in [
+            "public_baseurl",
+            "token",
+            "shared_secret",
+            "turn_shared_secret",
+            "turn_username",
+            "turn_password",
+        ] {
             if !text.contains(&format!("{optional} =")) {
                 missing.push(optional.to_owned());
             }

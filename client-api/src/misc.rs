@@ -1,0 +1,148 @@
+//! Start-up lookups: third-party protocols, TURN servers, the user directory; and the legacy
+//! peeking calls (`/rooms/{roomId}/initialSync`, `/events`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use hearth_core::{Error, Homeserver, rooms::PageDirection};
+use ruma::api::client::{
+    peeking::{get_current_state, listen_to_new_events},
+    thirdparty::get_protocols,
+    user_directory::search_users,
+    voip::get_turn_server_info,
+};
+
+use crate::{extract::Ruma, message::token as page_token, response::ApiResult, room::raw};
+
+/// `GET /_matrix/client/v3/thirdparty/protocols`: no bridge is attached, so no protocol.
+pub async fn get_protocols(
+    _hs: Homeserver,
+    req: Ruma<get_protocols::v3::Request>,
+) -> ApiResult<get_protocols::v3::Response> {
+    req.session()?;
+    Ok(get_protocols::v3::Response::new(BTreeMap::new()))
+}
+
+/// `GET /_matrix/client/v3/voip/turnServer`
+pub async fn get_turn_server_info(
+    hs: Homeserver,
+    req: Ruma<get_turn_server_info::v3::Request>,
+) -> ApiResult<get_turn_server_info::v3::Response> {
+    let session = req.session()?;
+    Ok(match hs.turn_credentials(&session.user_id) {
+        Some(c) => get_turn_server_info::v3::Response::new(
+            c.username,
+            c.password,
+            c.uris,
+            Duration::from_secs(c.ttl_secs),
+        ),
+        // No TURN server configured: no URIs, and clients fall back to direct connections.
+        None => {
+            get_turn_server_info::v3::Response::new(String::new(), String::new(), Vec::new(), Duration::ZERO)
+        }
+    })
+}
+
+/// `POST /_matrix/client/v3/user_directory/search`
+pub async fn search_users(
+    hs: Homeserver,
+    req: Ruma<search_users::v3::Request>,
+) -> ApiResult<search_users::v3::Response> {
+    let session = req.session()?;
+    let limit = usize::try_from(u64::from(req.body.limit)).unwrap_or(10).clamp(1, 100);
+    let (matches, limited) = hs.search_users(&session.user_id, &req.body.search_term, limit)?;
+    let results = matches
+        .into_iter()
+        .map(|m| {
+            let mut user = search_users::v3::User::new(m.user_id);
+            user.display_name = m.displayname;
+            user.avatar_url = m.avatar_url.map(Into::into);
+            user
+        })
+        .collect();
+    Ok(search_users::v3::Response::new(results, limited))
+}
+
+/// `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
+pub async fn get_current_state(
+    hs: Homeserver,
+    req: Ruma<get_current_state::v3::Request>,
+) -> ApiResult<get_current_state::v3::Response> {
+    let session = req.session()?.clone();
+    let room_id = req.body.room_id;
+    let horizon = hs.rooms.read_access(&room_id, &session.user_id)?;
+    let user = &session.user_id;
+    let device = Some(session.device_id.as_ref());
+    let mut response = get_current_state::v3::Response::new(room_id.clone());
+    response.membership = hs.rooms.membership(&room_id, user)?.map(|m| m.as_str().into());
+    let page = hs.rooms.page(&room_id, user, Some(horizon), None, PageDirection::Backward, 10, &|_| true)?;
+    let end = page.events.first().map_or(0, |(pos, ..)| *pos);
+    let start = page.events.last().map_or(0, |(pos, ..)| pos.saturating_sub(1));
+    let mut chunk = Vec::new();
+    for (_, pdu, record) in page.events.iter().rev() {
+        chunk.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
+    }
+    let mut messages = get_current_state::v3::PaginationChunk::new(chunk, page_token(end));
+    messages.start = Some(page_token(start));
+    response.messages = Some(messages);
+    for (event_id, record, _) in hs.rooms.state_at_position(&room_id, horizon)? {
+        response.state.push(raw(&hs.rooms.client_event(&event_id, &record, user, device)?)?);
+    }
+    response.visibility = Some(if hs.rooms.is_published(&room_id)? {
+        ruma::api::client::room::Visibility::Public
+    } else {
+        ruma::api::client::room::Visibility::Private
+    });
+    Ok(response)
+}
+
+/// `GET /_matrix/client/v3/events?room_id=...`: long-polls one readable room for new events.
+pub async fn listen_to_new_events(
+    hs: Homeserver,
+    req: Ruma<listen_to_new_events::v3::Request>,
+) -> ApiResult<listen_to_new_events::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    hs.rooms.read_access(&b.room_id, &session.user_id)?;
+    let parse = |t: &str| {
+        hearth_core::sync::compute::parse_token(t)
+            .or_else(|| crate::message::parse_token(t))
+            .ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
+    };
+    let from = b.from.as_deref().map(parse).transpose()?.unwrap_or_else(|| hs.streams.published());
+    let timeout = b.timeout.unwrap_or_default().min(Duration::from_secs(300));
+    let mut rx = hs.notifier.subscribe(&session.user_id);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = hs.streams.published();
+        let page = hs.rooms.page(
+            &b.room_id,
+            &session.user_id,
+            Some(from),
+            Some(now),
+            PageDirection::Forward,
+            100,
+            &|_| true,
+        )?;
+        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+            let device = Some(session.device_id.as_ref());
+            let mut response = listen_to_new_events::v3::Response::new();
+            for (_, pdu, record) in &page.events {
+                response.chunk.push(raw(&hs.rooms.client_event(
+                    &pdu.event_id,
+                    record,
+                    &session.user_id,
+                    device,
+                )?)?);
+            }
+            let end = page.events.last().map_or(now, |(pos, ..)| *pos);
+            response.start = Some(hearth_core::sync::compute::token(from));
+            response.end = Some(hearth_core::sync::compute::token(end));
+            return Ok(response);
+        }
+        let woke =
+            tokio::time::timeout_at(deadline, rx.wait_for(|p| *p > now)).await.is_ok_and(|r| r.is_ok());
+        if !woke && tokio::time::Instant::now() < deadline {
+            return Err(Error::internal("notifier closed").into());
+        }
+    }
+}
