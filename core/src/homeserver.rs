@@ -28,6 +28,7 @@ pub struct Services {
     pub rooms: Rooms,
     pub uiaa: Uiaa,
     pub account_data: AccountData,
+    pub unread: crate::sync::compute::UnreadCache,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -76,6 +77,7 @@ impl Homeserver {
             rooms,
             uiaa,
             account_data,
+            unread: crate::sync::compute::UnreadCache::default(),
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -188,23 +188,42 @@ impl Rooms {
         room_id: &RoomId,
         pos: u64,
     ) -> Result<Vec<(OwnedEventId, PduRecord, Pdu)>> {
+        let Some(group) = self.state_group_at_position(room_id, pos)? else { return Ok(Vec::new()) };
+        self.state_events(group)
+    }
+
+    /// The state group after the last event at or before `pos`, if the room had any event then.
+    pub fn state_group_at_position(&self, room_id: &RoomId, pos: u64) -> Result<Option<u64>> {
         let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-        let group = if pos == u64::MAX {
-            room.current_state_group
-        } else {
-            let upper = (room_id.to_owned(), pos);
-            let last = self
-                .db()
-                .range::<RoomTimeline>(Bound::Unbounded, Bound::Included(&upper), Direction::Backward)?
-                .next()
-                .transpose()?;
-            match last {
-                Some(((found, _), event_id)) if found == room_id => {
-                    self.pdu_record(&event_id)?.map_or(0, |r| r.state_group)
-                }
-                _ => return Ok(Vec::new()),
+        if pos == u64::MAX {
+            return Ok(Some(room.current_state_group));
+        }
+        let upper = (room_id.to_owned(), pos);
+        let last = self
+            .db()
+            .range::<RoomTimeline>(Bound::Unbounded, Bound::Included(&upper), Direction::Backward)?
+            .next()
+            .transpose()?;
+        Ok(match last {
+            Some(((found, _), event_id)) if found == room_id => {
+                self.pdu_record(&event_id)?.map(|r| r.state_group)
             }
-        };
+            _ => None,
+        })
+    }
+
+    /// The state of a group as event IDs, without reading the events.
+    pub fn state_map(&self, group: u64) -> Result<super::state::StateMap> {
+        super::state::load(self.db(), group)
+    }
+
+    /// One entry of a group's state.
+    pub fn state_entry(&self, group: u64, kind: &str, key: &str) -> Result<Option<OwnedEventId>> {
+        super::state::lookup(self.db(), group, kind, key)
+    }
+
+    /// The state events of a state group.
+    pub fn state_events(&self, group: u64) -> Result<Vec<(OwnedEventId, PduRecord, Pdu)>> {
         let map = super::state::load(self.db(), group)?;
         let mut out = Vec::with_capacity(map.len());
         for event_id in map.into_values() {

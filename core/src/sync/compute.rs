@@ -261,7 +261,7 @@ impl Homeserver {
         room.insert("summary".into(), self.room_summary(user, room_id)?);
         room.insert(
             "unread_notifications".into(),
-            json!({"highlight_count": 0, "notification_count": self.unread_count(user, room_id)?}),
+            json!({"highlight_count": 0, "notification_count": self.unread_count(user, room_id, now)?}),
         );
         Ok(Value::Object(room))
     }
@@ -324,36 +324,54 @@ impl Homeserver {
         senders.insert(user.to_string());
 
         // State: at the start of the timeline (or, with use_state_after, at its end), in full for a
-        // room new to the client, else only what changed since the last sync.
+        // room new to the client, else only what changed since the last sync. Event IDs are
+        // compared first; only events that go out are read.
         let state_pos = if req.use_state_after { until } else { first_pos.map_or(until, |p| p - 1) };
         let lazy = !filter.state.lazy_load_options.is_disabled();
-        let now_state = self.rooms.state_at_position(room_id, state_pos)?;
-        let before: BTreeMap<(String, String), ruma::OwnedEventId> = match (full, since) {
-            (false, Some(since)) => self
-                .rooms
-                .state_at_position(room_id, since)?
-                .into_iter()
-                .filter_map(|(id, _, pdu)| pdu.state_key.clone().map(|k| ((pdu.kind.to_string(), k), id)))
-                .collect(),
-            _ => BTreeMap::new(),
-        };
         let mut state_events = Vec::new();
-        for (event_id, record, pdu) in now_state {
-            let Some(key) = pdu.state_key.clone() else { continue };
-            let kind = pdu.kind.to_string();
-            if before.get(&(kind.clone(), key.clone())) == Some(&event_id) {
-                continue;
+        if let Some(group) = self.rooms.state_group_at_position(room_id, state_pos)? {
+            let before_group = match (full, since) {
+                (false, Some(since)) => self.rooms.state_group_at_position(room_id, since)?,
+                _ => None,
+            };
+            let mut chosen: BTreeMap<(String, String), ruma::OwnedEventId> = BTreeMap::new();
+            if before_group != Some(group) {
+                let before = match before_group {
+                    Some(g) => self.rooms.state_map(g)?,
+                    None => Default::default(),
+                };
+                for (key, event_id) in self.rooms.state_map(group)? {
+                    if before.get(&key) == Some(&event_id) {
+                        continue;
+                    }
+                    if lazy && key.0 == "m.room.member" && !senders.contains(&key.1) {
+                        continue;
+                    }
+                    chosen.insert(key, event_id);
+                }
             }
-            if !req.use_state_after && timeline_ids.contains(&event_id) {
-                continue;
+            if lazy {
+                // Members who speak in the timeline, even when their membership did not change:
+                // a lazy-loading client may never have been sent it.
+                for sender in &senders {
+                    let key = ("m.room.member".to_owned(), sender.clone());
+                    if !chosen.contains_key(&key)
+                        && let Some(event_id) = self.rooms.state_entry(group, &key.0, &key.1)?
+                    {
+                        chosen.insert(key, event_id);
+                    }
+                }
             }
-            if lazy && pdu.kind == TimelineEventType::RoomMember && !senders.contains(&key) {
-                continue;
+            for event_id in chosen.into_values() {
+                if !req.use_state_after && timeline_ids.contains(&event_id) {
+                    continue;
+                }
+                let Some(record) = self.rooms.pdu_record(&event_id)? else { continue };
+                let pdu = Pdu::from_json(event_id.clone(), &record.json)?;
+                if event_passes(&filter.state, &pdu) {
+                    state_events.push(self.rooms.client_event(&event_id, &record, user, Some(device))?);
+                }
             }
-            if !event_passes(&filter.state, &pdu) {
-                continue;
-            }
-            state_events.push(self.rooms.client_event(&event_id, &record, user, Some(device))?);
         }
         let timeline = json!({
             "events": timeline_events,
@@ -456,7 +474,8 @@ impl Homeserver {
 
     /// Messages from others after the user's read receipt. An approximation until push rules
     /// are evaluated (which decides what notifies); it never counts the user's own events.
-    fn unread_count(&self, user: &UserId, room_id: &RoomId) -> Result<u64> {
+    /// Counts are cached per user and room and extended by the new events only.
+    fn unread_count(&self, user: &UserId, room_id: &RoomId, now: u64) -> Result<u64> {
         const MAX_COUNT: usize = 100;
         let read_at = self
             .rooms
@@ -469,8 +488,58 @@ impl Homeserver {
             pdu.sender != user
                 && matches!(pdu.kind, TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted)
         };
-        let page =
-            self.rooms.page(room_id, user, None, read_at, PageDirection::Backward, MAX_COUNT, &notifying)?;
-        Ok(u64::try_from(page.events.len()).unwrap_or(0))
+        let key = (user.to_owned(), room_id.to_owned());
+        let count = match self.unread.get(&key) {
+            Some(c) if c.read_at == read_at && c.pos <= now => {
+                let page = self.rooms.page(
+                    room_id,
+                    user,
+                    Some(c.pos),
+                    Some(now),
+                    PageDirection::Forward,
+                    MAX_COUNT,
+                    &notifying,
+                )?;
+                (c.count + page.events.len()).min(MAX_COUNT)
+            }
+            _ => {
+                let page = self.rooms.page(
+                    room_id,
+                    user,
+                    Some(now),
+                    read_at,
+                    PageDirection::Backward,
+                    MAX_COUNT,
+                    &notifying,
+                )?;
+                page.events.len()
+            }
+        };
+        self.unread.put(key, UnreadCount { read_at, pos: now, count });
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+/// A cached unread count: valid while the read receipt stays at `read_at`, up to `pos`.
+#[derive(Debug, Clone, Copy)]
+pub struct UnreadCount {
+    read_at: Option<u64>,
+    pos: u64,
+    count: usize,
+}
+
+/// Unread counts per user and room, so a sync extends the last count instead of recounting.
+#[derive(Debug, Default)]
+pub struct UnreadCache {
+    counts: std::sync::Mutex<std::collections::HashMap<(OwnedUserId, OwnedRoomId), UnreadCount>>,
+}
+
+impl UnreadCache {
+    fn get(&self, key: &(OwnedUserId, OwnedRoomId)) -> Option<UnreadCount> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied()
+    }
+
+    fn put(&self, key: (OwnedUserId, OwnedRoomId), value: UnreadCount) {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, value);
     }
 }
