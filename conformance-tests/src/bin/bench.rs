@@ -76,9 +76,16 @@ impl Api {
     }
 
     async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> anyhow::Result<Value> {
+        self.sync_filtered(since, timeout_ms, None).await
+    }
+
+    async fn sync_filtered(&self, since: Option<&str>, timeout_ms: u64, filter: Option<&str>) -> anyhow::Result<Value> {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
         if let Some(since) = since {
             path.push_str(&format!("&since={since}"));
+        }
+        if let Some(filter) = filter {
+            path.push_str(&format!("&filter={filter}"));
         }
         self.call(reqwest::Method::GET, &path, None).await
     }
@@ -114,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let run = format!("b{}", std::process::id());
+    if let Some(n) = arg("--idle") {
+        return idle(&http, &base, &run, n.parse().context("--idle takes a number")?, arg("--pid")).await;
+    }
     let (sends, rooms, per_room, deliveries, receivers) =
         if quick { (200, 4, 20, 20, 5) } else { (2000, 20, 100, 100, 20) };
 
@@ -221,9 +231,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut initial = Vec::new();
     let mut since = String::new();
-    for _ in 0..5 {
+    for round in 1..=5 {
+        // Each round asks a different (equivalent) question, so no server can answer it from a
+        // cache of the previous response: only the presence limit differs, and there is none.
+        let filter = format!("%7B%22presence%22%3A%7B%22limit%22%3A{round}%7D%7D");
         let t = Instant::now();
-        let resp = reader.sync(None, 0).await?;
+        let resp = reader.sync_filtered(None, 0, Some(&filter)).await?;
         initial.push(ms(t.elapsed()));
         since = resp["next_batch"].as_str().unwrap_or_default().to_owned();
     }
@@ -258,6 +271,53 @@ async fn main() -> anyhow::Result<()> {
         "incremental_sync_ms": (median(incremental) * 100.0).round() / 100.0,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
+/// Holds `n` long-polling /syncs open (50 users, each with many) for 20 s and reports the
+/// server's CPU time meanwhile, read from /proc for `--pid` (the server process).
+async fn idle(http: &reqwest::Client, base: &str, run: &str, n: usize, pid: Option<String>) -> anyhow::Result<()> {
+    let mut users = Vec::new();
+    for i in 0..50 {
+        users.push(Api::register(http, base, &format!("{run}_idle{i}")).await?);
+    }
+    let mut tokens = Vec::new();
+    for u in &users {
+        tokens.push(u.sync(None, 0).await?["next_batch"].as_str().unwrap_or_default().to_owned());
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(n).build()?;
+    let mut polls = Vec::new();
+    for i in 0..n {
+        let (u, since) = (&users[i % users.len()], &tokens[i % users.len()]);
+        let url = format!("{base}/_matrix/client/v3/sync?timeout=40000&since={since}");
+        let req = client.get(url).bearer_auth(&u.token);
+        polls.push(tokio::spawn(async move { req.send().await.map(|r| r.status()) }));
+    }
+    // Let every poll reach the server and settle before measuring.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu = |pid: &str| -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        Ok(fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+    };
+    let window = Duration::from_secs(20);
+    let before = pid.as_deref().map(cpu).transpose()?;
+    tokio::time::sleep(window).await;
+    let after = pid.as_deref().map(cpu).transpose()?;
+    let ticks_per_s = 100.0;
+    let cpu_percent = match (before, after) {
+        (Some(b), Some(a)) => Some(((a.saturating_sub(b)) as f64 / ticks_per_s) / window.as_secs_f64() * 100.0),
+        _ => None,
+    };
+    let still_open = polls.iter().filter(|p| !p.is_finished()).count();
+    println!("{}", serde_json::to_string_pretty(&json!({
+        "idle_long_polls": n,
+        "still_open_after_25s": still_open,
+        "server_cpu_percent_over_20s": cpu_percent,
+    }))?);
+    for p in polls {
+        p.abort();
+    }
     Ok(())
 }
 
