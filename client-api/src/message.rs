@@ -20,8 +20,9 @@ use crate::{
 };
 
 /// Pagination tokens are opaque to clients: `t<position>`, a boundary in the room's stream.
+/// A sync token (`s<position>`) names the same kind of boundary, so clients may pass either.
 pub(crate) fn parse_token(token: &str) -> Option<u64> {
-    token.strip_prefix('t').and_then(|n| n.parse().ok())
+    token.strip_prefix('t').or_else(|| token.strip_prefix('s')).and_then(|n| n.parse().ok())
 }
 
 pub(crate) fn token(pos: u64) -> String {

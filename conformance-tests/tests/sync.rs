@@ -99,6 +99,11 @@ async fn initial_then_incremental_never_misses_or_repeats() {
     // Nothing new: an incremental sync with a timeout of 0 is empty.
     let idle = sync(&bob, Some(&since), "").await;
     assert!(idle["rooms"]["join"].as_object().unwrap().is_empty(), "{idle}");
+    // A sync token is also a pagination boundary: back from it are the latest messages.
+    let back = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=1&from={since}")).await;
+    assert_eq!(ids(&back.assert_ok()["chunk"]), vec![sent.last().unwrap().clone()]);
+    let members = bob.get(&format!("{V3}/rooms/{room}/members?at={since}")).await;
+    assert_eq!(members.assert_ok()["chunk"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -79,7 +79,12 @@ impl Api {
         self.sync_filtered(since, timeout_ms, None).await
     }
 
-    async fn sync_filtered(&self, since: Option<&str>, timeout_ms: u64, filter: Option<&str>) -> anyhow::Result<Value> {
+    async fn sync_filtered(
+        &self,
+        since: Option<&str>,
+        timeout_ms: u64,
+        filter: Option<&str>,
+    ) -> anyhow::Result<Value> {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
         if let Some(since) = since {
             path.push_str(&format!("&since={since}"));
@@ -276,7 +281,13 @@ async fn main() -> anyhow::Result<()> {
 
 /// Holds `n` long-polling /syncs open (50 users, each with many) for 20 s and reports the
 /// server's CPU time meanwhile, read from /proc for `--pid` (the server process).
-async fn idle(http: &reqwest::Client, base: &str, run: &str, n: usize, pid: Option<String>) -> anyhow::Result<()> {
+async fn idle(
+    http: &reqwest::Client,
+    base: &str,
+    run: &str,
+    n: usize,
+    pid: Option<String>,
+) -> anyhow::Result<()> {
     let mut users = Vec::new();
     for i in 0..50 {
         users.push(Api::register(http, base, &format!("{run}_idle{i}")).await?);
@@ -298,7 +309,8 @@ async fn idle(http: &reqwest::Client, base: &str, run: &str, n: usize, pid: Opti
     let cpu = |pid: &str| -> anyhow::Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-        Ok(fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        Ok(fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
     };
     let window = Duration::from_secs(20);
     let before = pid.as_deref().map(cpu).transpose()?;
@@ -306,15 +318,20 @@ async fn idle(http: &reqwest::Client, base: &str, run: &str, n: usize, pid: Opti
     let after = pid.as_deref().map(cpu).transpose()?;
     let ticks_per_s = 100.0;
     let cpu_percent = match (before, after) {
-        (Some(b), Some(a)) => Some(((a.saturating_sub(b)) as f64 / ticks_per_s) / window.as_secs_f64() * 100.0),
+        (Some(b), Some(a)) => {
+            Some(((a.saturating_sub(b)) as f64 / ticks_per_s) / window.as_secs_f64() * 100.0)
+        }
         _ => None,
     };
     let still_open = polls.iter().filter(|p| !p.is_finished()).count();
-    println!("{}", serde_json::to_string_pretty(&json!({
-        "idle_long_polls": n,
-        "still_open_after_25s": still_open,
-        "server_cpu_percent_over_20s": cpu_percent,
-    }))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "idle_long_polls": n,
+            "still_open_after_25s": still_open,
+            "server_cpu_percent_over_20s": cpu_percent,
+        }))?
+    );
     for p in polls {
         p.abort();
     }
