@@ -14,6 +14,7 @@ mod directory;
 mod discovery;
 mod extract;
 mod filter;
+mod keys;
 mod membership;
 mod message;
 mod misc;

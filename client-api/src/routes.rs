@@ -14,7 +14,7 @@ use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
 use crate::{
     account, admin, config, device, directory, discovery,
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
-    filter, membership, message, misc, profile, push, receipt,
+    filter, keys, membership, message, misc, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
     room, session, state, sync,
 };
@@ -158,6 +158,14 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<sync::SyncEvents, _, _>(sync::sync_events, GUESTS)
         .ruma::<c::peeking::get_current_state::v3::Request, _, _>(misc::get_current_state, GUESTS)
         .ruma::<c::peeking::listen_to_new_events::v3::Request, _, _>(misc::listen_to_new_events, GUESTS)
+        // End-to-end encryption
+        .ruma::<c::keys::upload_keys::v3::Request, _, _>(keys::upload_keys, GUESTS)
+        .ruma::<c::keys::get_keys::v3::Request, _, _>(keys::get_keys, GUESTS)
+        .ruma::<c::keys::claim_keys::v3::Request, _, _>(keys::claim_keys, GUESTS)
+        .ruma::<c::keys::get_key_changes::v3::Request, _, _>(keys::get_key_changes, GUESTS)
+        .ruma::<c::keys::upload_signing_keys::v3::Request, _, _>(keys::upload_signing_keys, NO_GUESTS)
+        .ruma::<c::keys::upload_signatures::v3::Request, _, _>(keys::upload_signatures, NO_GUESTS)
+        .ruma::<c::to_device::send_event_to_device::v3::Request, _, _>(keys::send_event_to_device, GUESTS)
         // Push rules and pushers
         .ruma::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_pushrules_all, GUESTS)
         .ruma::<c::push::get_pushrules_global_scope::v3::Request, _, _>(

@@ -29,6 +29,7 @@ pub struct Services {
     pub uiaa: Uiaa,
     pub account_data: AccountData,
     pub unread: crate::sync::compute::UnreadCache,
+    pub claim_lock: crate::keys::e2ee::ClaimLock,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -78,6 +79,7 @@ impl Homeserver {
             uiaa,
             account_data,
             unread: crate::sync::compute::UnreadCache::default(),
+            claim_lock: crate::keys::e2ee::ClaimLock::default(),
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -59,10 +59,54 @@ pub struct ServerKeyRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StreamEntry {
-    RoomEvent { room_id: OwnedRoomId, event_id: OwnedEventId },
-    AccountData { user_id: OwnedUserId, room_id: Option<OwnedRoomId>, event_type: String },
-    Receipt { room_id: OwnedRoomId, user_id: OwnedUserId },
-    Typing { room_id: OwnedRoomId },
+    RoomEvent {
+        room_id: OwnedRoomId,
+        event_id: OwnedEventId,
+    },
+    AccountData {
+        user_id: OwnedUserId,
+        room_id: Option<OwnedRoomId>,
+        event_type: String,
+    },
+    Receipt {
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+    },
+    Typing {
+        room_id: OwnedRoomId,
+    },
+    /// A user's device or cross-signing keys changed.
+    DeviceKeys {
+        user_id: OwnedUserId,
+    },
+    /// A to-device message (or several) arrived for a user.
+    ToDevice {
+        user_id: OwnedUserId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackKeyRecord {
+    pub key_id: String,
+    pub key: serde_json::Value,
+    pub used: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToDeviceRecord {
+    pub sender: OwnedUserId,
+    pub event_type: String,
+    pub content: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVersionRecord {
+    pub algorithm: String,
+    pub auth_data: serde_json::Value,
+    /// Changes whenever the keys in the version change.
+    pub etag: u64,
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,4 +194,7 @@ json_value!(
     AliasRecord,
     ReceiptRecord,
     ReportRecord,
+    FallbackKeyRecord,
+    ToDeviceRecord,
+    BackupVersionRecord,
 );

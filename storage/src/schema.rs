@@ -6,8 +6,9 @@ use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUser
 use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
-        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, DeviceRecord, MembershipRecord,
-        PduRecord, ReceiptRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
+        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
+        FallbackKeyRecord, MembershipRecord, PduRecord, ReceiptRecord, ReportRecord, RoomRecord,
+        ServerKeyRecord, StateGroupRecord, StreamEntry, ToDeviceRecord,
     },
 };
 
@@ -84,6 +85,22 @@ tables! {
     Receipts "receipts": (OwnedRoomId, String, OwnedUserId, String) => ReceiptRecord;
     /// Content reports for the server's admins, in arrival order.
     Reports "reports": u64 => ReportRecord;
+    /// Each device's signed identity keys, as uploaded.
+    DeviceKeys "device_keys": (OwnedUserId, OwnedDeviceId) => serde_json::Value;
+    /// Unclaimed one-time keys by device, algorithm and key ID.
+    OneTimeKeys "one_time_keys": (OwnedUserId, OwnedDeviceId, String, String) => serde_json::Value;
+    /// The fallback key of each device and algorithm.
+    FallbackKeys "fallback_keys": (OwnedUserId, OwnedDeviceId, String) => FallbackKeyRecord;
+    /// Cross-signing keys by user and usage (`master`, `self_signing`, `user_signing`).
+    CrossSigningKeys "cross_signing_keys": (OwnedUserId, String) => serde_json::Value;
+    /// To-device messages waiting for their device, by stream position.
+    ToDeviceInbox "to_device_inbox": (OwnedUserId, OwnedDeviceId, u64) => ToDeviceRecord;
+    /// Transaction IDs of sent to-device messages, for idempotent retries.
+    ToDeviceTxns "to_device_txns": (OwnedUserId, OwnedDeviceId, String) => ();
+    /// Key backup versions per user.
+    BackupVersions "backup_versions": (OwnedUserId, u64) => BackupVersionRecord;
+    /// Backed-up room keys by user, version, room and session.
+    BackupKeys "backup_keys": (OwnedUserId, u64, OwnedRoomId, String) => serde_json::Value;
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
 //! The server's own signing keys; later, remote keys and signature checks.
 
+pub mod e2ee;
 pub mod signing_key;

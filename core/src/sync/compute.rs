@@ -86,6 +86,7 @@ struct Changes {
     ephemeral: BTreeSet<OwnedRoomId>,
     global_account_data: bool,
     room_account_data: BTreeSet<OwnedRoomId>,
+    keys_changed: BTreeSet<OwnedUserId>,
 }
 
 impl Homeserver {
@@ -185,20 +186,29 @@ impl Homeserver {
         } else {
             Vec::new()
         };
+        let to_device = self.to_device_messages(user, device, since, now)?;
+        let changed: Vec<OwnedUserId> = if changes.keys_changed.is_empty() {
+            Vec::new()
+        } else {
+            let sharing = self.users_sharing_rooms(user)?;
+            changes.keys_changed.iter().filter(|u| sharing.contains(*u)).cloned().collect()
+        };
         let empty = join.is_empty()
             && invite.is_empty()
             && leave.is_empty()
             && knock.is_empty()
-            && account_data.is_empty();
+            && account_data.is_empty()
+            && to_device.is_empty()
+            && changed.is_empty();
         let response = json!({
             "next_batch": token(now),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": events(account_data),
             "presence": events(Vec::new()),
-            "to_device": events(Vec::new()),
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
+            "to_device": events(to_device),
+            "device_lists": {"changed": changed, "left": []},
+            "device_one_time_keys_count": self.one_time_key_counts(user, device)?,
+            "device_unused_fallback_key_types": self.unused_fallback_key_types(user, device)?,
         });
         Ok((response, empty))
     }
@@ -233,7 +243,10 @@ impl Homeserver {
                     }
                     None => changes.global_account_data = true,
                 },
-                StreamEntry::AccountData { .. } => {}
+                StreamEntry::AccountData { .. } | StreamEntry::ToDevice { .. } => {}
+                StreamEntry::DeviceKeys { user_id } => {
+                    changes.keys_changed.insert(user_id);
+                }
             }
         }
         Ok(changes)

@@ -1,0 +1,420 @@
+//! End-to-end encryption support: device keys, one-time and fallback keys, cross-signing keys
+//! and signatures, and to-device messages. The server never sees plaintext; it stores keys and
+//! hands each one-time key out exactly once.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::Bound,
+    sync::Mutex,
+};
+
+use hearth_storage::{
+    Batch, Direction,
+    records::{FallbackKeyRecord, StreamEntry, ToDeviceRecord},
+    schema::{
+        CrossSigningKeys, DeviceKeys, FallbackKeys, OneTimeKeys, StreamLog, ToDeviceInbox, ToDeviceTxns,
+    },
+};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use serde_json::{Value, json};
+
+use crate::{Error, Homeserver, Result, users::blocking};
+
+/// Serializes one-time key claims, so that concurrent claims never hand out one key twice.
+#[derive(Debug, Default)]
+pub struct ClaimLock(Mutex<()>);
+
+/// To-device messages returned per sync at most; the rest follow in the next one.
+const TO_DEVICE_PER_SYNC: usize = 100;
+
+/// What a key upload asks for.
+#[derive(Debug, Default)]
+pub struct KeyUpload {
+    pub device_keys: Option<Value>,
+    /// `"<algorithm>:<key id>" -> key`
+    pub one_time_keys: BTreeMap<String, Value>,
+    pub fallback_keys: BTreeMap<String, Value>,
+}
+
+fn split_key_id(id: &str) -> Result<(String, String)> {
+    id.split_once(':')
+        .map(|(alg, key)| (alg.to_owned(), key.to_owned()))
+        .ok_or_else(|| Error::invalid_param(format!("Key ID {id} is not <algorithm>:<id>")))
+}
+
+impl Homeserver {
+    /// Writes a stream entry for `entry` and wakes `wake` once it is published.
+    async fn key_stream_write(
+        &self,
+        mut batch: Batch,
+        entry: StreamEntry,
+        wake: Vec<OwnedUserId>,
+    ) -> Result<()> {
+        let ticket = self.streams.allocate();
+        let pos = ticket.pos;
+        let db = self.db.clone();
+        blocking(move || {
+            batch.put::<StreamLog>(&pos, &entry)?;
+            db.write(batch)?;
+            Ok(())
+        })
+        .await?;
+        self.streams.finish(ticket, wake);
+        Ok(())
+    }
+
+    /// Everyone who shares a room with `user`, and `user`.
+    pub fn users_sharing_rooms(&self, user: &UserId) -> Result<BTreeSet<OwnedUserId>> {
+        let mut out = BTreeSet::from([user.to_owned()]);
+        for room in self.rooms.joined_rooms(user)? {
+            out.extend(self.rooms.members_with(&room, "join")?);
+        }
+        Ok(out)
+    }
+
+    pub async fn upload_keys(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        upload: KeyUpload,
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut batch = Batch::new();
+        let mut keys_changed = false;
+        if let Some(keys) = &upload.device_keys {
+            if keys.get("user_id").and_then(Value::as_str) != Some(user.as_str())
+                || keys.get("device_id").and_then(Value::as_str) != Some(device.as_str())
+            {
+                return Err(Error::invalid_param("device_keys must be for the uploading user and device"));
+            }
+            let key = (user.to_owned(), device.to_owned());
+            if self.db.get::<DeviceKeys>(&key)?.as_ref() != Some(keys) {
+                batch.put::<DeviceKeys>(&key, keys)?;
+                keys_changed = true;
+            }
+        }
+        for (id, key) in &upload.one_time_keys {
+            let (algorithm, key_id) = split_key_id(id)?;
+            let db_key = (user.to_owned(), device.to_owned(), algorithm, key_id);
+            match self.db.get::<OneTimeKeys>(&db_key)? {
+                Some(existing) if &existing != key => {
+                    return Err(Error::invalid_param(format!(
+                        "One time key {id} already exists with other content"
+                    )));
+                }
+                Some(_) => {}
+                None => batch.put::<OneTimeKeys>(&db_key, key)?,
+            }
+        }
+        for (id, key) in &upload.fallback_keys {
+            let (algorithm, key_id) = split_key_id(id)?;
+            let record = FallbackKeyRecord { key_id, key: key.clone(), used: false };
+            batch.put::<FallbackKeys>(&(user.to_owned(), device.to_owned(), algorithm), &record)?;
+        }
+        if keys_changed {
+            let wake = self.users_sharing_rooms(user)?.into_iter().collect();
+            self.key_stream_write(batch, StreamEntry::DeviceKeys { user_id: user.to_owned() }, wake).await?;
+        } else if !batch.is_empty() {
+            let db = self.db.clone();
+            blocking(move || Ok(db.write(batch)?)).await?;
+        }
+        self.one_time_key_counts(user, device)
+    }
+
+    /// Unclaimed one-time keys per algorithm.
+    pub fn one_time_key_counts(&self, user: &UserId, device: &DeviceId) -> Result<BTreeMap<String, u64>> {
+        let mut counts = BTreeMap::new();
+        for entry in self.db.scan_prefix::<OneTimeKeys, _>(&(user.to_owned(), device.to_owned()))? {
+            let ((_, _, algorithm, _), _) = entry?;
+            *counts.entry(algorithm).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Algorithms with a fallback key that has not been handed out.
+    pub fn unused_fallback_key_types(&self, user: &UserId, device: &DeviceId) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix::<FallbackKeys, _>(&(user.to_owned(), device.to_owned()))? {
+            let ((_, _, algorithm), record) = entry?;
+            if !record.used {
+                out.push(algorithm);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Device and cross-signing keys of local users. `user_signing` keys are only shown to their
+    /// owner. Unknown users are simply absent.
+    pub fn query_keys(
+        &self,
+        requester: &UserId,
+        wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> Result<Value> {
+        let (mut devices, mut masters, mut self_signing, mut user_signing) =
+            (serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new());
+        for (user, device_ids) in wanted {
+            if !self.users.is_local(user) {
+                continue;
+            }
+            let mut user_devices = serde_json::Map::new();
+            for entry in self.db.scan_prefix::<DeviceKeys, _>(user)? {
+                let ((_, device_id), mut keys) = entry?;
+                if !device_ids.is_empty() && !device_ids.contains(&device_id) {
+                    continue;
+                }
+                if let Some(device) = self.users.device(user, &device_id)? {
+                    keys["unsigned"] = json!({"device_display_name": device.display_name});
+                } else {
+                    // A deleted device's keys are no longer served.
+                    continue;
+                }
+                user_devices.insert(device_id.to_string(), keys);
+            }
+            devices.insert(user.to_string(), Value::Object(user_devices));
+            for (usage, map) in [("master", &mut masters), ("self_signing", &mut self_signing)] {
+                if let Some(key) = self.db.get::<CrossSigningKeys>(&(user.clone(), usage.to_owned()))? {
+                    map.insert(user.to_string(), key);
+                }
+            }
+            if user == requester
+                && let Some(key) =
+                    self.db.get::<CrossSigningKeys>(&(user.clone(), "user_signing".to_owned()))?
+            {
+                user_signing.insert(user.to_string(), key);
+            }
+        }
+        Ok(json!({
+            "device_keys": devices,
+            "master_keys": masters,
+            "self_signing_keys": self_signing,
+            "user_signing_keys": user_signing,
+            "failures": {},
+        }))
+    }
+
+    /// Hands out one one-time key per requested device and algorithm, or else its fallback key.
+    pub async fn claim_keys(
+        &self,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
+    ) -> Result<Value> {
+        let this = self.clone();
+        blocking(move || {
+            let _guard = this.claim_lock.0.lock().map_err(|_| Error::internal("claim lock poisoned"))?;
+            let mut out = serde_json::Map::new();
+            let mut batch = Batch::new();
+            for (user, devices) in wanted {
+                let mut user_out = serde_json::Map::new();
+                for (device, algorithm) in devices {
+                    let prefix = (user.clone(), device.clone(), algorithm.clone());
+                    let claimed = this.db.scan_prefix::<OneTimeKeys, _>(&prefix)?.next().transpose()?;
+                    let key = match claimed {
+                        Some((db_key, key)) => {
+                            batch.delete::<OneTimeKeys>(&db_key);
+                            Some((db_key.3, key))
+                        }
+                        None => {
+                            let fb_key = (user.clone(), device.clone(), algorithm.clone());
+                            this.db.get::<FallbackKeys>(&fb_key)?.map(|mut record| {
+                                let key = (record.key_id.clone(), record.key.clone());
+                                record.used = true;
+                                let _ = batch.put::<FallbackKeys>(&fb_key, &record);
+                                key
+                            })
+                        }
+                    };
+                    if let Some((key_id, key)) = key {
+                        user_out.insert(device.to_string(), json!({ format!("{algorithm}:{key_id}"): key }));
+                    }
+                }
+                out.insert(user.to_string(), Value::Object(user_out));
+            }
+            // Written while the lock is held: a second claim sees the first one's deletions.
+            this.db.write(batch)?;
+            Ok(json!({"one_time_keys": out, "failures": {}}))
+        })
+        .await
+    }
+
+    /// Users whose keys changed in `(from, to]` and who share a room with `user`.
+    pub fn key_changes(&self, user: &UserId, from: u64, to: u64) -> Result<Vec<OwnedUserId>> {
+        let sharing = self.users_sharing_rooms(user)?;
+        let mut changed = BTreeSet::new();
+        if to > from {
+            for entry in self.db.range::<StreamLog>(
+                Bound::Excluded(&from),
+                Bound::Included(&to),
+                Direction::Forward,
+            )? {
+                if let (_, StreamEntry::DeviceKeys { user_id }) = entry?
+                    && sharing.contains(&user_id)
+                {
+                    changed.insert(user_id);
+                }
+            }
+        }
+        Ok(changed.into_iter().collect())
+    }
+
+    /// Stores cross-signing keys. The caller has done user-interactive auth when it is needed.
+    pub async fn upload_signing_keys(&self, user: &UserId, keys: Vec<(&'static str, Value)>) -> Result<()> {
+        let mut batch = Batch::new();
+        for (usage, key) in keys {
+            if key.get("user_id").and_then(Value::as_str) != Some(user.as_str()) {
+                return Err(Error::invalid_param(format!("{usage} key must be for the uploading user")));
+            }
+            batch.put::<CrossSigningKeys>(&(user.to_owned(), usage.to_owned()), &key)?;
+        }
+        let wake = self.users_sharing_rooms(user)?.into_iter().collect();
+        self.key_stream_write(batch, StreamEntry::DeviceKeys { user_id: user.to_owned() }, wake).await
+    }
+
+    pub fn cross_signing_key(&self, user: &UserId, usage: &str) -> Result<Option<Value>> {
+        Ok(self.db.get::<CrossSigningKeys>(&(user.to_owned(), usage.to_owned()))?)
+    }
+
+    /// Merges uploaded signatures into the signed device or cross-signing keys. Returns failures
+    /// per user and key ID.
+    pub async fn upload_signatures(
+        &self,
+        signer: &UserId,
+        signed: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+    ) -> Result<Value> {
+        let mut failures = serde_json::Map::new();
+        let mut batch = Batch::new();
+        let mut changed_users = BTreeSet::new();
+        for (user, keys) in signed {
+            for (key_id, object) in keys {
+                let Some(new_sigs) = object.get("signatures").and_then(|s| s.get(signer.as_str())).cloned()
+                else {
+                    continue;
+                };
+                let device_key = (user.clone(), OwnedDeviceId::from(key_id.as_str()));
+                let target = if let Some(keys) = self.db.get::<DeviceKeys>(&device_key)? {
+                    Some((None, keys))
+                } else {
+                    let mut found = None;
+                    for usage in ["master", "self_signing", "user_signing"] {
+                        if let Some(key) = self.cross_signing_key(&user, usage)?
+                            && key["keys"].as_object().is_some_and(|k| {
+                                k.values().any(|v| v.as_str() == Some(key_id.as_str()))
+                                    || k.contains_key(&key_id)
+                            })
+                        {
+                            found = Some((Some(usage), key));
+                            break;
+                        }
+                    }
+                    found
+                };
+                let Some((usage, mut stored)) = target else {
+                    let entry = failures.entry(user.to_string()).or_insert_with(|| json!({}));
+                    entry[key_id.as_str()] = json!({"errcode": "M_NOT_FOUND", "error": "Unknown key"});
+                    continue;
+                };
+                let sigs = stored["signatures"][signer.as_str()].as_object().cloned().unwrap_or_default();
+                let mut merged = sigs;
+                if let Some(new) = new_sigs.as_object() {
+                    merged.extend(new.clone());
+                }
+                stored["signatures"][signer.as_str()] = Value::Object(merged);
+                match usage {
+                    None => batch.put::<DeviceKeys>(&device_key, &stored)?,
+                    Some(usage) => {
+                        batch.put::<CrossSigningKeys>(&(user.clone(), usage.to_owned()), &stored)?;
+                    }
+                }
+                changed_users.insert(user.clone());
+            }
+        }
+        for user in changed_users {
+            let wake = self.users_sharing_rooms(&user)?.into_iter().collect();
+            self.key_stream_write(
+                std::mem::take(&mut batch),
+                StreamEntry::DeviceKeys { user_id: user },
+                wake,
+            )
+            .await?;
+        }
+        Ok(json!({"failures": failures}))
+    }
+
+    /// Queues to-device messages; `*` addresses every device of a user. Idempotent per sending
+    /// device and transaction ID.
+    pub async fn send_to_device(
+        &self,
+        sender: &UserId,
+        sender_device: &DeviceId,
+        event_type: &str,
+        txn_id: &str,
+        messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+    ) -> Result<()> {
+        let txn_key = (sender.to_owned(), sender_device.to_owned(), txn_id.to_owned());
+        if self.db.contains::<ToDeviceTxns>(&txn_key)? {
+            return Ok(());
+        }
+        let mut first = true;
+        for (user, by_device) in messages {
+            if !self.users.is_local(&user) {
+                // Remote delivery comes with the federation sender.
+                continue;
+            }
+            let ticket = self.streams.allocate();
+            let pos = ticket.pos;
+            let mut batch = Batch::new();
+            for (device, content) in by_device {
+                let targets: Vec<OwnedDeviceId> = if device == "*" {
+                    self.users.devices(&user)?.into_iter().map(|d| d.device_id).collect()
+                } else {
+                    vec![OwnedDeviceId::from(device.as_str())]
+                };
+                for target in targets {
+                    let record = ToDeviceRecord {
+                        sender: sender.to_owned(),
+                        event_type: event_type.to_owned(),
+                        content: content.clone(),
+                    };
+                    batch.put::<ToDeviceInbox>(&(user.clone(), target, pos), &record)?;
+                }
+            }
+            if first {
+                batch.put::<ToDeviceTxns>(&txn_key, &())?;
+                first = false;
+            }
+            batch.put::<StreamLog>(&pos, &StreamEntry::ToDevice { user_id: user.clone() })?;
+            let db = self.db.clone();
+            blocking(move || Ok(db.write(batch)?)).await?;
+            self.streams.finish(ticket, vec![user]);
+        }
+        if first {
+            let db = self.db.clone();
+            blocking(move || Ok(db.put::<ToDeviceTxns>(&txn_key, &())?)).await?;
+        }
+        Ok(())
+    }
+
+    /// The to-device messages for a device in `(since, now]`, after deleting those at or below
+    /// `since`, which the client acknowledged by syncing from it.
+    pub fn to_device_messages(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: Option<u64>,
+        now: u64,
+    ) -> Result<Vec<Value>> {
+        let prefix = (user.to_owned(), device.to_owned());
+        let mut acknowledged = Batch::new();
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix::<ToDeviceInbox, _>(&prefix)? {
+            let (key, record) = entry?;
+            let pos = key.2;
+            if since.is_some_and(|s| pos <= s) {
+                acknowledged.delete::<ToDeviceInbox>(&key);
+            } else if pos <= now && out.len() < TO_DEVICE_PER_SYNC {
+                out.push(
+                    json!({"sender": record.sender, "type": record.event_type, "content": record.content}),
+                );
+            }
+        }
+        self.db.write(acknowledged)?;
+        Ok(out)
+    }
+}
