@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequest, RawPathParams},
-    http::{HeaderMap, Request, header},
+    http::{HeaderMap, Method, Request, header},
 };
 use hearth_core::{Error, ErrorCode, Homeserver, users::Session};
 use ruma::api::{
@@ -176,7 +176,14 @@ where
             }
         }
 
-        let http_request = Request::from_parts(parts, bytes.as_ref());
+        // Clients (matrix-nio's join, for one) send no body where an empty object is meant;
+        // Synapse reads that as `{}`, and so do we.
+        let body: &[u8] = if bytes.is_empty() && matches!(parts.method, Method::POST | Method::PUT) {
+            b"{}"
+        } else {
+            bytes.as_ref()
+        };
+        let http_request = Request::from_parts(parts, body);
         let body = T::try_from_http_request(http_request, &path_args).map_err(parse_error)?;
         Ok(Self { body, session })
     }
