@@ -7,6 +7,7 @@
 
 mod account;
 mod admin;
+mod backup;
 mod config;
 mod cors;
 mod device;

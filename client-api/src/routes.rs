@@ -12,7 +12,7 @@ use hearth_core::{ErrorCode, Homeserver};
 use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
 
 use crate::{
-    account, admin, config, device, directory, discovery,
+    account, admin, backup, config, device, directory, discovery,
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
     filter, keys, membership, message, misc, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
@@ -166,6 +166,42 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::keys::upload_signing_keys::v3::Request, _, _>(keys::upload_signing_keys, NO_GUESTS)
         .ruma::<c::keys::upload_signatures::v3::Request, _, _>(keys::upload_signatures, NO_GUESTS)
         .ruma::<c::to_device::send_event_to_device::v3::Request, _, _>(keys::send_event_to_device, GUESTS)
+        // Key backup
+        .ruma::<c::backup::create_backup_version::v3::Request, _, _>(backup::create_backup_version, NO_GUESTS)
+        .ruma::<c::backup::get_latest_backup_info::v3::Request, _, _>(
+            backup::get_latest_backup_info,
+            NO_GUESTS,
+        )
+        .ruma::<c::backup::get_backup_info::v3::Request, _, _>(backup::get_backup_info, NO_GUESTS)
+        .ruma::<c::backup::update_backup_version::v3::Request, _, _>(backup::update_backup_version, NO_GUESTS)
+        .ruma::<c::backup::delete_backup_version::v3::Request, _, _>(backup::delete_backup_version, NO_GUESTS)
+        .ruma::<c::backup::add_backup_keys::v3::Request, _, _>(backup::add_backup_keys, NO_GUESTS)
+        .ruma::<c::backup::add_backup_keys_for_room::v3::Request, _, _>(
+            backup::add_backup_keys_for_room,
+            NO_GUESTS,
+        )
+        .ruma::<c::backup::add_backup_keys_for_session::v3::Request, _, _>(
+            backup::add_backup_keys_for_session,
+            NO_GUESTS,
+        )
+        .ruma::<c::backup::get_backup_keys::v3::Request, _, _>(backup::get_backup_keys, NO_GUESTS)
+        .ruma::<c::backup::get_backup_keys_for_room::v3::Request, _, _>(
+            backup::get_backup_keys_for_room,
+            NO_GUESTS,
+        )
+        .ruma::<c::backup::get_backup_keys_for_session::v3::Request, _, _>(
+            backup::get_backup_keys_for_session,
+            NO_GUESTS,
+        )
+        .ruma::<c::backup::delete_backup_keys::v3::Request, _, _>(backup::delete_backup_keys, NO_GUESTS)
+        .ruma::<c::backup::delete_backup_keys_for_room::v3::Request, _, _>(
+            backup::delete_backup_keys_for_room,
+            NO_GUESTS,
+        )
+        .ruma::<c::backup::delete_backup_keys_for_session::v3::Request, _, _>(
+            backup::delete_backup_keys_for_session,
+            NO_GUESTS,
+        )
         // Push rules and pushers
         .ruma::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_pushrules_all, GUESTS)
         .ruma::<c::push::get_pushrules_global_scope::v3::Request, _, _>(

@@ -210,3 +210,77 @@ async fn device_list_changes_and_cross_signing() {
         .await;
     assert_eq!(unknown.assert_ok()["failures"]["@alice:localhost"]["NOPE"]["errcode"], "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn key_backup_versions_and_keys() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let version_path = format!("{V3}/room_keys/version");
+    // Element branches on this 404 when no backup exists.
+    alice.get(&version_path).await.assert_error(404, "M_NOT_FOUND");
+    let algorithm = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "pk", "signatures": {}}});
+    let created = alice.post(&version_path, algorithm.clone()).await;
+    let version = created.assert_ok()["version"].as_str().unwrap().to_owned();
+    let info = alice.get(&version_path).await;
+    let info = info.assert_ok().clone();
+    assert_eq!(info["version"], json!(version));
+    assert_eq!(info["count"], 0);
+    assert_eq!(info["auth_data"]["public_key"], "pk");
+    bob.get(&version_path).await.assert_error(404, "M_NOT_FOUND");
+
+    let key = |index: u64, verified: bool| {
+        json!({"first_message_index": index, "forwarded_count": 0, "is_verified": verified,
+               "session_data": {"ephemeral": "e", "ciphertext": format!("c{index}"), "mac": "m"}})
+    };
+    let session_path = format!("{V3}/room_keys/keys/!room:localhost/sess1?version={version}");
+    let put = alice.put(&session_path, key(5, false)).await;
+    assert_eq!(put.assert_ok()["count"], 1);
+    let etag1 = put.body["etag"].as_str().unwrap().to_owned();
+    // A worse copy (later first index) is ignored; a better one replaces it.
+    alice.put(&session_path, key(9, false)).await.assert_ok();
+    assert_eq!(alice.get(&session_path).await.assert_ok()["first_message_index"], 5);
+    let better = alice.put(&session_path, key(2, true)).await;
+    assert_ne!(better.assert_ok()["etag"].as_str().unwrap(), etag1);
+    assert_eq!(alice.get(&session_path).await.assert_ok()["first_message_index"], 2);
+    let all = alice
+        .put(
+            &format!("{V3}/room_keys/keys?version={version}"),
+            json!({"rooms": {"!other:localhost": {"sessions": {"s2": key(0, false)}}}}),
+        )
+        .await;
+    assert_eq!(all.assert_ok()["count"], 2);
+    let everything = alice.get(&format!("{V3}/room_keys/keys?version={version}")).await;
+    assert_eq!(everything.assert_ok()["rooms"].as_object().unwrap().len(), 2);
+    let room = alice.get(&format!("{V3}/room_keys/keys/!room:localhost?version={version}")).await;
+    assert!(room.assert_ok()["sessions"]["sess1"].is_object());
+    alice
+        .get(&format!("{V3}/room_keys/keys/!room:localhost/nope?version={version}"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // A newer version makes the old one read-only, and writes to it say which is current.
+    let newer = alice.post(&version_path, algorithm.clone()).await;
+    let new_version = newer.assert_ok()["version"].as_str().unwrap().to_owned();
+    let stale = alice.put(&session_path, key(1, true)).await;
+    stale.assert_error(403, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(stale.body["current_version"], json!(new_version));
+    let mut changed = algorithm.clone();
+    changed["algorithm"] = json!("something.else");
+    alice.put(&format!("{version_path}/{new_version}"), changed).await.assert_error(400, "M_INVALID_PARAM");
+    let mut updated = algorithm;
+    updated["auth_data"]["public_key"] = json!("pk2");
+    alice.put(&format!("{version_path}/{new_version}"), updated).await.assert_ok();
+    assert_eq!(
+        alice.get(&format!("{version_path}/{new_version}")).await.assert_ok()["auth_data"]["public_key"],
+        "pk2"
+    );
+
+    let deleted = alice
+        .request(reqwest::Method::DELETE, &format!("{V3}/room_keys/keys?version={new_version}"), None)
+        .await;
+    assert_eq!(deleted.assert_ok()["count"], 0);
+    alice.request(reqwest::Method::DELETE, &format!("{version_path}/{version}"), None).await.assert_ok();
+    alice.get(&format!("{version_path}/{version}")).await.assert_error(404, "M_NOT_FOUND");
+    assert_eq!(alice.get(&version_path).await.assert_ok()["version"], json!(new_version));
+}

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     UnsupportedRoomVersion,
     RoomInUse,
     BadAlias,
+    /// Refined with the current version where the error is rendered.
+    WrongRoomKeysVersion,
     Unknown,
 }
 
@@ -68,6 +70,12 @@ impl ErrorCode {
             Self::UnsupportedRoomVersion => (400, ErrorKind::UnsupportedRoomVersion),
             Self::RoomInUse => (400, ErrorKind::RoomInUse),
             Self::BadAlias => (400, ErrorKind::BadAlias),
+            Self::WrongRoomKeysVersion => (
+                403,
+                ErrorKind::WrongRoomKeysVersion(ruma::api::error::WrongRoomKeysVersionErrorData::new(
+                    String::new(),
+                )),
+            ),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }
@@ -83,6 +91,9 @@ pub enum Error {
     Uiaa(Box<UiaaInfo>),
     #[error(transparent)]
     Storage(#[from] hearth_storage::Error),
+    /// A key backup write named a version that is not the current one.
+    #[error("Wrong backup version")]
+    WrongRoomKeysVersion(String),
     /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,6 +146,7 @@ impl Error {
             Self::Matrix { code, .. } => *code,
             // A UIA continuation is a 401 whose body is the flow state, not an error code.
             Self::Uiaa(_) => ErrorCode::Forbidden,
+            Self::WrongRoomKeysVersion(_) => ErrorCode::WrongRoomKeysVersion,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
     }

@@ -1,4 +1,5 @@
 //! The server's own signing keys; later, remote keys and signature checks.
 
+pub mod backup;
 pub mod e2ee;
 pub mod signing_key;
