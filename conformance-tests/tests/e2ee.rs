@@ -166,6 +166,17 @@ async fn device_list_changes_and_cross_signing() {
     let changes = bob.get(&format!("{V3}/keys/changes?from={since}&to={to}")).await;
     assert_eq!(changes.assert_ok()["changed"], json!(["@alice:localhost"]));
 
+    // Someone new in a shared room is a device list to fetch; someone gone, one to forget.
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let since = next["next_batch"].as_str().unwrap().to_owned();
+    carol.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let joined = sync(&bob, Some(&since)).await;
+    assert_eq!(joined["device_lists"]["changed"], json!(["@carol:localhost"]), "{}", joined["device_lists"]);
+    let since = joined["next_batch"].as_str().unwrap().to_owned();
+    carol.post(&format!("{V3}/rooms/{room}/leave"), json!({})).await.assert_ok();
+    let gone = sync(&bob, Some(&since)).await;
+    assert_eq!(gone["device_lists"]["left"], json!(["@carol:localhost"]), "{}", gone["device_lists"]);
+
     let key = |usage: &str, id: &str| json!({"user_id": "@alice:localhost", "usage": [usage], "keys": {format!("ed25519:{id}"): id}});
     let upload = json!({"master_key": key("master", "M1"), "self_signing_key": key("self_signing", "S1"), "user_signing_key": key("user_signing", "U1")});
     alice.post(&format!("{V3}/keys/device_signing/upload"), upload).await.assert_ok();

@@ -137,6 +137,10 @@ impl Homeserver {
         let filter = &req.filter;
         let memberships = self.user_memberships(user)?;
         let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
+        // Device-list bookkeeping for clients that encrypt: whose keys to (re)fetch, and whom
+        // they no longer share a room with.
+        let mut newly_sharing: BTreeSet<OwnedUserId> = BTreeSet::new();
+        let mut maybe_left: BTreeSet<OwnedUserId> = BTreeSet::new();
         for (room_id, record) in memberships {
             if record.stream_pos > now || record.forgotten {
                 continue;
@@ -159,6 +163,30 @@ impl Homeserver {
                         let from = if membership_changed { None } else { since };
                         let full = initial || membership_changed;
                         let value = self.joined_room(user, device, &room_id, from, now, full, req)?;
+                        if since.is_some() {
+                            if membership_changed {
+                                newly_sharing.extend(self.rooms.members_with(&room_id, "join")?);
+                            }
+                            for event in value["timeline"]["events"].as_array().into_iter().flatten() {
+                                if event["type"] != "m.room.member" {
+                                    continue;
+                                }
+                                let Some(target) =
+                                    event["state_key"].as_str().and_then(|k| UserId::parse(k).ok())
+                                else {
+                                    continue;
+                                };
+                                match event["content"]["membership"].as_str() {
+                                    Some("join") => {
+                                        newly_sharing.insert(target);
+                                    }
+                                    Some("leave" | "ban") => {
+                                        maybe_left.insert(target);
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
                         join.insert(room_id.to_string(), value);
                     }
                 }
@@ -174,7 +202,12 @@ impl Homeserver {
                         json!({"knock_state": events(self.stripped_state(&room_id, &record)?)}),
                     );
                 }
-                "leave" | "ban" if membership_changed && (since.is_some() || filter.room.include_leave) => {
+                "leave" | "ban" if membership_changed && since.is_some() => {
+                    maybe_left.extend(self.rooms.members_with(&room_id, "join")?);
+                    let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
+                    leave.insert(room_id.to_string(), value);
+                }
+                "leave" | "ban" if membership_changed && filter.room.include_leave => {
                     let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
                     leave.insert(room_id.to_string(), value);
                 }
@@ -187,26 +220,32 @@ impl Homeserver {
             Vec::new()
         };
         let to_device = self.to_device_messages(user, device, since, now)?;
-        let changed: Vec<OwnedUserId> = if changes.keys_changed.is_empty() {
-            Vec::new()
-        } else {
-            let sharing = self.users_sharing_rooms(user)?;
-            changes.keys_changed.iter().filter(|u| sharing.contains(*u)).cloned().collect()
-        };
+        let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
+            if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
+                (Vec::new(), Vec::new())
+            } else {
+                let sharing = self.users_sharing_rooms(user)?;
+                let mut changed: BTreeSet<OwnedUserId> =
+                    changes.keys_changed.iter().filter(|u| sharing.contains(*u)).cloned().collect();
+                changed.extend(newly_sharing.into_iter().filter(|u| u != user && sharing.contains(u)));
+                let left = maybe_left.into_iter().filter(|u| u != user && !sharing.contains(u)).collect();
+                (changed.into_iter().collect(), left)
+            };
         let empty = join.is_empty()
             && invite.is_empty()
             && leave.is_empty()
             && knock.is_empty()
             && account_data.is_empty()
             && to_device.is_empty()
-            && changed.is_empty();
+            && changed.is_empty()
+            && left.is_empty();
         let response = json!({
             "next_batch": token(now),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": events(account_data),
             "presence": events(Vec::new()),
             "to_device": events(to_device),
-            "device_lists": {"changed": changed, "left": []},
+            "device_lists": {"changed": changed, "left": left},
             "device_one_time_keys_count": self.one_time_key_counts(user, device)?,
             "device_unused_fallback_key_types": self.unused_fallback_key_types(user, device)?,
         });
