@@ -9,7 +9,7 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use hearth_client_api::ClientApiConfig;
-use hearth_core::config::{HomeserverConfig, RegistrationConfig, RoomsConfig, VoipConfig};
+use hearth_core::config::{HomeserverConfig, PresenceConfig, RegistrationConfig, RoomsConfig, VoipConfig};
 use hearth_storage::StorageConfig;
 use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
+    pub presence: PresenceConfig,
     pub client_api: ClientApiConfig,
     pub log: LogConfig,
 }
@@ -62,6 +63,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
+            presence: PresenceConfig::default(),
             client_api: ClientApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -146,6 +148,7 @@ impl Config {
             registration: self.registration.clone(),
             rooms: self.rooms.clone(),
             voip: self.voip.clone(),
+            presence: self.presence.clone(),
         }
     }
 }

@@ -42,11 +42,26 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "Hearth is serving the client API"
     );
+    // Presence changes that time alone causes (idle, gone) are announced by this timer.
+    let sweeper = {
+        let hs = hs.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let Err(error) = hs.sweep_presence().await {
+                    tracing::warn!(%error, "presence sweep failed");
+                }
+            }
+        })
+    };
     let app = router::app(hs.clone(), config.client_api.clone());
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
+    sweeper.abort();
+    let _ = sweeper.await;
     tracing::info!("shutting down: flushing storage");
     hs.db.flush().context("flushing storage")?;
     Ok(())

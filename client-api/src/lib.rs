@@ -19,6 +19,7 @@ mod keys;
 mod membership;
 mod message;
 mod misc;
+mod presence;
 mod profile;
 mod push;
 mod receipt;

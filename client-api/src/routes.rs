@@ -14,7 +14,7 @@ use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
 use crate::{
     account, admin, backup, config, device, directory, discovery,
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
-    filter, keys, membership, message, misc, profile, push, receipt,
+    filter, keys, membership, message, misc, presence, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
     room, session, state, sync,
 };
@@ -154,6 +154,9 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::typing::create_typing_event::v3::Request, _, _>(receipt::create_typing_event, GUESTS)
         .ruma::<c::receipt::create_receipt::v3::Request, _, _>(receipt::create_receipt, GUESTS)
         .ruma::<c::read_marker::set_read_marker::v3::Request, _, _>(receipt::set_read_marker, GUESTS)
+        // Presence
+        .ruma::<c::presence::get_presence::v3::Request, _, _>(presence::get_presence, GUESTS)
+        .ruma::<c::presence::set_presence::v3::Request, _, _>(presence::set_presence, GUESTS)
         // Sync
         .ruma::<sync::SyncEvents, _, _>(sync::sync_events, GUESTS)
         .ruma::<c::peeking::get_current_state::v3::Request, _, _>(misc::get_current_state, GUESTS)

@@ -83,6 +83,7 @@ pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Jso
         full_state: body.full_state,
         use_state_after: body.use_state_after,
         filter: resolve_filter(&hs, &session.user_id, body.filter.as_ref())?,
+        set_presence: Some(hearth_core::presence::PresenceState::parse(body.set_presence.as_str())?),
     };
     Ok(Json(hs.sync(&session.user_id, &session.device_id, &request).await?))
 }

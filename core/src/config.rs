@@ -65,6 +65,23 @@ impl Default for VoipConfig {
     }
 }
 
+/// `[presence]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    pub enabled: bool,
+    /// Seconds without activity after which an online user shows as unavailable.
+    pub idle_timeout_secs: u64,
+    /// Seconds after a user's last sync or connection ends before they show as offline.
+    pub offline_grace_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, idle_timeout_secs: 300, offline_grace_secs: 30 }
+    }
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -74,6 +91,7 @@ pub struct HomeserverConfig {
     pub registration: RegistrationConfig,
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
+    pub presence: PresenceConfig,
 }
 
 impl HomeserverConfig {
@@ -84,6 +102,7 @@ impl HomeserverConfig {
             registration: RegistrationConfig::default(),
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
+            presence: PresenceConfig::default(),
         }
     }
 }

@@ -30,6 +30,7 @@ pub struct Services {
     pub account_data: AccountData,
     pub unread: crate::sync::compute::UnreadCache,
     pub claim_lock: crate::keys::e2ee::ClaimLock,
+    pub presence_store: crate::presence::PresenceStore,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -80,6 +81,7 @@ impl Homeserver {
             account_data,
             unread: crate::sync::compute::UnreadCache::default(),
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
+            presence_store: crate::presence::PresenceStore::default(),
         };
         Ok(Self { inner: Arc::new(services) })
     }

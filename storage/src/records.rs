@@ -83,6 +83,10 @@ pub enum StreamEntry {
     ToDevice {
         user_id: OwnedUserId,
     },
+    /// A user's presence changed.
+    Presence {
+        user_id: OwnedUserId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

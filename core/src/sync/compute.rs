@@ -33,6 +33,8 @@ pub struct SyncRequest {
     pub full_state: bool,
     pub use_state_after: bool,
     pub filter: FilterDefinition,
+    /// `set_presence`: what this sync says about the user (`None`: leave it as it is).
+    pub set_presence: Option<crate::presence::PresenceState>,
 }
 
 /// Sync tokens are opaque to clients: `s<position>`.
@@ -87,11 +89,25 @@ struct Changes {
     global_account_data: bool,
     room_account_data: BTreeSet<OwnedRoomId>,
     keys_changed: BTreeSet<OwnedUserId>,
+    presence: BTreeSet<OwnedUserId>,
 }
 
 impl Homeserver {
     /// Answers a /sync, waiting up to the timeout for something to report.
     pub async fn sync(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Value> {
+        if let Some(state) = req.set_presence
+            && state != crate::presence::PresenceState::Offline
+        {
+            // "offline" on /sync means "this client is not active", not "mark me offline".
+            self.set_presence(user, state, None).await?;
+        }
+        self.presence_connection(user, true);
+        let result = self.sync_inner(user, device, req).await;
+        self.presence_connection(user, false);
+        result
+    }
+
+    async fn sync_inner(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Value> {
         let mut rx = self.notifier.subscribe(user);
         let deadline = tokio::time::Instant::now() + req.timeout;
         loop {
@@ -220,6 +236,7 @@ impl Homeserver {
             Vec::new()
         };
         let to_device = self.to_device_messages(user, device, since, now)?;
+        let presence = self.presence_events(user, since.is_none(), &changes.presence, &filter.presence)?;
         let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
             if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
                 (Vec::new(), Vec::new())
@@ -238,18 +255,47 @@ impl Homeserver {
             && account_data.is_empty()
             && to_device.is_empty()
             && changed.is_empty()
-            && left.is_empty();
+            && left.is_empty()
+            && presence.is_empty();
         let response = json!({
             "next_batch": token(now),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": events(account_data),
-            "presence": events(Vec::new()),
+            "presence": events(presence),
             "to_device": events(to_device),
             "device_lists": {"changed": changed, "left": left},
             "device_one_time_keys_count": self.one_time_key_counts(user, device)?,
             "device_unused_fallback_key_types": self.unused_fallback_key_types(user, device)?,
         });
         Ok((response, empty))
+    }
+
+    /// Presence of users sharing a room: all known ones initially, the changed ones after.
+    fn presence_events(
+        &self,
+        user: &UserId,
+        initial: bool,
+        changed: &BTreeSet<OwnedUserId>,
+        filter: &ruma::api::client::filter::Filter,
+    ) -> Result<Vec<Value>> {
+        let wanted = |t: &str| {
+            !filter.not_types.iter().any(|p| type_matches(p, t))
+                && filter.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, t)))
+        };
+        if !self.config.presence.enabled || !wanted("m.presence") || (!initial && changed.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let sharing = self.users_sharing_rooms(user)?;
+        let users: Vec<&OwnedUserId> = if initial {
+            sharing.iter().collect()
+        } else {
+            changed.iter().filter(|u| sharing.contains(*u)).collect()
+        };
+        Ok(users
+            .into_iter()
+            .filter(|u| !initial || self.presence(u).last_active_ago_ms.is_some())
+            .map(|u| self.presence_event(u))
+            .collect())
     }
 
     fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
@@ -285,6 +331,9 @@ impl Homeserver {
                 StreamEntry::AccountData { .. } | StreamEntry::ToDevice { .. } => {}
                 StreamEntry::DeviceKeys { user_id } => {
                     changes.keys_changed.insert(user_id);
+                }
+                StreamEntry::Presence { user_id } => {
+                    changes.presence.insert(user_id);
                 }
             }
         }
