@@ -31,6 +31,7 @@ mod state;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod ws;
 
 pub use cors::cors;
 pub use extract::{ClientApiConfig, Ruma};

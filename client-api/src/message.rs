@@ -11,7 +11,6 @@ use ruma::{
     },
     events::TimelineEventType,
 };
-use serde_json::json;
 
 use crate::{
     extract::Ruma,
@@ -54,27 +53,8 @@ pub async fn redact_event(
 ) -> ApiResult<redact_event::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
-    let (target, _) = hs
-        .rooms
-        .visible_event(&b.room_id, &b.event_id, &session.user_id)?
-        .ok_or_else(|| Error::not_found("Event not found"))?;
-    // Since room version 3 the auth rules leave this check to the server that accepts the
-    // redaction: redacting someone else's event needs the redact power level.
-    if !hs.rooms.may_redact(&b.room_id, &session.user_id, &target.sender)? {
-        return Err(Error::forbidden("You may not redact this event").into());
-    }
-    let mut content = json!({});
-    if let Some(reason) = b.reason {
-        content["reason"] = json!(reason);
-    }
-    let new = NewEvent {
-        kind: TimelineEventType::RoomRedaction,
-        content,
-        state_key: None,
-        redacts: Some(b.event_id.clone()),
-    };
     let txn = Some((session.device_id.clone(), b.txn_id.to_string()));
-    let event_id = hs.rooms.append(&b.room_id, &session.user_id, new, txn).await?;
+    let event_id = hs.rooms.redact(&b.room_id, &session.user_id, &b.event_id, b.reason, txn).await?;
     Ok(redact_event::v3::Response::new(event_id))
 }
 

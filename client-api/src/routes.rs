@@ -16,7 +16,7 @@ use crate::{
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
     filter, keys, membership, message, misc, presence, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
-    room, session, state, sync,
+    room, session, state, sync, ws,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
@@ -237,6 +237,10 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         // Synapse-compatible shared-secret registration
         .ruma::<admin::GetNonce, _, _>(admin::get_registration_nonce, NO_GUESTS)
         .ruma::<admin::Register, _, _>(admin::shared_secret_register, NO_GUESTS)
+        // Hearth's own real-time channel; the only routes no ruma endpoint describes.
+        .route(ws::WS_PATH, axum::routing::get(ws::connect))
+        .route(ws::WS_SHORT_PATH, axum::routing::get(ws::connect))
+        .route(ws::TICKET_PATH, axum::routing::post(ws::ticket))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(config))

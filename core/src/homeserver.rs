@@ -31,6 +31,7 @@ pub struct Services {
     pub unread: crate::sync::compute::UnreadCache,
     pub claim_lock: crate::keys::e2ee::ClaimLock,
     pub presence_store: crate::presence::PresenceStore,
+    pub ticket_keys: crate::tickets::TicketKeys,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -82,6 +83,7 @@ impl Homeserver {
             unread: crate::sync::compute::UnreadCache::default(),
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
             presence_store: crate::presence::PresenceStore::default(),
+            ticket_keys: crate::tickets::TicketKeys::default(),
         };
         Ok(Self { inner: Arc::new(services) })
     }

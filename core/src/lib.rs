@@ -16,6 +16,7 @@ pub mod keys;
 pub mod presence;
 pub mod rooms;
 pub mod sync;
+pub mod tickets;
 pub mod users;
 pub mod util;
 

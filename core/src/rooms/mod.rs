@@ -6,7 +6,7 @@
 //! delta and stream entry in one atomic batch, and only then wake readers.
 
 mod aliases;
-mod append;
+pub mod append;
 mod create;
 mod directory;
 mod ephemeral;

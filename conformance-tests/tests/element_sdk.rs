@@ -1,0 +1,31 @@
+//! Element's own SDK, matrix-js-sdk (Node), runs Element's start-up sequence against the real
+//! binary: versions and auth discovery, register and log in, Rust crypto, first sync, profile,
+//! TURN, devices, cross-signing bootstrap, an encrypted room, and a message decrypted by the
+//! other user. Any request Element would not expect to fail fails the test.
+
+// The helper below is test code too.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use hearth_conformance_tests::binary::HearthProcess;
+
+#[test]
+fn element_startup_with_matrix_js_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let process = HearthProcess::spawn(&[], &[("HEARTH_STORAGE__PATH", db.to_str().unwrap())]);
+    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js");
+    let out = Command::new("node")
+        .current_dir(js)
+        .args(["element_startup.mjs", "--homeserver", &process.base_url])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "element_startup.mjs failed (run `npm ci` in conformance-tests/clients/js first):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
+}
