@@ -205,3 +205,24 @@ async fn typing_receipts_markers_and_reports() {
         .assert_error(403, "M_FORBIDDEN");
     alice.post(&format!("{V3}/rooms/{room}/report/$nope"), json!({})).await.assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_the_allowed_room() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let space = create_room(&alice, json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{space}"), json!({})).await.assert_ok();
+    let room = create_room(
+        &alice,
+        json!({"initial_state": [{"type": "m.room.join_rules", "state_key": "",
+            "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
+    )
+    .await;
+    // Bob is in the allowed room, so a member who may invite vouches for him; Carol is not.
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let member = bob.get(&format!("{V3}/rooms/{room}/state/m.room.member/@bob:localhost")).await;
+    assert_eq!(member.assert_ok()["join_authorised_via_users_server"], "@alice:localhost");
+    carol.post(&format!("{V3}/join/{room}"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+}

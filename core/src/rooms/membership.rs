@@ -34,7 +34,49 @@ impl Rooms {
         if self.membership(room_id, user)?.as_deref() == Some("join") {
             return Ok(());
         }
-        self.self_membership(room_id, user, "join", profile, reason).await
+        let mut content = profile;
+        if let Some(authoriser) = self.restricted_join_authoriser(room_id, user)? {
+            content["join_authorised_via_users_server"] = json!(authoriser);
+        }
+        self.self_membership(room_id, user, "join", content, reason).await
+    }
+
+    /// For a restricted room the user is not invited to: when they are in one of the rooms the
+    /// join rule allows, a local member who may invite vouches for the join (the
+    /// `join_authorised_via_users_server` the auth rules check). `None` when no vouching is
+    /// needed or possible; the auth rules then decide.
+    fn restricted_join_authoriser(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<ruma::OwnedUserId>> {
+        let Some(rules) = self.current_state_event(room_id, "m.room.join_rules", "")? else {
+            return Ok(None);
+        };
+        let content = rules.content_json();
+        let restricted = matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted"));
+        if !restricted || self.membership(room_id, user)?.as_deref() == Some("invite") {
+            return Ok(None);
+        }
+        let allowed = content["allow"].as_array().into_iter().flatten().any(|rule| {
+            rule["type"] == "m.room_membership"
+                && rule["room_id"]
+                    .as_str()
+                    .and_then(|r| RoomId::parse(r).ok())
+                    .is_some_and(|r| self.membership(&r, user).ok().flatten().as_deref() == Some("join"))
+        });
+        if !allowed {
+            return Ok(None);
+        }
+        let invite_level = self.required_level(room_id, "invite", 0)?;
+        for member in self.members_with(room_id, "join")? {
+            if member.server_name() == self.inner.server_name
+                && self.power_level(room_id, &member)? >= invite_level
+            {
+                return Ok(Some(member));
+            }
+        }
+        Ok(None)
     }
 
     pub async fn knock(
