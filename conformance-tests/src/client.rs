@@ -134,6 +134,19 @@ impl Client {
         client
     }
 
+    /// Creates a room and returns its ID.
+    pub async fn create_room(&self, body: Value) -> String {
+        let reply = self.post("/_matrix/client/v3/createRoom", body).await;
+        reply.assert_ok()["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Sends an `m.text` message and returns its event ID.
+    pub async fn send_text(&self, room: &str, txn: &str, body: &str) -> String {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+        let reply = self.put(&path, json!({"msgtype": "m.text", "body": body})).await;
+        reply.assert_ok()["event_id"].as_str().expect("event_id").to_owned()
+    }
+
     pub fn user_id(&self) -> &str {
         self.user_id.as_deref().expect("logged in")
     }

@@ -10,17 +10,6 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn create_room(client: &Client, body: Value) -> String {
-    let reply = client.post(&format!("{V3}/createRoom"), body).await;
-    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send_text(client: &Client, room: &str, txn: &str, body: &str) -> String {
-    let path = format!("{V3}/rooms/{room}/send/m.room.message/{txn}");
-    let reply = client.put(&path, json!({"msgtype": "m.text", "body": body})).await;
-    reply.assert_ok()["event_id"].as_str().unwrap().to_owned()
-}
-
 /// Pages `/messages` backwards from the end until the server says there is no more.
 async fn all_messages_backwards(client: &Client, room: &str, limit: u32) -> Vec<Value> {
     let mut events = Vec::new();
@@ -45,7 +34,7 @@ async fn two_users_exchange_a_thousand_messages_and_page_through_all() {
     let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let room = create_room(&alice, json!({"preset": "private_chat", "name": "Chat"})).await;
+    let room = alice.create_room(json!({"preset": "private_chat", "name": "Chat"})).await;
     alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": "@bob:localhost"})).await.assert_ok();
     // An empty body means an empty object, as on Synapse (matrix-nio sends joins that way).
     bob.request_raw(Method::POST, &format!("{V3}/rooms/{room}/join"), Vec::new()).await.assert_ok();
@@ -53,7 +42,7 @@ async fn two_users_exchange_a_thousand_messages_and_page_through_all() {
     let mut sent = Vec::new();
     for i in 0..1000 {
         let sender = if i % 2 == 0 { &alice } else { &bob };
-        sent.push(send_text(sender, &room, &format!("txn{i}"), &format!("message {i}")).await);
+        sent.push(sender.send_text(&room, &format!("txn{i}"), &format!("message {i}")).await);
     }
 
     let events = all_messages_backwards(&bob, &room, 73).await;
@@ -100,12 +89,12 @@ async fn two_users_exchange_a_thousand_messages_and_page_through_all() {
 async fn send_is_idempotent_per_transaction_and_filters_apply() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
-    let room = create_room(&alice, json!({})).await;
-    let first = send_text(&alice, &room, "same", "once").await;
-    let again = send_text(&alice, &room, "same", "once").await;
+    let room = alice.create_room(json!({})).await;
+    let first = alice.send_text(&room, "same", "once").await;
+    let again = alice.send_text(&room, "same", "once").await;
     assert_eq!(first, again, "a retried transaction must not create a second event");
     let other_device = Client::login(&server.base_url, "alice", "pw").await;
-    let third = send_text(&other_device, &room, "same", "once").await;
+    let third = other_device.send_text(&room, "same", "once").await;
     assert_ne!(first, third, "transaction IDs are per device");
 
     // The sending device sees its transaction ID; another device does not.
@@ -148,10 +137,10 @@ async fn redaction() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
-    let bobs = send_text(&bob, &room, "b1", "oops").await;
-    let alices = send_text(&alice, &room, "a1", "important").await;
+    let bobs = bob.send_text(&room, "b1", "oops").await;
+    let alices = alice.send_text(&room, "a1", "important").await;
 
     // Without the redact power level, only one's own events.
     bob.put(&format!("{V3}/rooms/{room}/redact/{alices}/r1"), json!({}))
@@ -182,7 +171,7 @@ async fn membership_rules_are_enforced() {
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
     let carol = Client::register(&server.base_url, "carol", "pw").await;
-    let room = create_room(&alice, json!({"preset": "private_chat"})).await;
+    let room = alice.create_room(json!({"preset": "private_chat"})).await;
 
     // Invite-only: an uninvited user cannot join.
     carol.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_error(403, "M_FORBIDDEN");
@@ -245,9 +234,9 @@ async fn membership_rules_are_enforced() {
     assert!(members.assert_ok()["chunk"].as_array().unwrap().is_empty());
 
     // Leaving: history up to the leave stays readable, later messages are not.
-    send_text(&alice, &room, "before", "before leave").await;
+    alice.send_text(&room, "before", "before leave").await;
     bob.post(&format!("{V3}/rooms/{room}/leave"), json!({})).await.assert_ok();
-    let after = send_text(&alice, &room, "after", "after leave").await;
+    let after = alice.send_text(&room, "after", "after leave").await;
     let seen = all_messages_backwards(&bob, &room, 100).await;
     assert!(seen.iter().any(|e| e["content"]["body"] == "before leave"));
     assert!(!seen.iter().any(|e| e["event_id"] == json!(after)), "a departed member saw a later message");
@@ -271,8 +260,7 @@ async fn state_aliases_and_room_versions() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let room = create_room(
-        &alice,
+    let room = alice.create_room(
         json!({"preset": "public_chat", "name": "Lobby", "topic": "Say hi", "room_alias_name": "lobby",
                "initial_state": [{"type": "m.room.avatar", "state_key": "", "content": {"url": "mxc://localhost/a"}}]}),
     )
@@ -329,10 +317,10 @@ async fn state_aliases_and_room_versions() {
 
     // Room versions.
     for version in ["10", "11", "12"] {
-        let room = create_room(&alice, json!({"room_version": version})).await;
+        let room = alice.create_room(json!({"room_version": version})).await;
         let create = alice.get(&format!("{V3}/rooms/{room}/state/m.room.create")).await;
         assert_eq!(create.assert_ok()["room_version"], version);
-        send_text(&alice, &room, "v", "works").await;
+        alice.send_text(&room, "v", "works").await;
     }
     create_room_error(&alice, json!({"room_version": "1"}), 400, "M_UNSUPPORTED_ROOM_VERSION").await;
     create_room_error(&alice, json!({"room_version": "banana"}), 400, "M_UNSUPPORTED_ROOM_VERSION").await;
@@ -350,10 +338,10 @@ async fn events_survive_kill_9() {
     let env = [("HEARTH_STORAGE__PATH", db.to_str().unwrap())];
     let process = HearthProcess::spawn(&[], &env);
     let alice = Client::register(&process.base_url, "alice", "pw").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let mut sent = Vec::new();
     for i in 0..50 {
-        sent.push(send_text(&alice, &room, &format!("k{i}"), &format!("m{i}")).await);
+        sent.push(alice.send_text(&room, &format!("k{i}"), &format!("m{i}")).await);
     }
     process.kill9();
     let process = HearthProcess::spawn(&[], &env);
@@ -366,5 +354,5 @@ async fn events_survive_kill_9() {
         .collect();
     assert_eq!(got, sent.into_iter().rev().collect::<Vec<_>>());
     // The room keeps working after the restart, on the same graph.
-    send_text(&alice, &room, "after", "after restart").await;
+    alice.send_text(&room, "after", "after restart").await;
 }

@@ -9,24 +9,12 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn create_room(client: &Client, body: Value) -> String {
-    client.post(&format!("{V3}/createRoom"), body).await.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send_text(client: &Client, room: &str, txn: &str, body: &str) -> String {
-    let path = format!("{V3}/rooms/{room}/send/m.room.message/{txn}");
-    client.put(&path, json!({"msgtype": "m.text", "body": body})).await.assert_ok()["event_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn knocking() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let carol = Client::register(&server.base_url, "carol", "pw").await;
-    let room = create_room(&alice, json!({"room_alias_name": "knockable"})).await;
+    let room = alice.create_room(json!({"room_alias_name": "knockable"})).await;
     // Invite-only rooms refuse knocks.
     carol.post(&format!("{V3}/knock/{room}"), json!({})).await.assert_error(403, "M_FORBIDDEN");
     alice
@@ -49,10 +37,10 @@ async fn knocking() {
 async fn context_and_timestamps() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let mut ids = Vec::new();
     for i in 0..9 {
-        ids.push(send_text(&alice, &room, &format!("c{i}"), &format!("m{i}")).await);
+        ids.push(alice.send_text(&room, &format!("c{i}"), &format!("m{i}")).await);
     }
     let reply = alice.get(&format!("{V3}/rooms/{room}/context/{}?limit=4", ids[4])).await;
     let body = reply.assert_ok();
@@ -90,11 +78,11 @@ async fn public_room_directory() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let public =
-        create_room(&alice, json!({"visibility": "public", "preset": "public_chat", "name": "Rust fans"}))
-            .await;
-    create_room(&alice, json!({"visibility": "public", "preset": "public_chat", "name": "Gardening"})).await;
-    let private = create_room(&alice, json!({"name": "Secret"})).await;
+    let public = alice
+        .create_room(json!({"visibility": "public", "preset": "public_chat", "name": "Rust fans"}))
+        .await;
+    alice.create_room(json!({"visibility": "public", "preset": "public_chat", "name": "Gardening"})).await;
+    let private = alice.create_room(json!({"name": "Secret"})).await;
 
     let list = server.client().get(&format!("{V3}/publicRooms")).await;
     let body = list.assert_ok();
@@ -126,11 +114,11 @@ async fn room_upgrade() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let old = create_room(
-        &alice,
-        json!({"room_version": "10", "preset": "public_chat", "name": "Old", "room_alias_name": "up"}),
-    )
-    .await;
+    let old = alice
+        .create_room(
+            json!({"room_version": "10", "preset": "public_chat", "name": "Old", "room_alias_name": "up"}),
+        )
+        .await;
     bob.post(&format!("{V3}/join/{old}"), json!({})).await.assert_ok();
     bob.post(&format!("{V3}/rooms/{old}/upgrade"), json!({"new_version": "12"}))
         .await
@@ -165,8 +153,8 @@ async fn typing_receipts_markers_and_reports() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let outsider = Client::register(&server.base_url, "out", "pw").await;
-    let room = create_room(&alice, json!({})).await;
-    let event = send_text(&alice, &room, "t", "hello").await;
+    let room = alice.create_room(json!({})).await;
+    let event = alice.send_text(&room, "t", "hello").await;
 
     let typing = format!("{V3}/rooms/{room}/typing/@alice:localhost");
     alice.put(&typing, json!({"typing": true, "timeout": 20000})).await.assert_ok();
@@ -212,10 +200,9 @@ async fn restricted_rooms_admit_members_of_the_allowed_room() {
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
     let carol = Client::register(&server.base_url, "carol", "pw").await;
-    let space = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let space = alice.create_room(json!({"preset": "public_chat"})).await;
     bob.post(&format!("{V3}/join/{space}"), json!({})).await.assert_ok();
-    let room = create_room(
-        &alice,
+    let room = alice.create_room(
         json!({"initial_state": [{"type": "m.room.join_rules", "state_key": "",
             "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]}),
     )

@@ -11,18 +11,6 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn create_room(client: &Client, body: Value) -> String {
-    client.post(&format!("{V3}/createRoom"), body).await.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send_text(client: &Client, room: &str, txn: &str, body: &str) -> String {
-    let path = format!("{V3}/rooms/{room}/send/m.room.message/{txn}");
-    client.put(&path, json!({"msgtype": "m.text", "body": body})).await.assert_ok()["event_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 async fn sync(client: &Client, since: Option<&str>, extra: &str) -> Value {
     let mut path = format!("{V3}/sync?timeout=0{extra}");
     if let Some(since) = since {
@@ -46,7 +34,7 @@ async fn initial_then_incremental_never_misses_or_repeats() {
     let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let room = create_room(&alice, json!({"name": "Sync", "invite": ["@bob:localhost"]})).await;
+    let room = alice.create_room(json!({"name": "Sync", "invite": ["@bob:localhost"]})).await;
     bob.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
 
     let first = sync(&bob, None, "").await;
@@ -61,7 +49,7 @@ async fn initial_then_incremental_never_misses_or_repeats() {
     for round in 0..6 {
         let burst = if round % 2 == 0 { 3 } else { 25 };
         for i in 0..burst {
-            sent.push(send_text(&alice, &room, &format!("r{round}m{i}"), &format!("{round}/{i}")).await);
+            sent.push(alice.send_text(&room, &format!("r{round}m{i}"), &format!("{round}/{i}")).await);
         }
         let next = sync(&bob, Some(&since), "").await;
         let tl = timeline(&next, &room);
@@ -111,7 +99,7 @@ async fn long_poll_returns_when_another_member_sends() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
-    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
     let since = sync(&bob, None, "").await["next_batch"].as_str().unwrap().to_owned();
 
@@ -122,7 +110,7 @@ async fn long_poll_returns_when_another_member_sends() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!waiter.is_finished(), "the long-poll returned before anything happened");
-    let event = send_text(&alice, &room, "ping", "ping").await;
+    let event = alice.send_text(&room, "ping", "ping").await;
     let reply = tokio::time::timeout(std::time::Duration::from_secs(30), waiter).await.unwrap().unwrap();
     assert_eq!(ids(&timeline(reply.assert_ok(), &room)["events"]), vec![event]);
 
@@ -133,7 +121,7 @@ async fn long_poll_returns_when_another_member_sends() {
         let carol = carol.clone();
         tokio::spawn(async move { carol.get(&format!("{V3}/sync?timeout=1500&since={carol_since}")).await })
     };
-    send_text(&alice, &room, "ping2", "ping2").await;
+    alice.send_text(&room, "ping2", "ping2").await;
     let reply = carol_wait.await.unwrap();
     assert!(reply.assert_ok()["rooms"]["join"].as_object().unwrap().is_empty());
 }
@@ -142,11 +130,11 @@ async fn long_poll_returns_when_another_member_sends() {
 async fn an_old_since_token_works_across_a_restart() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let since = sync(&alice, None, "").await["next_batch"].as_str().unwrap().to_owned();
     let server = server.restart().await;
     let alice = Client { base_url: server.base_url.clone(), ..alice };
-    let event = send_text(&alice, &room, "after", "after restart").await;
+    let event = alice.send_text(&room, "after", "after restart").await;
     let next = sync(&alice, Some(&since), "").await;
     assert_eq!(ids(&timeline(&next, &room)["events"]), vec![event]);
     alice.get(&format!("{V3}/sync?since=nonsense")).await.assert_error(400, "M_INVALID_PARAM");
@@ -158,7 +146,7 @@ async fn invites_leaves_account_data_and_ephemeral() {
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
     let since = sync(&bob, None, "").await["next_batch"].as_str().unwrap().to_owned();
-    let room = create_room(&alice, json!({"name": "Party", "invite": ["@bob:localhost"]})).await;
+    let room = alice.create_room(json!({"name": "Party", "invite": ["@bob:localhost"]})).await;
 
     let invited = sync(&bob, Some(&since), "").await;
     let state = &invited["rooms"]["invite"][&room]["invite_state"]["events"];
@@ -179,7 +167,7 @@ async fn invites_leaves_account_data_and_ephemeral() {
         .put(&format!("{V3}/rooms/{room}/typing/@alice:localhost"), json!({"typing": true, "timeout": 30000}))
         .await
         .assert_ok();
-    let event = send_text(&alice, &room, "hey", "hey").await;
+    let event = alice.send_text(&room, "hey", "hey").await;
     bob.post(&format!("{V3}/rooms/{room}/receipt/m.read/{event}"), json!({})).await.assert_ok();
     let next = sync(&bob, Some(&since), "").await;
     let data = next["account_data"]["events"].as_array().unwrap();
@@ -203,7 +191,7 @@ async fn invites_leaves_account_data_and_ephemeral() {
 async fn filters_and_lazy_loading() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
-    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
     let mut members = Vec::new();
     for i in 0..4 {
         let user = Client::register(&server.base_url, &format!("m{i}"), "pw").await;
@@ -211,7 +199,7 @@ async fn filters_and_lazy_loading() {
         members.push(user);
     }
     for i in 0..15 {
-        send_text(&members[0], &room, &format!("x{i}"), "filler").await;
+        members[0].send_text(&room, &format!("x{i}"), "filler").await;
     }
     let filter = json!({"room": {"timeline": {"limit": 3}, "state": {"lazy_load_members": true}}});
     let created = alice.post(&format!("{V3}/user/@alice:localhost/filter"), filter).await;
