@@ -323,6 +323,16 @@ async fn state_aliases_and_room_versions() {
         alice.send_text(&room, "v", "works").await;
     }
     create_room_error(&alice, json!({"room_version": "1"}), 400, "M_UNSUPPORTED_ROOM_VERSION").await;
+    // A bad initial state is refused before anything is created.
+    let before =
+        alice.get(&format!("{V3}/joined_rooms")).await.assert_ok()["joined_rooms"].as_array().unwrap().len();
+    let bad = json!({"initial_state": [{"type": "m.room.topic", "state_key": "", "content": {"topic": "x", "weight": 1.5}}]});
+    create_room_error(&alice, bad, 400, "M_BAD_JSON").await;
+    let bad = json!({"initial_state": [{"type": "m.room.member", "state_key": "@alice:localhost", "content": {"membership": "join"}}]});
+    create_room_error(&alice, bad, 400, "M_BAD_JSON").await;
+    let after =
+        alice.get(&format!("{V3}/joined_rooms")).await.assert_ok()["joined_rooms"].as_array().unwrap().len();
+    assert_eq!(before, after, "a refused createRoom left a room behind");
     create_room_error(&alice, json!({"room_version": "banana"}), 400, "M_UNSUPPORTED_ROOM_VERSION").await;
 }
 

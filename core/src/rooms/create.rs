@@ -69,6 +69,16 @@ impl Default for CreateRoom {
     }
 }
 
+/// Event content must be a JSON object that canonical JSON can express (no floats).
+fn check_content(what: &str, content: &Value) -> Result<()> {
+    if !content.is_object() {
+        return Err(Error::bad_json(format!("{what} must be a JSON object")));
+    }
+    ruma::canonical_json::to_canonical_value(content)
+        .map_err(|e| Error::bad_json(format!("{what} is not canonical JSON: {e}")))?;
+    Ok(())
+}
+
 fn state(kind: &str, key: &str, content: Value) -> NewEvent {
     NewEvent::state(TimelineEventType::from(kind), key, content)
 }
@@ -101,6 +111,21 @@ impl Rooms {
             if !extra.is_empty() {
                 create_content.insert("additional_creators".into(), json!(extra));
             }
+        }
+        // Everything the request carries is checked before the first event is written, so a bad
+        // request does not leave half a room behind.
+        check_content("creation_content", &Value::Object(create_content.clone()))?;
+        if let Some(overrides) = &req.power_level_override {
+            check_content("power_level_content_override", &Value::Object(overrides.clone()))?;
+        }
+        for (kind, _, content) in &req.initial_state {
+            if kind.is_empty() {
+                return Err(Error::bad_json("initial_state events need a type"));
+            }
+            if kind == "m.room.create" || kind == "m.room.member" {
+                return Err(Error::bad_json(format!("{kind} cannot be part of initial_state")));
+            }
+            check_content(kind, content)?;
         }
         let room_id = self.write_create_event(creator, Value::Object(create_content), &version).await?;
 
