@@ -27,6 +27,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
     pub presence: PresenceConfig,
+    pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub log: LogConfig,
 }
@@ -36,6 +37,22 @@ pub struct Config {
 pub struct ListenConfig {
     /// Address of the Client-Server API (plain HTTP; put TLS in front of it in production).
     pub client: SocketAddr,
+}
+
+/// `[redis]`: optional; without a URL everything stays in this process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// e.g. `redis://127.0.0.1:6379/0`
+    pub url: Option<String>,
+    /// Prefix of every key Hearth writes, so several servers can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, key_prefix: "hearth:".to_owned() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +81,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
             presence: PresenceConfig::default(),
+            redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             log: LogConfig::default(),
         }

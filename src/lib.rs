@@ -4,6 +4,7 @@
 //! on port 0 and stop it when they like; `main.rs` only parses arguments and calls it.
 
 pub mod config;
+mod redis_ephemeral;
 mod router;
 pub mod telemetry;
 
@@ -16,12 +17,20 @@ use tokio::net::TcpListener;
 
 pub use crate::{config::Config, router::app};
 
-/// Opens storage and builds the homeserver the config describes.
-pub fn build(config: &Config) -> anyhow::Result<Homeserver> {
+/// Opens storage (and Redis, when configured) and builds the homeserver the config describes.
+pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
     let db = Db::open(&config.storage)
         .with_context(|| format!("opening the database at {}", config.storage.path.display()))?;
-    // Ephemeral state lives in this process until a Redis backend is configured.
-    let ephemeral = Arc::new(LocalEphemeral::new());
+    // Short-lived state lives in this process unless Redis is configured to share it.
+    let ephemeral: Arc<dyn hearth_core::ephemeral::EphemeralStore> = match &config.redis.url {
+        Some(url) => {
+            let kv = hearth_storage::redis_kv::RedisKv::connect(url, &config.redis.key_prefix)
+                .await
+                .with_context(|| "connecting to redis.url".to_owned())?;
+            Arc::new(redis_ephemeral::RedisEphemeral::new(kv))
+        }
+        None => Arc::new(LocalEphemeral::new()),
+    };
     Ok(Homeserver::new(config.homeserver(), db, ephemeral)?)
 }
 
@@ -32,7 +41,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let hs = build(&config)?;
+    let hs = build(&config).await?;
     warn_about_risky_settings(&config, &listener);
     let local = listener.local_addr().context("reading the listener's address")?;
     tracing::info!(

@@ -55,6 +55,7 @@ fn example_file_parses_and_documents_every_key() {
             "turn_shared_secret",
             "turn_username",
             "turn_password",
+            "url",
         ] {
             if !text.contains(&format!("{optional} =")) {
                 missing.push(optional.to_owned());

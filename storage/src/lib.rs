@@ -15,6 +15,8 @@ pub mod db;
 pub mod engine;
 mod error;
 pub mod records;
+#[cfg(feature = "redis")]
+pub mod redis_kv;
 pub mod schema;
 
 pub use codec::{HasPrefix, KeyCodec, ValueCodec};

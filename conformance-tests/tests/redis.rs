@@ -1,0 +1,57 @@
+//! Redis as the store of short-lived state: it is really used, losing it loses no message,
+//! and the server reconnects when it returns. Against a real redis-server on loopback.
+
+// Helpers in this file are test code too.
+#![allow(clippy::unwrap_used)]
+
+use hearth_conformance_tests::{Client, TestServer, redis::RedisServer};
+use serde_json::json;
+
+const V3: &str = "/_matrix/client/v3";
+
+#[tokio::test]
+async fn short_lived_state_lives_in_redis_and_messages_survive_its_loss() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(|c| c.redis.url = Some(url.clone())).await;
+
+    // A UIA session is created in Redis.
+    let challenge =
+        server.client().post(&format!("{V3}/register"), json!({"username": "alice", "password": "pw"})).await;
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    assert_eq!(redis.cli(&["EXISTS", &format!("hearth:uiaa:{session}")]), "1");
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let since =
+        bob.get(&format!("{V3}/sync?timeout=0")).await.assert_ok()["next_batch"].as_str().unwrap().to_owned();
+
+    // Redis dies: sending and syncing go on.
+    redis.kill();
+    let event = alice.send_text(&room, "while-down", "redis is gone").await;
+    let next = bob.get(&format!("{V3}/sync?timeout=0&since={since}")).await;
+    let events = next.assert_ok()["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    assert!(events.iter().any(|e| e["event_id"] == json!(event)), "{events:?}");
+    // What needs Redis fails cleanly, as a Matrix error.
+    let failed =
+        server.client().post(&format!("{V3}/register"), json!({"username": "carol", "password": "pw"})).await;
+    failed.assert_error(500, "M_UNKNOWN");
+
+    // Redis returns (empty): the server reconnects by itself.
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..100 {
+        let reply = server
+            .client()
+            .post(&format!("{V3}/register"), json!({"username": "carol", "password": "pw"}))
+            .await;
+        if reply.status.as_u16() == 401 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the server did not reconnect to redis");
+    Client::register(&server.base_url, "carol", "pw").await;
+}

@@ -1,0 +1,60 @@
+//! Optional Redis, for state that is safe to lose and shared between processes: a TTL'd
+//! key-value store (UIA sessions, nonces, tickets). Connections reconnect by themselves; a
+//! failed call is an error the caller may degrade around.
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+
+use crate::{Error, Result};
+
+#[derive(Clone)]
+pub struct RedisKv {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKv").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // the shape map_err wants
+fn redis_err(e: redis::RedisError) -> Error {
+    Error::Engine(format!("redis: {e}"))
+}
+
+impl RedisKv {
+    /// Connects to `url` (`redis://host:port/db`); keys are namespaced with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(redis_err)?;
+        let conn = ConnectionManager::new(client).await.map_err(redis_err)?;
+        Ok(Self { conn, prefix: prefix.to_owned() })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.pset_ex(self.key(key), value, ttl_ms.max(1)).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        conn.get(self.key(key)).await.map_err(redis_err)
+    }
+
+    /// Reads and deletes atomically (`GETDEL`), so only one caller ever gets the value.
+    pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        conn.get_del(self.key(key)).await.map_err(redis_err)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.del(self.key(key)).await.map_err(redis_err)?;
+        Ok(())
+    }
+}
