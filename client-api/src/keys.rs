@@ -79,9 +79,7 @@ pub async fn get_key_changes(
 ) -> ApiResult<get_key_changes::v3::Response> {
     let session = req.session()?;
     let parse = |t: &str| {
-        hearth_core::sync::compute::parse_token(t)
-            .or_else(|| crate::message::parse_token(t))
-            .ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
+        crate::message::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
     };
     let (from, to) = (parse(&req.body.from)?, parse(&req.body.to)?);
     let changed = hs.key_changes(&session.user_id, from, to)?;

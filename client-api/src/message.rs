@@ -58,36 +58,8 @@ pub async fn redact_event(
     Ok(redact_event::v3::Response::new(event_id))
 }
 
-/// Event type patterns may end in `*`.
-fn type_matches(pattern: &str, kind: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => pattern == kind,
-    }
-}
-
 fn filter_keeps(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
-    let kind = pdu.kind.to_string();
-    if filter.not_types.iter().any(|t| type_matches(t, &kind)) {
-        return false;
-    }
-    if filter.types.as_ref().is_some_and(|types| !types.iter().any(|t| type_matches(t, &kind))) {
-        return false;
-    }
-    if filter.not_senders.iter().any(|s| s == &pdu.sender) {
-        return false;
-    }
-    if filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s == &pdu.sender)) {
-        return false;
-    }
-    if let Some(wants_url) = filter.url_filter {
-        let has_url = pdu.content_json().get("url").is_some_and(serde_json::Value::is_string);
-        let wants_url = matches!(wants_url, ruma::api::client::filter::UrlFilter::EventsWithUrl);
-        if has_url != wants_url {
-            return false;
-        }
-    }
-    true
+    hearth_core::sync::compute::event_passes(filter, pdu)
 }
 
 /// Most events one page returns.

@@ -104,9 +104,7 @@ pub async fn listen_to_new_events(
     let b = req.body;
     hs.rooms.read_access(&b.room_id, &session.user_id)?;
     let parse = |t: &str| {
-        hearth_core::sync::compute::parse_token(t)
-            .or_else(|| crate::message::parse_token(t))
-            .ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
+        crate::message::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
     };
     let from = b.from.as_deref().map(parse).transpose()?.unwrap_or_else(|| hs.streams.published());
     let timeout = b.timeout.unwrap_or_default().min(Duration::from_secs(300));

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use hearth_storage::{
-    Batch, Db,
+    Db,
     records::{AccountDataRecord, StreamEntry},
-    schema::{Filters, GlobalAccountData, RoomAccountData, StreamLog},
+    schema::{Filters, GlobalAccountData, RoomAccountData},
 };
 use ruma::{RoomId, UserId};
 
@@ -59,25 +59,23 @@ impl AccountData {
         event_type: &str,
         content: serde_json::Value,
     ) -> Result<()> {
-        let ticket = self.streams.allocate();
-        let pos = ticket.pos;
-        let db = self.db.clone();
         let (user_id, room_id, event_type) =
             (user.to_owned(), room.map(ToOwned::to_owned), event_type.to_owned());
-        blocking(move || {
-            let record = AccountDataRecord { content, stream_pos: pos };
-            let mut batch = Batch::new();
-            match &room_id {
-                Some(room) => batch
-                    .put::<RoomAccountData>(&(user_id.clone(), room.clone(), event_type.clone()), &record)?,
-                None => batch.put::<GlobalAccountData>(&(user_id.clone(), event_type.clone()), &record)?,
-            }
-            batch.put::<StreamLog>(&pos, &StreamEntry::AccountData { user_id, room_id, event_type })?;
-            db.write(batch)?;
-            Ok(())
-        })
-        .await?;
-        self.streams.finish(ticket, vec![user.to_owned()]);
+        self.streams
+            .write(&self.db, vec![user.to_owned()], move |batch, pos| {
+                let record = AccountDataRecord { content, stream_pos: pos };
+                match &room_id {
+                    Some(room) => batch.put::<RoomAccountData>(
+                        &(user_id.clone(), room.clone(), event_type.clone()),
+                        &record,
+                    )?,
+                    None => {
+                        batch.put::<GlobalAccountData>(&(user_id.clone(), event_type.clone()), &record)?;
+                    }
+                }
+                Ok(StreamEntry::AccountData { user_id, room_id, event_type })
+            })
+            .await?;
         Ok(())
     }
 

@@ -7,11 +7,11 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use hearth_storage::{Batch, records::StreamEntry, schema::StreamLog};
+use hearth_storage::records::StreamEntry;
 use ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
 
-use crate::{Error, Homeserver, Result, users::blocking, util::now_ms};
+use crate::{Error, Homeserver, Result, util::now_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PresenceState {
@@ -175,18 +175,9 @@ impl Homeserver {
     }
 
     async fn announce_presence(&self, user: &UserId) -> Result<()> {
-        let ticket = self.streams.allocate();
-        let pos = ticket.pos;
-        let db = self.db.clone();
-        let entry = StreamEntry::Presence { user_id: user.to_owned() };
-        blocking(move || {
-            let mut batch = Batch::new();
-            batch.put::<StreamLog>(&pos, &entry)?;
-            Ok(db.write(batch)?)
-        })
-        .await?;
         let wake = self.users_sharing_rooms(user)?.into_iter().collect();
-        self.streams.finish(ticket, wake);
+        let entry = StreamEntry::Presence { user_id: user.to_owned() };
+        self.streams.write(&self.db, wake, move |_, _| Ok(entry)).await?;
         Ok(())
     }
 

@@ -43,23 +43,14 @@ fn split_key_id(id: &str) -> Result<(String, String)> {
 }
 
 impl Homeserver {
-    /// Writes a stream entry for `entry` and wakes `wake` once it is published.
-    async fn key_stream_write(
-        &self,
-        mut batch: Batch,
-        entry: StreamEntry,
-        wake: Vec<OwnedUserId>,
-    ) -> Result<()> {
-        let ticket = self.streams.allocate();
-        let pos = ticket.pos;
-        let db = self.db.clone();
-        blocking(move || {
-            batch.put::<StreamLog>(&pos, &entry)?;
-            db.write(batch)?;
-            Ok(())
-        })
-        .await?;
-        self.streams.finish(ticket, wake);
+    /// Writes `batch` with a stream entry for `entry` and wakes `wake` once it is published.
+    async fn key_stream_write(&self, batch: Batch, entry: StreamEntry, wake: Vec<OwnedUserId>) -> Result<()> {
+        self.streams
+            .write(&self.db, wake, move |b, _| {
+                *b = batch;
+                Ok(entry)
+            })
+            .await?;
         Ok(())
     }
 

@@ -142,7 +142,7 @@ impl Rooms {
         if self.membership(room_id, user)?.as_deref() != Some("join") {
             return Err(Error::forbidden("You are not joined to this room"));
         }
-        let needed = self.required_level_for_state(room_id, "m.room.tombstone")?;
+        let needed = self.required_state_level(room_id, "m.room.tombstone")?;
         if self.power_level(room_id, user)? < needed {
             return Err(Error::forbidden("You do not have the power to upgrade this room"));
         }
@@ -207,13 +207,5 @@ impl Rooms {
             self.set_published(&new_room, true).await?;
         }
         Ok(new_room)
-    }
-
-    fn required_level_for_state(&self, room_id: &RoomId, kind: &str) -> Result<i64> {
-        let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
-        Ok(pl.map_or(50, |pl| {
-            let content = pl.content_json();
-            content["events"][kind].as_i64().or_else(|| content["state_default"].as_i64()).unwrap_or(50)
-        }))
     }
 }

@@ -9,7 +9,7 @@ use std::{
 use hearth_storage::{
     Batch,
     records::{ReceiptRecord, ReportRecord, StreamEntry},
-    schema::{Receipts, Reports, StreamLog},
+    schema::{Receipts, Reports},
 };
 use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
@@ -144,24 +144,19 @@ impl Rooms {
         extra: Option<Extra>,
         wake: Option<Vec<OwnedUserId>>,
     ) -> Result<()> {
-        let ticket = self.inner.streams.allocate();
-        let pos = ticket.pos;
-        let db = self.db().clone();
-        blocking(move || {
-            let mut batch = Batch::new();
-            batch.put::<StreamLog>(&pos, &entry)?;
-            if let Some(extra) = extra {
-                extra(&mut batch, pos)?;
-            }
-            db.write(batch)?;
-            Ok(())
-        })
-        .await?;
         let wake = match wake {
             Some(users) => users,
             None => self.members_with(room_id, "join")?,
         };
-        self.inner.streams.finish(ticket, wake);
+        self.inner
+            .streams
+            .write(self.db(), wake, move |batch, pos| {
+                if let Some(extra) = extra {
+                    extra(batch, pos)?;
+                }
+                Ok(entry)
+            })
+            .await?;
         Ok(())
     }
 }

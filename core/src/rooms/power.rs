@@ -46,13 +46,17 @@ impl Rooms {
         Ok(pl.map_or(default, |pl| level(pl.content_json().get(action), default)))
     }
 
-    pub(super) fn has_power_for_state(&self, room_id: &RoomId, user: &UserId, kind: &str) -> Result<bool> {
+    /// The level a state event of `kind` needs: its own entry in `events`, else `state_default`.
+    pub(super) fn required_state_level(&self, room_id: &RoomId, kind: &str) -> Result<i64> {
         let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
-        let needed = pl.map_or(50, |pl| {
+        Ok(pl.map_or(50, |pl| {
             let content = pl.content_json();
             level(content.get("events").and_then(|e| e.get(kind)), level(content.get("state_default"), 50))
-        });
-        Ok(self.power_level(room_id, user)? >= needed)
+        }))
+    }
+
+    pub(super) fn has_power_for_state(&self, room_id: &RoomId, user: &UserId, kind: &str) -> Result<bool> {
+        Ok(self.power_level(room_id, user)? >= self.required_state_level(room_id, kind)?)
     }
 
     /// Whether `user` may redact an event sent by `original_sender`.

@@ -66,13 +66,19 @@ fn type_matches(pattern: &str, kind: &str) -> bool {
     }
 }
 
-/// Whether a room event passes a room event filter's type and sender rules.
+/// Whether a room event passes a room event filter's type, sender and `contains_url` rules
+/// (used by /sync and by /messages and /context alike).
 pub fn event_passes(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
     let kind = pdu.kind.to_string();
+    let url_ok = filter.url_filter.as_ref().is_none_or(|wanted| {
+        let has_url = pdu.content_json().get("url").is_some_and(Value::is_string);
+        has_url == matches!(wanted, ruma::api::client::filter::UrlFilter::EventsWithUrl)
+    });
     !filter.not_types.iter().any(|t| type_matches(t, &kind))
         && filter.types.as_ref().is_none_or(|types| types.iter().any(|t| type_matches(t, &kind)))
         && !filter.not_senders.iter().any(|s| s == &pdu.sender)
         && filter.senders.as_ref().is_none_or(|senders| senders.iter().any(|s| s == &pdu.sender))
+        && url_ok
 }
 
 fn events(list: Vec<Value>) -> Value {
@@ -236,12 +242,22 @@ impl Homeserver {
             Vec::new()
         };
         let to_device = self.to_device_messages(user, device, since, now)?;
-        let presence = self.presence_events(user, since.is_none(), &changes.presence, &filter.presence)?;
+        // Who shares a room with the user: read at most once per response, and only if needed.
+        let sharing_cell = std::cell::OnceCell::new();
+        let sharing = || -> Result<&BTreeSet<OwnedUserId>> {
+            if let Some(set) = sharing_cell.get() {
+                return Ok(set);
+            }
+            let set = self.users_sharing_rooms(user)?;
+            Ok(sharing_cell.get_or_init(|| set))
+        };
+        let presence =
+            self.presence_events(since.is_none(), &changes.presence, &filter.presence, &sharing)?;
         let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
             if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
                 (Vec::new(), Vec::new())
             } else {
-                let sharing = self.users_sharing_rooms(user)?;
+                let sharing = sharing()?;
                 let mut changed: BTreeSet<OwnedUserId> =
                     changes.keys_changed.iter().filter(|u| sharing.contains(*u)).cloned().collect();
                 changed.extend(newly_sharing.into_iter().filter(|u| u != user && sharing.contains(u)));
@@ -271,12 +287,12 @@ impl Homeserver {
     }
 
     /// Presence of users sharing a room: all known ones initially, the changed ones after.
-    fn presence_events(
+    fn presence_events<'s>(
         &self,
-        user: &UserId,
         initial: bool,
         changed: &BTreeSet<OwnedUserId>,
         filter: &ruma::api::client::filter::Filter,
+        sharing: &dyn Fn() -> Result<&'s BTreeSet<OwnedUserId>>,
     ) -> Result<Vec<Value>> {
         let wanted = |t: &str| {
             !filter.not_types.iter().any(|p| type_matches(p, t))
@@ -285,7 +301,7 @@ impl Homeserver {
         if !self.config.presence.enabled || !wanted("m.presence") || (!initial && changed.is_empty()) {
             return Ok(Vec::new());
         }
-        let sharing = self.users_sharing_rooms(user)?;
+        let sharing = sharing()?;
         let users: Vec<&OwnedUserId> = if initial {
             sharing.iter().collect()
         } else {

@@ -11,9 +11,11 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use hearth_storage::{Batch, Db, records::StreamEntry, schema::StreamLog};
 use ruma::OwnedUserId;
 
 use super::notifier::Notifier;
+use crate::{Result, users::blocking};
 
 #[derive(Debug)]
 pub struct Streams {
@@ -85,6 +87,29 @@ impl Streams {
         if !wake.is_empty() {
             self.notifier.notify(wake.iter().map(AsRef::as_ref), published);
         }
+    }
+}
+
+impl Streams {
+    /// The usual write at a new position: `build` fills a batch for the position and names its
+    /// stream log entry; the batch lands atomically with that entry, then the position is
+    /// published and `wake` woken.
+    pub async fn write<F>(self: &Arc<Self>, db: &Db, wake: Vec<OwnedUserId>, build: F) -> Result<u64>
+    where
+        F: FnOnce(&mut Batch, u64) -> Result<StreamEntry> + Send + 'static,
+    {
+        let ticket = self.allocate();
+        let pos = ticket.pos;
+        let db = db.clone();
+        blocking(move || {
+            let mut batch = Batch::new();
+            let entry = build(&mut batch, pos)?;
+            batch.put::<StreamLog>(&pos, &entry)?;
+            Ok(db.write(batch)?)
+        })
+        .await?;
+        self.finish(ticket, wake);
+        Ok(pos)
     }
 }
 
