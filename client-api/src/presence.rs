@@ -35,7 +35,7 @@ pub async fn get_presence(
     if !hs.users_sharing_rooms(&session.user_id)?.contains(target) {
         return Err(Error::forbidden("You are not allowed to see their presence").into());
     }
-    let view = hs.presence(target);
+    let view = hs.load_presence(target).await;
     let mut response = get_presence::v3::Response::new(view.state.as_str().into());
     response.status_msg = view.status_msg;
     response.currently_active = Some(view.currently_active);

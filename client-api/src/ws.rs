@@ -34,6 +34,10 @@ pub const WS_PATH: &str = "/_matrix/client/unstable/io.hearth.ws";
 pub const WS_SHORT_PATH: &str = "/ws";
 /// Frames waiting to be written at most; a client that falls further behind is disconnected.
 const QUEUE: usize = 256;
+/// Initial read and write buffer of a socket; both grow for a larger frame when one comes.
+const SOCKET_BUFFER: usize = 4096;
+/// Commands are small; the largest legitimate one is an event of at most 64 KiB plus framing.
+const MAX_INCOMING_FRAME: usize = 1 << 20;
 /// Server pings this often; a client silent for `IDLE_TIMEOUT` is disconnected.
 const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -62,7 +66,13 @@ pub async fn connect(
         Err(error) => return ApiError(error).into_response(),
     };
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| serve(hs, session, socket)),
+        // Frames are small and the queue already bounds what waits: tungstenite's default 128 KiB
+        // read and write buffers would make an idle connection cost a quarter of a megabyte.
+        Ok(upgrade) => upgrade
+            .read_buffer_size(SOCKET_BUFFER)
+            .write_buffer_size(SOCKET_BUFFER)
+            .max_message_size(MAX_INCOMING_FRAME)
+            .on_upgrade(move |socket| serve(hs, session, socket)),
         Err(_) => ApiError(Error::bad_request("Expected a WebSocket upgrade")).into_response(),
     }
 }
@@ -98,7 +108,7 @@ fn error_frame(id: Option<&Value>, error: &Error) -> Value {
 async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             let closing = matches!(message, Message::Close(_));
             if sink.send(message).await.is_err() || closing {
@@ -117,7 +127,7 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
     });
     let _ = tx.try_send(frame(&ack));
 
-    let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut sync_task: Option<tokio::task::JoinHandle<SyncEnd>> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_heard = tokio::time::Instant::now();
     let close_reason = loop {
@@ -150,6 +160,10 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
                 if tx.try_send(Message::Ping(Vec::new().into())).is_err() { break Some(CLOSE_SLOW_CONSUMER); }
             }
             () = tx.closed() => break None,
+            ended = sync_ended(&mut sync_task) => {
+                sync_task = None;
+                if ended == SyncEnd::QueueFull { break Some(CLOSE_SLOW_CONSUMER); }
+            }
         }
     };
     if let Some(task) = sync_task.take() {
@@ -161,8 +175,30 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
         let _ = tx.try_send(Message::Close(Some(CloseFrame { code, reason: reason.into() })));
     }
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if close_reason == Some(CLOSE_SLOW_CONSUMER) {
+        // Its backlog is exactly what must not be kept: drop it with the socket.
+        writer.abort();
+    } else if let Err(_elapsed) = tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+        writer.abort();
+    }
     hs.presence_connection(&session.user_id, false);
+}
+
+/// Why a connection's sync loop stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum SyncEnd {
+    /// The client is not reading fast enough: its queue is full.
+    QueueFull,
+    /// The sync failed (the error frame was sent) or the connection is closing.
+    Stopped,
+}
+
+/// Completes when the running sync loop (if any) ends.
+async fn sync_ended(task: &mut Option<tokio::task::JoinHandle<SyncEnd>>) -> SyncEnd {
+    match task {
+        Some(handle) => handle.await.unwrap_or(SyncEnd::Stopped),
+        None => std::future::pending().await,
+    }
 }
 
 fn sync_request(hs: &Homeserver, session: &Session, command: &Value) -> Result<SyncRequest, Error> {
@@ -195,7 +231,12 @@ fn sync_request(hs: &Homeserver, session: &Session, command: &Value) -> Result<S
 
 /// Pushes a sync frame for everything new, as soon as it is published, until the connection
 /// ends. The first frame comes at once (an initial sync when there is no `since`).
-async fn sync_loop(hs: Homeserver, session: Session, mut request: SyncRequest, tx: mpsc::Sender<Message>) {
+async fn sync_loop(
+    hs: Homeserver,
+    session: Session,
+    mut request: SyncRequest,
+    tx: mpsc::Sender<Message>,
+) -> SyncEnd {
     let mut first = true;
     loop {
         let result = hs.sync(&session.user_id, &session.device_id, &request).await;
@@ -203,7 +244,7 @@ async fn sync_loop(hs: Homeserver, session: Session, mut request: SyncRequest, t
             Ok(response) => response,
             Err(error) => {
                 let _ = tx.try_send(frame(&error_frame(None, &error)));
-                return;
+                return SyncEnd::Stopped;
             }
         };
         let next = response["next_batch"].as_str().and_then(compute::parse_token);
@@ -211,9 +252,10 @@ async fn sync_loop(hs: Homeserver, session: Session, mut request: SyncRequest, t
         if has_content {
             let mut out = response;
             out["type"] = json!("sync");
-            if tx.try_send(frame(&out)).is_err() {
-                // Full or closed: the reader notices (its own send fails or the socket ends).
-                return;
+            match tx.try_send(frame(&out)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return SyncEnd::QueueFull,
+                Err(mpsc::error::TrySendError::Closed(_)) => return SyncEnd::Stopped,
             }
         }
         first = false;

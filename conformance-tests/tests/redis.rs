@@ -55,3 +55,42 @@ async fn short_lived_state_lives_in_redis_and_messages_survive_its_loss() {
     assert!(ok, "the server did not reconnect to redis");
     Client::register(&server.base_url, "carol", "pw").await;
 }
+
+#[tokio::test]
+async fn presence_lives_in_redis_outlives_a_restart_and_degrades_without_it() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(|c| c.redis.url = Some(url.clone())).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let alice_id = alice.user_id.clone().unwrap();
+    let status_path = format!("{V3}/presence/{alice_id}/status");
+
+    alice.put(&status_path, json!({"presence": "unavailable", "status_msg": "at lunch"})).await.assert_ok();
+    let seen = bob.get(&status_path).await;
+    assert_eq!(seen.assert_ok()["presence"], "unavailable");
+    assert_eq!(seen.body["status_msg"], "at lunch");
+    let stored = redis.cli(&["GET", &format!("hearth:presence:{alice_id}")]);
+    assert!(stored.contains("at lunch"), "presence is not in redis: {stored}");
+
+    // A restart empties the process; what bob sees now comes from Redis.
+    let server = server.restart().await;
+    let bob = Client::new(&server.base_url).with_token(bob.access_token.as_ref().unwrap());
+    let alice = Client::new(&server.base_url).with_token(alice.access_token.as_ref().unwrap());
+    let seen = bob.get(&status_path).await;
+    assert_eq!(seen.assert_ok()["presence"], "unavailable", "{:?}", seen.body);
+    assert_eq!(seen.body["status_msg"], "at lunch");
+
+    // Without Redis presence still works within this process, and messages still flow.
+    redis.kill();
+    alice.put(&status_path, json!({"presence": "online", "status_msg": "back"})).await.assert_ok();
+    let seen = bob.get(&status_path).await;
+    assert_eq!(seen.assert_ok()["presence"], "online");
+    assert_eq!(seen.body["status_msg"], "back");
+    let event = alice.send_text(&room, "no-redis", "still here").await;
+    let messages = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=5")).await;
+    let chunk = messages.assert_ok()["chunk"].as_array().unwrap().clone();
+    assert!(chunk.iter().any(|e| e["event_id"] == json!(event)), "{chunk:?}");
+}

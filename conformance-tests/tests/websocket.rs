@@ -183,3 +183,56 @@ async fn refusals_happen_before_the_upgrade() {
         .await
         .assert_error(401, "M_MISSING_TOKEN");
 }
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_disconnected() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+
+    // Bob's socket has a tiny receive buffer, asks for a sync, and then never reads again.
+    let one = ticket(&bob).await;
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(server.addr).await.unwrap();
+    let url = format!("ws://{}/ws?ticket={one}", server.addr);
+    let (mut socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "ack");
+    send(&mut socket, json!({"type": "sync"})).await;
+
+    // Each message becomes a frame of its own of ~40 KB: far more than the kernel buffers and
+    // the server's bounded queue can hold between them.
+    let body = "x".repeat(40_000);
+    for i in 0..700 {
+        alice.send_text(&room, &format!("big-{i}"), &body).await;
+    }
+
+    // The server has given up on bob: reading what was buffered ends in a close, not in an
+    // endless stream, and far short of all 700 messages.
+    let mut delivered = 0;
+    let mut close_code = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("the socket ends") {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                delivered += timeline_bodies(&frame, &room).len();
+            }
+            Some(Ok(Message::Close(frame))) => {
+                close_code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(delivered < 700, "a consumer that never read got everything: {delivered}");
+    assert!(close_code.is_none_or(|c| c == 4008), "close code {close_code:?}");
+
+    // Nothing was lost for bob: over HTTP, or a new socket, the messages are all there.
+    let page = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=5")).await;
+    assert_eq!(page.assert_ok()["chunk"][0]["content"]["body"].as_str().unwrap().len(), 40_000);
+    let mut fresh = open(&server, &ticket(&bob).await).await;
+    assert_eq!(next(&mut fresh).await["type"], "ack");
+}

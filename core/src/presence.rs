@@ -1,10 +1,15 @@
-//! Presence: online, unavailable (idle) or offline, with an optional status message. Kept in
-//! memory (it is safe to lose; a restart shows everyone offline until they sync), derived at
-//! read time from activity, and announced through the stream to users who share a room.
+//! Presence: online, unavailable (idle) or offline, with an optional status message, derived at
+//! read time from activity and announced through the stream to users who share a room.
+//!
+//! It is safe to lose, so it lives in the ephemeral store (Redis when configured, where it
+//! outlives a restart and other processes can read it), with this process's map in front: reads
+//! on the sync path are synchronous and must not wait on the network, and when Redis is away
+//! the map alone keeps presence working in this process.
 
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
 use hearth_storage::records::StreamEntry;
@@ -13,7 +18,8 @@ use serde_json::{Value, json};
 
 use crate::{Error, Homeserver, Result, util::now_ms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PresenceState {
     Online,
     Unavailable,
@@ -41,15 +47,34 @@ impl PresenceState {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    shared: Shared,
+    /// Open syncs and connections in this process; while any is open the user is not gone.
+    connections: u32,
+    /// The state last announced, to detect time-driven transitions.
+    announced: PresenceState,
+    /// When `shared` was last written through, so a client syncing in a loop does not cost a
+    /// Redis write per request.
+    stored_ms: u64,
+}
+
+/// The part of an entry that is stored in the ephemeral store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Shared {
     /// What the user (or their client) last asked for.
     chosen: PresenceState,
     status_msg: Option<String>,
     last_active_ms: u64,
-    /// Open syncs and connections; while any is open the user is not gone.
-    connections: u32,
     last_seen_ms: u64,
-    /// The state last announced, to detect time-driven transitions.
-    announced: PresenceState,
+}
+
+/// How stale the stored record may get while nothing but activity times change.
+const STORE_EVERY_MS: u64 = 30_000;
+
+/// Long after anyone would show as offline: the record only has to outlive restarts.
+const SHARED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn shared_key(user: &UserId) -> String {
+    format!("presence:{user}")
 }
 
 /// A user's presence as others see it.
@@ -69,13 +94,14 @@ pub struct PresenceStore {
 impl Homeserver {
     fn effective(&self, entry: &Entry, now: u64) -> PresenceState {
         let cfg = &self.config.presence;
+        let shared = &entry.shared;
         let gone =
-            entry.connections == 0 && now.saturating_sub(entry.last_seen_ms) > cfg.offline_grace_secs * 1000;
-        match entry.chosen {
+            entry.connections == 0 && now.saturating_sub(shared.last_seen_ms) > cfg.offline_grace_secs * 1000;
+        match shared.chosen {
             PresenceState::Offline => PresenceState::Offline,
             _ if gone => PresenceState::Offline,
             PresenceState::Online
-                if now.saturating_sub(entry.last_active_ms) > cfg.idle_timeout_secs * 1000 =>
+                if now.saturating_sub(shared.last_active_ms) > cfg.idle_timeout_secs * 1000 =>
             {
                 PresenceState::Unavailable
             }
@@ -89,12 +115,12 @@ impl Homeserver {
         match entries.get(user) {
             Some(entry) if self.config.presence.enabled => {
                 let state = self.effective(entry, now);
+                let last_active_ago = now.saturating_sub(entry.shared.last_active_ms);
                 PresenceView {
                     state,
-                    status_msg: entry.status_msg.clone(),
-                    last_active_ago_ms: Some(now.saturating_sub(entry.last_active_ms)),
-                    currently_active: state == PresenceState::Online
-                        && now.saturating_sub(entry.last_active_ms) < 60_000,
+                    status_msg: entry.shared.status_msg.clone(),
+                    last_active_ago_ms: Some(last_active_ago),
+                    currently_active: state == PresenceState::Online && last_active_ago < 60_000,
                 }
             }
             _ => PresenceView {
@@ -104,6 +130,28 @@ impl Homeserver {
                 currently_active: false,
             },
         }
+    }
+
+    /// Like [`Self::presence`], but first fetches from the ephemeral store what this process
+    /// has not seen (after a restart, or set by another process).
+    pub async fn load_presence(&self, user: &UserId) -> PresenceView {
+        let known =
+            self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner).contains_key(user);
+        if !known && self.config.presence.enabled {
+            // A failed read only means presence shows as offline; the store logs the outage.
+            if let Ok(Some(bytes)) = self.ephemeral.get(&shared_key(user)).await
+                && let Ok(shared) = serde_json::from_slice::<Shared>(&bytes)
+            {
+                let mut entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                entries.entry(user.to_owned()).or_insert_with(|| Entry {
+                    announced: shared.chosen,
+                    stored_ms: shared.last_seen_ms,
+                    shared,
+                    connections: 0,
+                });
+            }
+        }
+        self.presence(user)
     }
 
     /// The `m.presence` event for a user.
@@ -130,35 +178,54 @@ impl Homeserver {
         if !self.config.presence.enabled {
             return Ok(());
         }
+        self.load_presence(user).await;
         let now = now_ms();
-        let changed = {
+        let (changed, shared) = {
             let mut entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);
             let entry = entries.entry(user.to_owned()).or_insert_with(|| Entry {
-                chosen: PresenceState::Offline,
-                status_msg: None,
-                last_active_ms: now,
+                shared: Shared {
+                    chosen: PresenceState::Offline,
+                    status_msg: None,
+                    last_active_ms: now,
+                    last_seen_ms: now,
+                },
                 connections: 0,
-                last_seen_ms: now,
                 announced: PresenceState::Offline,
+                stored_ms: 0,
             });
-            let old_msg = entry.status_msg.clone();
-            entry.chosen = state;
+            let old = (entry.shared.chosen, entry.shared.status_msg.clone());
+            entry.shared.chosen = state;
             if let Some(msg) = status_msg {
-                entry.status_msg = msg;
+                entry.shared.status_msg = msg;
             }
             if state == PresenceState::Online {
-                entry.last_active_ms = now;
+                entry.shared.last_active_ms = now;
             }
-            entry.last_seen_ms = now;
+            entry.shared.last_seen_ms = now;
             let effective = self.effective(entry, now);
-            let changed = effective != entry.announced || entry.status_msg != old_msg;
+            let changed = effective != entry.announced || entry.shared.status_msg != old.1;
             entry.announced = effective;
-            changed
+            let store = changed || old.0 != state || now.saturating_sub(entry.stored_ms) > STORE_EVERY_MS;
+            if store {
+                entry.stored_ms = now;
+            }
+            (changed, store.then(|| entry.shared.clone()))
         };
+        if let Some(shared) = shared {
+            self.store_presence(user, &shared).await;
+        }
         if changed {
             self.announce_presence(user).await?;
         }
         Ok(())
+    }
+
+    /// Writes through to the ephemeral store. Failing to is not an error for the caller: the
+    /// local entry already holds the change, and presence is safe to lose.
+    async fn store_presence(&self, user: &UserId, shared: &Shared) {
+        if let Ok(bytes) = serde_json::to_vec(shared) {
+            let _ = self.ephemeral.put(shared_key(user), bytes, SHARED_TTL).await;
+        }
     }
 
     /// A sync or connection opened (`+1`) or closed (`-1`) for the user.
@@ -170,7 +237,7 @@ impl Homeserver {
             } else {
                 entry.connections = entry.connections.saturating_sub(1);
             }
-            entry.last_seen_ms = now_ms();
+            entry.shared.last_seen_ms = now_ms();
         }
     }
 
@@ -181,21 +248,34 @@ impl Homeserver {
         Ok(())
     }
 
-    /// Announces the transitions that time alone causes (idle, gone). Run periodically.
+    /// Announces the transitions that time alone causes (idle, gone), and refreshes the shared
+    /// record of users connected here so that other readers do not think them gone. Run
+    /// periodically.
     pub async fn sweep_presence(&self) -> Result<()> {
         let now = now_ms();
-        let transitioned: Vec<OwnedUserId> = {
+        // Refreshed well within the grace period, so other readers never see a connected user gone.
+        let refresh_ms = (self.config.presence.offline_grace_secs * 500).min(STORE_EVERY_MS);
+        let (transitioned, connected) = {
             let mut entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut out = Vec::new();
+            let mut transitioned = Vec::new();
+            let mut connected = Vec::new();
             for (user, entry) in entries.iter_mut() {
                 let effective = self.effective(entry, now);
                 if effective != entry.announced {
                     entry.announced = effective;
-                    out.push(user.clone());
+                    transitioned.push(user.clone());
+                }
+                if entry.connections > 0 && now.saturating_sub(entry.stored_ms) > refresh_ms {
+                    entry.shared.last_seen_ms = now;
+                    entry.stored_ms = now;
+                    connected.push((user.clone(), entry.shared.clone()));
                 }
             }
-            out
+            (transitioned, connected)
         };
+        for (user, shared) in connected {
+            self.store_presence(&user, &shared).await;
+        }
         for user in transitioned {
             self.announce_presence(&user).await?;
         }

@@ -4,8 +4,13 @@
 //! its arrival in 20 long-polling /syncs of other members, (c) initial sync time for a user in
 //! 20 rooms of 100 messages each, and (d) incremental sync time.
 //!
+//! `--websockets N --pid PID` opens N of Hearth's WebSocket connections instead and reports the
+//! server's memory per connection and the push latency to all of them (see `websockets.rs`).
+//!
 //! `bench --homeserver http://127.0.0.1:8008 [--label hearth] [--quick]`. The server must allow
 //! registration with the dummy flow and must not rate-limit loopback. Bounded in count and time.
+
+mod websockets;
 
 use std::{
     sync::Arc,
@@ -138,6 +143,10 @@ async fn main() -> anyhow::Result<()> {
     let run = format!("b{}", std::process::id());
     if let Some(n) = arg("--idle") {
         return idle(&http, &base, &run, n.parse().context("--idle takes a number")?, arg("--pid")).await;
+    }
+    if let Some(n) = arg("--websockets") {
+        let n = n.parse().context("--websockets takes a number")?;
+        return websockets::run(&http, &base, &run, n, arg("--pid")).await;
     }
     let (sends, rooms, per_room, deliveries, receivers) =
         if quick { (200, 4, 20, 20, 5) } else { (2000, 20, 100, 100, 20) };
