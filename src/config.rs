@@ -10,6 +10,7 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{HomeserverConfig, PresenceConfig, RegistrationConfig, RoomsConfig, VoipConfig};
+use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
 use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
+    pub federation: FederationConfig,
     pub log: LogConfig,
 }
 
@@ -37,6 +39,9 @@ pub struct Config {
 pub struct ListenConfig {
     /// Address of the Client-Server API (plain HTTP; put TLS in front of it in production).
     pub client: SocketAddr,
+    /// Address of the Server-Server API (HTTPS), e.g. `0.0.0.0:8448`. Unset: federation is
+    /// off, in both directions.
+    pub federation: Option<SocketAddr>,
 }
 
 /// `[redis]`: optional; without a URL everything stays in this process.
@@ -83,6 +88,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
+            federation: FederationConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -90,7 +96,7 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
     }
 }
 

@@ -4,6 +4,7 @@
 //! on port 0 and stop it when they like; `main.rs` only parses arguments and calls it.
 
 pub mod config;
+mod federation_listener;
 mod redis_ephemeral;
 mod router;
 pub mod telemetry;
@@ -31,7 +32,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         }
         None => Arc::new(LocalEphemeral::new()),
     };
-    Ok(Homeserver::new(config.homeserver(), db, ephemeral)?)
+    let transport: Option<Arc<dyn hearth_core::federation::Transport>> = match config.listen.federation {
+        Some(_) => Some(Arc::new(
+            hearth_federation::transport::HttpTransport::new(&config.federation)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    Ok(Homeserver::with_transport(config.homeserver(), db, ephemeral, transport)?)
 }
 
 /// Serves the Client-Server API on `listener` until `shutdown` completes, then drains
@@ -41,7 +49,37 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let federation = match config.listen.federation {
+        Some(addr) => Some(
+            TcpListener::bind(addr).await.with_context(|| format!("binding listen.federation = {addr}"))?,
+        ),
+        None => None,
+    };
+    run_with(config, listener, federation, shutdown).await
+}
+
+/// [`run`] with the federation listener already bound (tests bind port 0 first, to name the
+/// port in the other server's configuration).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    federation: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let hs = build(&config).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let federation_tasks = match federation {
+        Some(listener) if hs.federation.enabled() => {
+            let tls = federation_listener::tls_config(&config)?;
+            let addr = listener.local_addr().context("reading the federation listener's address")?;
+            tracing::info!(listen = %addr, "serving the federation API");
+            let app = hearth_federation::server::router(hs.clone());
+            let server = tokio::spawn(federation_listener::serve(listener, tls, app, stop_rx.clone()));
+            let sender = tokio::spawn(hearth_federation::sender::run(hs.clone(), stop_rx.clone()));
+            vec![server, sender]
+        }
+        _ => Vec::new(),
+    };
     warn_about_risky_settings(&config, &listener);
     let local = listener.local_addr().context("reading the listener's address")?;
     tracing::info!(
@@ -65,12 +103,23 @@ pub async fn run(
         })
     };
     let app = router::app(hs.clone(), config.client_api.clone());
+    let mut client_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = client_stop.changed().await;
+        })
         .await
         .context("serving HTTP")?;
     sweeper.abort();
     let _ = sweeper.await;
+    // Both stop on the same signal as the client listener and release their handles.
+    for task in federation_tasks {
+        let _ = task.await;
+    }
     tracing::info!("shutting down: flushing storage");
     hs.db.flush().context("flushing storage")?;
     Ok(())

@@ -52,7 +52,7 @@ pub async fn join_room_by_id(
     let session = req.session()?.clone();
     check_guest_access(&hs, &req.body.room_id, &session)?;
     let profile = member_profile(&hs, &session.user_id)?;
-    hs.rooms.join(&req.body.room_id, &session.user_id, profile, req.body.reason).await?;
+    hs.join_room(&req.body.room_id, &session.user_id, profile, req.body.reason, &[]).await?;
     Ok(join_room_by_id::v3::Response::new(req.body.room_id))
 }
 
@@ -65,7 +65,8 @@ pub async fn join_room_by_id_or_alias(
     let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
     check_guest_access(&hs, &room_id, &session)?;
     let profile = member_profile(&hs, &session.user_id)?;
-    hs.rooms.join(&room_id, &session.user_id, profile, req.body.reason).await?;
+    let via = req.body.via;
+    hs.join_room(&room_id, &session.user_id, profile, req.body.reason, &via).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 

@@ -32,12 +32,58 @@ impl TestServer {
 
     /// Starts a server on `config`, keeping `dir` alive for as long as the server.
     pub async fn start_in(config: Config, dir: tempfile::TempDir) -> Self {
+        Self::start_with_listener(config, dir, None).await
+    }
+
+    /// Servers that federate with each other: each gets a federation listener on port 0 of its
+    /// own loopback address (127.0.0.1, 127.0.0.2, ...), and each server name resolves to its
+    /// listener through `federation.resolve_overrides`. TLS certificates are self-signed, so
+    /// verification is off; private addresses are allowed (they are all loopback).
+    pub async fn start_federation(names: &[&str], customize: impl Fn(&mut Config)) -> Vec<Self> {
+        let mut listeners = Vec::new();
+        for i in 0..names.len() {
+            let ip = format!("127.0.0.{}", i + 1);
+            listeners.push(TcpListener::bind(format!("{ip}:0")).await.expect("bind a federation port"));
+        }
+        let overrides: std::collections::BTreeMap<String, String> = names
+            .iter()
+            .zip(&listeners)
+            .map(|(name, l)| ((*name).to_owned(), l.local_addr().expect("addr").to_string()))
+            .collect();
+        let mut servers = Vec::new();
+        for (name, listener) in names.iter().zip(listeners) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config =
+                Config { server_name: (*name).try_into().expect("server name"), ..Config::default() };
+            config.storage.path = dir.path().join("db");
+            config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+            config.listen.federation = Some(listener.local_addr().expect("addr"));
+            config.federation.verify_tls = false;
+            config.federation.allow_private_addresses = true;
+            config.federation.resolve_overrides = overrides.clone();
+            customize(&mut config);
+            servers.push(Self::start_with_listener(config, dir, Some(listener)).await);
+        }
+        servers
+    }
+
+    async fn start_with_listener(
+        config: Config,
+        dir: tempfile::TempDir,
+        federation: Option<TcpListener>,
+    ) -> Self {
+        // A restart binds the federation address it had before.
+        let federation = match (federation, config.listen.federation) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(addr)) => Some(TcpListener::bind(addr).await.expect("rebind the federation port")),
+            (None, None) => None,
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let run_config = config.clone();
         let task = tokio::spawn(async move {
-            hearth::run(run_config, listener, async {
+            hearth::run_with(run_config, listener, federation, async {
                 let _ = rx.await;
             })
             .await

@@ -41,6 +41,10 @@ pub enum ErrorCode {
     BadAlias,
     /// Refined with the current version where the error is rendered.
     WrongRoomKeysVersion,
+    /// A federation request without a valid X-Matrix signature.
+    Unauthorized,
+    /// Another server could not be reached or answered with nonsense.
+    RemoteUnavailable,
     Unknown,
 }
 
@@ -76,6 +80,8 @@ impl ErrorCode {
                     String::new(),
                 )),
             ),
+            Self::Unauthorized => (401, ErrorKind::Unauthorized),
+            Self::RemoteUnavailable => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }

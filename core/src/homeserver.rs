@@ -32,6 +32,7 @@ pub struct Services {
     pub claim_lock: crate::keys::e2ee::ClaimLock,
     pub presence_store: crate::presence::PresenceStore,
     pub ticket_keys: crate::tickets::TicketKeys,
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -50,6 +51,17 @@ impl Deref for Homeserver {
 
 impl Homeserver {
     pub fn new(config: HomeserverConfig, db: Db, ephemeral: Arc<dyn EphemeralStore>) -> Result<Self> {
+        Self::with_transport(config, db, ephemeral, None)
+    }
+
+    /// A homeserver that federates through `transport` (`None`: federation off).
+    pub fn with_transport(
+        config: HomeserverConfig,
+        db: Db,
+        ephemeral: Arc<dyn EphemeralStore>,
+        transport: Option<Arc<dyn crate::federation::Transport>>,
+    ) -> Result<Self> {
+        let federation = Arc::new(crate::federation::Federation::new(transport, &db)?);
         let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
         // The stream resumes after the last position that reached storage.
         let last = db
@@ -68,6 +80,7 @@ impl Homeserver {
             signing_key.clone(),
             streams.clone(),
             config.rooms.default_version.clone(),
+            federation.clone(),
         )?;
         let services = Services {
             config,
@@ -84,6 +97,7 @@ impl Homeserver {
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
             presence_store: crate::presence::PresenceStore::default(),
             ticket_keys: crate::tickets::TicketKeys::default(),
+            federation,
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -11,6 +11,7 @@ pub mod directory_search;
 pub mod ephemeral;
 mod error;
 pub mod events;
+pub mod federation;
 mod homeserver;
 pub mod keys;
 pub mod presence;

@@ -1,5 +1,16 @@
 //! hearth-federation: the Matrix Server-Server API.
 //!
-//! Not built yet. Its place in the crate graph is fixed: it depends on `hearth-core` only, and
-//! plugs into the homeserver through a trait that core defines (outbound PDUs and EDUs), so that
-//! core never imports HTTP clients and `hearth-client-api` never imports this crate.
+//! - [`transport`]: how requests reach other servers (resolution, overrides, TLS, the guard
+//!   against private addresses); implements `hearth_core::federation::Transport`.
+//! - [`server`]: the endpoints other servers call, behind X-Matrix verification.
+//! - [`sender`]: drains the durable outbox, one transaction in flight per destination.
+//!
+//! It depends on `hearth-core` only; core reaches the network solely through the transport
+//! trait, and `hearth-client-api` never imports this crate.
+
+pub mod config;
+pub mod sender;
+pub mod server;
+pub mod transport;
+
+pub use config::FederationConfig;

@@ -56,6 +56,10 @@ fn example_file_parses_and_documents_every_key() {
             "turn_username",
             "turn_password",
             "url",
+            "federation",
+            "ca_file",
+            "tls_cert",
+            "tls_key",
         ] {
             if !text.contains(&format!("{optional} =")) {
                 missing.push(optional.to_owned());

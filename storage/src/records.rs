@@ -184,7 +184,29 @@ pub struct AliasRecord {
     pub creator: OwnedUserId,
 }
 
+/// A public signing key of another server, as verified from its key response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteKeyRecord {
+    /// Unpadded standard base64, as published.
+    pub key: String,
+    /// Until when the server vouches for the key (`valid_until_ts`), or when it was retired
+    /// (`expired_ts` of an old key): events signed after it are not accepted with it.
+    pub valid_until_ts: u64,
+}
+
+/// Something waiting to be sent to one destination server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutboxItem {
+    /// A PDU by ID; its JSON is read from `Pdus` when sent.
+    Pdu { event_id: OwnedEventId },
+    /// An EDU as sent (`edu_type`, `content`).
+    Edu { edu: serde_json::Value },
+}
+
 json_value!(
+    RemoteKeyRecord,
+    OutboxItem,
     AccountRecord,
     DeviceRecord,
     AccessTokenRecord,

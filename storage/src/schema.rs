@@ -7,8 +7,8 @@ use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
-        FallbackKeyRecord, MembershipRecord, PduRecord, ReceiptRecord, ReportRecord, RoomRecord,
-        ServerKeyRecord, StateGroupRecord, StreamEntry, ToDeviceRecord,
+        FallbackKeyRecord, MembershipRecord, OutboxItem, PduRecord, ReceiptRecord, RemoteKeyRecord,
+        ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry, ToDeviceRecord,
     },
 };
 
@@ -101,6 +101,15 @@ tables! {
     BackupVersions "backup_versions": (OwnedUserId, u64) => BackupVersionRecord;
     /// Backed-up room keys by user, version, room and session.
     BackupKeys "backup_keys": (OwnedUserId, u64, OwnedRoomId, String) => serde_json::Value;
+
+    /// Verified signing keys of other servers by server name and key ID.
+    RemoteServerKeys "remote_server_keys": (String, String) => RemoteKeyRecord;
+    /// What each destination server has yet to receive, in order: a durable queue that
+    /// survives restarts and outages of the peer.
+    FederationOutbox "federation_outbox": (String, u64) => OutboxItem;
+    /// Results of transactions received, by origin and transaction ID, so a retried
+    /// transaction is answered the same without being processed twice.
+    InboundTxns "inbound_txns": (String, String) => serde_json::Value;
 }
 
 #[cfg(test)]

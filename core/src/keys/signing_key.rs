@@ -56,6 +56,11 @@ impl SigningKey {
         Ok(Self { key_id, pair })
     }
 
+    /// The public half of a stored (possibly retired) key, unpadded base64.
+    pub fn public_of(key_id: &str, record: &ServerKeyRecord) -> Result<String> {
+        Ok(Self::from_record(key_id.to_owned(), record)?.public_key_base64())
+    }
+
     /// The public key, unpadded base64 as the key APIs publish it.
     pub fn public_key_base64(&self) -> String {
         STANDARD_NO_PAD.encode(self.pair.public_key())

@@ -1,15 +1,15 @@
 //! The local write path: build, authorize and persist one event.
 
+use std::collections::BTreeSet;
+
 use hearth_storage::{
     Batch,
-    records::{MembershipRecord, PduRecord, RoomRecord, StreamEntry},
-    schema::{
-        CurrentState, Pdus, RoomMembers, RoomTimeline, Rooms as RoomsTable, StreamLog, TxnIds, UserRooms,
-    },
+    records::{MembershipRecord, OutboxItem, PduRecord, RoomRecord},
+    schema::{CurrentState, FederationOutbox, Pdus, RoomMembers, Rooms as RoomsTable, TxnIds, UserRooms},
 };
 use ruma::{
-    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, canonical_json::redact,
-    events::TimelineEventType,
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
+    canonical_json::redact, events::TimelineEventType,
 };
 
 use super::{Rooms, state};
@@ -30,6 +30,8 @@ pub(super) struct Appended {
     pub event_id: OwnedEventId,
     pub ticket: Ticket,
     pub wake: Vec<OwnedUserId>,
+    /// Servers whose outbox received the event in the same batch.
+    pub destinations: BTreeSet<OwnedServerName>,
 }
 
 impl Rooms {
@@ -52,6 +54,7 @@ impl Rooms {
         let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
         let appended = blocking(move || this.append_blocking(&room_id, &sender, &new, txn)).await?;
         self.inner.streams.finish(appended.ticket, appended.wake);
+        self.inner.federation.poke(appended.destinations.iter().map(AsRef::as_ref));
         Ok(appended.event_id)
     }
 
@@ -109,25 +112,19 @@ impl Rooms {
         let ticket = self.inner.streams.allocate();
         let pos = ticket.pos;
         let record = PduRecord {
-            room_id: room_id.clone(),
-            json,
-            stream_pos: Some(pos),
-            state_group: room.current_state_group,
-            redacted_by: None,
             txn: txn.clone(),
             replaces_state,
+            ..super::timeline_record(room_id, json, pos, room.current_state_group)
         };
-        batch.put::<Pdus>(&event_id, &record)?;
-        batch.put::<RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
-        batch.put::<StreamLog>(
-            &pos,
-            &StreamEntry::RoomEvent { room_id: room_id.clone(), event_id: event_id.clone() },
-        )?;
+        super::put_timeline_event(&mut batch, &event_id, &record)?;
         if let Some((device, txn_id)) = txn {
             batch.put::<TxnIds>(&(sender.clone(), device, txn_id), &event_id)?;
         }
 
         let mut wake = self.members_with(room_id, "join")?;
+        // Read before this event's membership change lands: a server whose last member leaves
+        // still receives the leave.
+        let destinations = self.queue_for_servers(&mut batch, room_id, &pdu)?;
         if pdu.kind == TimelineEventType::RoomMember {
             let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
             let membership = pdu.content_str("membership").unwrap_or_default();
@@ -148,7 +145,40 @@ impl Rooms {
         db.write(batch)?;
         wake.sort();
         wake.dedup();
-        Ok(Appended { event_id, ticket, wake })
+        Ok(Appended { event_id, ticket, wake, destinations })
+    }
+
+    /// Queues a local event for every other server in the room, in the event's own batch, so an
+    /// acknowledged event is never lost to a crash before it was queued.
+    fn queue_for_servers(
+        &self,
+        batch: &mut Batch,
+        room_id: &OwnedRoomId,
+        pdu: &Pdu,
+    ) -> Result<BTreeSet<OwnedServerName>> {
+        let federation = &self.inner.federation;
+        if !federation.enabled() {
+            return Ok(BTreeSet::new());
+        }
+        let own = &self.inner.server_name;
+        let mut servers: BTreeSet<OwnedServerName> = self
+            .members_with(room_id, "join")?
+            .into_iter()
+            .map(|u| u.server_name().to_owned())
+            .filter(|s| s != own)
+            .collect();
+        // A remote user kicked or banned is told too.
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+            && target.server_name() != own
+        {
+            servers.insert(target.server_name().to_owned());
+        }
+        for server in &servers {
+            let item = OutboxItem::Pdu { event_id: pdu.event_id.clone() };
+            batch.put::<FederationOutbox>(&(server.to_string(), federation.next_seq()), &item)?;
+        }
+        Ok(servers)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -183,7 +213,7 @@ impl Rooms {
     }
 
     /// Replaces a stored event by its redacted form; the redaction event says why.
-    fn redact_stored(
+    pub(super) fn redact_stored(
         &self,
         batch: &mut Batch,
         room_id: &OwnedRoomId,

@@ -12,6 +12,7 @@ mod directory;
 mod ephemeral;
 mod membership;
 mod power;
+pub mod remote;
 pub mod state;
 mod timeline;
 pub mod visibility;
@@ -37,7 +38,9 @@ pub use self::{
     membership::MembershipAction,
     timeline::{Page, PageDirection},
 };
-use crate::{Error, Result, events::Pdu, keys::signing_key::SigningKey, sync::stream::Streams};
+use crate::{
+    Error, Result, events::Pdu, federation::Federation, keys::signing_key::SigningKey, sync::stream::Streams,
+};
 
 #[derive(Clone)]
 pub struct Rooms {
@@ -53,12 +56,43 @@ struct Inner {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     next_state_group: AtomicU64,
     typing: ephemeral::Typing,
+    federation: Arc<Federation>,
 }
 
 impl std::fmt::Debug for Rooms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rooms").finish_non_exhaustive()
     }
+}
+
+/// A new timeline event's record: at `pos`, with the state group after it.
+fn timeline_record(room_id: &RoomId, json: String, pos: u64, state_group: u64) -> PduRecord {
+    PduRecord {
+        room_id: room_id.to_owned(),
+        json,
+        stream_pos: Some(pos),
+        state_group,
+        redacted_by: None,
+        txn: None,
+        replaces_state: None,
+    }
+}
+
+/// Adds an event to `batch` at its timeline position: record, timeline slot, stream entry.
+fn put_timeline_event(
+    batch: &mut hearth_storage::Batch,
+    event_id: &EventId,
+    record: &PduRecord,
+) -> Result<()> {
+    let pos = record.stream_pos.ok_or_else(|| Error::internal("a timeline event needs a position"))?;
+    let (room_id, event_id) = (record.room_id.clone(), event_id.to_owned());
+    batch.put::<Pdus>(&event_id, record)?;
+    batch.put::<hearth_storage::schema::RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
+    batch.put::<hearth_storage::schema::StreamLog>(
+        &pos,
+        &hearth_storage::records::StreamEntry::RoomEvent { room_id, event_id },
+    )?;
+    Ok(())
 }
 
 /// Room versions this server creates rooms in.
@@ -72,6 +106,7 @@ impl Rooms {
         key: Arc<SigningKey>,
         streams: Arc<Streams>,
         default_version: RoomVersionId,
+        federation: Arc<Federation>,
     ) -> Result<Self> {
         let last_group = db
             .range::<StateGroups>(
@@ -92,6 +127,7 @@ impl Rooms {
                 locks: Mutex::default(),
                 next_state_group: AtomicU64::new(last_group),
                 typing: ephemeral::Typing::default(),
+                federation,
             }),
         })
     }

@@ -1,0 +1,233 @@
+//! What other servers send us: transactions of PDUs and EDUs, each PDU checked in the spec's
+//! order (format and event ID; signatures and hashes, redacting on a hash mismatch; its auth
+//! events; the state before it; soft-fail against the current state).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use hearth_storage::schema::InboundTxns;
+use ruma::{
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, ServerName, UserId,
+    api::federation::{
+        event::{get_event, get_missing_events},
+        transactions::edu::Edu,
+    },
+    canonical_json::redact,
+    room_version_rules::RoomVersionRules,
+    serde::Raw,
+    signatures::{Verified, reference_hash, verify_event},
+};
+use serde_json::value::RawValue;
+
+use crate::{Error, ErrorCode, Homeserver, Result, events::pdu::to_json_string, rooms::remote::Received};
+
+/// How many missing events one incoming event may make us fetch.
+const MAX_FETCH: usize = 20;
+
+impl Homeserver {
+    /// Parses, identifies and verifies a PDU for a room of the given rules. A PDU whose content
+    /// hash does not match its signed hash is kept in its redacted form, as the spec requires.
+    pub async fn verify_pdu(
+        &self,
+        raw: &RawValue,
+        rules: &RoomVersionRules,
+    ) -> Result<(OwnedEventId, String)> {
+        let object: CanonicalJsonObject = serde_json::from_str(raw.get())
+            .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
+        let hash =
+            reference_hash(&object, rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
+        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        let keys = self.key_map_for(&object).await?;
+        let object = match verify_event(&keys, &object, rules) {
+            Ok(Verified::All) => object,
+            Ok(Verified::Signatures) => {
+                tracing::warn!(%event_id, "content hash mismatch; keeping the redacted event");
+                redact(object, &rules.redaction, None).map_err(Error::internal)?
+            }
+            Err(e) => return Err(Error::forbidden(format!("signature check failed for {event_id}: {e}"))),
+        };
+        Ok((event_id, to_json_string(&object)?))
+    }
+
+    fn room_rules(&self, room_id: &RoomId) -> Result<RoomVersionRules> {
+        let room = self
+            .rooms
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found(format!("{room_id} is unknown here")))?;
+        Ok(self.rooms.version(&room)?.1)
+    }
+
+    /// `PUT /send/{txnId}`: every PDU gets its own result; a transaction seen before gets the
+    /// same answer without being processed again.
+    pub async fn receive_transaction(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        pdus: Vec<Box<RawValue>>,
+        edus: Vec<Raw<Edu>>,
+    ) -> Result<BTreeMap<OwnedEventId, Result<(), String>>> {
+        let key = (origin.to_string(), txn_id.to_owned());
+        if let Some(done) = self.db.get::<InboundTxns>(&key)? {
+            return serde_json::from_value::<BTreeMap<OwnedEventId, Option<String>>>(done)
+                .map(|m| m.into_iter().map(|(id, e)| (id, e.map_or(Ok(()), Err))).collect())
+                .map_err(Error::internal);
+        }
+        if pdus.len() > 50 || edus.len() > 100 {
+            return Err(Error::bad_request("too many PDUs or EDUs in one transaction"));
+        }
+        let mut results = BTreeMap::new();
+        for raw in pdus {
+            let room_id = serde_json::from_str::<RoomOf>(raw.get()).ok().and_then(|r| r.room_id);
+            let Some(room_id) = room_id else { continue };
+            match self.receive_one(origin, &room_id, &raw).await {
+                Ok(event_id) => {
+                    results.insert(event_id, Ok(()));
+                }
+                Err((Some(event_id), error)) => {
+                    tracing::info!(%origin, %event_id, %error, "rejected a remote PDU");
+                    results.insert(event_id, Err(error.to_string()));
+                }
+                Err((None, error)) => tracing::info!(%origin, %error, "dropped an unreadable PDU"),
+            }
+        }
+        for edu in edus {
+            if let Err(error) = self.receive_edu(origin, &edu).await {
+                tracing::debug!(%origin, %error, "ignored an EDU");
+            }
+        }
+        let stored: BTreeMap<&OwnedEventId, Option<&String>> =
+            results.iter().map(|(id, r)| (id, r.as_ref().err())).collect();
+        self.db.put::<InboundTxns>(&key, &serde_json::to_value(stored).map_err(Error::internal)?)?;
+        Ok(results)
+    }
+
+    async fn receive_one(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        raw: &RawValue,
+    ) -> Result<OwnedEventId, (Option<OwnedEventId>, Error)> {
+        let rules = self.room_rules(room_id).map_err(|e| (None, e))?;
+        let (event_id, json) = self.verify_pdu(raw, &rules).await.map_err(|e| (None, e))?;
+        self.fill_gaps(origin, room_id, &event_id, &json, &rules).await;
+        match self.rooms.receive_pdu(room_id, &event_id, json).await {
+            Ok(Received::Accepted | Received::SoftFailed | Received::Duplicate) => Ok(event_id),
+            Err(error) => Err((Some(event_id), error)),
+        }
+    }
+
+    /// Fetches what the event refers to and we lack: missing prev events through
+    /// `get_missing_events` (persisted in order before it), missing auth events one by one as
+    /// outliers. Bounded; what cannot be had is left for the auth checks to judge.
+    async fn fill_gaps(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        json: &str,
+        rules: &RoomVersionRules,
+    ) {
+        let Ok(pdu) = crate::events::Pdu::from_json(event_id.to_owned(), json) else { return };
+        let mut budget = MAX_FETCH;
+        let missing_auth: Vec<OwnedEventId> =
+            pdu.auth_events.iter().filter(|id| !self.rooms.has_event(id).unwrap_or(true)).cloned().collect();
+        for id in missing_auth {
+            self.fetch_outlier(origin, room_id, &id, rules, &mut budget).await;
+        }
+        let missing_prev = pdu.prev_events.iter().any(|id| !self.rooms.has_event(id).unwrap_or(true));
+        if !missing_prev {
+            return;
+        }
+        let Ok(Some(room)) = self.rooms.room(room_id) else { return };
+        let mut request = get_missing_events::v1::Request::new(
+            room_id.to_owned(),
+            room.forward_extremities.clone(),
+            vec![event_id.to_owned()],
+        );
+        request.limit = ruma::UInt::from(10u32);
+        let Ok(response) = self.federation_request(origin, request).await else { return };
+        let mut fetched = Vec::new();
+        for raw in response.events.iter().take(MAX_FETCH) {
+            if let Ok((id, json)) = self.verify_pdu(raw, rules).await
+                && let Ok(pdu) = crate::events::Pdu::from_json(id.clone(), &json)
+            {
+                fetched.push((pdu.depth, id, json));
+            }
+        }
+        fetched.sort_by_key(|(depth, _, _)| *depth);
+        for (_, id, json) in fetched {
+            if let Err(error) = self.rooms.receive_pdu(room_id, &id, json).await {
+                tracing::info!(%id, %error, "a fetched missing event was rejected");
+            }
+        }
+    }
+
+    /// Fetches one event and, recursively within `budget`, its missing auth events, storing
+    /// them as outliers.
+    async fn fetch_outlier(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        rules: &RoomVersionRules,
+        budget: &mut usize,
+    ) {
+        let mut queue = vec![event_id.to_owned()];
+        let mut got = Vec::new();
+        while let Some(id) = queue.pop() {
+            if *budget == 0 {
+                break;
+            }
+            *budget -= 1;
+            let Ok(response) = self.federation_request(origin, get_event::v1::Request::new(id.clone())).await
+            else {
+                continue;
+            };
+            let Ok((verified_id, json)) = self.verify_pdu(&response.pdu, rules).await else { continue };
+            if verified_id != id {
+                continue;
+            }
+            if let Ok(pdu) = crate::events::Pdu::from_json(id.clone(), &json) {
+                queue
+                    .extend(pdu.auth_events.into_iter().filter(|a| !self.rooms.has_event(a).unwrap_or(true)));
+            }
+            got.push((id, json));
+        }
+        if let Err(error) = self.rooms.store_outliers(room_id, got).await {
+            tracing::warn!(%error, "could not store fetched auth events");
+        }
+    }
+
+    async fn receive_edu(&self, origin: &ServerName, edu: &Raw<Edu>) -> Result<()> {
+        let from_origin = |user: &UserId| -> Result<()> {
+            if user.server_name() == origin {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorCode::Forbidden, "EDU about another server's user"))
+            }
+        };
+        match edu.deserialize().map_err(|e| Error::bad_json(e.to_string()))? {
+            Edu::Typing(typing) => {
+                from_origin(&typing.user_id)?;
+                let timeout = typing.typing.then_some(Duration::from_secs(30));
+                self.rooms.set_typing(&typing.room_id, &typing.user_id, timeout).await
+            }
+            Edu::Receipt(receipts) => {
+                for (room_id, map) in receipts.receipts {
+                    for (user_id, data) in map.read {
+                        from_origin(&user_id)?;
+                        if let Some(event_id) = data.event_ids.last() {
+                            self.rooms.set_receipt(&room_id, &user_id, "m.read", event_id, "").await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RoomOf {
+    room_id: Option<OwnedRoomId>,
+}

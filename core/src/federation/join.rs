@@ -1,0 +1,305 @@
+//! Joins across servers, from both sides: as the resident server (`make_join`, `send_join`) and
+//! as the server of a user joining a room it is not in yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hearth_storage::records::OutboxItem;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId,
+    ServerName, UserId,
+    api::federation::membership::{create_join_event, prepare_join_event},
+    events::TimelineEventType,
+    signatures::{hash_and_sign_event, reference_hash},
+};
+use serde_json::{Value, json, value::RawValue};
+
+use crate::{
+    Error, ErrorCode, Homeserver, Result,
+    events::{Pdu, auth, pdu::to_json_string, state_res::auth_chain},
+    rooms::{CREATABLE_VERSIONS, remote::Received},
+    util::now_ms,
+};
+
+fn raw(json: String) -> Result<Box<RawValue>> {
+    RawValue::from_string(json).map_err(Error::internal)
+}
+
+impl Homeserver {
+    /// `GET /make_join`: an unsigned join event for `user` built on the room's current state,
+    /// refused up front when the auth rules would refuse it.
+    pub fn make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        supported: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
+        if user.server_name() != origin {
+            return Err(Error::forbidden("The user is not of the requesting server"));
+        }
+        let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (version, rules) = self.rooms.version(&room)?;
+        if !supported.contains(&version) {
+            return Err(Error::new(
+                ErrorCode::UnsupportedRoomVersion,
+                format!("Your server does not support room version {version}"),
+            ));
+        }
+        let content = json!({"membership": "join"});
+        let raw_content = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
+        let types =
+            auth::auth_types(&TimelineEventType::RoomMember, user, Some(user.as_str()), &raw_content, &rules)
+                .map_err(Error::internal)?;
+        let mut auth_events: Vec<OwnedEventId> = types
+            .iter()
+            .filter_map(|(kind, key)| {
+                self.rooms
+                    .current_state_event(room_id, &kind.to_string(), key)
+                    .ok()
+                    .flatten()
+                    .map(|p| p.event_id)
+            })
+            .collect();
+        auth_events.sort();
+        auth_events.dedup();
+        let template = json!({
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": user,
+            "state_key": user,
+            "content": content,
+            "origin_server_ts": now_ms(),
+            "depth": room.max_depth + 1,
+            "prev_events": room.forward_extremities,
+            "auth_events": auth_events,
+        });
+        // The same check the join will face, so a refusal comes now rather than after signing.
+        let probe =
+            Pdu::from_json(EventId::parse("$probe").map_err(Error::internal)?, &template.to_string())?;
+        auth::check(
+            &rules,
+            &probe,
+            |id| self.rooms.pdu(id).ok().flatten(),
+            |kind, key| self.rooms.current_state_event(room_id, &kind.to_string(), key).ok().flatten(),
+        )
+        .map_err(|reason| Error::forbidden(format!("You cannot join this room: {reason}")))?;
+        Ok((version, raw(template.to_string())?))
+    }
+
+    /// `PUT /v2/send_join`: accepts the signed join, relays it to the room's other servers, and
+    /// answers with the room's state before it and the auth chain of that state.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+    ) -> Result<create_join_event::v2::RoomState> {
+        let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = self.rooms.version(&room)?;
+        let (computed, json) = self.verify_pdu(pdu, &rules).await?;
+        if computed != event_id {
+            return Err(Error::bad_json("The event ID does not match the event"));
+        }
+        let join = Pdu::from_json(computed.clone(), &json)?;
+        let is_join = join.kind == TimelineEventType::RoomMember
+            && join.content_str("membership").as_deref() == Some("join")
+            && join.state_key.as_deref() == Some(join.sender.as_str());
+        if !is_join || join.sender.server_name() != origin {
+            return Err(Error::bad_json("Not a join event of the requesting server's user"));
+        }
+        let others: BTreeSet<OwnedServerName> =
+            self.servers_in_room(room_id)?.into_iter().filter(|s| s != origin).collect();
+        let outcome = self.rooms.receive_pdu(room_id, &computed, json).await?;
+        match outcome {
+            Received::Accepted | Received::Duplicate => {}
+            Received::SoftFailed => {
+                return Err(Error::forbidden("The join is not allowed by the room's state"));
+            }
+        }
+        self.enqueue(others, vec![OutboxItem::Pdu { event_id: computed.clone() }]).await?;
+
+        let record = self.rooms.pdu_record(&computed)?.ok_or_else(|| Error::internal("join vanished"))?;
+        let mut state = crate::rooms::state::load(&self.db, record.state_group)?;
+        let member_key = ("m.room.member".to_owned(), join.sender.to_string());
+        match &record.replaces_state {
+            Some(previous) => state.insert(member_key, previous.clone()),
+            None => state.remove(&member_key),
+        };
+        let fetch = |id: &EventId| self.rooms.pdu(id).ok().flatten();
+        let mut chain_from: Vec<OwnedEventId> = state.values().cloned().collect();
+        chain_from.extend(join.auth_events.iter().cloned());
+        let mut chain: BTreeSet<OwnedEventId> = auth_chain(chain_from.iter(), &fetch).into_iter().collect();
+        chain.extend(join.auth_events.iter().cloned());
+        let json_of = |id: &OwnedEventId| -> Result<Option<Box<RawValue>>> {
+            self.rooms.pdu_record(id)?.map(|r| raw(r.json)).transpose()
+        };
+        let mut room_state = create_join_event::v2::RoomState::new();
+        for id in state.values() {
+            room_state.state.extend(json_of(id)?);
+        }
+        for id in &chain {
+            room_state.auth_chain.extend(json_of(id)?);
+        }
+        Ok(room_state)
+    }
+
+    /// Joins a local user to a room this server is not in, through the first of `servers` that
+    /// lets them in.
+    pub async fn join_remote(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        servers: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let mut last_error = Error::not_found("No known servers for this room");
+        for server in servers.iter().filter(|s| *s != self.server_name()) {
+            match self.join_via(server, room_id, user, content.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::info!(%server, %room_id, %error, "remote join failed");
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_via(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        content: Value,
+    ) -> Result<()> {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = CREATABLE_VERSIONS.to_vec();
+        let template = self.federation_request(server, request).await?;
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
+        if !CREATABLE_VERSIONS.contains(&version) {
+            return Err(Error::new(
+                ErrorCode::UnsupportedRoomVersion,
+                format!("room version {version} is not supported"),
+            ));
+        }
+        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
+        let mut object: CanonicalJsonObject =
+            serde_json::from_str(template.event.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+        let member_ok = object.get("type").and_then(CanonicalJsonValue::as_str) == Some("m.room.member")
+            && object.get("state_key").and_then(CanonicalJsonValue::as_str) == Some(user.as_str())
+            && object.get("sender").and_then(CanonicalJsonValue::as_str) == Some(user.as_str());
+        if !member_ok {
+            return Err(Error::new(ErrorCode::RemoteUnavailable, "the join template is for something else"));
+        }
+        // Our profile and reason go in; the template's own fields (e.g. the authorising user of
+        // a restricted join) stay.
+        let mut merged = match object.remove("content") {
+            Some(CanonicalJsonValue::Object(c)) => c,
+            _ => CanonicalJsonObject::new(),
+        };
+        if let Value::Object(extra) = content {
+            for (k, v) in extra {
+                if let Ok(v) = serde_json::from_value::<CanonicalJsonValue>(v) {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        merged.insert("membership".into(), CanonicalJsonValue::String("join".into()));
+        object.insert("content".into(), CanonicalJsonValue::Object(merged));
+        object.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(ruma::Int::new_saturating(
+                i64::try_from(now_ms()).unwrap_or(i64::MAX),
+            )),
+        );
+        for field in ["event_id", "hashes", "signatures", "unsigned"] {
+            object.remove(field);
+        }
+        hash_and_sign_event(
+            self.server_name().as_str(),
+            &self.signing_key.pair,
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::internal(format!("signing the join: {e}")))?;
+        let hash = reference_hash(&object, &rules).map_err(Error::internal)?;
+        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        let join_json = to_json_string(&object)?;
+
+        let request = create_join_event::v2::Request::new(
+            room_id.to_owned(),
+            event_id.clone(),
+            raw(join_json.clone())?,
+        );
+        let response = self.federation_request(server, request).await?;
+        let room_state = response.room_state;
+
+        let mut outliers = Vec::new();
+        let mut state = BTreeMap::new();
+        for raw_event in room_state.auth_chain.iter().chain(room_state.state.iter()) {
+            let (id, json) = self.verify_pdu(raw_event, &rules).await?;
+            outliers.push((id, json));
+        }
+        for raw_event in &room_state.state {
+            let (id, json) = self.verify_pdu(raw_event, &rules).await?;
+            let pdu = Pdu::from_json(id.clone(), &json)?;
+            if let Some(key) = pdu.state_key {
+                state.insert((pdu.kind.to_string(), key), id);
+            }
+        }
+        let (event_id, join_json) = match &room_state.event {
+            // For restricted rooms the resident server countersigns; its copy is the one to keep.
+            Some(signed) => {
+                let (id, json) = self.verify_pdu(signed, &rules).await?;
+                if id != event_id {
+                    return Err(Error::new(
+                        ErrorCode::RemoteUnavailable,
+                        "the resident server changed our join",
+                    ));
+                }
+                (id, json)
+            }
+            None => (event_id, join_json),
+        };
+        self.rooms.store_outliers(room_id, outliers).await?;
+        self.rooms.persist_remote_join(room_id, &version, state, (event_id, join_json)).await?;
+        tracing::info!(%room_id, %user, via = %server, "joined a room over federation");
+        Ok(())
+    }
+}
+
+impl Homeserver {
+    /// Joins a local user to a room: locally when this server is in the room, otherwise over
+    /// federation through `via` (and the server in a pre-v12 room ID).
+    pub async fn join_room(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: Value,
+        reason: Option<String>,
+        via: &[OwnedServerName],
+    ) -> Result<()> {
+        let here = match self.rooms.room(room_id)? {
+            Some(room) => room.joined_count > 0 || self.servers_in_room(room_id)?.is_empty(),
+            None => false,
+        };
+        if here || !self.federation.enabled() {
+            return self.rooms.join(room_id, user, profile, reason).await;
+        }
+        if self.rooms.membership(room_id, user)?.as_deref() == Some("join") {
+            return Ok(());
+        }
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        if let Some(server) = room_id.server_name()
+            && !servers.iter().any(|s| s == server)
+        {
+            servers.push(server.to_owned());
+        }
+        let mut content = profile;
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        self.join_remote(room_id, user, &servers, content).await
+    }
+}

@@ -1,0 +1,107 @@
+//! Reads other servers may make of our rooms: single events, the events they missed, and the
+//! state at an event. Only servers with a member in the room may read it.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use hearth_storage::schema::RoomMembers;
+use ruma::{EventId, OwnedEventId, RoomId, ServerName};
+
+use crate::{Error, Homeserver, Result, events::state_res::auth_chain};
+
+/// Most events one `get_missing_events` answers with.
+const MAX_MISSING: usize = 50;
+
+impl Homeserver {
+    /// Whether `server` has, or had, a member in the room.
+    fn server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<bool> {
+        for entry in self.db.scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
+            let ((_, user), _) = entry?;
+            if user.server_name() == server {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn require_server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<()> {
+        if self.server_in_room(server, room_id)? {
+            Ok(())
+        } else {
+            Err(Error::forbidden("Your server is not in this room"))
+        }
+    }
+
+    /// `GET /event/{eventId}`: the stored JSON of one event.
+    pub fn event_for_server(&self, origin: &ServerName, event_id: &EventId) -> Result<String> {
+        let record = self.rooms.pdu_record(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+        self.require_server_in_room(origin, &record.room_id)?;
+        Ok(record.json)
+    }
+
+    /// `POST /get_missing_events`: events reachable backwards from `latest` through
+    /// `prev_events`, stopping at `earliest`, oldest first.
+    pub fn missing_events(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.require_server_in_room(origin, room_id)?;
+        let limit = limit.min(MAX_MISSING);
+        let stop: BTreeSet<&OwnedEventId> = earliest.iter().collect();
+        let mut seen: BTreeSet<OwnedEventId> = latest.iter().cloned().collect();
+        let mut queue: VecDeque<OwnedEventId> = VecDeque::new();
+        for id in latest {
+            if let Some(pdu) = self.rooms.pdu(id)? {
+                queue.extend(pdu.prev_events);
+            }
+        }
+        let mut found = Vec::new();
+        while let Some(id) = queue.pop_front() {
+            if found.len() >= limit {
+                break;
+            }
+            if stop.contains(&id) || !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(record) = self.rooms.pdu_record(&id)? else { continue };
+            if record.room_id != room_id {
+                continue;
+            }
+            let pdu = crate::events::Pdu::from_json(id.clone(), &record.json)?;
+            queue.extend(pdu.prev_events.iter().cloned());
+            found.push((pdu.depth, record.json));
+        }
+        found.sort_by_key(|(depth, _)| *depth);
+        Ok(found.into_iter().map(|(_, json)| json).collect())
+    }
+
+    /// `GET /state_ids`: the state before `event_id` and the auth chain of that state.
+    pub fn state_ids_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
+        self.require_server_in_room(origin, room_id)?;
+        let record = self.rooms.pdu_record(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+        if record.room_id != room_id || record.state_group == 0 {
+            return Err(Error::not_found("No state known at that event"));
+        }
+        let mut state = crate::rooms::state::load(&self.db, record.state_group)?;
+        let pdu = crate::events::Pdu::from_json(event_id.to_owned(), &record.json)?;
+        if let Some(key) = pdu.state_key {
+            let slot = (pdu.kind.to_string(), key);
+            match record.replaces_state {
+                Some(previous) => state.insert(slot, previous),
+                None => state.remove(&slot),
+            };
+        }
+        let ids: Vec<OwnedEventId> = state.into_values().collect();
+        let fetch = |id: &EventId| self.rooms.pdu(id).ok().flatten();
+        let chain = auth_chain(ids.iter(), &fetch).into_iter().collect();
+        Ok((chain, ids))
+    }
+}

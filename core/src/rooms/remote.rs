@@ -1,0 +1,389 @@
+//! The remote write path: events other servers created, already checked for signatures and
+//! hashes, go through the spec's authorization steps (against their auth events, against the
+//! state before them, soft-failing against the current state) and, when the room's graph has
+//! forked, through state resolution before they change the current state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hearth_storage::{
+    Batch,
+    records::{PduRecord, RoomRecord},
+    schema::{CurrentState, Pdus, Rooms as RoomsTable},
+};
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res,
+};
+
+use super::{Rooms, state, state::StateMap};
+use crate::{
+    Error, Result,
+    events::{Pdu, auth, state_res::resolve},
+    users::blocking,
+};
+
+/// What became of a received PDU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// In the timeline; current state updated.
+    Accepted,
+    /// Stored, but not shown: it passed its own auth but not the room's current state.
+    SoftFailed,
+    /// Already had it.
+    Duplicate,
+}
+
+fn to_res(map: &StateMap) -> state_res::StateMap<OwnedEventId> {
+    map.iter().map(|((k, s), id)| ((StateEventType::from(k.as_str()), s.clone()), id.clone())).collect()
+}
+
+fn from_res(map: state_res::StateMap<OwnedEventId>) -> StateMap {
+    map.into_iter().map(|((k, s), id)| ((k.to_string(), s), id)).collect()
+}
+
+impl Rooms {
+    fn lookup_in(&self, map: &StateMap, kind: &StateEventType, key: &str) -> Option<Pdu> {
+        map.get(&(kind.to_string(), key.to_owned())).and_then(|id| self.pdu(id).ok().flatten())
+    }
+
+    fn fetch(&self) -> impl Fn(&EventId) -> Option<Pdu> + '_ {
+        |id| self.pdu(id).ok().flatten()
+    }
+
+    /// Whether the event is stored (as an outlier or in a timeline).
+    pub fn has_event(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.db().contains::<Pdus>(&event_id.to_owned())?)
+    }
+
+    /// Stores events outside any timeline (auth chains, state of a room being joined), so
+    /// auth checks and state resolution can read them.
+    pub async fn store_outliers(&self, room_id: &RoomId, events: Vec<(OwnedEventId, String)>) -> Result<()> {
+        let this = self.clone();
+        let room_id = room_id.to_owned();
+        blocking(move || {
+            let mut batch = Batch::new();
+            for (event_id, json) in events {
+                if this.has_event(&event_id)? {
+                    continue;
+                }
+                let record = PduRecord {
+                    room_id: room_id.clone(),
+                    json,
+                    stream_pos: None,
+                    state_group: 0,
+                    redacted_by: None,
+                    txn: None,
+                    replaces_state: None,
+                };
+                batch.put::<Pdus>(&event_id, &record)?;
+            }
+            Ok(this.db().write(batch)?)
+        })
+        .await
+    }
+
+    /// Authorizes and persists an event from another server into a room this server is in.
+    /// Every auth event must be stored; prev events that are not are left out of the state
+    /// calculation. `Err` is the rejection reason.
+    pub async fn receive_pdu(&self, room_id: &RoomId, event_id: &EventId, json: String) -> Result<Received> {
+        let _guard = self.lock(room_id).await;
+        let this = self.clone();
+        let (room_id, event_id) = (room_id.to_owned(), event_id.to_owned());
+        let outcome = blocking(move || this.receive_blocking(&room_id, &event_id, json)).await?;
+        Ok(match outcome {
+            Outcome::Done(received) => received,
+            Outcome::Timeline { ticket, wake } => {
+                self.inner.streams.finish(ticket, wake);
+                Received::Accepted
+            }
+        })
+    }
+
+    fn receive_blocking(
+        &self,
+        room_id: &OwnedRoomId,
+        event_id: &OwnedEventId,
+        json: String,
+    ) -> Result<Outcome> {
+        let db = self.db();
+        if let Some(existing) = self.pdu_record(event_id)?
+            && (existing.stream_pos.is_some() || existing.state_group != 0)
+        {
+            return Ok(Outcome::Done(Received::Duplicate));
+        }
+        let mut room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = self.version(&room)?;
+        let pdu = Pdu::from_json(event_id.clone(), &json)?;
+        if pdu.room_id.as_ref().is_some_and(|r| r != room_id) {
+            return Err(Error::bad_request("event is for another room"));
+        }
+
+        // 1. Against its own auth events.
+        let mut auth_events = Vec::new();
+        for id in &pdu.auth_events {
+            auth_events
+                .push(self.pdu(id)?.ok_or_else(|| Error::forbidden(format!("auth event {id} is unknown")))?);
+        }
+        let by_auth = |kind: &StateEventType, key: &str| {
+            auth_events
+                .iter()
+                .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
+                .cloned()
+                // From room version 12 the create event is implied by the room ID, not listed.
+                .or_else(|| {
+                    (*kind == StateEventType::RoomCreate)
+                        .then(|| self.current_state_event(room_id, "m.room.create", "").ok().flatten())
+                        .flatten()
+                })
+        };
+        auth::check(&rules, &pdu, self.fetch(), by_auth)
+            .map_err(|r| Error::forbidden(format!("rejected by its auth events: {r}")))?;
+
+        // 2. Against the state before it.
+        let (before, parent) = self.state_before(&pdu, &rules)?;
+        auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&before, k, s))
+            .map_err(|r| Error::forbidden(format!("rejected by the state before it: {r}")))?;
+
+        let mut batch = Batch::new();
+        let mut after = before.clone();
+        let after_group = match (&pdu.state_key, parent) {
+            (None, Some(group)) => group,
+            (state_key, parent) => {
+                let id = self.new_state_group_id();
+                let mut changes = Vec::new();
+                if let Some(key) = state_key {
+                    after.insert((pdu.kind.to_string(), key.clone()), event_id.clone());
+                    changes.push((pdu.kind.to_string(), key.clone(), event_id.clone()));
+                }
+                match parent {
+                    Some(parent) => state::write_group(db, &mut batch, id, Some(parent), &changes)?,
+                    None => {
+                        let all: Vec<_> =
+                            after.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
+                        state::write_group(db, &mut batch, id, None, &all)?;
+                    }
+                }
+                id
+            }
+        };
+
+        // 3. Against the current state: failing here hides the event without rejecting it.
+        let current = state::load(db, room.current_state_group)?;
+        if auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&current, k, s)).is_err() {
+            let record = PduRecord {
+                room_id: room_id.clone(),
+                json,
+                stream_pos: None,
+                state_group: after_group,
+                redacted_by: None,
+                txn: None,
+                replaces_state: None,
+            };
+            batch.put::<Pdus>(event_id, &record)?;
+            db.write(batch)?;
+            tracing::info!(%event_id, %room_id, "soft-failed a remote event");
+            return Ok(Outcome::Done(Received::SoftFailed));
+        }
+
+        let mut extremities: Vec<OwnedEventId> =
+            room.forward_extremities.iter().filter(|e| !pdu.prev_events.contains(e)).cloned().collect();
+        extremities.push(event_id.clone());
+        let (new_current, new_group) = if extremities.len() == 1 {
+            (after.clone(), after_group)
+        } else {
+            let resolved = from_res(
+                resolve(&rules, &[to_res(&current), to_res(&after)], &self.fetch())
+                    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?,
+            );
+            if resolved == current {
+                (current.clone(), room.current_state_group)
+            } else if resolved == after {
+                (after.clone(), after_group)
+            } else {
+                let id = self.new_state_group_id();
+                let all: Vec<_> =
+                    resolved.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
+                state::write_group(db, &mut batch, id, None, &all)?;
+                (resolved, id)
+            }
+        };
+
+        let ticket = self.inner.streams.allocate();
+        let pos = ticket.pos;
+        let mut wake: BTreeSet<OwnedUserId> = self.members_with(room_id, "join")?.into_iter().collect();
+        self.apply_state_diff(&mut batch, &mut room, room_id, &current, &new_current, pos, &mut wake, &pdu)?;
+        if pdu.kind == TimelineEventType::RoomRedaction
+            && let Some(target) = &pdu.redacts
+            && self.pdu(target)?.is_some_and(|t| t.sender.server_name() == pdu.sender.server_name())
+        {
+            // Servers may redact their own users' events; other redactions wait for a
+            // moderator's, which arrive as their own events.
+            self.redact_stored(&mut batch, room_id, target, event_id, &rules)?;
+        }
+        let record = PduRecord {
+            replaces_state: pdu
+                .state_key
+                .as_ref()
+                .and_then(|key| before.get(&(pdu.kind.to_string(), key.clone())).cloned()),
+            ..super::timeline_record(room_id, json, pos, after_group)
+        };
+        super::put_timeline_event(&mut batch, event_id, &record)?;
+        room.forward_extremities = extremities;
+        room.max_depth = room.max_depth.max(pdu.depth);
+        room.current_state_group = new_group;
+        batch.put::<RoomsTable>(room_id, &room)?;
+        db.write(batch)?;
+        let local = &self.inner.server_name;
+        let wake = wake.into_iter().filter(|u| u.server_name() == local).collect();
+        Ok(Outcome::Timeline { ticket, wake })
+    }
+
+    /// The state before `pdu`: the state after its one known prev event, or the resolution of
+    /// the states after several. Also the group to build on when there is a single one.
+    fn state_before(&self, pdu: &Pdu, rules: &RoomVersionRules) -> Result<(StateMap, Option<u64>)> {
+        let mut groups = Vec::new();
+        for prev in &pdu.prev_events {
+            if let Some(record) = self.pdu_record(prev)?
+                && record.state_group != 0
+            {
+                groups.push(record.state_group);
+            }
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        match groups.as_slice() {
+            [] => Err(Error::forbidden("none of the event's prev_events is known here")),
+            [group] => Ok((state::load(self.db(), *group)?, Some(*group))),
+            many => {
+                let maps = many
+                    .iter()
+                    .map(|g| state::load(self.db(), *g).map(|m| to_res(&m)))
+                    .collect::<Result<Vec<_>>>()?;
+                let resolved = resolve(rules, &maps, &self.fetch())
+                    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
+                Ok((from_res(resolved), None))
+            }
+        }
+    }
+
+    /// Brings `CurrentState` and the membership tables from `old` to `new`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_state_diff(
+        &self,
+        batch: &mut Batch,
+        room: &mut RoomRecord,
+        room_id: &OwnedRoomId,
+        old: &StateMap,
+        new: &StateMap,
+        pos: u64,
+        wake: &mut BTreeSet<OwnedUserId>,
+        incoming: &Pdu,
+    ) -> Result<()> {
+        let keys: BTreeSet<&(String, String)> = old.keys().chain(new.keys()).collect();
+        for key in keys {
+            let (before, after) = (old.get(key), new.get(key));
+            if before == after {
+                continue;
+            }
+            let row = (room_id.clone(), key.0.clone(), key.1.clone());
+            match after {
+                Some(id) => batch.put::<CurrentState>(&row, id)?,
+                None => batch.delete::<CurrentState>(&row),
+            }
+            if key.0 == "m.room.member"
+                && let Ok(target) = UserId::parse(&key.1)
+                && let Some(id) = after
+            {
+                // The incoming event is in the batch, not yet in storage.
+                let pdu = if *id == incoming.event_id { Some(incoming.clone()) } else { self.pdu(id)? };
+                let membership =
+                    pdu.and_then(|p| p.content_str("membership")).unwrap_or_else(|| "leave".to_owned());
+                self.record_membership(batch, room, room_id, &target, &membership, id, pos)?;
+                wake.insert(target);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the local copy of a room joined through another server: `state` is the room's
+    /// state before our join (its events and their auth chains already stored as outliers),
+    /// `join` our signed join event as the resident server accepted it.
+    pub async fn persist_remote_join(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        state: BTreeMap<(String, String), OwnedEventId>,
+        join: (OwnedEventId, String),
+    ) -> Result<()> {
+        let _guard = self.lock(room_id).await;
+        let this = self.clone();
+        let (room_id, version) = (room_id.to_owned(), version.clone());
+        let outcome = blocking(move || this.remote_join_blocking(&room_id, &version, &state, join)).await?;
+        if let Outcome::Timeline { ticket, wake } = outcome {
+            self.inner.streams.finish(ticket, wake);
+        }
+        Ok(())
+    }
+
+    fn remote_join_blocking(
+        &self,
+        room_id: &OwnedRoomId,
+        version: &RoomVersionId,
+        before: &StateMap,
+        (event_id, json): (OwnedEventId, String),
+    ) -> Result<Outcome> {
+        let db = self.db();
+        let rules = version.rules().ok_or_else(|| Error::internal(format!("no rules for {version}")))?;
+        let pdu = Pdu::from_json(event_id.clone(), &json)?;
+        auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(before, k, s))
+            .map_err(|r| Error::forbidden(format!("the room's state does not allow this join: {r}")))?;
+        let mut batch = Batch::new();
+        let before_group = self.new_state_group_id();
+        let entries: Vec<_> = before.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
+        state::write_group(db, &mut batch, before_group, None, &entries)?;
+        // The join builds on a group that is not written yet, so it is a snapshot too.
+        let mut after = before.clone();
+        let key = pdu.state_key.clone().unwrap_or_default();
+        after.insert(("m.room.member".to_owned(), key.clone()), event_id.clone());
+        let after_group = self.new_state_group_id();
+        let all: Vec<_> = after.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
+        state::write_group(db, &mut batch, after_group, None, &all)?;
+
+        let existing = db.get::<RoomsTable>(room_id)?;
+        let old_state = match &existing {
+            Some(room) => state::load(db, room.current_state_group)?,
+            None => StateMap::new(),
+        };
+        let mut room = existing.unwrap_or(RoomRecord {
+            version: version.to_string(),
+            forward_extremities: Vec::new(),
+            current_state_group: after_group,
+            max_depth: 0,
+            joined_count: 0,
+        });
+        let ticket = self.inner.streams.allocate();
+        let pos = ticket.pos;
+        let mut wake = BTreeSet::new();
+        self.apply_state_diff(&mut batch, &mut room, room_id, &old_state, &after, pos, &mut wake, &pdu)?;
+        let record = PduRecord {
+            replaces_state: before.get(&("m.room.member".to_owned(), key)).cloned(),
+            ..super::timeline_record(room_id, json, pos, after_group)
+        };
+        super::put_timeline_event(&mut batch, &event_id, &record)?;
+        room.forward_extremities = vec![event_id];
+        room.max_depth = room.max_depth.max(pdu.depth);
+        room.current_state_group = after_group;
+        batch.put::<RoomsTable>(room_id, &room)?;
+        db.write(batch)?;
+        let local = &self.inner.server_name;
+        let wake = wake.into_iter().filter(|u| u.server_name() == local).collect();
+        Ok(Outcome::Timeline { ticket, wake })
+    }
+}
+
+enum Outcome {
+    Done(Received),
+    Timeline { ticket: crate::sync::stream::Ticket, wake: Vec<OwnedUserId> },
+}
