@@ -7,11 +7,16 @@ pub mod config;
 mod redis_ephemeral;
 mod router;
 pub mod telemetry;
+mod url_fetch;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use hearth_core::{Homeserver, ephemeral::LocalEphemeral};
+use hearth_core::{
+    Homeserver,
+    ephemeral::LocalEphemeral,
+    media::{MediaBackends, NoFederation},
+};
 use hearth_storage::Db;
 use tokio::net::TcpListener;
 
@@ -31,7 +36,17 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         }
         None => Arc::new(LocalEphemeral::new()),
     };
-    Ok(Homeserver::new(config.homeserver(), db, ephemeral)?)
+    let policy = hearth_core::media::IpPolicy::new(
+        &config.media.url_preview_ip_range_denylist,
+        &config.media.url_preview_ip_range_allowlist,
+    )
+    .map_err(|e| anyhow::anyhow!("media.url_preview_ip_range_*: {e}"))?;
+    let backends = MediaBackends {
+        // Federation plugs in here when it exists; until then remote media is not found.
+        remote: Arc::new(NoFederation),
+        urls: Arc::new(url_fetch::PreviewFetcher::new(policy).context("building the URL preview client")?),
+    };
+    Ok(Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?)
 }
 
 /// Serves the Client-Server API on `listener` until `shutdown` completes, then drains

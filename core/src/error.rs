@@ -41,6 +41,12 @@ pub enum ErrorCode {
     BadAlias,
     /// Refined with the current version where the error is rendered.
     WrongRoomKeysVersion,
+    /// An asynchronous upload whose content has not arrived in time.
+    NotYetUploaded,
+    /// An asynchronous upload sent twice.
+    CannotOverwriteMedia,
+    /// A server this one fetched from (for a URL preview) failed or refused.
+    Upstream,
     Unknown,
 }
 
@@ -76,6 +82,9 @@ impl ErrorCode {
                     String::new(),
                 )),
             ),
+            Self::NotYetUploaded => (504, ErrorKind::NotYetUploaded),
+            Self::CannotOverwriteMedia => (409, ErrorKind::CannotOverwriteMedia),
+            Self::Upstream => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }

@@ -6,8 +6,16 @@ use std::{ops::Bound, ops::Deref, sync::Arc};
 use hearth_storage::{Db, Direction, schema::StreamLog};
 
 use crate::{
-    Result, account_data::AccountData, auth::uiaa::Uiaa, config::HomeserverConfig, ephemeral::EphemeralStore,
-    keys::signing_key::SigningKey, rooms::Rooms, sync::notifier::Notifier, sync::stream::Streams,
+    Result,
+    account_data::AccountData,
+    auth::uiaa::Uiaa,
+    config::HomeserverConfig,
+    ephemeral::EphemeralStore,
+    keys::signing_key::SigningKey,
+    media::{Media, MediaBackends},
+    rooms::Rooms,
+    sync::notifier::Notifier,
+    sync::stream::Streams,
     users::Users,
 };
 
@@ -32,6 +40,7 @@ pub struct Services {
     pub claim_lock: crate::keys::e2ee::ClaimLock,
     pub presence_store: crate::presence::PresenceStore,
     pub ticket_keys: crate::tickets::TicketKeys,
+    pub media: Media,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -49,7 +58,18 @@ impl Deref for Homeserver {
 }
 
 impl Homeserver {
+    /// A homeserver without network plug-ins (no federation, no outbound HTTP).
     pub fn new(config: HomeserverConfig, db: Db, ephemeral: Arc<dyn EphemeralStore>) -> Result<Self> {
+        Self::with_backends(config, db, ephemeral, MediaBackends::default())
+    }
+
+    /// A homeserver whose media repository reaches out through `media_backends`.
+    pub fn with_backends(
+        config: HomeserverConfig,
+        db: Db,
+        ephemeral: Arc<dyn EphemeralStore>,
+        media_backends: MediaBackends,
+    ) -> Result<Self> {
         let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
         // The stream resumes after the last position that reached storage.
         let last = db
@@ -69,6 +89,13 @@ impl Homeserver {
             streams.clone(),
             config.rooms.default_version.clone(),
         )?;
+        let media = Media::new(
+            db.clone(),
+            config.server_name.clone(),
+            config.media.clone(),
+            ephemeral.clone(),
+            media_backends,
+        )?;
         let services = Services {
             config,
             db,
@@ -84,6 +111,7 @@ impl Homeserver {
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
             presence_store: crate::presence::PresenceStore::default(),
             ticket_keys: crate::tickets::TicketKeys::default(),
+            media,
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -13,6 +13,7 @@ mod error;
 pub mod events;
 mod homeserver;
 pub mod keys;
+pub mod media;
 pub mod presence;
 pub mod rooms;
 pub mod sync;

@@ -1,14 +1,14 @@
 //! The catalog: every table (column family) Hearth stores, with the types of its keys and values.
 //! The engine opens exactly these; nothing else in the workspace names a column family.
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId};
 
 use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
-        FallbackKeyRecord, MembershipRecord, PduRecord, ReceiptRecord, ReportRecord, RoomRecord,
-        ServerKeyRecord, StateGroupRecord, StreamEntry, ToDeviceRecord,
+        FallbackKeyRecord, MediaRecord, MembershipRecord, PduRecord, ReceiptRecord, ReportRecord, RoomRecord,
+        ServerKeyRecord, StateGroupRecord, StreamEntry, ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -101,6 +101,15 @@ tables! {
     BackupVersions "backup_versions": (OwnedUserId, u64) => BackupVersionRecord;
     /// Backed-up room keys by user, version, room and session.
     BackupKeys "backup_keys": (OwnedUserId, u64, OwnedRoomId, String) => serde_json::Value;
+    /// Media by origin server and media ID: this server's uploads (and reservations of
+    /// asynchronous uploads) and cached copies of remote media. The bytes live in files named by
+    /// their SHA-256, outside the database.
+    Media "media": (OwnedServerName, String) => MediaRecord;
+    /// Asynchronous uploads each user has reserved and not yet sent, with their expiry (ms).
+    MediaReservations "media_reservations": (OwnedUserId, String) => u64;
+    /// Thumbnails by the SHA-256 of their source content, width, height and method (`crop`,
+    /// `scale`), so identical uploads share them.
+    MediaThumbnails "media_thumbnails": (String, u32, u32, String) => ThumbnailRecord;
 }
 
 #[cfg(test)]
