@@ -210,6 +210,36 @@ async fn an_oversized_upload_is_refused_and_leaves_nothing_behind() {
     assert_eq!(files_under(&media_dir(&server)).len(), 1);
 }
 
+/// Polls until `done` holds, for what the server does after a connection closes; fails after
+/// a generous bound rather than timing anything.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test]
+async fn an_aborted_upload_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "aborter", "pw").await;
+    let dir = media_dir(&server);
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST {UPLOAD} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
+        server.addr,
+        alice.access_token.as_deref().unwrap()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'a'; 100_000]).await.unwrap();
+    eventually("the upload's temporary file appears", || !files_under(&dir).is_empty()).await;
+    drop(stream);
+    eventually("the temporary file goes away", || files_under(&dir).is_empty()).await;
+}
+
 #[tokio::test]
 async fn thumbnails_of_png_and_jpeg_are_smaller_and_the_right_size() {
     let server = TestServer::start().await;
@@ -330,6 +360,10 @@ async fn web_server() -> (String, Arc<AtomicUsize>, Vec<u8>) {
                 let request = String::from_utf8_lossy(&request);
                 let (content_type, body) = if request.starts_with("GET /picture.png ") {
                     ("image/png", img)
+                } else if request.starts_with("GET /silent ") {
+                    // Never answers; the socket stays open until the test ends.
+                    std::future::pending::<()>().await;
+                    return;
                 } else if request.starts_with("GET /redirect ") {
                     let head = "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                     let _ = socket.write_all(head.as_bytes()).await;
@@ -369,6 +403,24 @@ async fn preview_of_a_local_page_allowed_by_config_returns_its_open_graph_tags()
     // A redirect to an address outside the allowlist is refused at the redirect.
     let reply = alice.get(&format!("{V1}/preview_url?url={site}/redirect")).await;
     reply.assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn previews_stop_at_the_size_and_time_limits() {
+    let (site, _hits, _) = web_server().await;
+    let server = TestServer::start_with(|c| {
+        c.media.url_preview_ip_range_allowlist = vec!["127.0.0.1/32".to_owned()];
+        c.media.url_preview_max_bytes = 100;
+        c.media.url_preview_timeout_secs = 1;
+    })
+    .await;
+    let alice = Client::register(&server.base_url, "limits", "pw").await;
+    // The page is a few hundred bytes.
+    let reply = alice.get(&format!("{V1}/preview_url?url={site}/article")).await;
+    reply.assert_error(502, "M_UNKNOWN");
+    assert!(reply.body["error"].as_str().unwrap().contains("larger than"), "{}", reply.body);
+    let reply = alice.get(&format!("{V1}/preview_url?url={site}/silent")).await;
+    reply.assert_error(502, "M_UNKNOWN");
 }
 
 #[tokio::test]
