@@ -12,20 +12,39 @@ use tokio::io::AsyncReadExt;
 use super::*;
 use crate::{config::HomeserverConfig, ephemeral::LocalEphemeral};
 
-fn media_with(backends: MediaBackends, tweak: impl FnOnce(&mut MediaConfig)) -> Media {
-    let mut config = HomeserverConfig::for_tests().media;
-    tweak(&mut config);
-    Media::new(
-        Db::in_memory(),
-        owned_server_name!("localhost"),
-        config,
-        Arc::new(LocalEphemeral::new()),
-        backends,
-    )
-    .unwrap()
+/// A media service whose directory is removed when the test is done with it.
+struct TestMedia(Media);
+
+impl std::ops::Deref for TestMedia {
+    type Target = Media;
+
+    fn deref(&self) -> &Media {
+        &self.0
+    }
 }
 
-fn media() -> Media {
+impl Drop for TestMedia {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.store.root());
+    }
+}
+
+fn media_with(backends: MediaBackends, tweak: impl FnOnce(&mut MediaConfig)) -> TestMedia {
+    let mut config = HomeserverConfig::for_tests().media;
+    tweak(&mut config);
+    TestMedia(
+        Media::new(
+            Db::in_memory(),
+            owned_server_name!("localhost"),
+            config,
+            Arc::new(LocalEphemeral::new()),
+            backends,
+        )
+        .unwrap(),
+    )
+}
+
+fn media() -> TestMedia {
     media_with(MediaBackends::default(), |_| {})
 }
 
