@@ -482,10 +482,15 @@ impl Media {
         }
         self.check_literal_host(&parsed)?;
         let cache_key = format!("media_preview:{}", hex::encode(crate::util::sha256(url.as_bytes())));
-        if let Some(cached) = self.ephemeral.get(&cache_key).await?
-            && let Ok(value) = serde_json::from_slice(&cached)
-        {
-            return Ok(value);
+        // The cache is an optimization: a store that is away (Redis) costs a fetch, not the preview.
+        match self.ephemeral.get(&cache_key).await {
+            Ok(Some(cached)) => {
+                if let Ok(value) = serde_json::from_slice(&cached) {
+                    return Ok(value);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "preview cache unavailable"),
         }
 
         let page = self.fetch(&parsed).await?;
@@ -518,8 +523,10 @@ impl Media {
             og.entry("og:url").or_insert_with(|| Value::String(page.url.to_string()));
         }
         let value = Value::Object(og);
-        if let Ok(bytes) = serde_json::to_vec(&value) {
-            self.ephemeral.put(cache_key, bytes, PREVIEW_CACHE_TTL).await?;
+        if let Ok(bytes) = serde_json::to_vec(&value)
+            && let Err(error) = self.ephemeral.put(cache_key, bytes, PREVIEW_CACHE_TTL).await
+        {
+            tracing::warn!(%error, "preview not cached");
         }
         Ok(value)
     }
