@@ -9,7 +9,9 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use hearth_client_api::ClientApiConfig;
-use hearth_core::config::{HomeserverConfig, PresenceConfig, RegistrationConfig, RoomsConfig, VoipConfig};
+use hearth_core::config::{
+    HomeserverConfig, MediaConfig, PresenceConfig, RegistrationConfig, RoomsConfig, VoipConfig,
+};
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
 use ruma::OwnedServerName;
@@ -28,6 +30,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
     pub presence: PresenceConfig,
+    pub media: MediaConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -86,6 +89,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
             presence: PresenceConfig::default(),
+            media: MediaConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -155,9 +159,35 @@ impl Config {
                 self.rooms.default_version
             );
         }
+        self.validate_media()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .with_context(|| format!("invalid configuration: log.level {:?}", self.log.level))?;
         Ok(())
+    }
+
+    fn validate_media(&self) -> anyhow::Result<()> {
+        let media = &self.media;
+        if media.max_upload_size == 0 {
+            bail!("invalid configuration: media.max_upload_size must be positive");
+        }
+        if media.thumbnail_sizes.iter().any(|s| s.width == 0 || s.height == 0) {
+            bail!("invalid configuration: media.thumbnail_sizes must have positive widths and heights");
+        }
+        if media.url_preview_timeout_secs == 0 {
+            bail!("invalid configuration: media.url_preview_timeout_secs must be positive");
+        }
+        hearth_core::media::IpPolicy::new(
+            &media.url_preview_ip_range_denylist,
+            &media.url_preview_ip_range_allowlist,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid configuration: media.url_preview_ip_range_*: {e}"))?;
+        Ok(())
+    }
+
+    /// Where media files live: `media.path`, or `media` inside the database directory, so that
+    /// one data directory holds everything to back up.
+    pub fn media_path(&self) -> std::path::PathBuf {
+        self.media.path.clone().unwrap_or_else(|| self.storage.path.join("media"))
     }
 
     pub fn public_baseurl(&self) -> String {
@@ -173,6 +203,7 @@ impl Config {
             rooms: self.rooms.clone(),
             voip: self.voip.clone(),
             presence: self.presence.clone(),
+            media: MediaConfig { path: Some(self.media_path()), ..self.media.clone() },
         }
     }
 }

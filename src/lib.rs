@@ -8,11 +8,16 @@ mod federation_listener;
 mod redis_ephemeral;
 mod router;
 pub mod telemetry;
+mod url_fetch;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use hearth_core::{Homeserver, ephemeral::LocalEphemeral};
+use hearth_core::{
+    Backends, Homeserver,
+    ephemeral::LocalEphemeral,
+    media::{MediaBackends, NoFederation},
+};
 use hearth_storage::Db;
 use tokio::net::TcpListener;
 
@@ -32,14 +37,26 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         }
         None => Arc::new(LocalEphemeral::new()),
     };
-    let transport: Option<Arc<dyn hearth_core::federation::Transport>> = match config.listen.federation {
+    let federation: Option<Arc<dyn hearth_core::federation::Transport>> = match config.listen.federation {
         Some(_) => Some(Arc::new(
-            hearth_federation::transport::HttpTransport::new(&config.federation)
-                .map_err(anyhow::Error::msg)?,
+            hearth_federation::transport::HttpTransport::new(&config.federation).map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };
-    Ok(Homeserver::with_transport(config.homeserver(), db, ephemeral, transport)?)
+    let policy = hearth_core::media::IpPolicy::new(
+        &config.media.url_preview_ip_range_denylist,
+        &config.media.url_preview_ip_range_allowlist,
+    )
+    .map_err(|e| anyhow::anyhow!("media.url_preview_ip_range_*: {e}"))?;
+    let backends = Backends {
+        media: MediaBackends {
+            // Remote media over federation is not wired yet: other servers' media is not found.
+            remote: Arc::new(NoFederation),
+            urls: Arc::new(url_fetch::PreviewFetcher::new(policy).context("building the URL preview client")?),
+        },
+        federation,
+    };
+    Ok(Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?)
 }
 
 /// Serves the Client-Server API on `listener` until `shutdown` completes, then drains

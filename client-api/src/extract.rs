@@ -120,6 +120,47 @@ fn parse_error(e: FromHttpRequestError) -> Error {
     }
 }
 
+/// What every extractor does before the body: path parameters, the access token as the
+/// endpoint's auth scheme demands, guest gating, device activity.
+async fn prepare(
+    parts: &mut axum::http::request::Parts,
+    hs: &Homeserver,
+    policy: TokenPolicy,
+) -> Result<(Vec<String>, Option<Session>), Error> {
+    let guests_allowed = parts.extensions.get::<GuestAccess>().is_some_and(|g| g.0);
+    let path_params =
+        <RawPathParams as axum::extract::FromRequestParts<Homeserver>>::from_request_parts(parts, hs)
+            .await
+            .map_err(|e| Error::invalid_param(format!("Invalid path: {e}")))?;
+    let mut path_args: Vec<String> = path_params.iter().map(|(_, v)| v.to_owned()).collect();
+    if parts.extensions.get::<EmptyLastParam>().is_some() {
+        path_args.push(String::new());
+    }
+
+    let session = match policy {
+        TokenPolicy::Ignored => None,
+        policy => match access_token(&parts.headers, parts.uri.query())? {
+            Some(token) => Some(hs.users.authenticate(token)?),
+            None if policy == TokenPolicy::Required => {
+                return Err(Error::missing_token("Missing access token"));
+            }
+            None => None,
+        },
+    };
+    if let Some(session) = &session {
+        if session.is_guest && !guests_allowed {
+            return Err(Error::guest_access_forbidden("Guest access not allowed"));
+        }
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        // Inline rather than spawned: it writes at most once per device every few minutes, and
+        // a detached task would outlive the server's shutdown holding the database open.
+        if let Err(error) = hs.users.touch_device(&session.user_id, &session.device_id, ip).await {
+            tracing::warn!(%error, "could not record device activity");
+        }
+    }
+    Ok((path_args, session))
+}
+
 impl<T> FromRequest<Homeserver> for Ruma<T>
 where
     T: IncomingRequest + Send,
@@ -130,16 +171,6 @@ where
     async fn from_request(req: Request<Body>, hs: &Homeserver) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
         let limit = parts.extensions.get::<ClientApiConfig>().cloned().unwrap_or_default().max_request_bytes;
-        let guests_allowed = parts.extensions.get::<GuestAccess>().is_some_and(|g| g.0);
-        let path_params = <RawPathParams as axum::extract::FromRequestParts<Homeserver>>::from_request_parts(
-            &mut parts, hs,
-        )
-        .await
-        .map_err(|e| Error::invalid_param(format!("Invalid path: {e}")))?;
-        let mut path_args: Vec<&str> = path_params.iter().map(|(_, v)| v).collect();
-        if parts.extensions.get::<EmptyLastParam>().is_some() {
-            path_args.push("");
-        }
 
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
             let too_large = std::error::Error::source(&e)
@@ -153,28 +184,7 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(Error::not_json("Content not JSON.").into());
         }
-
-        let session = match T::Authentication::POLICY {
-            TokenPolicy::Ignored => None,
-            policy => match access_token(&parts.headers, parts.uri.query())? {
-                Some(token) => Some(hs.users.authenticate(token)?),
-                None if policy == TokenPolicy::Required => {
-                    return Err(Error::missing_token("Missing access token").into());
-                }
-                None => None,
-            },
-        };
-        if let Some(session) = &session {
-            if session.is_guest && !guests_allowed {
-                return Err(Error::guest_access_forbidden("Guest access not allowed").into());
-            }
-            let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-            // Inline rather than spawned: it writes at most once per device every few minutes, and
-            // a detached task would outlive the server's shutdown holding the database open.
-            if let Err(error) = hs.users.touch_device(&session.user_id, &session.device_id, ip).await {
-                tracing::warn!(%error, "could not record device activity");
-            }
-        }
+        let (path_args, session) = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
 
         // Clients (matrix-nio's join, for one) send no body where an empty object is meant;
         // Synapse reads that as `{}`, and so do we.
@@ -183,8 +193,45 @@ where
         } else {
             bytes.as_ref()
         };
+        let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let http_request = Request::from_parts(parts, body);
         let body = T::try_from_http_request(http_request, &path_args).map_err(parse_error)?;
         Ok(Self { body, session })
+    }
+}
+
+/// An upload: the ruma request parsed from everything but the body (its `file` stays empty),
+/// and the body as a stream, so that media of any size goes to disk without passing through
+/// memory or the JSON size limit.
+#[derive(Debug)]
+pub struct Upload<T> {
+    pub body: T,
+    pub session: Session,
+    pub stream: Body,
+    /// The declared length, when the client sent one.
+    pub content_length: Option<u64>,
+}
+
+impl<T> FromRequest<Homeserver> for Upload<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: AuthPolicy,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, hs: &Homeserver) -> Result<Self, ApiError> {
+        let (mut parts, stream) = req.into_parts();
+        let (path_args, session) = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
+        let session = session.ok_or_else(|| Error::missing_token("Missing access token"))?;
+        let content_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let empty: &[u8] = &[];
+        let body =
+            T::try_from_http_request(Request::from_parts(parts, empty), &path_args).map_err(parse_error)?;
+        Ok(Self { body, session, stream, content_length })
     }
 }

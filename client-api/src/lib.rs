@@ -16,6 +16,7 @@ mod discovery;
 mod extract;
 mod filter;
 mod keys;
+mod media;
 mod membership;
 mod message;
 mod misc;

@@ -4,17 +4,18 @@ use std::{collections::BTreeSet, future::Future};
 
 use axum::{
     Extension, Router,
+    extract::FromRequest,
     extract::State,
     response::{IntoResponse, Response},
-    routing::{MethodFilter, on},
+    routing::{MethodFilter, MethodRouter, on},
 };
 use hearth_core::{ErrorCode, Homeserver};
-use ruma::api::{IncomingRequest, client as c, path_builder::PathBuilder};
+use ruma::api::{IncomingRequest, Metadata, client as c, path_builder::PathBuilder};
 
 use crate::{
     account, admin, backup, config, device, directory, discovery,
-    extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma},
-    filter, keys, membership, message, misc, presence, profile, push, receipt,
+    extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
+    filter, keys, media, membership, message, misc, presence, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
     room, session, state, sync, ws,
 };
@@ -28,6 +29,40 @@ trait RouterExt {
         T::OutgoingResponse: Send,
         H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static;
+
+    /// For endpoints whose request or response does not fit a ruma body held in memory (media):
+    /// the paths and method still come from `T`'s metadata, but the handler takes any extractor
+    /// and builds its own response.
+    fn ruma_raw<T, X, H, F>(self, handler: H, guests: GuestAccess) -> Self
+    where
+        T: Metadata,
+        X: FromRequest<Homeserver, Rejection = ApiError> + Send + 'static,
+        H: Fn(Homeserver, X) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ApiResult<Response>> + Send + 'static;
+}
+
+/// Adds the routes of every path of `T`, each made by `make`.
+fn add_paths<T: Metadata>(
+    router: Router<Homeserver>,
+    make: impl Fn() -> MethodRouter<Homeserver>,
+    guests: GuestAccess,
+) -> Router<Homeserver> {
+    let paths: BTreeSet<&'static str> = T::PATH_BUILDER.all_paths().collect();
+    let with_guests = || -> MethodRouter<Homeserver> { make().layer(Extension(guests)) };
+    paths.into_iter().fold(router, |mut router, path| {
+        router = router.route(path, with_guests());
+        // State endpoints take an empty state key as a missing last segment.
+        if let Some(prefix) = path.strip_suffix("/{state_key}") {
+            let empty_last =
+                || -> MethodRouter<Homeserver> { with_guests().layer(Extension(EmptyLastParam)) };
+            router = router.route(prefix, empty_last()).route(&format!("{prefix}/"), empty_last());
+        }
+        router
+    })
+}
+
+fn method_filter<T: Metadata>() -> MethodFilter {
+    MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods")
 }
 
 impl RouterExt for Router<Homeserver> {
@@ -39,32 +74,40 @@ impl RouterExt for Router<Homeserver> {
         H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static,
     {
-        let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
-        let paths: BTreeSet<&'static str> = T::PATH_BUILDER.all_paths().collect();
-        paths.into_iter().fold(self, |mut router, path| {
-            let make = || {
-                let handler = handler.clone();
-                on(filter, move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
-                    handler(hs, req).await.map(RumaResponse)
-                })
-                .layer(Extension(guests))
-            };
-            router = router.route(path, make());
-            // State endpoints take an empty state key as a missing last segment.
-            if let Some(prefix) = path.strip_suffix("/{state_key}") {
-                router = router
-                    .route(prefix, make().layer(Extension(EmptyLastParam)))
-                    .route(&format!("{prefix}/"), make().layer(Extension(EmptyLastParam)));
-            }
-            router
-        })
+        let make = || {
+            let handler = handler.clone();
+            on(method_filter::<T>(), move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
+                handler(hs, req).await.map(RumaResponse)
+            })
+        };
+        add_paths::<T>(self, make, guests)
+    }
+
+    fn ruma_raw<T, X, H, F>(self, handler: H, guests: GuestAccess) -> Self
+    where
+        T: Metadata,
+        X: FromRequest<Homeserver, Rejection = ApiError> + Send + 'static,
+        H: Fn(Homeserver, X) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ApiResult<Response>> + Send + 'static,
+    {
+        let make = || {
+            let handler = handler.clone();
+            on(method_filter::<T>(), move |State(hs): State<Homeserver>, req: X| async move {
+                handler(hs, req).await
+            })
+        };
+        add_paths::<T>(self, make, guests)
     }
 }
+
+use c::authenticated_media as am;
 
 const GUESTS: GuestAccess = GuestAccess(true);
 const NO_GUESTS: GuestAccess = GuestAccess(false);
 
 /// The whole Client-Server API, plus the discovery and admin endpoints clients call.
+// The deprecated unauthenticated media endpoints are registered too (served behind a switch).
+#[allow(deprecated)]
 pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
     Router::new()
         // Discovery
@@ -233,6 +276,35 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::directory::set_room_visibility::v3::Request, _, _>(
             directory::set_room_visibility,
             NO_GUESTS,
+        )
+        // Media
+        .ruma_raw::<c::media::create_content::v3::Request, Upload<_>, _, _>(media::create_content, NO_GUESTS)
+        .ruma::<c::media::create_mxc_uri::v1::Request, _, _>(media::create_mxc_uri, NO_GUESTS)
+        .ruma_raw::<c::media::create_content_async::v3::Request, Upload<_>, _, _>(
+            media::create_content_async,
+            NO_GUESTS,
+        )
+        .ruma_raw::<am::get_content::v1::Request, Ruma<_>, _, _>(media::get_content, GUESTS)
+        .ruma_raw::<am::get_content_as_filename::v1::Request, Ruma<_>, _, _>(
+            media::get_content_as_filename,
+            GUESTS,
+        )
+        .ruma_raw::<am::get_content_thumbnail::v1::Request, Ruma<_>, _, _>(
+            media::get_content_thumbnail,
+            GUESTS,
+        )
+        .ruma::<am::get_media_config::v1::Request, _, _>(media::get_media_config, GUESTS)
+        .ruma::<c::media::get_media_config::v3::Request, _, _>(media::get_media_config_legacy, GUESTS)
+        .ruma::<am::get_media_preview::v1::Request, _, _>(media::get_media_preview, GUESTS)
+        .ruma::<c::media::get_media_preview::v3::Request, _, _>(media::get_media_preview_legacy, GUESTS)
+        .ruma_raw::<c::media::get_content::v3::Request, Ruma<_>, _, _>(media::get_content_legacy, GUESTS)
+        .ruma_raw::<c::media::get_content_as_filename::v3::Request, Ruma<_>, _, _>(
+            media::get_content_as_filename_legacy,
+            GUESTS,
+        )
+        .ruma_raw::<c::media::get_content_thumbnail::v3::Request, Ruma<_>, _, _>(
+            media::get_content_thumbnail_legacy,
+            GUESTS,
         )
         // Synapse-compatible shared-secret registration
         .ruma::<admin::GetNonce, _, _>(admin::get_registration_nonce, NO_GUESTS)

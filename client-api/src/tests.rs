@@ -97,3 +97,38 @@ async fn uia_challenge_shape() {
     assert_eq!(body["params"], json!({}));
     assert!(body.get("errcode").is_none(), "a first challenge carries no error: {body}");
 }
+
+#[tokio::test]
+async fn media_upload_streams_to_disk_and_downloads_with_safety_headers() {
+    let app = app();
+    let token = register(&app, "media").await;
+    let upload = Request::builder()
+        .method(Method::POST)
+        .uri("/_matrix/media/v3/upload?filename=page.html")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "text/html")
+        // Not JSON and larger than `max_request_bytes`: uploads bypass both checks.
+        .body(Body::from(vec![b'<'; 2 * 1024 * 1024]))
+        .unwrap();
+    let resp = app.clone().oneshot(upload).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let uri = body["content_uri"].as_str().unwrap().strip_prefix("mxc://").unwrap().to_owned();
+
+    let download = Request::builder()
+        .uri(format!("/_matrix/client/v1/media/download/{uri}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(download).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers().clone();
+    assert_eq!(headers["content-type"], "text/html");
+    assert_eq!(headers["content-disposition"], "attachment; filename=page.html");
+    assert!(headers["content-security-policy"].to_str().unwrap().starts_with("sandbox"));
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes().len(), 2 * 1024 * 1024);
+
+    let (status, body) =
+        call(&app, Method::GET, &format!("/_matrix/client/v1/media/download/{uri}"), None, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::UNAUTHORIZED, Some("M_MISSING_TOKEN")));
+}

@@ -1,6 +1,7 @@
 //! An off-the-shelf client library, matrix-nio (Python), against the real binary: register with
 //! the dummy flow, log in, whoami, display name, list and delete devices, log out; and, with
-//! its real crypto (vodozemac), two users exchanging end-to-end encrypted messages.
+//! its real crypto (vodozemac), two users exchanging end-to-end encrypted messages; and media:
+//! uploads, authenticated downloads, thumbnails and an encrypted attachment.
 
 // The helper below is test code too.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,11 @@ use hearth_conformance_tests::binary::HearthProcess;
 #[test]
 fn matrix_nio_client_flows() {
     run_script("nio_check.py", "6 passed, 0 failed");
+}
+
+#[test]
+fn matrix_nio_uploads_downloads_and_thumbnails_media() {
+    run_script("nio_media_check.py", "4 passed, 0 failed");
 }
 
 #[test]

@@ -82,6 +82,95 @@ impl Default for PresenceConfig {
     }
 }
 
+/// How a thumbnail is made from its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThumbnailMethod {
+    /// Exactly the requested size, cut from the middle of the image.
+    Crop,
+    /// Fits within the requested size, keeping the aspect ratio.
+    Scale,
+}
+
+impl ThumbnailMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Scale => "scale",
+        }
+    }
+}
+
+/// One size thumbnails are offered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+    pub method: ThumbnailMethod,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Directory of the media files; the binary defaults it to `media` inside `storage.path`.
+    pub path: Option<std::path::PathBuf>,
+    /// Largest upload accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
+    pub max_upload_size: u64,
+    /// Whether the deprecated unauthenticated `/_matrix/media/*/download|thumbnail` paths serve
+    /// media. Off, they answer 404 `M_NOT_FOUND`, as Synapse does for media uploaded while its
+    /// `enable_authenticated_media` is on.
+    pub legacy_unauthenticated_download: bool,
+    /// Asynchronous uploads (`/create`) a user may have reserved and not yet sent.
+    pub max_pending_uploads: usize,
+    /// How long an asynchronous upload reservation lasts, in seconds.
+    pub pending_upload_lifetime_secs: u64,
+    /// The sizes thumbnails come in; a request gets the closest one at least as large.
+    pub thumbnail_sizes: Vec<ThumbnailSize>,
+    /// Images with more pixels than this are not decoded for thumbnails.
+    pub max_image_pixels: u64,
+    /// Whether `/preview_url` fetches pages for link previews.
+    pub url_preview_enabled: bool,
+    /// Address ranges (CIDR) previews never fetch from.
+    pub url_preview_ip_range_denylist: Vec<String>,
+    /// Ranges fetched from even though the denylist contains them.
+    pub url_preview_ip_range_allowlist: Vec<String>,
+    /// Largest page or image a preview downloads, in bytes.
+    pub url_preview_max_bytes: u64,
+    /// Time limit of one preview download, redirects included, in seconds.
+    pub url_preview_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let size = |width, height, method| ThumbnailSize { width, height, method };
+        Self {
+            path: None,
+            max_upload_size: 50 * 1024 * 1024,
+            legacy_unauthenticated_download: false,
+            max_pending_uploads: 5,
+            pending_upload_lifetime_secs: 24 * 3600,
+            thumbnail_sizes: vec![
+                size(32, 32, ThumbnailMethod::Crop),
+                size(96, 96, ThumbnailMethod::Crop),
+                size(320, 240, ThumbnailMethod::Scale),
+                size(640, 480, ThumbnailMethod::Scale),
+                size(800, 600, ThumbnailMethod::Scale),
+            ],
+            max_image_pixels: 32_000_000,
+            url_preview_enabled: true,
+            url_preview_ip_range_denylist: crate::media::DEFAULT_IP_DENYLIST
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            url_preview_ip_range_allowlist: Vec::new(),
+            url_preview_max_bytes: 10 * 1024 * 1024,
+            url_preview_timeout_secs: 10,
+        }
+    }
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -92,6 +181,7 @@ pub struct HomeserverConfig {
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
     pub presence: PresenceConfig,
+    pub media: MediaConfig,
 }
 
 impl HomeserverConfig {
@@ -103,6 +193,13 @@ impl HomeserverConfig {
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
             presence: PresenceConfig::default(),
+            media: MediaConfig {
+                // Each test homeserver gets its own media directory.
+                path: Some(
+                    std::env::temp_dir().join(format!("hearth-media-{}", crate::util::random_string(12))),
+                ),
+                ..MediaConfig::default()
+            },
         }
     }
 }

@@ -45,6 +45,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// Another server could not be reached or answered with nonsense.
     RemoteUnavailable,
+    /// An asynchronous upload whose content has not arrived in time.
+    NotYetUploaded,
+    /// An asynchronous upload sent twice.
+    CannotOverwriteMedia,
+    /// A server this one fetched from (for a URL preview) failed or refused.
+    Upstream,
     Unknown,
 }
 
@@ -82,6 +88,9 @@ impl ErrorCode {
             ),
             Self::Unauthorized => (401, ErrorKind::Unauthorized),
             Self::RemoteUnavailable => (502, ErrorKind::Unknown),
+            Self::NotYetUploaded => (504, ErrorKind::NotYetUploaded),
+            Self::CannotOverwriteMedia => (409, ErrorKind::CannotOverwriteMedia),
+            Self::Upstream => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }

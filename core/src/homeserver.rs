@@ -6,10 +6,27 @@ use std::{ops::Bound, ops::Deref, sync::Arc};
 use hearth_storage::{Db, Direction, schema::StreamLog};
 
 use crate::{
-    Result, account_data::AccountData, auth::uiaa::Uiaa, config::HomeserverConfig, ephemeral::EphemeralStore,
-    keys::signing_key::SigningKey, rooms::Rooms, sync::notifier::Notifier, sync::stream::Streams,
+    Result,
+    account_data::AccountData,
+    auth::uiaa::Uiaa,
+    config::HomeserverConfig,
+    ephemeral::EphemeralStore,
+    keys::signing_key::SigningKey,
+    media::{Media, MediaBackends},
+    rooms::Rooms,
+    sync::notifier::Notifier,
+    sync::stream::Streams,
     users::Users,
 };
+
+/// The plug-ins through which the homeserver reaches other machines. The binary supplies real
+/// ones; the defaults reach nothing (no federation, remote media not found, no previews).
+#[derive(Default)]
+pub struct Backends {
+    pub media: MediaBackends,
+    /// `None`: federation is off.
+    pub federation: Option<Arc<dyn crate::federation::Transport>>,
+}
 
 #[derive(Clone)]
 pub struct Homeserver {
@@ -33,6 +50,7 @@ pub struct Services {
     pub presence_store: crate::presence::PresenceStore,
     pub ticket_keys: crate::tickets::TicketKeys,
     pub federation: Arc<crate::federation::Federation>,
+    pub media: Media,
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -50,18 +68,19 @@ impl Deref for Homeserver {
 }
 
 impl Homeserver {
+    /// A homeserver without network plug-ins (no federation, no outbound HTTP).
     pub fn new(config: HomeserverConfig, db: Db, ephemeral: Arc<dyn EphemeralStore>) -> Result<Self> {
-        Self::with_transport(config, db, ephemeral, None)
+        Self::with_backends(config, db, ephemeral, Backends::default())
     }
 
-    /// A homeserver that federates through `transport` (`None`: federation off).
-    pub fn with_transport(
+    /// A homeserver that reaches the outside world through `backends`.
+    pub fn with_backends(
         config: HomeserverConfig,
         db: Db,
         ephemeral: Arc<dyn EphemeralStore>,
-        transport: Option<Arc<dyn crate::federation::Transport>>,
+        backends: Backends,
     ) -> Result<Self> {
-        let federation = Arc::new(crate::federation::Federation::new(transport, &db)?);
+        let federation = Arc::new(crate::federation::Federation::new(backends.federation, &db)?);
         let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
         // The stream resumes after the last position that reached storage.
         let last = db
@@ -82,6 +101,13 @@ impl Homeserver {
             config.rooms.default_version.clone(),
             federation.clone(),
         )?;
+        let media = Media::new(
+            db.clone(),
+            config.server_name.clone(),
+            config.media.clone(),
+            ephemeral.clone(),
+            backends.media,
+        )?;
         let services = Services {
             config,
             db,
@@ -98,6 +124,7 @@ impl Homeserver {
             presence_store: crate::presence::PresenceStore::default(),
             ticket_keys: crate::tickets::TicketKeys::default(),
             federation,
+            media,
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -14,6 +14,7 @@ pub mod events;
 pub mod federation;
 mod homeserver;
 pub mod keys;
+pub mod media;
 pub mod presence;
 pub mod rooms;
 pub mod sync;
@@ -22,4 +23,4 @@ pub mod users;
 pub mod util;
 
 pub use error::{Error, ErrorCode, Result};
-pub use homeserver::{Homeserver, Services};
+pub use homeserver::{Backends, Homeserver, Services};

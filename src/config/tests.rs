@@ -38,6 +38,7 @@ fn example_file_parses_and_documents_every_key() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.server_name.as_str(), "localhost");
+        assert_eq!(config.media, Config::default().media, "the example shows the media defaults");
         // Every key the program knows appears in the example (commented or not).
         let text = std::fs::read_to_string(&path).unwrap();
         let defaults = toml::Value::try_from(Config::default()).unwrap();

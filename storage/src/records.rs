@@ -204,6 +204,31 @@ pub enum OutboxItem {
     Edu { edu: serde_json::Value },
 }
 
+/// A media item. `sha256` is `None` while an asynchronous upload is reserved but not yet sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// Hex SHA-256 of the content, which names its file.
+    pub sha256: Option<String>,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    /// The local user who uploaded (or reserved) it; `None` for remote media.
+    pub uploader: Option<OwnedUserId>,
+    pub created_ts: u64,
+    /// For a reservation: when it lapses if nothing has been uploaded.
+    #[serde(default)]
+    pub expires_ts: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThumbnailRecord {
+    pub sha256: String,
+    pub size: u64,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+}
+
 json_value!(
     RemoteKeyRecord,
     OutboxItem,
@@ -223,4 +248,6 @@ json_value!(
     FallbackKeyRecord,
     ToDeviceRecord,
     BackupVersionRecord,
+    MediaRecord,
+    ThumbnailRecord,
 );

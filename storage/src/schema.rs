@@ -1,14 +1,15 @@
 //! The catalog: every table (column family) Hearth stores, with the types of its keys and values.
 //! The engine opens exactly these; nothing else in the workspace names a column family.
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId};
 
 use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
-        FallbackKeyRecord, MembershipRecord, OutboxItem, PduRecord, ReceiptRecord, RemoteKeyRecord,
-        ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry, ToDeviceRecord,
+        FallbackKeyRecord, MediaRecord, MembershipRecord, OutboxItem, PduRecord, ReceiptRecord,
+        RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
+        ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -110,6 +111,15 @@ tables! {
     /// Results of transactions received, by origin and transaction ID, so a retried
     /// transaction is answered the same without being processed twice.
     InboundTxns "inbound_txns": (String, String) => serde_json::Value;
+    /// Media by origin server and media ID: this server's uploads (and reservations of
+    /// asynchronous uploads) and cached copies of remote media. The bytes live in files named by
+    /// their SHA-256, outside the database.
+    Media "media": (OwnedServerName, String) => MediaRecord;
+    /// Asynchronous uploads each user has reserved and not yet sent, with their expiry (ms).
+    MediaReservations "media_reservations": (OwnedUserId, String) => u64;
+    /// Thumbnails by the SHA-256 of their source content, width, height and method (`crop`,
+    /// `scale`), so identical uploads share them.
+    MediaThumbnails "media_thumbnails": (String, u32, u32, String) => ThumbnailRecord;
 }
 
 #[cfg(test)]
