@@ -9,7 +9,10 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use hearth_client_api::ClientApiConfig;
-use hearth_core::config::{HomeserverConfig, PresenceConfig, RegistrationConfig, RoomsConfig, VoipConfig};
+use hearth_core::config::{
+    HomeserverConfig, JwtConfig, PresenceConfig, RegistrationConfig, RoomsConfig, SessionConfig, SsoConfig,
+    VoipConfig,
+};
 use hearth_storage::StorageConfig;
 use ruma::OwnedServerName;
 use serde::{Deserialize, Serialize};
@@ -27,6 +30,9 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub voip: VoipConfig,
     pub presence: PresenceConfig,
+    pub session: SessionConfig,
+    pub sso: SsoConfig,
+    pub jwt: JwtConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub log: LogConfig,
@@ -81,6 +87,9 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             voip: VoipConfig::default(),
             presence: PresenceConfig::default(),
+            session: SessionConfig::default(),
+            sso: SsoConfig::default(),
+            jwt: JwtConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             log: LogConfig::default(),
@@ -149,6 +158,13 @@ impl Config {
                 self.rooms.default_version
             );
         }
+        if self.session.refreshable_access_token_lifetime_secs == 0 {
+            bail!("invalid configuration: session.refreshable_access_token_lifetime_secs must be at least 1");
+        }
+        hearth_core::auth::sso::check_config(&self.sso)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        hearth_core::auth::jwt::JwtLogin::from_config(&self.jwt)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .with_context(|| format!("invalid configuration: log.level {:?}", self.log.level))?;
         Ok(())
@@ -167,6 +183,9 @@ impl Config {
             rooms: self.rooms.clone(),
             voip: self.voip.clone(),
             presence: self.presence.clone(),
+            session: self.session.clone(),
+            sso: self.sso.clone(),
+            jwt: self.jwt.clone(),
         }
     }
 }

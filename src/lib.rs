@@ -4,6 +4,7 @@
 //! on port 0 and stop it when they like; `main.rs` only parses arguments and calls it.
 
 pub mod config;
+mod http_client;
 mod redis_ephemeral;
 mod router;
 pub mod telemetry;
@@ -31,7 +32,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         }
         None => Arc::new(LocalEphemeral::new()),
     };
-    Ok(Homeserver::new(config.homeserver(), db, ephemeral)?)
+    let http = Arc::new(http_client::ReqwestHttp::new().context("building the outbound HTTP client")?);
+    Ok(Homeserver::new(config.homeserver(), db, ephemeral, http)?)
 }
 
 /// Serves the Client-Server API on `listener` until `shutdown` completes, then drains

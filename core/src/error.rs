@@ -19,6 +19,9 @@ pub enum ErrorCode {
     TooLarge,
     MissingToken,
     UnknownToken,
+    /// An access token that expired: the client should refresh it, or log in again keeping its
+    /// device (`soft_logout: true`).
+    SoftLogout,
     Forbidden,
     UserDeactivated,
     GuestAccessForbidden,
@@ -41,6 +44,8 @@ pub enum ErrorCode {
     BadAlias,
     /// Refined with the current version where the error is rendered.
     WrongRoomKeysVersion,
+    /// An identity provider (or another server Hearth had to ask) failed or answered nonsense.
+    BadGateway,
     Unknown,
 }
 
@@ -54,6 +59,11 @@ impl ErrorCode {
             Self::TooLarge => (413, ErrorKind::TooLarge),
             Self::MissingToken => (401, ErrorKind::MissingToken),
             Self::UnknownToken => (401, ErrorKind::UnknownToken(UnknownTokenErrorData::new())),
+            Self::SoftLogout => {
+                let mut data = UnknownTokenErrorData::new();
+                data.soft_logout = true;
+                (401, ErrorKind::UnknownToken(data))
+            }
             Self::Forbidden => (403, ErrorKind::Forbidden),
             Self::UserDeactivated => (403, ErrorKind::UserDeactivated),
             Self::GuestAccessForbidden => (403, ErrorKind::GuestAccessForbidden),
@@ -76,6 +86,7 @@ impl ErrorCode {
                     String::new(),
                 )),
             ),
+            Self::BadGateway => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }
@@ -126,6 +137,8 @@ constructors! {
     user_deactivated => UserDeactivated,
     guest_access_forbidden => GuestAccessForbidden,
     unknown_token => UnknownToken,
+    soft_logout => SoftLogout,
+    bad_gateway => BadGateway,
     missing_token => MissingToken,
     weak_password => WeakPassword,
     bad_request => BadRequest,
@@ -174,5 +187,8 @@ mod tests {
         assert_eq!(ErrorCode::TooLarge.status_and_kind(), (413, ErrorKind::TooLarge));
         assert_eq!(ErrorCode::MissingToken.status_and_kind().0, 401);
         assert_eq!(Error::user_in_use("x").code(), ErrorCode::UserInUse);
+        let (status, kind) = ErrorCode::SoftLogout.status_and_kind();
+        assert_eq!(status, 401);
+        assert!(matches!(kind, ErrorKind::UnknownToken(data) if data.soft_logout));
     }
 }

@@ -6,8 +6,15 @@ use std::{ops::Bound, ops::Deref, sync::Arc};
 use hearth_storage::{Db, Direction, schema::StreamLog};
 
 use crate::{
-    Result, account_data::AccountData, auth::uiaa::Uiaa, config::HomeserverConfig, ephemeral::EphemeralStore,
-    keys::signing_key::SigningKey, rooms::Rooms, sync::notifier::Notifier, sync::stream::Streams,
+    Error, Result,
+    account_data::AccountData,
+    auth::{http::HttpClient, jwt::JwtLogin, sso::Sso, uiaa::Uiaa},
+    config::HomeserverConfig,
+    ephemeral::EphemeralStore,
+    keys::signing_key::SigningKey,
+    rooms::Rooms,
+    sync::notifier::Notifier,
+    sync::stream::Streams,
     users::Users,
 };
 
@@ -27,6 +34,9 @@ pub struct Services {
     pub users: Users,
     pub rooms: Rooms,
     pub uiaa: Uiaa,
+    pub sso: Sso,
+    /// `None` when JWT login is off.
+    pub jwt: Option<JwtLogin>,
     pub account_data: AccountData,
     pub unread: crate::sync::compute::UnreadCache,
     pub claim_lock: crate::keys::e2ee::ClaimLock,
@@ -49,7 +59,12 @@ impl Deref for Homeserver {
 }
 
 impl Homeserver {
-    pub fn new(config: HomeserverConfig, db: Db, ephemeral: Arc<dyn EphemeralStore>) -> Result<Self> {
+    pub fn new(
+        config: HomeserverConfig,
+        db: Db,
+        ephemeral: Arc<dyn EphemeralStore>,
+        http: Arc<dyn HttpClient>,
+    ) -> Result<Self> {
         let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
         // The stream resumes after the last position that reached storage.
         let last = db
@@ -59,8 +74,24 @@ impl Homeserver {
             .map_or(0, |(pos, _)| pos);
         let notifier = Arc::new(Notifier::new(last));
         let streams = Streams::new(last, notifier.clone());
-        let users = Users::new(db.clone(), config.server_name.clone(), ephemeral.clone());
+        let users = Users::new(
+            db.clone(),
+            config.server_name.clone(),
+            ephemeral.clone(),
+            std::time::Duration::from_secs(config.session.refreshable_access_token_lifetime_secs),
+        );
         let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
+        let sso = Sso::new(
+            &config.sso,
+            config.public_baseurl.clone(),
+            http,
+            ephemeral.clone(),
+            users.clone(),
+            uiaa.clone(),
+        )
+        .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
+        let jwt = JwtLogin::from_config(&config.jwt)
+            .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
         let account_data = AccountData::new(db.clone(), streams.clone());
         let rooms = Rooms::new(
             db.clone(),
@@ -79,6 +110,8 @@ impl Homeserver {
             users,
             rooms,
             uiaa,
+            sso,
+            jwt,
             account_data,
             unread: crate::sync::compute::UnreadCache::default(),
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
@@ -90,8 +123,13 @@ impl Homeserver {
 
     /// A homeserver on an in-memory database, for tests.
     pub fn for_tests(config: HomeserverConfig) -> Self {
-        Self::new(config, Db::in_memory(), Arc::new(crate::ephemeral::LocalEphemeral::new()))
-            .expect("an in-memory homeserver starts")
+        Self::new(
+            config,
+            Db::in_memory(),
+            Arc::new(crate::ephemeral::LocalEphemeral::new()),
+            crate::auth::http::no_http(),
+        )
+        .expect("an in-memory homeserver starts")
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
