@@ -30,9 +30,26 @@ impl TestServer {
         Self::start_in(config, dir).await
     }
 
+    /// Like [`Self::start_with`], but the listener is bound first and its address given to
+    /// `customize`, for settings that name the server's own URL (`public_baseurl`).
+    pub async fn start_at(customize: impl FnOnce(&mut Config, SocketAddr)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.storage.path = dir.path().join("db");
+        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+        customize(&mut config, addr);
+        Self::start_on(listener, config, dir).await
+    }
+
     /// Starts a server on `config`, keeping `dir` alive for as long as the server.
     pub async fn start_in(config: Config, dir: tempfile::TempDir) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        Self::start_on(listener, config, dir).await
+    }
+
+    async fn start_on(listener: TcpListener, config: Config, dir: tempfile::TempDir) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let run_config = config.clone();
