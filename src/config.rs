@@ -10,7 +10,8 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
-    HomeserverConfig, MediaConfig, PresenceConfig, RegistrationConfig, RoomsConfig, VoipConfig,
+    HomeserverConfig, JwtConfig, MediaConfig, PresenceConfig, RegistrationConfig, RoomsConfig, SessionConfig,
+    SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -31,6 +32,9 @@ pub struct Config {
     pub voip: VoipConfig,
     pub presence: PresenceConfig,
     pub media: MediaConfig,
+    pub session: SessionConfig,
+    pub sso: SsoConfig,
+    pub jwt: JwtConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -90,6 +94,9 @@ impl Default for Config {
             voip: VoipConfig::default(),
             presence: PresenceConfig::default(),
             media: MediaConfig::default(),
+            session: SessionConfig::default(),
+            sso: SsoConfig::default(),
+            jwt: JwtConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -160,6 +167,13 @@ impl Config {
             );
         }
         self.validate_media()?;
+        if self.session.refreshable_access_token_lifetime_secs == 0 {
+            bail!("invalid configuration: session.refreshable_access_token_lifetime_secs must be at least 1");
+        }
+        hearth_core::auth::sso::check_config(&self.sso)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        hearth_core::auth::jwt::JwtLogin::from_config(&self.jwt)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .with_context(|| format!("invalid configuration: log.level {:?}", self.log.level))?;
         Ok(())
@@ -204,6 +218,9 @@ impl Config {
             voip: self.voip.clone(),
             presence: self.presence.clone(),
             media: MediaConfig { path: Some(self.media_path()), ..self.media.clone() },
+            session: self.session.clone(),
+            sso: self.sso.clone(),
+            jwt: self.jwt.clone(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod federation_listener;
+mod http_client;
 mod redis_ephemeral;
 mod router;
 pub mod telemetry;
@@ -39,7 +40,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
     };
     let federation: Option<Arc<dyn hearth_core::federation::Transport>> = match config.listen.federation {
         Some(_) => Some(Arc::new(
-            hearth_federation::transport::HttpTransport::new(&config.federation).map_err(anyhow::Error::msg)?,
+            hearth_federation::transport::HttpTransport::new(&config.federation)
+                .map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };
@@ -52,9 +54,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         media: MediaBackends {
             // Remote media over federation is not wired yet: other servers' media is not found.
             remote: Arc::new(NoFederation),
-            urls: Arc::new(url_fetch::PreviewFetcher::new(policy).context("building the URL preview client")?),
+            urls: Arc::new(
+                url_fetch::PreviewFetcher::new(policy).context("building the URL preview client")?,
+            ),
         },
         federation,
+        http: Arc::new(http_client::ReqwestHttp::new().context("building the outbound HTTP client")?),
     };
     Ok(Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?)
 }

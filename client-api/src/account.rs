@@ -49,13 +49,16 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
             device_id: body.device_id,
             device_display_name: body.initial_device_display_name,
             inhibit_login: body.inhibit_login,
+            refresh_token: body.refresh_token,
             ..Default::default()
         })
         .await?;
     let mut response = register::v3::Response::new(registered.user_id);
-    if let Some((device_id, token)) = registered.login {
-        response.device_id = Some(device_id);
-        response.access_token = Some(token);
+    if let Some(login) = registered.login {
+        response.device_id = Some(login.device_id);
+        response.access_token = Some(login.access_token);
+        response.refresh_token = login.refresh_token;
+        response.expires_in = login.expires_in;
     }
     Ok(response)
 }
@@ -105,7 +108,7 @@ pub async fn change_password(
     hs.uiaa
         .authenticate(
             body.auth.as_ref(),
-            &[vec![AuthType::Password]],
+            &hs.reauth_flows(&session.user_id)?,
             "change_password",
             Some(&session.user_id),
         )
@@ -125,7 +128,7 @@ pub async fn deactivate(
     hs.uiaa
         .authenticate(
             req.body.auth.as_ref(),
-            &[vec![AuthType::Password]],
+            &hs.reauth_flows(&session.user_id)?,
             "deactivate",
             Some(&session.user_id),
         )

@@ -134,12 +134,12 @@ pub async fn shared_secret_register(hs: Homeserver, req: Ruma<Register>) -> ApiR
             },
         )
         .await?;
-    let (device_id, access_token) =
+    let login =
         registered.login.ok_or_else(|| Error::internal("shared-secret registration did not log in"))?;
     Ok(Json(Registered {
-        access_token,
+        access_token: login.access_token,
         home_server: registered.user_id.server_name().to_owned(),
         user_id: registered.user_id,
-        device_id,
+        device_id: login.device_id,
     }))
 }

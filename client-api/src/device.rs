@@ -3,10 +3,7 @@
 use hearth_core::{Error, Homeserver, users::Device as CoreDevice};
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt,
-    api::client::{
-        device::{self, delete_device, delete_devices, get_device, get_devices, update_device},
-        uiaa::AuthType,
-    },
+    api::client::device::{self, delete_device, delete_devices, get_device, get_devices, update_device},
 };
 
 use crate::{extract::Ruma, response::ApiResult};
@@ -61,7 +58,7 @@ pub async fn delete_device(
     hs.uiaa
         .authenticate(
             req.body.auth.as_ref(),
-            &[vec![AuthType::Password]],
+            &hs.reauth_flows(&session.user_id)?,
             "delete_device",
             Some(&session.user_id),
         )
@@ -79,7 +76,7 @@ pub async fn delete_devices(
     hs.uiaa
         .authenticate(
             req.body.auth.as_ref(),
-            &[vec![AuthType::Password]],
+            &hs.reauth_flows(&session.user_id)?,
             "delete_devices",
             Some(&session.user_id),
         )

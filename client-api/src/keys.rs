@@ -8,7 +8,6 @@ use ruma::{
     api::client::{
         keys::{claim_keys, get_key_changes, get_keys, upload_keys, upload_signatures, upload_signing_keys},
         to_device::send_event_to_device,
-        uiaa::AuthType,
     },
 };
 use serde_json::Value;
@@ -116,7 +115,7 @@ pub async fn upload_signing_keys(
         hs.uiaa
             .authenticate(
                 b.auth.as_ref(),
-                &[vec![AuthType::Password]],
+                &hs.reauth_flows(&session.user_id)?,
                 "device_signing_upload",
                 Some(&session.user_id),
             )

@@ -28,6 +28,7 @@ mod response;
 mod room;
 mod routes;
 mod session;
+mod sso;
 mod state;
 mod sync;
 #[cfg(test)]

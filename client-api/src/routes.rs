@@ -17,7 +17,7 @@ use crate::{
     extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
     filter, keys, media, membership, message, misc, presence, profile, push, receipt,
     response::{ApiError, ApiResult, RumaResponse},
-    room, session, state, sync, ws,
+    room, session, sso, state, sync, ws,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
@@ -135,6 +135,13 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::session::login::v3::Request, _, _>(session::login, GUESTS)
         .ruma::<c::session::logout::v3::Request, _, _>(session::logout, GUESTS)
         .ruma::<c::session::logout_all::v3::Request, _, _>(session::logout_all, GUESTS)
+        .ruma::<c::session::refresh_token::v3::Request, _, _>(session::refresh_token, GUESTS)
+        // Single sign-on (the confirmation page and the callback are Hearth's own endpoints)
+        .ruma::<c::session::sso_login::v3::Request, _, _>(sso::sso_login, GUESTS)
+        .ruma::<c::session::sso_login_with_provider::v3::Request, _, _>(sso::sso_login_with_provider, GUESTS)
+        .ruma::<sso::Confirm, _, _>(sso::confirm, GUESTS)
+        .ruma::<sso::ProviderCallback, _, _>(sso::callback, GUESTS)
+        .ruma::<c::uiaa::get_uiaa_fallback_page::v3::Request, _, _>(sso::get_uiaa_fallback_page, GUESTS)
         // Devices
         .ruma::<c::device::get_devices::v3::Request, _, _>(device::get_devices, GUESTS)
         .ruma::<c::device::get_device::v3::Request, _, _>(device::get_device, GUESTS)

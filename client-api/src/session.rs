@@ -1,34 +1,57 @@
-//! Logging in and out.
+//! Logging in (password, login token, JWT), refreshing and logging out.
 
-use hearth_core::{Error, Homeserver};
-use ruma::api::client::{
-    session::{
-        get_login_types::{
-            self,
-            v3::{LoginType, PasswordLoginType},
+use hearth_core::{Error, Homeserver, auth::jwt::JWT_LOGIN_TYPE};
+use ruma::{
+    OwnedMxcUri, OwnedUserId,
+    api::client::{
+        session::{
+            get_login_types::{
+                self,
+                v3::{
+                    IdentityProvider, IdentityProviderBrand, LoginType, PasswordLoginType, SsoLoginType,
+                    TokenLoginType,
+                },
+            },
+            login::{self, v3::LoginInfo},
+            logout, logout_all, refresh_token,
         },
-        login::{self, v3::LoginInfo},
-        logout, logout_all,
+        uiaa::UserIdentifier,
     },
-    uiaa::UserIdentifier,
 };
 
 use crate::{extract::Ruma, response::ApiResult};
 
 /// `GET /_matrix/client/v3/login`
 pub async fn get_login_types(
-    _hs: Homeserver,
+    hs: Homeserver,
     _req: Ruma<get_login_types::v3::Request>,
 ) -> ApiResult<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
+    let mut types = vec![LoginType::Password(PasswordLoginType::new())];
+    if hs.sso.enabled() {
+        let providers = hs
+            .sso
+            .providers()
+            .into_iter()
+            .map(|p| {
+                let mut idp = IdentityProvider::new(p.id, p.name);
+                idp.brand = p.brand.map(|b| IdentityProviderBrand::from(b.as_str()));
+                idp.icon = p.icon.map(OwnedMxcUri::from);
+                idp
+            })
+            .collect();
+        let mut sso = SsoLoginType::new();
+        sso.identity_providers = providers;
+        types.push(LoginType::Sso(sso));
+        types.push(LoginType::Token(TokenLoginType::new()));
+    }
+    if hs.jwt.is_some() {
+        types.push(LoginType::new(JWT_LOGIN_TYPE, serde_json::Map::new()).map_err(Error::internal)?);
+    }
+    Ok(get_login_types::v3::Response::new(types))
 }
 
-/// `POST /_matrix/client/v3/login`
-pub async fn login(hs: Homeserver, req: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
-    let body = req.body;
-    let LoginInfo::Password(password) = &body.login_info else {
-        return Err(Error::bad_request("Unknown login type").into());
-    };
+/// The account a password login names, when the password is right.
+async fn password_user(hs: &Homeserver, password: &login::v3::Password) -> Result<OwnedUserId, Error> {
     #[allow(deprecated)]
     let named = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(id)), _) => Some(id.user.as_str()),
@@ -36,24 +59,67 @@ pub async fn login(hs: Homeserver, req: Ruma<login::v3::Request>) -> ApiResult<l
         _ => None,
     };
     let Some(named) = named else {
-        return Err(Error::forbidden("Invalid login identifier").into());
+        return Err(Error::forbidden("Invalid login identifier"));
     };
     let invalid = || Error::forbidden("Invalid username or password");
     let user_id = hs.users.resolve_login_user(named)?.ok_or_else(invalid)?;
-    let account = hs.users.account(&user_id)?.ok_or_else(invalid)?;
-    if account.deactivated {
-        return Err(Error::user_deactivated("This account has been deactivated").into());
+    if hs.users.account(&user_id)?.is_some_and(|a| a.deactivated) {
+        return Err(Error::user_deactivated("This account has been deactivated"));
     }
     if !hs.users.check_password(&user_id, &password.password).await? {
         tracing::info!(%user_id, "failed password login");
-        return Err(invalid().into());
+        return Err(invalid());
     }
-    let (device_id, access_token) = hs
+    Ok(user_id)
+}
+
+/// `POST /_matrix/client/v3/login`
+pub async fn login(hs: Homeserver, req: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
+    let body = req.body;
+    let user_id = match &body.login_info {
+        LoginInfo::Password(password) => password_user(&hs, password).await?,
+        LoginInfo::Token(token) => hs.users.redeem_login_token(&token.token).await?,
+        info if info.login_type() == JWT_LOGIN_TYPE => {
+            let data = info.data();
+            let token = data
+                .get("token")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| Error::forbidden("Token field for JWT is missing"))?;
+            hs.jwt_login_user(token).await?
+        }
+        _ => return Err(Error::bad_request("Unknown login type").into()),
+    };
+    let account = hs.users.account(&user_id)?.ok_or_else(|| Error::forbidden("Invalid login"))?;
+    if account.deactivated {
+        return Err(Error::user_deactivated("This account has been deactivated").into());
+    }
+    let session = hs
         .users
-        .create_session(&user_id, body.device_id, body.initial_device_display_name, account.is_guest)
+        .create_session(
+            &user_id,
+            body.device_id,
+            body.initial_device_display_name,
+            account.is_guest,
+            body.refresh_token,
+        )
         .await?;
-    tracing::info!(%user_id, %device_id, "logged in");
-    Ok(login::v3::Response::new(user_id, access_token, device_id))
+    tracing::info!(%user_id, device_id = %session.device_id, login_type = body.login_info.login_type(), "logged in");
+    let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in;
+    Ok(response)
+}
+
+/// `POST /_matrix/client/v3/refresh`
+pub async fn refresh_token(
+    hs: Homeserver,
+    req: Ruma<refresh_token::v3::Request>,
+) -> ApiResult<refresh_token::v3::Response> {
+    let session = hs.users.refresh(&req.body.refresh_token).await?;
+    let mut response = refresh_token::v3::Response::new(session.access_token);
+    response.refresh_token = session.refresh_token;
+    response.expires_in_ms = session.expires_in;
+    Ok(response)
 }
 
 /// `POST /_matrix/client/v3/logout`

@@ -132,3 +132,26 @@ async fn media_upload_streams_to_disk_and_downloads_with_safety_headers() {
         call(&app, Method::GET, &format!("/_matrix/client/v1/media/download/{uri}"), None, None).await;
     assert_eq!((status, body["errcode"].as_str()), (StatusCode::UNAUTHORIZED, Some("M_MISSING_TOKEN")));
 }
+
+#[tokio::test]
+async fn login_extensions_without_providers() {
+    let app = app();
+    let (status, body) = call(&app, Method::GET, "/_matrix/client/v3/login", None, None).await;
+    assert_eq!((status, body["flows"].clone()), (StatusCode::OK, json!([{"type": "m.login.password"}])));
+    let path = "/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fapp.example%2F";
+    let (status, body) = call(&app, Method::GET, path, None, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")));
+    let (status, body) =
+        call(&app, Method::POST, "/_matrix/client/v3/refresh", None, Some(json!({"refresh_token": "nope"})))
+            .await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::UNAUTHORIZED, Some("M_UNKNOWN_TOKEN")));
+    let login = json!({"type": "m.login.token", "token": "htl_nope"});
+    let (status, body) = call(&app, Method::POST, "/_matrix/client/v3/login", None, Some(login)).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
+    let fallback = "/_matrix/client/v3/auth/m.login.sso/fallback/web?session=unknown";
+    let (status, body) = call(&app, Method::GET, fallback, None, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")));
+    let callback = "/_matrix/client/unstable/io.hearth/sso/callback/github?code=x&state=y";
+    let (status, body) = call(&app, Method::GET, callback, None, None).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
+}

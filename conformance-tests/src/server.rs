@@ -30,9 +30,23 @@ impl TestServer {
         Self::start_in(config, dir).await
     }
 
+    /// Like [`Self::start_with`], but the listener is bound first and its address given to
+    /// `customize`, for settings that name the server's own URL (`public_baseurl`).
+    pub async fn start_at(customize: impl FnOnce(&mut Config, SocketAddr)) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.storage.path = dir.path().join("db");
+        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+        customize(&mut config, addr);
+        Self::start_on(listener, config, dir, None).await
+    }
+
     /// Starts a server on `config`, keeping `dir` alive for as long as the server.
     pub async fn start_in(config: Config, dir: tempfile::TempDir) -> Self {
-        Self::start_with_listener(config, dir, None).await
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        Self::start_on(listener, config, dir, None).await
     }
 
     /// Servers that federate with each other: each gets a federation listener on port 0 of its
@@ -62,12 +76,14 @@ impl TestServer {
             config.federation.allow_private_addresses = true;
             config.federation.resolve_overrides = overrides.clone();
             customize(&mut config);
-            servers.push(Self::start_with_listener(config, dir, Some(listener)).await);
+            let client = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+            servers.push(Self::start_on(client, config, dir, Some(listener)).await);
         }
         servers
     }
 
-    async fn start_with_listener(
+    async fn start_on(
+        listener: TcpListener,
         config: Config,
         dir: tempfile::TempDir,
         federation: Option<TcpListener>,
@@ -78,7 +94,6 @@ impl TestServer {
             (None, Some(addr)) => Some(TcpListener::bind(addr).await.expect("rebind the federation port")),
             (None, None) => None,
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let run_config = config.clone();

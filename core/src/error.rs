@@ -19,6 +19,9 @@ pub enum ErrorCode {
     TooLarge,
     MissingToken,
     UnknownToken,
+    /// An access token that expired: the client should refresh it, or log in again keeping its
+    /// device (`soft_logout: true`).
+    SoftLogout,
     Forbidden,
     UserDeactivated,
     GuestAccessForbidden,
@@ -51,6 +54,8 @@ pub enum ErrorCode {
     CannotOverwriteMedia,
     /// A server this one fetched from (for a URL preview) failed or refused.
     Upstream,
+    /// An identity provider (or another server Hearth had to ask) failed or answered nonsense.
+    BadGateway,
     Unknown,
 }
 
@@ -64,6 +69,11 @@ impl ErrorCode {
             Self::TooLarge => (413, ErrorKind::TooLarge),
             Self::MissingToken => (401, ErrorKind::MissingToken),
             Self::UnknownToken => (401, ErrorKind::UnknownToken(UnknownTokenErrorData::new())),
+            Self::SoftLogout => {
+                let mut data = UnknownTokenErrorData::new();
+                data.soft_logout = true;
+                (401, ErrorKind::UnknownToken(data))
+            }
             Self::Forbidden => (403, ErrorKind::Forbidden),
             Self::UserDeactivated => (403, ErrorKind::UserDeactivated),
             Self::GuestAccessForbidden => (403, ErrorKind::GuestAccessForbidden),
@@ -91,6 +101,7 @@ impl ErrorCode {
             Self::NotYetUploaded => (504, ErrorKind::NotYetUploaded),
             Self::CannotOverwriteMedia => (409, ErrorKind::CannotOverwriteMedia),
             Self::Upstream => (502, ErrorKind::Unknown),
+            Self::BadGateway => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }
@@ -141,6 +152,8 @@ constructors! {
     user_deactivated => UserDeactivated,
     guest_access_forbidden => GuestAccessForbidden,
     unknown_token => UnknownToken,
+    soft_logout => SoftLogout,
+    bad_gateway => BadGateway,
     missing_token => MissingToken,
     weak_password => WeakPassword,
     bad_request => BadRequest,
@@ -189,5 +202,8 @@ mod tests {
         assert_eq!(ErrorCode::TooLarge.status_and_kind(), (413, ErrorKind::TooLarge));
         assert_eq!(ErrorCode::MissingToken.status_and_kind().0, 401);
         assert_eq!(Error::user_in_use("x").code(), ErrorCode::UserInUse);
+        let (status, kind) = ErrorCode::SoftLogout.status_and_kind();
+        assert_eq!(status, 401);
+        assert!(matches!(kind, ErrorKind::UnknownToken(data) if data.soft_logout));
     }
 }

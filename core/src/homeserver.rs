@@ -6,9 +6,9 @@ use std::{ops::Bound, ops::Deref, sync::Arc};
 use hearth_storage::{Db, Direction, schema::StreamLog};
 
 use crate::{
-    Result,
+    Error, Result,
     account_data::AccountData,
-    auth::uiaa::Uiaa,
+    auth::{http::HttpClient, jwt::JwtLogin, sso::Sso, uiaa::Uiaa},
     config::HomeserverConfig,
     ephemeral::EphemeralStore,
     keys::signing_key::SigningKey,
@@ -20,12 +20,20 @@ use crate::{
 };
 
 /// The plug-ins through which the homeserver reaches other machines. The binary supplies real
-/// ones; the defaults reach nothing (no federation, remote media not found, no previews).
-#[derive(Default)]
+/// ones; the defaults reach nothing (no federation, remote media not found, no previews, no
+/// identity providers).
 pub struct Backends {
     pub media: MediaBackends,
     /// `None`: federation is off.
     pub federation: Option<Arc<dyn crate::federation::Transport>>,
+    /// Outbound HTTP for identity providers.
+    pub http: Arc<dyn HttpClient>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Self { media: MediaBackends::default(), federation: None, http: crate::auth::http::no_http() }
+    }
 }
 
 #[derive(Clone)]
@@ -44,6 +52,9 @@ pub struct Services {
     pub users: Users,
     pub rooms: Rooms,
     pub uiaa: Uiaa,
+    pub sso: Sso,
+    /// `None` when JWT login is off.
+    pub jwt: Option<JwtLogin>,
     pub account_data: AccountData,
     pub unread: crate::sync::compute::UnreadCache,
     pub claim_lock: crate::keys::e2ee::ClaimLock,
@@ -80,6 +91,7 @@ impl Homeserver {
         ephemeral: Arc<dyn EphemeralStore>,
         backends: Backends,
     ) -> Result<Self> {
+        let http = backends.http;
         let federation = Arc::new(crate::federation::Federation::new(backends.federation, &db)?);
         let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
         // The stream resumes after the last position that reached storage.
@@ -90,8 +102,24 @@ impl Homeserver {
             .map_or(0, |(pos, _)| pos);
         let notifier = Arc::new(Notifier::new(last));
         let streams = Streams::new(last, notifier.clone());
-        let users = Users::new(db.clone(), config.server_name.clone(), ephemeral.clone());
+        let users = Users::new(
+            db.clone(),
+            config.server_name.clone(),
+            ephemeral.clone(),
+            std::time::Duration::from_secs(config.session.refreshable_access_token_lifetime_secs),
+        );
         let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
+        let sso = Sso::new(
+            &config.sso,
+            config.public_baseurl.clone(),
+            http,
+            ephemeral.clone(),
+            users.clone(),
+            uiaa.clone(),
+        )
+        .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
+        let jwt = JwtLogin::from_config(&config.jwt)
+            .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
         let account_data = AccountData::new(db.clone(), streams.clone());
         let rooms = Rooms::new(
             db.clone(),
@@ -118,6 +146,8 @@ impl Homeserver {
             users,
             rooms,
             uiaa,
+            sso,
+            jwt,
             account_data,
             unread: crate::sync::compute::UnreadCache::default(),
             claim_lock: crate::keys::e2ee::ClaimLock::default(),

@@ -61,6 +61,9 @@ fn example_file_parses_and_documents_every_key() {
             "ca_file",
             "tls_cert",
             "tls_key",
+            "providers",
+            "secret",
+            "issuer",
         ] {
             if !text.contains(&format!("{optional} =")) {
                 missing.push(optional.to_owned());
@@ -134,5 +137,69 @@ fn invalid_combinations_are_refused() {
         assert!(Config::load(Some(file.path())).unwrap_err().to_string().contains("registration.token"));
         let file = write("[log]\nformat = \"xml\"\n");
         assert!(Config::load(Some(file.path())).is_err());
+    });
+}
+
+#[test]
+fn sso_providers_and_jwt_parse_and_are_checked() {
+    isolated(|| {
+        let file = write(
+            "[sso]\nclient_allowlist = [\"https://app.example/\"]\n\
+             [[sso.providers]]\nid = \"github\"\nclient_id = \"a\"\nclient_secret = \"b\"\norganization = \"org\"\n\
+             [[sso.providers]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"https://id.corp.example\"\n\
+             client_id = \"c\"\nclient_secret = \"d\"\nscopes = [\"openid\"]\n\
+             [jwt]\nenabled = true\nsecret = \"s\"\naudiences = [\"hearth\"]\n",
+        );
+        let config = Config::load(Some(file.path())).unwrap();
+        assert_eq!(config.sso.providers.len(), 2);
+        assert_eq!(config.sso.providers[1].kind, Some(hearth_core::config::ProviderKind::Oidc));
+        assert!(config.jwt.enabled);
+
+        // Every provider key is documented in the example.
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example"))
+            .unwrap();
+        let full = hearth_core::config::SsoProviderConfig {
+            name: Some(String::new()),
+            brand: Some(String::new()),
+            icon: Some(String::new()),
+            kind: Some(hearth_core::config::ProviderKind::Github),
+            scopes: Some(Vec::new()),
+            issuer: Some(String::new()),
+            authorization_endpoint: Some(String::new()),
+            token_endpoint: Some(String::new()),
+            userinfo_endpoint: Some(String::new()),
+            jwks_uri: Some(String::new()),
+            localpart_template: Some(String::new()),
+            display_name_template: Some(String::new()),
+            hosted_domain: Some(String::new()),
+            organization: Some(String::new()),
+            ..Default::default()
+        };
+        let mut missing = Vec::new();
+        collect_keys(&toml::Value::try_from(full).unwrap(), "", &mut |key| {
+            if !text.contains(&format!("{key} =")) {
+                missing.push(key.to_owned());
+            }
+        });
+        assert!(missing.is_empty(), "config.toml.example does not document: {missing:?}");
+
+        for (bad, named) in [
+            ("[[sso.providers]]\nid = \"corp\"\nclient_id = \"a\"\n", "kind"),
+            (
+                "[[sso.providers]]\nid = \"github\"\nclient_id = \"a\"\n[[sso.providers]]\nid = \"github\"\nclient_id = \"b\"\n",
+                "twice",
+            ),
+            ("[[sso.providers]]\nid = \"bad id\"\nkind = \"github\"\nclient_id = \"a\"\n", "bad id"),
+            ("[[sso.providers]]\nid = \"github\"\nclient_idd = \"a\"\n", "client_idd"),
+            ("[jwt]\nenabled = true\n", "jwt.secret"),
+            ("[jwt]\nenabled = true\nsecret = \"s\"\nalgorithm = \"none\"\n", "jwt.algorithm"),
+            (
+                "[session]\nrefreshable_access_token_lifetime_secs = 0\n",
+                "refreshable_access_token_lifetime_secs",
+            ),
+        ] {
+            let err = Config::load(Some(write(bad).path())).unwrap_err().to_string();
+            assert!(err.contains(named), "{named}: {err}");
+        }
     });
 }

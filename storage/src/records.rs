@@ -27,6 +27,9 @@ pub struct DeviceRecord {
     pub last_seen_ip: Option<String>,
     /// Hash of the device's current access token, so that deleting the device revokes it.
     pub token_hash: Option<Vec<u8>>,
+    /// Hash of the device's current refresh token, when its session is refreshable.
+    #[serde(default)]
+    pub refresh_token_hash: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +39,16 @@ pub struct AccessTokenRecord {
     pub created_ts: u64,
     #[serde(default)]
     pub is_guest: bool,
+    /// When a refreshable token stops working (ms since the epoch); `None` never expires.
+    #[serde(default)]
+    pub expires_ts: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshTokenRecord {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub created_ts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +248,7 @@ json_value!(
     AccountRecord,
     DeviceRecord,
     AccessTokenRecord,
+    RefreshTokenRecord,
     AccountDataRecord,
     ServerKeyRecord,
     StreamEntry,

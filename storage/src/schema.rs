@@ -8,8 +8,8 @@ use crate::{
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
         FallbackKeyRecord, MediaRecord, MembershipRecord, OutboxItem, PduRecord, ReceiptRecord,
-        RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
-        ThumbnailRecord, ToDeviceRecord,
+        RefreshTokenRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord,
+        StreamEntry, ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -48,6 +48,12 @@ tables! {
     Devices "devices": (OwnedUserId, OwnedDeviceId) => DeviceRecord;
     /// Access tokens, keyed by the SHA-256 of the token: the token itself is never stored.
     AccessTokens "access_tokens": Vec<u8> => AccessTokenRecord;
+    /// Refresh tokens, keyed by the SHA-256 of the token, like access tokens.
+    RefreshTokens "refresh_tokens": Vec<u8> => RefreshTokenRecord;
+    /// Single sign-on links: which local user an identity provider's subject signs in as.
+    SsoLinks "sso_links": (String, String) => OwnedUserId;
+    /// The same links by user and provider (to the subject), for re-authentication.
+    UserSsoLinks "user_sso_links": (OwnedUserId, String) => String;
     /// Profile fields (`displayname`, `avatar_url`, and extended fields) per user.
     ProfileFields "profile_fields": (OwnedUserId, String) => serde_json::Value;
     /// Global account data per user and event type.

@@ -94,12 +94,19 @@ impl Uiaa {
 
         let stage = auth.auth_type().map(|t| t.as_str().to_owned()).unwrap_or_default();
         let allowed = state.flows.iter().any(|f| f.contains(&stage));
-        let outcome = if allowed {
+        // A stage done in a browser (the fallback page) is completed there; the client only
+        // comes back with the session to see whether that finished the flow.
+        let acknowledgement =
+            matches!(auth, AuthData::FallbackAcknowledgement(_)) || stage == AuthType::Sso.as_str();
+        let outcome = if acknowledgement {
+            Ok(())
+        } else if allowed {
             self.check_stage(auth, user).await?
         } else {
             Err(format!("{stage} is not one of the allowed stages"))
         };
         let auth_error = match outcome {
+            Ok(()) if acknowledgement => None,
             Ok(()) => {
                 if !state.completed.contains(&stage) {
                     state.completed.push(stage);
@@ -116,6 +123,36 @@ impl Uiaa {
         }
         self.save(&session, &state).await?;
         Err(challenge(&session, &state, auth_error))
+    }
+
+    /// The operation and user of a live session, for a fallback page that must say what the
+    /// user is confirming.
+    pub async fn session_info(&self, session: &str) -> Result<Option<(String, Option<OwnedUserId>)>> {
+        let Some(bytes) = self.ephemeral.get(&key(session)).await? else { return Ok(None) };
+        let state: SessionState = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+        Ok(Some((state.operation, state.user_id)))
+    }
+
+    /// Records a stage completed outside the API (single sign-on in a browser) for the session
+    /// of `user`.
+    pub async fn complete_stage(&self, session: &str, stage: &AuthType, user: &UserId) -> Result<()> {
+        let bytes = self
+            .ephemeral
+            .get(&key(session))
+            .await?
+            .ok_or_else(|| Error::bad_request(format!("Unknown session ID: {session}")))?;
+        let mut state: SessionState = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+        if state.user_id.as_deref() != Some(user) {
+            return Err(Error::forbidden("This identity is not the user who started the operation"));
+        }
+        let stage = stage.as_str().to_owned();
+        if !state.flows.iter().any(|f| f.contains(&stage)) {
+            return Err(Error::forbidden(format!("{stage} is not one of the allowed stages")));
+        }
+        if !state.completed.contains(&stage) {
+            state.completed.push(stage);
+        }
+        self.save(session, &state).await
     }
 
     async fn save(&self, session: &str, state: &SessionState) -> Result<()> {
@@ -260,6 +297,29 @@ mod tests {
         uiaa.authenticate(Some(&AuthData::Password(good)), &flows, "delete_devices", Some(&uid))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn stages_completed_in_a_browser_count_for_their_user_only() {
+        let (uiaa, _) = setup(None);
+        let alice = ruma::user_id!("@alice:example.org");
+        let flows = [vec![AuthType::Sso]];
+        let (session, _) =
+            session_of(uiaa.authenticate(None, &flows, "deactivate", Some(alice)).await.unwrap_err());
+        let ack = AuthData::fallback_acknowledgement(session.clone());
+        // Acknowledging before the browser finished gets the challenge again, without an error.
+        let (_, info) =
+            session_of(uiaa.authenticate(Some(&ack), &flows, "deactivate", Some(alice)).await.unwrap_err());
+        assert!(info.auth_error.is_none() && info.completed.is_empty());
+        let bob = ruma::user_id!("@bob:example.org");
+        assert!(uiaa.complete_stage(&session, &AuthType::Sso, bob).await.is_err());
+        assert!(uiaa.complete_stage(&session, &AuthType::Password, alice).await.is_err());
+        assert_eq!(
+            uiaa.session_info(&session).await.unwrap(),
+            Some(("deactivate".into(), Some(alice.to_owned())))
+        );
+        uiaa.complete_stage(&session, &AuthType::Sso, alice).await.unwrap();
+        uiaa.authenticate(Some(&ack), &flows, "deactivate", Some(alice)).await.unwrap();
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use hearth_storage::{
 };
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 
-use super::{Users, blocking, password};
+use super::{NewSession, Users, blocking, password};
 use crate::{Error, Result, util::now_ms};
 
 /// What a registration asks for.
@@ -22,14 +22,16 @@ pub struct NewAccount {
     pub device_id: Option<OwnedDeviceId>,
     pub device_display_name: Option<String>,
     pub inhibit_login: bool,
+    /// Whether the new session gets a refresh token (and an expiring access token).
+    pub refresh_token: bool,
     pub displayname: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub user_id: OwnedUserId,
-    /// The new session's device and access token, unless login was inhibited.
-    pub login: Option<(OwnedDeviceId, String)>,
+    /// The new session, unless login was inhibited.
+    pub login: Option<NewSession>,
 }
 
 /// Characters the spec allows in a new user's localpart.
@@ -38,6 +40,27 @@ fn is_localpart_char(c: char) -> bool {
 }
 
 const MAX_USER_ID_BYTES: usize = 255;
+
+/// Adds a new account and its initial profile to `batch`.
+pub(super) fn account_batch(
+    batch: &mut Batch,
+    user_id: &OwnedUserId,
+    password_hash: Option<String>,
+    is_guest: bool,
+    is_admin: bool,
+    displayname: Option<String>,
+) -> Result<()> {
+    let record =
+        AccountRecord { password_hash, created_ts: now_ms(), is_guest, is_admin, deactivated: false };
+    batch.put::<Accounts>(user_id, &record)?;
+    // New users show their localpart until they choose a name, as on Synapse.
+    let displayname = displayname.unwrap_or_else(|| user_id.localpart().to_owned());
+    batch.put::<ProfileFields>(
+        &(user_id.clone(), "displayname".to_owned()),
+        &serde_json::Value::String(displayname),
+    )?;
+    Ok(())
+}
 
 impl Users {
     /// Checks a requested localpart against the grammar and the reserved forms, and returns the
@@ -101,20 +124,14 @@ impl Users {
                 }
                 None => users.free_generated_user_id()?,
             };
-            let record = AccountRecord {
-                password_hash,
-                created_ts: now_ms(),
-                is_guest: new2.is_guest,
-                is_admin: new2.is_admin,
-                deactivated: false,
-            };
             let mut batch = Batch::new();
-            batch.put::<Accounts>(&user_id, &record)?;
-            // New users show their localpart until they choose a name, as on Synapse.
-            let displayname = new2.displayname.unwrap_or_else(|| user_id.localpart().to_owned());
-            batch.put::<ProfileFields>(
-                &(user_id.clone(), "displayname".to_owned()),
-                &serde_json::Value::String(displayname),
+            account_batch(
+                &mut batch,
+                &user_id,
+                password_hash,
+                new2.is_guest,
+                new2.is_admin,
+                new2.displayname,
             )?;
             users.db.write(batch)?;
             Ok(user_id)
@@ -125,9 +142,34 @@ impl Users {
         let login = if new.inhibit_login {
             None
         } else {
-            Some(self.create_session(&user_id, new.device_id, new.device_display_name, new.is_guest).await?)
+            Some(
+                self.create_session(
+                    &user_id,
+                    new.device_id,
+                    new.device_display_name,
+                    new.is_guest,
+                    new.refresh_token,
+                )
+                .await?,
+            )
         };
         Ok(Registered { user_id, login })
+    }
+
+    /// A user ID that is free now for `wanted` (already a valid localpart): itself, or itself
+    /// with the smallest number appended that makes it free. Call under `create_lock`.
+    pub(super) fn free_user_id_like(&self, wanted: &str) -> Result<OwnedUserId> {
+        let first = self.user_id_for_new_localpart(wanted)?;
+        if !self.exists(&first)? {
+            return Ok(first);
+        }
+        for n in 1..10_000u32 {
+            let user_id = self.user_id_for_new_localpart(&format!("{wanted}{n}"))?;
+            if !self.exists(&user_id)? {
+                return Ok(user_id);
+            }
+        }
+        Err(Error::user_in_use("No free user ID like this one"))
     }
 
     /// Guests and registrations without a username get the next free numeric localpart.
@@ -286,7 +328,7 @@ mod tests {
         let users = test_users();
         let guest = users.register(NewAccount { is_guest: true, ..Default::default() }).await.unwrap();
         assert!(guest.user_id.localpart().bytes().all(|b| b.is_ascii_digit()));
-        let (_, token) = guest.login.unwrap();
+        let token = guest.login.unwrap().access_token;
         assert!(users.authenticate(&token).unwrap().is_guest);
 
         let reg = users
@@ -297,7 +339,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let (_, token) = reg.login.unwrap();
+        let token = reg.login.unwrap().access_token;
         users.deactivate(&reg.user_id).await.unwrap();
         assert!(users.authenticate(&token).is_err());
         assert!(!users.check_password(&reg.user_id, "pw").await.unwrap());

@@ -1,9 +1,11 @@
 //! Devices and the sessions (access tokens) bound to them.
 
+use std::time::Duration;
+
 use hearth_storage::{
     Batch,
-    records::{AccessTokenRecord, DeviceRecord},
-    schema::{AccessTokens, Devices},
+    records::{AccessTokenRecord, DeviceRecord, RefreshTokenRecord},
+    schema::{AccessTokens, Devices, RefreshTokens},
 };
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
@@ -40,6 +42,26 @@ fn new_device_id() -> OwnedDeviceId {
 
 const MAX_DEVICE_DISPLAY_NAME: usize = 100;
 
+/// A session just started (or refreshed): what the client is told once.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// How long the access token works, when it expires.
+    pub expires_in: Option<Duration>,
+}
+
+/// Adds the removal of a device's current tokens to `batch`.
+pub(super) fn end_tokens(batch: &mut Batch, record: &DeviceRecord) {
+    if let Some(hash) = &record.token_hash {
+        batch.delete::<AccessTokens>(hash);
+    }
+    if let Some(hash) = &record.refresh_token_hash {
+        batch.delete::<RefreshTokens>(hash);
+    }
+}
+
 fn check_display_name(name: Option<&String>) -> Result<()> {
     if name.is_some_and(|n| n.chars().count() > MAX_DEVICE_DISPLAY_NAME) {
         return Err(Error::invalid_param(format!(
@@ -51,14 +73,16 @@ fn check_display_name(name: Option<&String>) -> Result<()> {
 
 impl Users {
     /// Starts a session: creates the device (or reuses one the client names, ending its old
-    /// session) and issues a new access token for it.
+    /// session) and issues a new access token for it. A `refreshable` session gets a refresh
+    /// token and an access token that expires.
     pub async fn create_session(
         &self,
         user_id: &UserId,
         device_id: Option<OwnedDeviceId>,
         display_name: Option<String>,
         is_guest: bool,
-    ) -> Result<(OwnedDeviceId, String)> {
+        refreshable: bool,
+    ) -> Result<NewSession> {
         check_display_name(display_name.as_ref())?;
         let users = self.clone();
         let user_id = user_id.to_owned();
@@ -69,9 +93,7 @@ impl Users {
             let mut batch = Batch::new();
             let mut record = match users.db.get::<Devices>(&key)? {
                 Some(existing) => {
-                    if let Some(old) = &existing.token_hash {
-                        batch.delete::<AccessTokens>(old);
-                    }
+                    end_tokens(&mut batch, &existing);
                     existing
                 }
                 None => DeviceRecord {
@@ -80,27 +102,68 @@ impl Users {
                     last_seen_ts: Some(now),
                     last_seen_ip: None,
                     token_hash: None,
+                    refresh_token_hash: None,
                 },
             };
             if display_name.is_some() {
                 record.display_name = display_name;
             }
-            let token = tokens::new_access_token();
-            let hash = tokens::hash_token(&token);
-            record.token_hash = Some(hash.clone());
+            let session =
+                users.issue_tokens(&mut batch, &mut record, &user_id, &device_id, is_guest, refreshable)?;
             batch.put::<Devices>(&key, &record)?;
-            let token_record = AccessTokenRecord {
-                user_id: user_id.clone(),
-                device_id: device_id.clone(),
-                created_ts: now,
-                is_guest,
-            };
-            batch.put::<AccessTokens>(&hash, &token_record)?;
             users.db.write(batch)?;
-            tracing::debug!(%user_id, %device_id, "started a session");
-            Ok((device_id, token))
+            tracing::debug!(%user_id, %device_id, refreshable, "started a session");
+            Ok(session)
         })
         .await
+    }
+
+    /// Adds a new access token (and refresh token) for a device to `batch` and points the
+    /// device record at them.
+    pub(super) fn issue_tokens(
+        &self,
+        batch: &mut Batch,
+        record: &mut DeviceRecord,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        is_guest: bool,
+        refreshable: bool,
+    ) -> Result<NewSession> {
+        let now = now_ms();
+        let access_token = tokens::new_access_token();
+        let hash = tokens::hash_token(&access_token);
+        let lifetime = refreshable.then_some(self.refreshable_lifetime);
+        let expires_ts =
+            lifetime.map(|l| now.saturating_add(u64::try_from(l.as_millis()).unwrap_or(u64::MAX)));
+        batch.put::<AccessTokens>(
+            &hash,
+            &AccessTokenRecord {
+                user_id: user_id.to_owned(),
+                device_id: device_id.to_owned(),
+                created_ts: now,
+                is_guest,
+                expires_ts,
+            },
+        )?;
+        record.token_hash = Some(hash);
+        let refresh_token = if refreshable {
+            let token = tokens::new_refresh_token();
+            let hash = tokens::hash_token(&token);
+            batch.put::<RefreshTokens>(
+                &hash,
+                &RefreshTokenRecord {
+                    user_id: user_id.to_owned(),
+                    device_id: device_id.to_owned(),
+                    created_ts: now,
+                },
+            )?;
+            record.refresh_token_hash = Some(hash);
+            Some(token)
+        } else {
+            record.refresh_token_hash = None;
+            None
+        };
+        Ok(NewSession { device_id: device_id.to_owned(), access_token, refresh_token, expires_in: lifetime })
     }
 
     pub fn devices(&self, user_id: &UserId) -> Result<Vec<Device>> {
@@ -150,9 +213,7 @@ impl Users {
             for device_id in device_ids {
                 let key = (user_id.clone(), device_id);
                 if let Some(record) = users.db.get::<Devices>(&key)? {
-                    if let Some(hash) = &record.token_hash {
-                        batch.delete::<AccessTokens>(hash);
-                    }
+                    end_tokens(&mut batch, &record);
                     batch.delete::<Devices>(&key);
                 }
             }
@@ -199,15 +260,18 @@ mod tests {
             .await
             .unwrap();
         let uid = reg.user_id;
-        let (d1, t1) = users.create_session(&uid, None, Some("phone".into()), false).await.unwrap();
-        let (d2, t2) = users.create_session(&uid, None, None, false).await.unwrap();
+        let s1 = users.create_session(&uid, None, Some("phone".into()), false, false).await.unwrap();
+        let (d1, t1) = (s1.device_id, s1.access_token);
+        let s2 = users.create_session(&uid, None, None, false, false).await.unwrap();
+        let (d2, t2) = (s2.device_id, s2.access_token);
         assert_eq!(d1.as_str().len(), 10);
         assert_eq!(users.devices(&uid).unwrap().len(), 2);
         assert_eq!(users.device(&uid, &d1).unwrap().unwrap().display_name.as_deref(), Some("phone"));
         assert!(users.device(&uid, &d2).unwrap().unwrap().last_seen_ts.is_some());
 
         // Logging in again on a named device replaces its token and keeps its name.
-        let (d1b, t1b) = users.create_session(&uid, Some(d1.clone()), None, false).await.unwrap();
+        let s1b = users.create_session(&uid, Some(d1.clone()), None, false, false).await.unwrap();
+        let (d1b, t1b) = (s1b.device_id, s1b.access_token);
         assert_eq!(d1b, d1);
         assert!(users.authenticate(&t1).is_err(), "old token still works");
         assert_eq!(users.authenticate(&t1b).unwrap().device_id, d1);

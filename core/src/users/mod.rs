@@ -3,11 +3,16 @@
 mod accounts;
 mod admin_register;
 mod devices;
+mod links;
+mod login_tokens;
 pub mod password;
 mod profile;
 mod tokens;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hearth_storage::Db;
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId};
@@ -15,7 +20,9 @@ use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId};
 pub use self::{
     accounts::{NewAccount, Registered},
     admin_register::SharedSecretRegistration,
-    devices::Device,
+    devices::{Device, NewSession},
+    links::{SsoAccount, sanitize_localpart},
+    login_tokens::LOGIN_TOKEN_TTL,
 };
 use crate::ephemeral::EphemeralStore;
 
@@ -35,6 +42,10 @@ pub struct Users {
     /// Serializes "is this user ID free? then create it", so two registrations of one name
     /// cannot both succeed.
     create_lock: Arc<Mutex<()>>,
+    /// Serializes refreshes, so a refresh token is redeemed once.
+    refresh_lock: Arc<Mutex<()>>,
+    /// Lifetime of access tokens that come with a refresh token.
+    refreshable_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Users {
@@ -44,8 +55,20 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
-    pub fn new(db: Db, server_name: OwnedServerName, ephemeral: Arc<dyn EphemeralStore>) -> Self {
-        Self { db, server_name, ephemeral, create_lock: Arc::default() }
+    pub fn new(
+        db: Db,
+        server_name: OwnedServerName,
+        ephemeral: Arc<dyn EphemeralStore>,
+        refreshable_lifetime: Duration,
+    ) -> Self {
+        Self {
+            db,
+            server_name,
+            ephemeral,
+            create_lock: Arc::default(),
+            refresh_lock: Arc::default(),
+            refreshable_lifetime,
+        }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -70,5 +93,6 @@ pub(crate) fn test_users() -> Users {
         Db::in_memory(),
         ruma::owned_server_name!("example.org"),
         Arc::new(crate::ephemeral::LocalEphemeral::new()),
+        Duration::from_secs(300),
     )
 }
