@@ -12,6 +12,11 @@
 #   SERVER_NAME       Matrix server name            (default localhost)
 #   SYNAPSE_LOG_LEVEL root log level                (default WARNING)
 #   WAIT_SECONDS      how long to wait for startup  (default 120)
+#   FEDERATION_PORT   also serve federation over TLS on FEDERATION_BIND:PORT
+#                     (self-signed certificate; certificate checks and the
+#                     private-address block turned off, for loopback tests).
+#                     Set SERVER_NAME to FEDERATION_BIND:PORT so peers find it.
+#   FEDERATION_BIND   address of the federation listener (default 127.0.0.2)
 #
 # On success the last line on stdout is the base URL, e.g.
 #   URL=$(./start_synapse.sh 8448 /tmp/syn)
@@ -86,6 +91,33 @@ if ! [ -f "$BASE_CFG" ]; then
       --generate-config --report-stats=no >&2)
 fi
 
+# Federation over TLS, only when asked for: a self-signed certificate, and the
+# settings that let two servers on loopback talk (Synapse refuses private
+# addresses and unverifiable certificates by default).
+FED_CFG=""
+if [ -n "${FEDERATION_PORT:-}" ]; then
+  FED_BIND="${FEDERATION_BIND:-127.0.0.2}"
+  if ! [ -f "$DIR/tls.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$FED_BIND" \
+      -keyout "$DIR/tls.key" -out "$DIR/tls.crt" >/dev/null 2>&1
+  fi
+  FED_CFG="
+  - port: $FEDERATION_PORT
+    tls: true
+    type: http
+    x_forwarded: false
+    bind_addresses: ['$FED_BIND']
+    resources:
+      - names: [federation, keys]
+        compress: false
+tls_certificate_path: \"$DIR/tls.crt\"
+tls_private_key_path: \"$DIR/tls.key\"
+federation_verify_certificates: false
+ip_range_blacklist: []
+federation_ip_range_blacklist: []
+allow_public_rooms_over_federation: true"
+fi
+
 # Rate limits: high enough that benchmarks and tests never hit them.
 RL="{per_second: 1000, burst_count: 1000}"
 cat > "$OVR_CFG" <<EOF
@@ -101,7 +133,7 @@ listeners:
     bind_addresses: ['127.0.0.1']
     resources:
       - names: [client]
-        compress: false
+        compress: false$FED_CFG
 database:
   name: sqlite3
   args:

@@ -82,6 +82,25 @@ impl TestServer {
         servers
     }
 
+    /// A server named after its own federation address (`127.0.0.1:<port>`), so any peer finds
+    /// it without overrides (as an IP literal with a port). Certificate checks are off and
+    /// private addresses allowed, for peers on loopback.
+    pub async fn start_federating_by_address(customize: impl FnOnce(&mut Config)) -> Self {
+        let federation = TcpListener::bind("127.0.0.1:0").await.expect("bind a federation port");
+        let addr = federation.local_addr().expect("addr");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config =
+            Config { server_name: addr.to_string().try_into().expect("server name"), ..Config::default() };
+        config.storage.path = dir.path().join("db");
+        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+        config.listen.federation = Some(addr);
+        config.federation.verify_tls = false;
+        config.federation.allow_private_addresses = true;
+        customize(&mut config);
+        let client = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        Self::start_on(client, config, dir, Some(federation)).await
+    }
+
     async fn start_on(
         listener: TcpListener,
         config: Config,
