@@ -51,7 +51,7 @@ pub async fn join_room_by_id(
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let session = req.session()?.clone();
     check_guest_access(&hs, &req.body.room_id, &session)?;
-    let profile = member_profile(&hs, &session.user_id)?;
+    let profile = member_profile(&hs, &session.user_id).await?;
     hs.join_room(&req.body.room_id, &session.user_id, profile, req.body.reason, &[]).await?;
     Ok(join_room_by_id::v3::Response::new(req.body.room_id))
 }
@@ -64,7 +64,7 @@ pub async fn join_room_by_id_or_alias(
     let session = req.session()?.clone();
     let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
     check_guest_access(&hs, &room_id, &session)?;
-    let profile = member_profile(&hs, &session.user_id)?;
+    let profile = member_profile(&hs, &session.user_id).await?;
     let via = req.body.via;
     hs.join_room(&room_id, &session.user_id, profile, req.body.reason, &via).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
@@ -215,7 +215,7 @@ pub async fn knock_room(
 ) -> ApiResult<ruma::api::client::knock::knock_room::v3::Response> {
     let session = req.session()?.clone();
     let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
-    let profile = member_profile(&hs, &session.user_id)?;
+    let profile = member_profile(&hs, &session.user_id).await?;
     hs.rooms.knock(&room_id, &session.user_id, profile, req.body.reason).await?;
     Ok(ruma::api::client::knock::knock_room::v3::Response::new(room_id))
 }

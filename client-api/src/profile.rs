@@ -34,7 +34,7 @@ pub async fn get_profile(
     req: Ruma<get_profile::v3::Request>,
 ) -> ApiResult<get_profile::v3::Response> {
     let user_id = &req.body.user_id;
-    let profile = if hs.users.is_local(user_id) { hs.users.profile(user_id)? } else { None };
+    let profile = if hs.users.is_local(user_id) { hs.users.cached_profile(user_id).await? } else { None };
     let profile = profile.ok_or_else(not_found)?;
     let mut response = get_profile::v3::Response::new();
     for (field, value) in profile {

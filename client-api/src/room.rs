@@ -27,9 +27,9 @@ pub(crate) fn json_of<T>(raw: &Raw<T>) -> Result<Value, Error> {
 }
 
 /// The profile fields a join or invite carries in its member event.
-pub(crate) fn member_profile(hs: &Homeserver, user: &ruma::UserId) -> Result<Value, Error> {
+pub(crate) async fn member_profile(hs: &Homeserver, user: &ruma::UserId) -> Result<Value, Error> {
     let mut content = serde_json::Map::new();
-    if let Some(profile) = hs.users.profile(user)? {
+    if let Some(profile) = hs.users.cached_profile(user).await? {
         for field in ["displayname", "avatar_url"] {
             if let Some(v) = profile.get(field) {
                 content.insert(field.to_owned(), v.clone());
@@ -92,7 +92,7 @@ pub async fn create_room(
         }
         None => None,
     };
-    let profile = member_profile(&hs, &session.user_id)?;
+    let profile = member_profile(&hs, &session.user_id).await?;
     let public = create.public;
     let room_id = hs.rooms.create_room(&session.user_id, profile, create).await?;
     if let Some(alias) = alias {
@@ -169,7 +169,7 @@ pub async fn upgrade_room(
 ) -> ApiResult<ruma::api::client::room::upgrade_room::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
-    let profile = member_profile(&hs, &session.user_id)?;
+    let profile = member_profile(&hs, &session.user_id).await?;
     let new_room =
         hs.rooms.upgrade(&b.room_id, &session.user_id, profile, b.new_version, b.additional_creators).await?;
     Ok(ruma::api::client::room::upgrade_room::v3::Response::new(new_room))

@@ -94,3 +94,27 @@ async fn presence_lives_in_redis_outlives_a_restart_and_degrades_without_it() {
     let chunk = messages.assert_ok()["chunk"].as_array().unwrap().clone();
     assert!(chunk.iter().any(|e| e["event_id"] == json!(event)), "{chunk:?}");
 }
+
+#[tokio::test]
+async fn profiles_are_read_through_redis_invalidated_on_change_and_read_without_it() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start_with(|c| c.redis.url = Some(url.clone())).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let id = alice.user_id.clone().unwrap();
+    let key = format!("hearth:cache:profile:{id}");
+    let path = format!("{V3}/profile/{id}");
+
+    alice.put(&format!("{path}/displayname"), json!({"displayname": "Alice"})).await.assert_ok();
+    assert_eq!(alice.get(&path).await.assert_ok()["displayname"], "Alice");
+    assert!(redis.cli(&["GET", &key]).contains("Alice"), "the profile was not cached");
+
+    // A change drops the cached copy; the next read sees the new name.
+    alice.put(&format!("{path}/displayname"), json!({"displayname": "Alice L."})).await.assert_ok();
+    assert_eq!(redis.cli(&["EXISTS", &key]), "0", "stale copy left in the cache");
+    assert_eq!(alice.get(&path).await.assert_ok()["displayname"], "Alice L.");
+
+    // Without Redis the read goes to storage.
+    redis.kill();
+    assert_eq!(alice.get(&path).await.assert_ok()["displayname"], "Alice L.");
+}

@@ -22,6 +22,11 @@ pub trait EphemeralStore: Send + Sync + 'static {
     /// nonces and tickets depend on this).
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Whether other processes see the same entries (Redis), which makes caching in it worth
+    /// a round trip.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// The in-process backend: a map with expiry times, swept lazily as it grows.

@@ -6,6 +6,7 @@
 
 pub mod account_data;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod directory_search;
 pub mod ephemeral;

@@ -27,7 +27,14 @@ impl RedisKv {
     /// Connects to `url` (`redis://host:port/db`); keys are namespaced with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(redis_err)?;
-        let conn = ConnectionManager::new(client).await.map_err(redis_err)?;
+        // Fail fast while Redis is away: callers fall back to storage or degrade, and a request
+        // must not wait out a long reconnection schedule. The manager keeps reconnecting.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(std::time::Duration::from_millis(50))
+            .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+            .set_response_timeout(Some(std::time::Duration::from_millis(500)));
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(redis_err)?;
         Ok(Self { conn, prefix: prefix.to_owned() })
     }
 

@@ -46,6 +46,8 @@ pub struct Users {
     refresh_lock: Arc<Mutex<()>>,
     /// Lifetime of access tokens that come with a refresh token.
     refreshable_lifetime: Duration,
+    /// Profiles, shared through Redis when it is configured.
+    cache: crate::cache::SharedCache,
 }
 
 impl std::fmt::Debug for Users {
@@ -64,6 +66,7 @@ impl Users {
         Self {
             db,
             server_name,
+            cache: crate::cache::SharedCache::new(&ephemeral),
             ephemeral,
             create_lock: Arc::default(),
             refresh_lock: Arc::default(),

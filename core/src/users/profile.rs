@@ -11,6 +11,13 @@ use crate::{Error, Result};
 /// Limits from Synapse, so that clients see the same rules.
 const MAX_DISPLAYNAME_CHARS: usize = 256;
 const MAX_AVATAR_URL_CHARS: usize = 1000;
+/// How long a cached profile may be served; changes through this server invalidate it at once.
+const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn profile_key(user_id: &UserId) -> String {
+    format!("profile:{user_id}")
+}
+
 /// The whole profile must fit in this many bytes of JSON (spec: 64 KiB).
 const MAX_PROFILE_BYTES: usize = 65_536;
 
@@ -26,6 +33,17 @@ impl Users {
             .map(|entry| entry.map(|((_, field), value)| (field, value)))
             .collect::<Result<_, _>>()?;
         Ok(Some(fields))
+    }
+
+    /// [`Self::profile`] through the shared cache: member events and profile lookups read it
+    /// far more often than users change it.
+    pub async fn cached_profile(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Option<BTreeMap<String, serde_json::Value>>> {
+        let this = self.clone();
+        let user = user_id.to_owned();
+        self.cache.get_or_load(&profile_key(user_id), PROFILE_TTL, move || this.profile(&user)).await
     }
 
     pub fn profile_field(&self, user_id: &UserId, field: &str) -> Result<Option<serde_json::Value>> {
@@ -58,7 +76,9 @@ impl Users {
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.cache.invalidate(&profile_key(user_id)).await;
+        Ok(())
     }
 }
 
