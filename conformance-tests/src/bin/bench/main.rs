@@ -4,7 +4,7 @@
 //! its arrival in 20 long-polling /syncs of other members, (c) initial sync time for a user in
 //! 20 rooms of 100 messages each, and (d) incremental sync time.
 //!
-//! `--websockets N --pid PID` opens N of Hearth's WebSocket connections instead and reports the
+//! `--websockets N [--room-size R] --pid PID` opens N of Hearth's WebSocket connections instead and reports the
 //! server's memory per connection and the push latency to all of them (see `websockets.rs`).
 //!
 //! `bench --homeserver http://127.0.0.1:8008 [--label hearth] [--quick]`. The server must allow
@@ -146,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = arg("--websockets") {
         let n = n.parse().context("--websockets takes a number")?;
-        return websockets::run(&http, &base, &run, n, arg("--pid")).await;
+        let room_size =
+            arg("--room-size").map(|r| r.parse()).transpose().context("--room-size takes a number")?;
+        return websockets::run(&http, &base, &run, n, room_size.unwrap_or(20), arg("--pid")).await;
     }
     let (sends, rooms, per_room, deliveries, receivers) =
         if quick { (200, 4, 20, 20, 5) } else { (2000, 20, 100, 100, 20) };
