@@ -187,3 +187,6 @@ impl Homeserver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
