@@ -8,7 +8,7 @@ use hearth_storage::schema::InboundTxns;
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, ServerName, UserId,
     api::federation::{
-        event::{get_event, get_missing_events},
+        event::{get_event, get_missing_events, get_room_state},
         transactions::edu::Edu,
     },
     canonical_json::redact,
@@ -108,16 +108,17 @@ impl Homeserver {
     ) -> Result<OwnedEventId, (Option<OwnedEventId>, Error)> {
         let rules = self.room_rules(room_id).map_err(|e| (None, e))?;
         let (event_id, json) = self.verify_pdu(raw, &rules).await.map_err(|e| (None, e))?;
-        self.fill_gaps(origin, room_id, &event_id, &json, &rules).await;
-        match self.rooms.receive_pdu(room_id, &event_id, json).await {
+        let state_before = self.fill_gaps(origin, room_id, &event_id, &json, &rules).await;
+        match self.rooms.receive_pdu_with_state(room_id, &event_id, json, state_before).await {
             Ok(Received::Accepted | Received::SoftFailed | Received::Duplicate) => Ok(event_id),
             Err(error) => Err((Some(event_id), error)),
         }
     }
 
-    /// Fetches what the event refers to and we lack: missing prev events through
-    /// `get_missing_events` (persisted in order before it), missing auth events one by one as
-    /// outliers. Bounded; what cannot be had is left for the auth checks to judge.
+    /// Fetches what the event refers to and we lack: missing auth events one by one as
+    /// outliers, missing prev events through `get_missing_events` (persisted in order before
+    /// it), and, when a gap remains, the room's state at the event (`/state`), which is then
+    /// returned as the state before it. Bounded; what cannot be had is left for the auth checks.
     async fn fill_gaps(
         &self,
         origin: &ServerName,
@@ -125,8 +126,8 @@ impl Homeserver {
         event_id: &EventId,
         json: &str,
         rules: &RoomVersionRules,
-    ) {
-        let Ok(pdu) = crate::events::Pdu::from_json(event_id.to_owned(), json) else { return };
+    ) -> Option<crate::rooms::state::StateMap> {
+        let Ok(pdu) = crate::events::Pdu::from_json(event_id.to_owned(), json) else { return None };
         let mut budget = MAX_FETCH;
         let missing_auth: Vec<OwnedEventId> =
             pdu.auth_events.iter().filter(|id| !self.rooms.has_event(id).unwrap_or(true)).cloned().collect();
@@ -135,18 +136,19 @@ impl Homeserver {
         }
         let missing_prev = pdu.prev_events.iter().any(|id| !self.rooms.has_event(id).unwrap_or(true));
         if !missing_prev {
-            return;
+            return None;
         }
-        let Ok(Some(room)) = self.rooms.room(room_id) else { return };
+        let Ok(Some(room)) = self.rooms.room(room_id) else { return None };
         let mut request = get_missing_events::v1::Request::new(
             room_id.to_owned(),
             room.forward_extremities.clone(),
             vec![event_id.to_owned()],
         );
         request.limit = ruma::UInt::from(10u32);
-        let Ok(response) = self.federation_request(origin, request).await else { return };
         let mut fetched = Vec::new();
-        for raw in response.events.iter().take(MAX_FETCH) {
+        let response = self.federation_request(origin, request).await;
+        let events = response.map(|r| r.events).unwrap_or_default();
+        for raw in events.iter().take(MAX_FETCH) {
             if let Ok((id, json)) = self.verify_pdu(raw, rules).await
                 && let Ok(pdu) = crate::events::Pdu::from_json(id.clone(), &json)
             {
@@ -159,6 +161,37 @@ impl Homeserver {
                 tracing::info!(%id, %error, "a fetched missing event was rejected");
             }
         }
+        if pdu.prev_events.iter().all(|id| self.rooms.has_event(id).unwrap_or(false)) {
+            return None;
+        }
+        self.state_at_gap(origin, room_id, event_id, rules).await
+    }
+
+    /// The room's state before `event_id` as `origin` has it, every event verified and stored.
+    async fn state_at_gap(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        rules: &RoomVersionRules,
+    ) -> Option<crate::rooms::state::StateMap> {
+        let request = get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned());
+        let response = self.federation_request(origin, request).await.ok()?;
+        let mut outliers = Vec::new();
+        let mut state = crate::rooms::state::StateMap::new();
+        for raw in response.auth_chain.iter().chain(response.pdus.iter()) {
+            let (id, json) = self.verify_pdu(raw, rules).await.ok()?;
+            outliers.push((id, json));
+        }
+        for (id, json) in outliers.iter().skip(response.auth_chain.len()) {
+            let pdu = crate::events::Pdu::from_json(id.clone(), json).ok()?;
+            if let Some(key) = pdu.state_key {
+                state.insert((pdu.kind.to_string(), key), id.clone());
+            }
+        }
+        self.rooms.store_outliers(room_id, outliers).await.ok()?;
+        tracing::info!(%room_id, %event_id, %origin, "filled a gap with the state at the event");
+        Some(state)
     }
 
     /// Fetches one event and, recursively within `budget`, its missing auth events, storing

@@ -88,10 +88,23 @@ impl Rooms {
     /// Every auth event must be stored; prev events that are not are left out of the state
     /// calculation. `Err` is the rejection reason.
     pub async fn receive_pdu(&self, room_id: &RoomId, event_id: &EventId, json: String) -> Result<Received> {
+        self.receive_pdu_with_state(room_id, event_id, json, None).await
+    }
+
+    /// [`Self::receive_pdu`] with the state before the event given, for an event whose prev
+    /// events could not be had (the state came from the sending server and was verified).
+    pub async fn receive_pdu_with_state(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        json: String,
+        state_before: Option<StateMap>,
+    ) -> Result<Received> {
         let _guard = self.lock(room_id).await;
         let this = self.clone();
         let (room_id, event_id) = (room_id.to_owned(), event_id.to_owned());
-        let outcome = blocking(move || this.receive_blocking(&room_id, &event_id, json)).await?;
+        let outcome =
+            blocking(move || this.receive_blocking(&room_id, &event_id, json, state_before)).await?;
         Ok(match outcome {
             Outcome::Done(received) => received,
             Outcome::Timeline { ticket, wake } => {
@@ -106,6 +119,7 @@ impl Rooms {
         room_id: &OwnedRoomId,
         event_id: &OwnedEventId,
         json: String,
+        state_before: Option<StateMap>,
     ) -> Result<Outcome> {
         let db = self.db();
         if let Some(existing) = self.pdu_record(event_id)?
@@ -142,7 +156,10 @@ impl Rooms {
             .map_err(|r| Error::forbidden(format!("rejected by its auth events: {r}")))?;
 
         // 2. Against the state before it.
-        let (before, parent) = self.state_before(&pdu, &rules)?;
+        let (before, parent) = match state_before {
+            Some(state) => (state, None),
+            None => self.state_before(&pdu, &rules)?,
+        };
         auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&before, k, s))
             .map_err(|r| Error::forbidden(format!("rejected by the state before it: {r}")))?;
 
