@@ -142,6 +142,11 @@ async fn a_rejected_invite_reaches_the_inviting_server() {
     let events = &body["rooms"]["leave"][&room]["timeline"]["events"];
     assert_eq!(events[0]["content"]["membership"], "leave", "{body}");
     assert!(body["rooms"]["invite"].get(&room).is_none());
+    // A full sync that asks for left rooms shows it too, though B never had the room.
+    let filter = r#"{"room":{"include_leave":true}}"#;
+    let full = carol.get(&format!("{V3}/sync?timeout=0&filter={filter}")).await;
+    let left = &full.assert_ok()["rooms"]["leave"][&room]["timeline"]["events"][0];
+    assert_eq!(left["content"]["membership"], "leave", "{:?}", full.body);
     // Leaving again is a no-op, and the invite cannot be accepted any more.
     carol.post(&format!("{V3}/rooms/{room}/leave"), json!({})).await.assert_ok();
     let join = carol.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await;

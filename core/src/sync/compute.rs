@@ -224,8 +224,10 @@ impl Homeserver {
                         json!({"knock_state": events(self.stripped_state(user, &room_id, &record)?)}),
                     );
                 }
-                "leave"
-                    if membership_changed && since.is_some() && self.outside_event(&record)?.is_some() =>
+                "leave" | "ban"
+                    if membership_changed
+                        && (since.is_some() || filter.room.include_leave)
+                        && self.outside_event(&record)?.is_some() =>
                 {
                     // A rejected invite or withdrawn knock in a room this server is not in: the
                     // leave itself is all there is to show.
