@@ -76,7 +76,7 @@ pub async fn leave_room(
     req: Ruma<leave_room::v3::Request>,
 ) -> ApiResult<leave_room::v3::Response> {
     let session = req.session()?.clone();
-    hs.rooms.leave(&req.body.room_id, &session.user_id, req.body.reason).await?;
+    hs.leave_room(&req.body.room_id, &session.user_id, req.body.reason).await?;
     Ok(leave_room::v3::Response::new())
 }
 
@@ -99,16 +99,7 @@ pub async fn invite_user(
     let InvitationRecipient::UserId(invitee) = req.body.recipient else {
         return Err(Error::bad_request("Third-party invites are not supported").into());
     };
-    hs.rooms
-        .change_membership(
-            &req.body.room_id,
-            &session.user_id,
-            &invitee.user_id,
-            MembershipAction::Invite,
-            invitee.reason,
-            false,
-        )
-        .await?;
+    hs.invite_user(&req.body.room_id, &session.user_id, &invitee.user_id, invitee.reason, false).await?;
     Ok(invite_user::v3::Response::new())
 }
 
@@ -216,6 +207,7 @@ pub async fn knock_room(
     let session = req.session()?.clone();
     let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
     let profile = member_profile(&hs, &session.user_id).await?;
-    hs.rooms.knock(&room_id, &session.user_id, profile, req.body.reason).await?;
+    let b = req.body;
+    hs.knock_room(&room_id, &session.user_id, profile, b.reason, &b.via).await?;
     Ok(ruma::api::client::knock::knock_room::v3::Response::new(room_id))
 }

@@ -94,7 +94,19 @@ pub async fn create_room(
     };
     let profile = member_profile(&hs, &session.user_id).await?;
     let public = create.public;
+    let is_direct = create.is_direct;
+    let remote_invitees: Vec<_> =
+        create.invite.iter().filter(|u| u.server_name() != hs.server_name()).cloned().collect();
     let room_id = hs.rooms.create_room(&session.user_id, profile, create).await?;
+    if hs.federation.enabled() {
+        for invitee in remote_invitees {
+            // The room exists whatever another server says; an unreachable invitee is not a
+            // reason to fail its creation.
+            if let Err(error) = hs.invite_user(&room_id, &session.user_id, &invitee, None, is_direct).await {
+                tracing::warn!(%room_id, %invitee, %error, "could not invite a user of another server");
+            }
+        }
+    }
     if let Some(alias) = alias {
         hs.rooms.create_alias(&alias, &room_id, &session.user_id).await?;
     }

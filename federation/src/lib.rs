@@ -9,6 +9,7 @@
 //! trait, and `hearth-client-api` never imports this crate.
 
 pub mod config;
+mod members;
 pub mod sender;
 pub mod server;
 pub mod transport;

@@ -23,7 +23,10 @@ use ruma::{
             authentication::{ServerSignatures, XMatrix},
             discovery::{get_server_keys, get_server_version},
             event::{get_event, get_missing_events, get_room_state_ids},
-            membership::{create_join_event, prepare_join_event},
+            membership::{
+                create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+                prepare_knock_event, prepare_leave_event,
+            },
             transactions::send_transaction_message,
         },
         path_builder::PathBuilder,
@@ -31,6 +34,8 @@ use ruma::{
     signatures::PublicKeyMap,
 };
 use serde_json::value::RawValue;
+
+use crate::members;
 
 /// Largest request body accepted: a full transaction of large PDUs.
 const MAX_BODY: usize = 20 * 1024 * 1024;
@@ -70,7 +75,7 @@ impl<T: OutgoingResponse> IntoResponse for Reply<T> {
     }
 }
 
-type FedResult<T> = Result<T, FedError>;
+pub(crate) type FedResult<T> = Result<T, FedError>;
 
 /// Whether an endpoint needs an X-Matrix signature.
 pub trait ServerAuth {
@@ -92,7 +97,7 @@ pub struct Fed<T> {
 }
 
 impl<T> Fed<T> {
-    fn origin(&self) -> FedResult<&OwnedServerName> {
+    pub(crate) fn origin(&self) -> FedResult<&OwnedServerName> {
         self.origin.as_ref().ok_or_else(|| FedError(Error::new(ErrorCode::Unauthorized, "Unsigned request")))
     }
 }
@@ -188,6 +193,11 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_event::v1::Request, _, _>(get_event)
         .fed::<get_missing_events::v1::Request, _, _>(get_missing_events)
         .fed::<get_room_state_ids::v1::Request, _, _>(get_room_state_ids)
+        .fed::<create_invite::v2::Request, _, _>(members::create_invite)
+        .fed::<prepare_leave_event::v1::Request, _, _>(members::prepare_leave_event)
+        .fed::<create_leave_event::v2::Request, _, _>(members::create_leave_event)
+        .fed::<prepare_knock_event::v1::Request, _, _>(members::prepare_knock_event)
+        .fed::<create_knock_event::v1::Request, _, _>(members::create_knock_event)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .with_state(hs)
 }
@@ -253,7 +263,7 @@ async fn create_join_event(
     Ok(create_join_event::v2::Response::new(state))
 }
 
-fn raw(json: String) -> FedResult<Box<RawValue>> {
+pub(crate) fn raw(json: String) -> FedResult<Box<RawValue>> {
     RawValue::from_string(json).map_err(|e| FedError(Error::internal(e)))
 }
 

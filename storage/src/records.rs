@@ -191,6 +191,16 @@ pub struct MembershipRecord {
     pub forgotten: bool,
 }
 
+/// What a local user knows of a room this server is not in, from an invite or a knock: the
+/// stripped state shown in their /sync, and the servers to ask when they join or leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsideRoomRecord {
+    pub room_version: String,
+    /// Stripped state events (`type`, `state_key`, `content`, `sender`).
+    pub stripped_state: Vec<serde_json::Value>,
+    pub servers: Vec<ruma::OwnedServerName>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasRecord {
     pub room_id: OwnedRoomId,
@@ -244,6 +254,7 @@ pub struct ThumbnailRecord {
 
 json_value!(
     RemoteKeyRecord,
+    OutsideRoomRecord,
     OutboxItem,
     AccountRecord,
     DeviceRecord,

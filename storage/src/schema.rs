@@ -7,9 +7,9 @@ use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
-        FallbackKeyRecord, MediaRecord, MembershipRecord, OutboxItem, PduRecord, ReceiptRecord,
-        RefreshTokenRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord,
-        StreamEntry, ThumbnailRecord, ToDeviceRecord,
+        FallbackKeyRecord, MediaRecord, MembershipRecord, OutboxItem, OutsideRoomRecord, PduRecord,
+        ReceiptRecord, RefreshTokenRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord,
+        StateGroupRecord, StreamEntry, ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -80,6 +80,9 @@ tables! {
     RoomMembers "room_members": (OwnedRoomId, OwnedUserId) => String;
     /// Each local user's latest membership in each room.
     UserRooms "user_rooms": (OwnedUserId, OwnedRoomId) => MembershipRecord;
+    /// Rooms this server is not in where a local user is invited or has knocked: their
+    /// stripped state and the servers to reach them through.
+    OutsideRooms "outside_rooms": (OwnedUserId, OwnedRoomId) => OutsideRoomRecord;
     /// Client transaction IDs of sent events, for idempotent retries.
     TxnIds "txn_ids": (OwnedUserId, OwnedDeviceId, String) => OwnedEventId;
     /// Room aliases of this server.

@@ -106,6 +106,12 @@ impl Homeserver {
         room_id: &RoomId,
         raw: &RawValue,
     ) -> Result<OwnedEventId, (Option<OwnedEventId>, Error)> {
+        if !self.rooms.exists(room_id).map_err(|e| (None, e))? {
+            return self.receive_outside_member(room_id, raw).await;
+        }
+        if !self.server_allowed(room_id, origin).map_err(|e| (None, e))? {
+            return Err((None, Error::forbidden(format!("{origin} is denied by the room's server ACL"))));
+        }
         let rules = self.room_rules(room_id).map_err(|e| (None, e))?;
         let (event_id, json) = self.verify_pdu(raw, &rules).await.map_err(|e| (None, e))?;
         let state_before = self.fill_gaps(origin, room_id, &event_id, &json, &rules).await;
@@ -241,11 +247,15 @@ impl Homeserver {
         match edu.deserialize().map_err(|e| Error::bad_json(e.to_string()))? {
             Edu::Typing(typing) => {
                 from_origin(&typing.user_id)?;
+                self.require_acl(&typing.room_id, origin)?;
                 let timeout = typing.typing.then_some(Duration::from_secs(30));
                 self.rooms.set_typing(&typing.room_id, &typing.user_id, timeout).await
             }
             Edu::Receipt(receipts) => {
                 for (room_id, map) in receipts.receipts {
+                    if !self.server_allowed(&room_id, origin)? {
+                        continue;
+                    }
                     for (user_id, data) in map.read {
                         from_origin(&user_id)?;
                         if let Some(event_id) = data.event_ids.last() {

@@ -34,18 +34,42 @@ impl Homeserver {
         user: &UserId,
         supported: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
+        self.make_membership(origin, room_id, user, "join", Some(supported))
+    }
+
+    /// A membership template (`make_join`, `make_leave`, `make_knock`) for a user of `origin`:
+    /// built on the room's current state and checked against it, so a refusal comes now
+    /// rather than after signing. `supported`: the origin's room versions, when it says.
+    pub(crate) fn make_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        supported: Option<&[RoomVersionId]>,
+    ) -> Result<(RoomVersionId, Box<RawValue>)> {
         if user.server_name() != origin {
             return Err(Error::forbidden("The user is not of the requesting server"));
         }
         let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        if !self.rooms.resident(room_id)? {
+            return Err(Error::not_found("This server is no longer in the room"));
+        }
+        self.require_acl(room_id, origin)?;
         let (version, rules) = self.rooms.version(&room)?;
-        if !supported.contains(&version) {
+        if supported.is_some_and(|s| !s.contains(&version)) {
             return Err(Error::new(
                 ErrorCode::UnsupportedRoomVersion,
                 format!("Your server does not support room version {version}"),
             ));
         }
-        let content = json!({"membership": "join"});
+        if membership == "knock" && !rules.authorization.knocking {
+            return Err(Error::new(
+                ErrorCode::UnsupportedRoomVersion,
+                format!("Room version {version} does not allow knocking"),
+            ));
+        }
+        let content = json!({"membership": membership});
         let raw_content = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
         let types =
             auth::auth_types(&TimelineEventType::RoomMember, user, Some(user.as_str()), &raw_content, &rules)
@@ -73,7 +97,6 @@ impl Homeserver {
             "prev_events": room.forward_extremities,
             "auth_events": auth_events,
         });
-        // The same check the join will face, so a refusal comes now rather than after signing.
         let probe =
             Pdu::from_json(EventId::parse("$probe").map_err(Error::internal)?, &template.to_string())?;
         auth::check(
@@ -82,8 +105,45 @@ impl Homeserver {
             |id| self.rooms.pdu(id).ok().flatten(),
             |kind, key| self.rooms.current_state_event(room_id, &kind.to_string(), key).ok().flatten(),
         )
-        .map_err(|reason| Error::forbidden(format!("You cannot join this room: {reason}")))?;
+        .map_err(|reason| Error::forbidden(format!("You cannot {membership} here: {reason}")))?;
         Ok((version, raw(template.to_string())?))
+    }
+
+    /// `send_join`, `send_leave`, `send_knock`: accepts a membership event a user of `origin`
+    /// signed from our template and relays it to the room's other servers.
+    pub(crate) async fn accept_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+        membership: &str,
+    ) -> Result<Pdu> {
+        let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        self.require_acl(room_id, origin)?;
+        let (_, rules) = self.rooms.version(&room)?;
+        let (computed, json) = self.verify_pdu(pdu, &rules).await?;
+        if computed != event_id {
+            return Err(Error::bad_json("The event ID does not match the event"));
+        }
+        let event = Pdu::from_json(computed.clone(), &json)?;
+        let is_own = event.kind == TimelineEventType::RoomMember
+            && event.content_str("membership").as_deref() == Some(membership)
+            && event.state_key.as_deref() == Some(event.sender.as_str())
+            && event.room_id.as_deref().is_none_or(|r| r == room_id);
+        if !is_own || event.sender.server_name() != origin {
+            return Err(Error::bad_json(format!("Not a {membership} event of the requesting server's user")));
+        }
+        let others: BTreeSet<OwnedServerName> =
+            self.servers_in_room(room_id)?.into_iter().filter(|s| s != origin).collect();
+        match self.rooms.receive_pdu(room_id, &computed, json).await? {
+            Received::Accepted | Received::Duplicate => {}
+            Received::SoftFailed => {
+                return Err(Error::forbidden(format!("The {membership} is not allowed by the room's state")));
+            }
+        }
+        self.enqueue(others, vec![OutboxItem::Pdu { event_id: computed }]).await?;
+        Ok(event)
     }
 
     /// `PUT /v2/send_join`: accepts the signed join, relays it to the room's other servers, and
@@ -95,30 +155,8 @@ impl Homeserver {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<create_join_event::v2::RoomState> {
-        let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-        let (_, rules) = self.rooms.version(&room)?;
-        let (computed, json) = self.verify_pdu(pdu, &rules).await?;
-        if computed != event_id {
-            return Err(Error::bad_json("The event ID does not match the event"));
-        }
-        let join = Pdu::from_json(computed.clone(), &json)?;
-        let is_join = join.kind == TimelineEventType::RoomMember
-            && join.content_str("membership").as_deref() == Some("join")
-            && join.state_key.as_deref() == Some(join.sender.as_str());
-        if !is_join || join.sender.server_name() != origin {
-            return Err(Error::bad_json("Not a join event of the requesting server's user"));
-        }
-        let others: BTreeSet<OwnedServerName> =
-            self.servers_in_room(room_id)?.into_iter().filter(|s| s != origin).collect();
-        let outcome = self.rooms.receive_pdu(room_id, &computed, json).await?;
-        match outcome {
-            Received::Accepted | Received::Duplicate => {}
-            Received::SoftFailed => {
-                return Err(Error::forbidden("The join is not allowed by the room's state"));
-            }
-        }
-        self.enqueue(others, vec![OutboxItem::Pdu { event_id: computed.clone() }]).await?;
-
+        let join = self.accept_membership(origin, room_id, event_id, pdu, "join").await?;
+        let computed = join.event_id.clone();
         let record = self.rooms.pdu_record(&computed)?.ok_or_else(|| Error::internal("join vanished"))?;
         let mut state = crate::rooms::state::load(&self.db, record.state_group)?;
         let member_key = ("m.room.member".to_owned(), join.sender.to_string());
@@ -153,12 +191,31 @@ impl Homeserver {
         servers: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
+        self.through_first(servers, room_id, "join", |server| {
+            self.join_via(server, room_id, user, content.clone())
+        })
+        .await
+    }
+
+    /// Tries `attempt` with each of `servers` (but ourselves) in turn until one succeeds;
+    /// otherwise the last refusal.
+    pub(crate) async fn through_first<'s, F, Fut>(
+        &self,
+        servers: &'s [OwnedServerName],
+        room_id: &RoomId,
+        what: &str,
+        attempt: F,
+    ) -> Result<()>
+    where
+        F: Fn(&'s ServerName) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let mut last_error = Error::not_found("No known servers for this room");
         for server in servers.iter().filter(|s| *s != self.server_name()) {
-            match self.join_via(server, room_id, user, content.clone()).await {
+            match attempt(server).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    tracing::info!(%server, %room_id, %error, "remote join failed");
+                    tracing::info!(%server, %room_id, %error, what, "remote membership change failed");
                     last_error = error;
                 }
             }
@@ -177,55 +234,8 @@ impl Homeserver {
         request.ver = CREATABLE_VERSIONS.to_vec();
         let template = self.federation_request(server, request).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        if !CREATABLE_VERSIONS.contains(&version) {
-            return Err(Error::new(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("room version {version} is not supported"),
-            ));
-        }
-        let rules = version.rules().ok_or_else(|| Error::internal("no rules"))?;
-        let mut object: CanonicalJsonObject =
-            serde_json::from_str(template.event.get()).map_err(|e| Error::bad_json(e.to_string()))?;
-        let member_ok = object.get("type").and_then(CanonicalJsonValue::as_str) == Some("m.room.member")
-            && object.get("state_key").and_then(CanonicalJsonValue::as_str) == Some(user.as_str())
-            && object.get("sender").and_then(CanonicalJsonValue::as_str) == Some(user.as_str());
-        if !member_ok {
-            return Err(Error::new(ErrorCode::RemoteUnavailable, "the join template is for something else"));
-        }
-        // Our profile and reason go in; the template's own fields (e.g. the authorising user of
-        // a restricted join) stay.
-        let mut merged = match object.remove("content") {
-            Some(CanonicalJsonValue::Object(c)) => c,
-            _ => CanonicalJsonObject::new(),
-        };
-        if let Value::Object(extra) = content {
-            for (k, v) in extra {
-                if let Ok(v) = serde_json::from_value::<CanonicalJsonValue>(v) {
-                    merged.insert(k, v);
-                }
-            }
-        }
-        merged.insert("membership".into(), CanonicalJsonValue::String("join".into()));
-        object.insert("content".into(), CanonicalJsonValue::Object(merged));
-        object.insert(
-            "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(ruma::Int::new_saturating(
-                i64::try_from(now_ms()).unwrap_or(i64::MAX),
-            )),
-        );
-        for field in ["event_id", "hashes", "signatures", "unsigned"] {
-            object.remove(field);
-        }
-        hash_and_sign_event(
-            self.server_name().as_str(),
-            &self.signing_key.pair,
-            &mut object,
-            &rules.redaction,
-        )
-        .map_err(|e| Error::internal(format!("signing the join: {e}")))?;
-        let hash = reference_hash(&object, &rules).map_err(Error::internal)?;
-        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
-        let join_json = to_json_string(&object)?;
+        let rules = supported_rules(&version)?;
+        let (event_id, join_json) = self.sign_template(&template.event, &rules, user, "join", content)?;
 
         let request = create_join_event::v2::Request::new(
             room_id.to_owned(),
@@ -264,8 +274,88 @@ impl Homeserver {
         };
         self.rooms.store_outliers(room_id, outliers).await?;
         self.rooms.persist_remote_join(room_id, &version, state, (event_id, join_json)).await?;
+        self.rooms.clear_outside_room(user, room_id).await?;
         tracing::info!(%room_id, %user, via = %server, "joined a room over federation");
         Ok(())
+    }
+}
+
+/// Membership content with the user's reason, when they gave one.
+pub(crate) fn with_reason(mut content: Value, reason: Option<String>) -> Value {
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    content
+}
+
+/// The rules of a room version we can take part in.
+pub(crate) fn supported_rules(version: &RoomVersionId) -> Result<ruma::room_version_rules::RoomVersionRules> {
+    if !CREATABLE_VERSIONS.contains(version) {
+        return Err(Error::new(
+            ErrorCode::UnsupportedRoomVersion,
+            format!("room version {version} is not supported"),
+        ));
+    }
+    version.rules().ok_or_else(|| Error::internal(format!("no rules for room version {version}")))
+}
+
+impl Homeserver {
+    /// Completes a membership template a resident server made for `user` (`make_join`,
+    /// `make_leave`, `make_knock`): our content on top of its own, a fresh timestamp, our
+    /// hashes and signature. Returns the event's ID and JSON.
+    pub(crate) fn sign_template(
+        &self,
+        template: &RawValue,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        user: &UserId,
+        membership: &str,
+        content: Value,
+    ) -> Result<(OwnedEventId, String)> {
+        let mut object: CanonicalJsonObject =
+            serde_json::from_str(template.get()).map_err(|e| Error::bad_json(e.to_string()))?;
+        let member_ok = object.get("type").and_then(CanonicalJsonValue::as_str) == Some("m.room.member")
+            && object.get("state_key").and_then(CanonicalJsonValue::as_str) == Some(user.as_str())
+            && object.get("sender").and_then(CanonicalJsonValue::as_str) == Some(user.as_str());
+        if !member_ok {
+            return Err(Error::new(
+                ErrorCode::RemoteUnavailable,
+                format!("the {membership} template is for something else"),
+            ));
+        }
+        // Our profile and reason go in; the template's own fields (e.g. the authorising user of
+        // a restricted join) stay.
+        let mut merged = match object.remove("content") {
+            Some(CanonicalJsonValue::Object(c)) => c,
+            _ => CanonicalJsonObject::new(),
+        };
+        if let Value::Object(extra) = content {
+            for (k, v) in extra {
+                if let Ok(v) = serde_json::from_value::<CanonicalJsonValue>(v) {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        merged.insert("membership".into(), CanonicalJsonValue::String(membership.into()));
+        object.insert("content".into(), CanonicalJsonValue::Object(merged));
+        object.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(ruma::Int::new_saturating(
+                i64::try_from(now_ms()).unwrap_or(i64::MAX),
+            )),
+        );
+        for field in ["event_id", "hashes", "signatures", "unsigned"] {
+            object.remove(field);
+        }
+        hash_and_sign_event(
+            self.server_name().as_str(),
+            &self.signing_key.pair,
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::internal(format!("signing the {membership}: {e}")))?;
+        let hash = reference_hash(&object, rules).map_err(Error::internal)?;
+        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        Ok((event_id, to_json_string(&object)?))
     }
 }
 
@@ -280,26 +370,41 @@ impl Homeserver {
         reason: Option<String>,
         via: &[OwnedServerName],
     ) -> Result<()> {
-        let here = match self.rooms.room(room_id)? {
-            Some(room) => room.joined_count > 0 || self.servers_in_room(room_id)?.is_empty(),
-            None => false,
-        };
-        if here || !self.federation.enabled() {
+        if !self.federation.enabled() || self.rooms.resident(room_id)? {
             return self.rooms.join(room_id, user, profile, reason).await;
         }
         if self.rooms.membership(room_id, user)?.as_deref() == Some("join") {
             return Ok(());
         }
+        let servers = self.servers_to_ask(room_id, user, via)?;
+        self.join_remote(room_id, user, &servers, with_reason(profile, reason)).await
+    }
+
+    /// Servers that may let a local user into (or out of) a room this server is not in: those
+    /// the client named, the one that invited them or took their knock, the room ID's, and
+    /// those last seen in the room.
+    pub(crate) fn servers_to_ask(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+    ) -> Result<Vec<OwnedServerName>> {
         let mut servers: Vec<OwnedServerName> = via.to_vec();
-        if let Some(server) = room_id.server_name()
-            && !servers.iter().any(|s| s == server)
-        {
-            servers.push(server.to_owned());
+        let mut add = |server: &ServerName| {
+            if server != self.server_name() && !servers.iter().any(|s| s == server) {
+                servers.push(server.to_owned());
+            }
+        };
+        if let Some(event) = self.rooms.current_member_event(room_id, user)? {
+            add(event.sender.server_name());
         }
-        let mut content = profile;
-        if let Some(reason) = reason {
-            content["reason"] = json!(reason);
+        if let Some(outside) = self.rooms.outside_room(user, room_id)? {
+            outside.servers.iter().for_each(|s| add(s));
         }
-        self.join_remote(room_id, user, &servers, content).await
+        if let Some(server) = room_id.server_name() {
+            add(server);
+        }
+        self.servers_in_room(room_id)?.iter().for_each(|s| add(s));
+        Ok(servers)
     }
 }

@@ -5,9 +5,11 @@
 //! Nothing here knows HTTP clients or sockets: a request is built and X-Matrix-signed with
 //! ruma's types, then handed to the transport, which only resolves and carries it.
 
+pub mod acl;
 pub mod inbound;
 pub mod join;
 pub mod keys;
+pub mod members;
 pub mod outbox;
 pub mod serve;
 

@@ -24,6 +24,7 @@ impl Homeserver {
     }
 
     fn require_server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<()> {
+        self.require_acl(room_id, server)?;
         if self.server_in_room(server, room_id)? {
             Ok(())
         } else {

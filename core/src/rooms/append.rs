@@ -8,8 +8,8 @@ use hearth_storage::{
     schema::{CurrentState, FederationOutbox, Pdus, RoomMembers, Rooms as RoomsTable, TxnIds, UserRooms},
 };
 use ruma::{
-    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
-    canonical_json::redact, events::TimelineEventType,
+    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
+    UserId, canonical_json::redact, events::TimelineEventType,
 };
 
 use super::{Rooms, state};
@@ -53,9 +53,14 @@ impl Rooms {
         let this = self.clone();
         let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
         let appended = blocking(move || this.append_blocking(&room_id, &sender, &new, txn)).await?;
+        Ok(self.publish(appended))
+    }
+
+    /// Wakes the readers and the federation sender of a stored event.
+    fn publish(&self, appended: Appended) -> OwnedEventId {
         self.inner.streams.finish(appended.ticket, appended.wake);
         self.inner.federation.poke(appended.destinations.iter().map(AsRef::as_ref));
-        Ok(appended.event_id)
+        appended.event_id
     }
 
     fn append_blocking(
@@ -65,8 +70,44 @@ impl Rooms {
         new: &NewEvent,
         txn: Option<Txn>,
     ) -> Result<Appended> {
+        let (event_id, object) = self.prepare_blocking(room_id, sender, new)?;
+        self.commit_blocking(room_id, sender, event_id, to_json_string(&object)?, txn)
+    }
+
+    /// Sends an event that another server must sign before it exists (an invite of its user):
+    /// built and authorized like any local event, handed to `countersign`, and stored as it
+    /// comes back. The room stays locked across the round trip, so the event's place in the
+    /// graph is still current when it is stored.
+    pub async fn append_countersigned<F, Fut>(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        new: NewEvent,
+        countersign: F,
+    ) -> Result<OwnedEventId>
+    where
+        F: FnOnce(OwnedEventId, CanonicalJsonObject) -> Fut,
+        Fut: std::future::Future<Output = Result<String>>,
+    {
+        let _guard = self.lock(room_id).await;
+        let (this, room, user) = (self.clone(), room_id.to_owned(), sender.to_owned());
+        let (event_id, object) = blocking(move || this.prepare_blocking(&room, &user, &new)).await?;
+        let json = countersign(event_id.clone(), object).await?;
+        let (this, room, user) = (self.clone(), room_id.to_owned(), sender.to_owned());
+        let appended = blocking(move || this.commit_blocking(&room, &user, event_id, json, None)).await?;
+        Ok(self.publish(appended))
+    }
+
+    /// Builds and signs a local event on the room's current extremities and state, refusing it
+    /// when the auth rules would.
+    fn prepare_blocking(
+        &self,
+        room_id: &OwnedRoomId,
+        sender: &OwnedUserId,
+        new: &NewEvent,
+    ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
         let db = self.db();
-        let mut room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         let (_, rules) = self.version(&room)?;
         let content =
             serde_json::value::to_raw_value(&new.content).map_err(|e| Error::bad_json(e.to_string()))?;
@@ -88,15 +129,46 @@ impl Rooms {
         };
         let (event_id, object) =
             build_and_sign(new, sender, &placement, &rules, &self.inner.server_name, &self.inner.key)?;
-        let json = to_json_string(&object)?;
-        let pdu = Pdu::from_json(event_id.clone(), &json)?;
+        let pdu = Pdu::from_json(event_id.clone(), &to_json_string(&object)?)?;
+        self.check_against_current(room_id, &pdu, &rules)?;
+        Ok((event_id, object))
+    }
+
+    fn check_against_current(
+        &self,
+        room_id: &OwnedRoomId,
+        pdu: &Pdu,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+    ) -> Result<()> {
+        let current = |kind: &str, key: &str| {
+            self.db().get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned())).ok().flatten()
+        };
         auth::check(
-            &rules,
-            &pdu,
+            rules,
+            pdu,
             |id| self.pdu(id).ok().flatten(),
             |kind, key| current(&kind.to_string(), key).and_then(|id| self.pdu(&id).ok().flatten()),
         )
-        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))?;
+        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+    }
+
+    /// Stores a prepared event (as signed by us, and by whoever else had to) in one batch with
+    /// its state, timeline position, memberships and outbox entries.
+    fn commit_blocking(
+        &self,
+        room_id: &OwnedRoomId,
+        sender: &OwnedUserId,
+        event_id: OwnedEventId,
+        json: String,
+        txn: Option<Txn>,
+    ) -> Result<Appended> {
+        let db = self.db();
+        let mut room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = self.version(&room)?;
+        let pdu = Pdu::from_json(event_id.clone(), &json)?;
+        let current = |kind: &str, key: &str| {
+            db.get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned())).ok().flatten()
+        };
 
         let mut batch = Batch::new();
         let mut replaces_state = None;
@@ -167,10 +239,12 @@ impl Rooms {
             .map(|u| u.server_name().to_owned())
             .filter(|s| s != own)
             .collect();
-        // A remote user kicked or banned is told too.
+        // A remote user kicked or banned is told too. An invite has reached the invitee's
+        // server already, through the invite request that server signed it in.
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             && target.server_name() != own
+            && pdu.content_str("membership").as_deref() != Some("invite")
         {
             servers.insert(target.server_name().to_owned());
         }

@@ -191,6 +191,10 @@ impl Rooms {
             self.append(&room_id, creator, state("m.room.topic", "", content), None).await?;
         }
         for invitee in req.invite {
+            if invitee.server_name() != self.inner.server_name && self.inner.federation.enabled() {
+                // Their server must sign the invite: the caller sends it through federation.
+                continue;
+            }
             let mut content = json!({"membership": "invite"});
             if req.is_direct {
                 content["is_direct"] = json!(true);

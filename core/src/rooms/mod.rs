@@ -11,6 +11,7 @@ mod create;
 mod directory;
 mod ephemeral;
 mod membership;
+mod outside;
 mod power;
 pub mod remote;
 pub mod state;
@@ -72,6 +73,20 @@ fn timeline_record(room_id: &RoomId, json: String, pos: u64, state_group: u64) -
         json,
         stream_pos: Some(pos),
         state_group,
+        redacted_by: None,
+        txn: None,
+        replaces_state: None,
+    }
+}
+
+/// An event kept outside any timeline: an auth or state event of a room being joined, or a
+/// local user's membership in a room this server is not in.
+fn outlier_record(room_id: &RoomId, json: String) -> PduRecord {
+    PduRecord {
+        room_id: room_id.to_owned(),
+        json,
+        stream_pos: None,
+        state_group: 0,
         redacted_by: None,
         txn: None,
         replaces_state: None,

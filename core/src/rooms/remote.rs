@@ -68,16 +68,7 @@ impl Rooms {
                 if this.has_event(&event_id)? {
                     continue;
                 }
-                let record = PduRecord {
-                    room_id: room_id.clone(),
-                    json,
-                    stream_pos: None,
-                    state_group: 0,
-                    redacted_by: None,
-                    txn: None,
-                    replaces_state: None,
-                };
-                batch.put::<Pdus>(&event_id, &record)?;
+                batch.put::<Pdus>(&event_id, &super::outlier_record(&room_id, json))?;
             }
             Ok(this.db().write(batch)?)
         })

@@ -49,7 +49,7 @@ pub fn token(pos: u64) -> String {
 /// Timeline events per room when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Invite and knock state shown before a user is in a room.
-const STRIPPED_STATE: &[&str] = &[
+pub(crate) const STRIPPED_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -215,13 +215,30 @@ impl Homeserver {
                 "invite" if membership_changed => {
                     invite.insert(
                         room_id.to_string(),
-                        json!({"invite_state": events(self.stripped_state(&room_id, &record)?)}),
+                        json!({"invite_state": events(self.stripped_state(user, &room_id, &record)?)}),
                     );
                 }
                 "knock" if membership_changed => {
                     knock.insert(
                         room_id.to_string(),
-                        json!({"knock_state": events(self.stripped_state(&room_id, &record)?)}),
+                        json!({"knock_state": events(self.stripped_state(user, &room_id, &record)?)}),
+                    );
+                }
+                "leave" | "ban"
+                    if membership_changed
+                        && (since.is_some() || filter.room.include_leave)
+                        && self.outside_event(&record)?.is_some() =>
+                {
+                    // A rejected invite or withdrawn knock in a room this server is not in: the
+                    // leave itself is all there is to show.
+                    let leave_event = self.outside_event(&record)?.unwrap_or(Value::Null);
+                    leave.insert(
+                        room_id.to_string(),
+                        json!({
+                            "timeline": {"events": [leave_event], "limited": false},
+                            "state": events(Vec::new()),
+                            "account_data": events(Vec::new()),
+                        }),
                     );
                 }
                 "leave" | "ban" if membership_changed && since.is_some() => {
@@ -499,7 +516,31 @@ impl Homeserver {
         Ok((timeline, state_events, count))
     }
 
-    fn stripped_state(&self, room_id: &RoomId, record: &MembershipRecord) -> Result<Vec<Value>> {
+    /// A membership event kept outside any timeline (this server is not in the room), in the
+    /// client format.
+    fn outside_event(&self, record: &MembershipRecord) -> Result<Option<Value>> {
+        let Some(own) = self.rooms.pdu_record(&record.event_id)? else { return Ok(None) };
+        if own.stream_pos.is_some() {
+            return Ok(None);
+        }
+        let pdu = Pdu::from_json(record.event_id.clone(), &own.json)?;
+        let target = UserId::parse(pdu.state_key.unwrap_or_default()).map_err(crate::Error::internal)?;
+        Ok(Some(self.rooms.client_event(&record.event_id, &own, &target, None)?))
+    }
+
+    fn stripped_state(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        record: &MembershipRecord,
+    ) -> Result<Vec<Value>> {
+        if let Some(outside) = self.rooms.outside_room(user, room_id)? {
+            // This server is not in the room: what the inviting (or knocked-on) server sent.
+            let mut out = outside.stripped_state;
+            out.retain(|e| !(e["type"] == "m.room.member" && e["state_key"] == user.as_str()));
+            out.extend(self.outside_event(record)?);
+            return Ok(out);
+        }
         let mut out = Vec::new();
         let stripped = |pdu: &Pdu| json!({"type": pdu.kind.to_string(), "state_key": pdu.state_key, "content": pdu.content_json(), "sender": pdu.sender});
         for kind in STRIPPED_STATE {
