@@ -3,12 +3,14 @@
 //! - [`transport`]: how requests reach other servers (resolution, overrides, TLS, the guard
 //!   against private addresses); implements `hearth_core::federation::Transport`.
 //! - [`server`]: the endpoints other servers call, behind X-Matrix verification.
+//! - [`devices`]: other servers' questions about local users' devices and keys.
 //! - [`sender`]: drains the durable outbox, one transaction in flight per destination.
 //!
 //! It depends on `hearth-core` only; core reaches the network solely through the transport
 //! trait, and `hearth-client-api` never imports this crate.
 
 pub mod config;
+pub mod devices;
 pub mod sender;
 pub mod server;
 pub mod transport;

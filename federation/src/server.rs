@@ -188,6 +188,9 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_event::v1::Request, _, _>(get_event)
         .fed::<get_missing_events::v1::Request, _, _>(get_missing_events)
         .fed::<get_room_state_ids::v1::Request, _, _>(get_room_state_ids)
+        .fed::<ruma::api::federation::device::get_devices::v1::Request, _, _>(crate::devices::get_devices)
+        .fed::<ruma::api::federation::keys::get_keys::v1::Request, _, _>(crate::devices::get_keys)
+        .fed::<ruma::api::federation::keys::claim_keys::v1::Request, _, _>(crate::devices::claim_keys)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .with_state(hs)
 }

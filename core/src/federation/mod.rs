@@ -5,6 +5,8 @@
 //! Nothing here knows HTTP clients or sockets: a request is built and X-Matrix-signed with
 //! ruma's types, then handed to the transport, which only resolves and carries it.
 
+pub mod e2ee;
+pub mod edus;
 pub mod inbound;
 pub mod join;
 pub mod keys;
