@@ -67,7 +67,13 @@ async fn shared_room() -> Shared {
     let (a, b, alice, bob) = strangers().await;
     let room = alice.create_room(json!({"preset": "public_chat"})).await;
     bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await.assert_ok();
-    let bob_since = since_now(&bob).await;
+    // The room joined over federation comes with its state, as clients need it (whether it is
+    // encrypted, who is in it).
+    let first = bob.get(&format!("{V3}/sync?timeout=0")).await.assert_ok().clone();
+    let state = first["rooms"]["join"][&room]["state"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{first}");
+    assert!(state.iter().any(|e| e["state_key"] == alice.user_id()), "{first}");
+    let bob_since = first["next_batch"].as_str().unwrap().to_owned();
     let alice_since = since_now(&alice).await;
     alice.send_text(&room, "a1", "from A").await;
     bob.send_text(&room, "b1", "from B").await;
@@ -310,4 +316,29 @@ async fn device_list_and_cross_signing_changes_reach_remote_users_in_sync() {
     sync_until(bob, &since, "alice's deleted device", changed(alice_id.clone())).await;
     let query = bob.post(&format!("{V3}/keys/query"), json!({"device_keys": {&alice_id: []}})).await;
     assert_eq!(query.assert_ok()["device_keys"][&alice_id].as_object().unwrap().len(), 1, "{:?}", query.body);
+}
+
+/// The strongest proof: matrix-nio users (Olm and Megolm by vodozemac) on two servers exchange
+/// encrypted messages, which takes device keys queried and one-time keys claimed across
+/// federation, and the room keys sent as to-device messages through the other server.
+#[tokio::test]
+async fn matrix_nio_users_on_two_servers_exchange_encrypted_messages() {
+    let (a, b, _, _) = strangers().await;
+    let script = format!("{}/clients/nio_e2ee_check.py", env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let args =
+        [script, "--homeserver".into(), a.base_url.clone(), "--homeserver-bob".into(), b.base_url.clone()];
+    // The servers run on this test's runtime while the script runs on a blocking thread.
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(&python).args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("12 passed, 0 failed"),
+        "nio_e2ee_check.py across two servers failed (install matrix-nio with `pip install -r \
+         conformance-tests/clients/requirements.txt -r conformance-tests/clients/requirements-e2ee.txt`):\
+         \n{stdout}\n{stderr}"
+    );
 }
