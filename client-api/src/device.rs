@@ -45,7 +45,7 @@ pub async fn update_device(
     req: Ruma<update_device::v3::Request>,
 ) -> ApiResult<update_device::v3::Response> {
     let session = req.session()?.clone();
-    hs.users.set_device_display_name(&session.user_id, &req.body.device_id, req.body.display_name).await?;
+    hs.set_device_display_name(&session.user_id, &req.body.device_id, req.body.display_name).await?;
     Ok(update_device::v3::Response::new())
 }
 
@@ -63,7 +63,7 @@ pub async fn delete_device(
             Some(&session.user_id),
         )
         .await?;
-    hs.users.delete_devices(&session.user_id, &[req.body.device_id]).await?;
+    hs.delete_devices(&session.user_id, &[req.body.device_id]).await?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -81,6 +81,6 @@ pub async fn delete_devices(
             Some(&session.user_id),
         )
         .await?;
-    hs.users.delete_devices(&session.user_id, &req.body.devices).await?;
+    hs.delete_devices(&session.user_id, &req.body.devices).await?;
     Ok(delete_devices::v3::Response::new())
 }

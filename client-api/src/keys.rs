@@ -42,8 +42,9 @@ pub async fn upload_keys(
 
 /// `POST /_matrix/client/v3/keys/query`
 pub async fn get_keys(hs: Homeserver, req: Ruma<get_keys::v3::Request>) -> ApiResult<get_keys::v3::Response> {
-    let session = req.session()?;
-    let result = hs.query_keys(&session.user_id, &req.body.device_keys)?;
+    let session = req.session()?.clone();
+    let b = req.body;
+    let result = hs.query_keys_everywhere(&session.user_id, b.device_keys, b.timeout).await?;
     let mut response = get_keys::v3::Response::new();
     response.device_keys = field(&result, "device_keys")?;
     response.master_keys = field(&result, "master_keys")?;
@@ -59,13 +60,8 @@ pub async fn claim_keys(
     req: Ruma<claim_keys::v3::Request>,
 ) -> ApiResult<claim_keys::v3::Response> {
     req.session()?;
-    let wanted = req
-        .body
-        .one_time_keys
-        .into_iter()
-        .map(|(user, devices)| (user, devices.into_iter().map(|(d, alg)| (d, alg.to_string())).collect()))
-        .collect();
-    let result = hs.claim_keys(wanted).await?;
+    let b = req.body;
+    let result = hs.claim_keys_everywhere(b.one_time_keys, b.timeout).await?;
     let mut response = claim_keys::v3::Response::new(field(&result, "one_time_keys")?);
     response.failures = field(&result, "failures")?;
     Ok(response)

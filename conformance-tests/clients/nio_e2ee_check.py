@@ -20,8 +20,14 @@ encrypted message each way through the homeserver under test:
  11. send-bob      bob (query/claim as needed, share, send) "hello from bob"
  12. recv-alice    alice syncs until nio decrypts it
 
+With --homeserver-bob, bob lives on a second homeserver federating with the
+first: the room is public and bob joins it through alice's server (step 4),
+and every key query, key claim and to-device message between them crosses
+federation.
+
 Usage:
-  python3 nio_e2ee_check.py --homeserver http://127.0.0.1:8008 [-v]
+  python3 nio_e2ee_check.py --homeserver http://127.0.0.1:8008
+                            [--homeserver-bob http://127.0.0.2:8008] [-v]
 
 Prints "ok  <step> <detail>" per step, stops at the first failure with
 "FAIL <step>: ...", and ends with "N passed, M failed". Exit status 0 if
@@ -48,6 +54,7 @@ try:
     import aiohttp
     from nio import (
         AsyncClient,
+        RoomPreset,
         AsyncClientConfig,
         JoinResponse,
         KeysClaimResponse,
@@ -142,6 +149,7 @@ class User:
     name: str  # "alice" / "bob"
     localpart: str
     password: str
+    homeserver: str  # base URL of the user's own server
     user_id: str = ""
     device_id: str = ""
     client: AsyncClient | None = None
@@ -169,7 +177,7 @@ class State:
 
 async def register_dummy(state: State, user: User) -> None:
     """Two-stage UIA registration with m.login.dummy, using plain aiohttp."""
-    url = f"{state.homeserver}/_matrix/client/v3/register"
+    url = f"{user.homeserver}/_matrix/client/v3/register"
     body: dict[str, Any] = {
         "username": user.localpart,
         "password": user.password,
@@ -238,7 +246,7 @@ def new_e2e_client(state: State, user: User) -> AsyncClient:
         request_timeout=state.timeout,
     )
     client = AsyncClient(
-        state.homeserver, user=user.user_id, store_path=store_dir, config=config
+        user.homeserver, user=user.user_id, store_path=store_dir, config=config
     )
     user.client = client
     return client
@@ -492,10 +500,27 @@ async def step_keys_upload(state: State) -> str:
     return "signed_curve25519 OTKs uploaded and reported by sync: " + " ".join(out)
 
 
+async def join_via(state: State, user: User, server: str) -> None:
+    """POST /join/{roomId}?via=: nio's join() cannot name the server to join through."""
+    url = f"{user.homeserver}/_matrix/client/v3/join/{state.room_id}"
+    headers = {"Authorization": f"Bearer {user.client.access_token}"}
+    timeout = aiohttp.ClientTimeout(total=state.timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.post(url, params={"via": server}, json={}, headers=headers) as r:
+            text = await r.text()
+            check(
+                r.status == 200,
+                f"{user.name}: POST /join/{state.room_id}?via={server}: HTTP {r.status} {text[:400]}",
+            )
+
+
 async def step_room(state: State) -> str:
     alice, bob = state.alice, state.bob
+    two_servers = alice.homeserver != bob.homeserver
     resp = await alice.client.room_create(
         name="nio e2ee check",
+        # Across servers bob joins a public room instead of accepting an invite.
+        preset=RoomPreset.public_chat if two_servers else None,
         initial_state=[
             {
                 "type": "m.room.encryption",
@@ -506,19 +531,25 @@ async def step_room(state: State) -> str:
     )
     resp = await expect(resp, RoomCreateResponse, "alice room_create")
     state.room_id = resp.room_id
-    resp = await alice.client.room_invite(state.room_id, bob.user_id)
-    await expect(resp, RoomInviteResponse, "alice room_invite bob")
+    if two_servers:
+        await join_via(state, bob, alice.user_id.split(":", 1)[1])
+    else:
+        resp = await alice.client.room_invite(state.room_id, bob.user_id)
+        await expect(resp, RoomInviteResponse, "alice room_invite bob")
 
-    await sync_until(
-        state,
-        bob,
-        f"the invite to {state.room_id}",
-        lambda _r: state.room_id in bob.client.invited_rooms
-        or state.room_id in bob.client.rooms,
-    )
-    resp = await bob.client.join(state.room_id)
-    resp = await expect(resp, JoinResponse, "bob join")
-    check(resp.room_id == state.room_id, f"bob joined {resp.room_id!r}, not {state.room_id!r}")
+        await sync_until(
+            state,
+            bob,
+            f"the invite to {state.room_id}",
+            lambda _r: state.room_id in bob.client.invited_rooms
+            or state.room_id in bob.client.rooms,
+        )
+        resp = await bob.client.join(state.room_id)
+        resp = await expect(resp, JoinResponse, "bob join")
+        check(
+            resp.room_id == state.room_id,
+            f"bob joined {resp.room_id!r}, not {state.room_id!r}",
+        )
 
     for me, other in ((bob, alice), (alice, bob)):
         await sync_until(
@@ -655,12 +686,14 @@ STEPS = [
 
 async def run(args: argparse.Namespace) -> int:
     tag = secrets.token_hex(4)
+    homeserver = args.homeserver.rstrip("/")
+    homeserver_bob = (args.homeserver_bob or args.homeserver).rstrip("/")
     state = State(
-        homeserver=args.homeserver.rstrip("/"),
+        homeserver=homeserver,
         timeout=args.timeout,
         wait=args.wait,
-        alice=User("alice", f"alice_{tag}", "pw-" + secrets.token_hex(12)),
-        bob=User("bob", f"bob_{tag}", "pw-" + secrets.token_hex(12)),
+        alice=User("alice", f"alice_{tag}", "pw-" + secrets.token_hex(12), homeserver),
+        bob=User("bob", f"bob_{tag}", "pw-" + secrets.token_hex(12), homeserver_bob),
     )
     passed = failed = 0
     try:
@@ -705,6 +738,10 @@ def main() -> int:
         "--homeserver", required=True, help="base URL, e.g. http://127.0.0.1:8008"
     )
     parser.add_argument(
+        "--homeserver-bob",
+        help="bob's homeserver, federating with --homeserver (default: the same one)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=15.0, help="per-request timeout, seconds"
     )
     parser.add_argument(
@@ -718,8 +755,9 @@ def main() -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="nio debug logs")
     args = parser.parse_args()
-    if not is_loopback(args.homeserver):
-        parser.error("--homeserver must be a loopback address (127.0.0.0/8, ::1, localhost)")
+    for url in (args.homeserver, args.homeserver_bob or args.homeserver):
+        if not is_loopback(url):
+            parser.error("homeservers must be loopback addresses (127.0.0.0/8, ::1, localhost)")
     if not ENCRYPTION_ENABLED:
         print(
             "FAIL setup: matrix-nio is installed without its e2e extra; "

@@ -151,6 +151,19 @@ impl Client {
         self.user_id.as_deref().expect("logged in")
     }
 
+    /// Device keys for this session's device, with placeholder key material (the server never
+    /// checks it; clients do).
+    pub fn device_keys(&self) -> Value {
+        let device = self.device_id.clone().expect("logged in");
+        json!({
+            "user_id": self.user_id(),
+            "device_id": device,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {format!("curve25519:{device}"): "curvekey", format!("ed25519:{device}"): "edkey"},
+            "signatures": {self.user_id(): {format!("ed25519:{device}"): "sig"}},
+        })
+    }
+
     /// The `auth` object for a password UIA stage of this user.
     pub fn password_auth(&self, password: &str, session: &str) -> Value {
         json!({

@@ -11,17 +11,6 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 
-fn device_keys(client: &Client) -> Value {
-    let device = client.device_id.clone().unwrap();
-    json!({
-        "user_id": client.user_id(),
-        "device_id": device,
-        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-        "keys": {format!("curve25519:{device}"): "curvekey", format!("ed25519:{device}"): "edkey"},
-        "signatures": {client.user_id(): {format!("ed25519:{device}"): "sig"}},
-    })
-}
-
 fn otks(n: usize, prefix: &str) -> Value {
     let mut map = serde_json::Map::new();
     for i in 0..n {
@@ -49,12 +38,12 @@ async fn keys_upload_query_and_claim_once_each() {
     let device = alice.device_id.clone().unwrap();
 
     let up = alice
-        .post(&format!("{V3}/keys/upload"), json!({"device_keys": device_keys(&alice), "one_time_keys": otks(5, "a"),
+        .post(&format!("{V3}/keys/upload"), json!({"device_keys": alice.device_keys(), "one_time_keys": otks(5, "a"),
             "fallback_keys": {"signed_curve25519:fb": {"key": "fallback", "fallback": true, "signatures": {}}}}))
         .await;
     assert_eq!(up.assert_ok()["one_time_key_counts"]["signed_curve25519"], 5);
     // Keys for someone else's device are refused.
-    let mut wrong = device_keys(&alice);
+    let mut wrong = alice.device_keys();
     wrong["device_id"] = json!("NOTMINE");
     alice
         .post(&format!("{V3}/keys/upload"), json!({"device_keys": wrong}))
@@ -159,7 +148,7 @@ async fn device_list_changes_and_cross_signing() {
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
     let since = sync(&bob, None).await["next_batch"].as_str().unwrap().to_owned();
 
-    alice.post(&format!("{V3}/keys/upload"), json!({"device_keys": device_keys(&alice)})).await.assert_ok();
+    alice.post(&format!("{V3}/keys/upload"), json!({"device_keys": alice.device_keys()})).await.assert_ok();
     let next = sync(&bob, Some(&since)).await;
     assert_eq!(next["device_lists"]["changed"], json!(["@alice:localhost"]));
     let to = next["next_batch"].as_str().unwrap();
@@ -200,7 +189,7 @@ async fn device_list_changes_and_cross_signing() {
 
     // A signature uploaded for a device key shows up on it.
     let device = alice.device_id.clone().unwrap();
-    let mut signed = device_keys(&alice);
+    let mut signed = alice.device_keys();
     signed["signatures"] = json!({"@alice:localhost": {"ed25519:S1": "cross-signature"}});
     let reply = alice
         .post(&format!("{V3}/keys/signatures/upload"), json!({"@alice:localhost": {device.clone(): signed}}))

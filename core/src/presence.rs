@@ -89,7 +89,29 @@ pub struct PresenceView {
 #[derive(Debug, Default)]
 pub struct PresenceStore {
     entries: Mutex<HashMap<OwnedUserId, Entry>>,
+    /// Users of other servers as their servers last described them. Their servers own the
+    /// derivation (idle, gone), so nothing is derived here but the age of the activity.
+    remote: Mutex<HashMap<OwnedUserId, RemoteEntry>>,
 }
+
+/// What another server last said about one of its users.
+#[derive(Debug, Clone)]
+pub struct RemotePresence {
+    pub state: PresenceState,
+    pub status_msg: Option<String>,
+    pub last_active_ago_ms: u64,
+    pub currently_active: bool,
+}
+
+#[derive(Debug)]
+struct RemoteEntry {
+    presence: RemotePresence,
+    received_ms: u64,
+}
+
+/// Remote users whose presence is kept; beyond it the longest-unheard-of is forgotten (and
+/// shows as offline), so a chatty peer cannot grow this map without bound.
+const MAX_REMOTE: usize = 10_000;
 
 impl Homeserver {
     fn effective(&self, entry: &Entry, now: u64) -> PresenceState {
@@ -111,6 +133,9 @@ impl Homeserver {
 
     pub fn presence(&self, user: &UserId) -> PresenceView {
         let now = now_ms();
+        if user.server_name() != self.server_name() {
+            return self.remote_presence(user, now);
+        }
         let entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(user) {
             Some(entry) if self.config.presence.enabled => {
@@ -132,12 +157,58 @@ impl Homeserver {
         }
     }
 
+    fn remote_presence(&self, user: &UserId, now: u64) -> PresenceView {
+        let remote = self.presence_store.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        match remote.get(user) {
+            Some(entry) if self.config.presence.enabled => PresenceView {
+                state: entry.presence.state,
+                status_msg: entry.presence.status_msg.clone(),
+                last_active_ago_ms: Some(
+                    entry.presence.last_active_ago_ms.saturating_add(now.saturating_sub(entry.received_ms)),
+                ),
+                currently_active: entry.presence.currently_active,
+            },
+            _ => PresenceView {
+                state: PresenceState::Offline,
+                status_msg: None,
+                last_active_ago_ms: None,
+                currently_active: false,
+            },
+        }
+    }
+
+    /// Records what another server says about one of its users and wakes the local users who
+    /// share a room with them.
+    pub(crate) async fn set_remote_presence(&self, user: &UserId, presence: RemotePresence) -> Result<()> {
+        if !self.config.presence.enabled {
+            return Ok(());
+        }
+        let wake = self.local_users_sharing_rooms(user)?;
+        if wake.is_empty() {
+            // Nobody here can see it: not worth a slot in the bounded map.
+            return Ok(());
+        }
+        {
+            let mut remote = self.presence_store.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            if remote.len() >= MAX_REMOTE && !remote.contains_key(user) {
+                let oldest = remote.iter().min_by_key(|(_, e)| e.received_ms).map(|(u, _)| u.clone());
+                if let Some(oldest) = oldest {
+                    remote.remove(&oldest);
+                }
+            }
+            remote.insert(user.to_owned(), RemoteEntry { presence, received_ms: now_ms() });
+        }
+        let entry = StreamEntry::Presence { user_id: user.to_owned() };
+        self.streams.write(&self.db, wake, move |_, _| Ok(entry)).await?;
+        Ok(())
+    }
+
     /// Like [`Self::presence`], but first fetches from the ephemeral store what this process
     /// has not seen (after a restart, or set by another process).
     pub async fn load_presence(&self, user: &UserId) -> PresenceView {
         let known =
             self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner).contains_key(user);
-        if !known && self.config.presence.enabled {
+        if !known && self.config.presence.enabled && user.server_name() == self.server_name() {
             // A failed read only means presence shows as offline; the store logs the outage.
             if let Ok(Some(bytes)) = self.ephemeral.get(&shared_key(user)).await
                 && let Ok(shared) = serde_json::from_slice::<Shared>(&bytes)
@@ -245,7 +316,7 @@ impl Homeserver {
         let wake = self.users_sharing_rooms(user)?.into_iter().collect();
         let entry = StreamEntry::Presence { user_id: user.to_owned() };
         self.streams.write(&self.db, wake, move |_, _| Ok(entry)).await?;
-        Ok(())
+        self.send_presence_edu(user).await
     }
 
     /// Announces the transitions that time alone causes (idle, gone), and refreshes the shared

@@ -3,6 +3,7 @@
 //! - [`transport`]: how requests reach other servers (resolution, overrides, TLS, the guard
 //!   against private addresses); implements `hearth_core::federation::Transport`.
 //! - [`server`]: the endpoints other servers call, behind X-Matrix verification.
+//! - [`devices`]: other servers' questions about local users' devices and keys.
 //! - [`sender`]: drains the durable outbox, one transaction in flight per destination.
 //!
 //! It depends on `hearth-core` only; core reaches the network solely through the transport
@@ -10,6 +11,7 @@
 
 pub mod config;
 mod members;
+pub mod devices;
 pub mod sender;
 pub mod server;
 pub mod transport;

@@ -198,6 +198,9 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<create_leave_event::v2::Request, _, _>(members::create_leave_event)
         .fed::<prepare_knock_event::v1::Request, _, _>(members::prepare_knock_event)
         .fed::<create_knock_event::v1::Request, _, _>(members::create_knock_event)
+        .fed::<ruma::api::federation::device::get_devices::v1::Request, _, _>(crate::devices::get_devices)
+        .fed::<ruma::api::federation::keys::get_keys::v1::Request, _, _>(crate::devices::get_keys)
+        .fed::<ruma::api::federation::keys::claim_keys::v1::Request, _, _>(crate::devices::claim_keys)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .with_state(hs)
 }

@@ -107,6 +107,12 @@ tables! {
     ToDeviceInbox "to_device_inbox": (OwnedUserId, OwnedDeviceId, u64) => ToDeviceRecord;
     /// Transaction IDs of sent to-device messages, for idempotent retries.
     ToDeviceTxns "to_device_txns": (OwnedUserId, OwnedDeviceId, String) => ();
+    /// The last device-list stream ID announced to other servers for each local user: the
+    /// `prev_id` of the next `m.device_list_update`.
+    DeviceListStreamIds "device_list_stream_ids": OwnedUserId => u64;
+    /// Message IDs of to-device messages received from other servers, by sender, so a
+    /// retried EDU is delivered once.
+    RemoteToDeviceIds "remote_to_device_ids": (OwnedUserId, String) => ();
     /// Key backup versions per user.
     BackupVersions "backup_versions": (OwnedUserId, u64) => BackupVersionRecord;
     /// Backed-up room keys by user, version, room and session.

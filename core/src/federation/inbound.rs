@@ -259,12 +259,17 @@ impl Homeserver {
                     for (user_id, data) in map.read {
                         from_origin(&user_id)?;
                         if let Some(event_id) = data.event_ids.last() {
-                            self.rooms.set_receipt(&room_id, &user_id, "m.read", event_id, "").await?;
+                            let thread = data.data.thread.as_str().unwrap_or_default();
+                            self.rooms.set_receipt(&room_id, &user_id, "m.read", event_id, thread).await?;
                         }
                     }
                 }
                 Ok(())
             }
+            Edu::Presence(content) => self.receive_presence(origin, content).await,
+            Edu::DeviceListUpdate(content) => self.receive_keys_changed(origin, &content.user_id).await,
+            Edu::SigningKeyUpdate(content) => self.receive_keys_changed(origin, &content.user_id).await,
+            Edu::DirectToDevice(content) => self.receive_to_device(origin, content).await,
             _ => Ok(()),
         }
     }

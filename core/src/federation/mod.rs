@@ -6,6 +6,8 @@
 //! ruma's types, then handed to the transport, which only resolves and carries it.
 
 pub mod acl;
+pub mod e2ee;
+pub mod edus;
 pub mod inbound;
 pub mod join;
 pub mod keys;

@@ -44,14 +44,54 @@ fn split_key_id(id: &str) -> Result<(String, String)> {
 
 impl Homeserver {
     /// Writes `batch` with a stream entry for `entry` and wakes `wake` once it is published.
-    async fn key_stream_write(&self, batch: Batch, entry: StreamEntry, wake: Vec<OwnedUserId>) -> Result<()> {
+    /// Returns the position written at.
+    async fn key_stream_write(
+        &self,
+        batch: Batch,
+        entry: StreamEntry,
+        wake: Vec<OwnedUserId>,
+    ) -> Result<u64> {
         self.streams
             .write(&self.db, wake, move |b, _| {
                 *b = batch;
                 Ok(entry)
             })
-            .await?;
+            .await
+    }
+
+    /// A local user's device list changed (a device renamed or deleted): users sharing a room
+    /// are told, here through the stream and elsewhere through their servers.
+    pub async fn device_list_changed(&self, user: &UserId, device: &DeviceId, deleted: bool) -> Result<()> {
+        let wake = self.users_sharing_rooms(user)?.into_iter().collect();
+        let entry = StreamEntry::DeviceKeys { user_id: user.to_owned() };
+        let pos = self.key_stream_write(Batch::new(), entry, wake).await?;
+        self.send_device_list_update(user, device, deleted, pos).await
+    }
+
+    /// Deletes a local user's devices and announces each one that existed.
+    pub async fn delete_devices(&self, user: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
+        let mut existing = Vec::new();
+        for device in device_ids {
+            if self.users.device(user, device)?.is_some() {
+                existing.push(device.clone());
+            }
+        }
+        self.users.delete_devices(user, device_ids).await?;
+        for device in existing {
+            self.device_list_changed(user, &device, true).await?;
+        }
         Ok(())
+    }
+
+    /// Renames a local user's device; its new name is part of what others see of its keys.
+    pub async fn set_device_display_name(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        self.users.set_device_display_name(user, device, display_name).await?;
+        self.device_list_changed(user, device, false).await
     }
 
     /// Everyone who shares a room with `user`, and `user`.
@@ -103,7 +143,9 @@ impl Homeserver {
         }
         if keys_changed {
             let wake = self.users_sharing_rooms(user)?.into_iter().collect();
-            self.key_stream_write(batch, StreamEntry::DeviceKeys { user_id: user.to_owned() }, wake).await?;
+            let entry = StreamEntry::DeviceKeys { user_id: user.to_owned() };
+            let pos = self.key_stream_write(batch, entry, wake).await?;
+            self.send_device_list_update(user, device, false, pos).await?;
         } else if !batch.is_empty() {
             let db = self.db.clone();
             blocking(move || Ok(db.write(batch)?)).await?;
@@ -134,10 +176,11 @@ impl Homeserver {
     }
 
     /// Device and cross-signing keys of local users. `user_signing` keys are only shown to their
-    /// owner. Unknown users are simply absent.
+    /// owner (never to another server, which asks with no requester). Unknown users are simply
+    /// absent.
     pub fn query_keys(
         &self,
-        requester: &UserId,
+        requester: Option<&UserId>,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<Value> {
         let (mut devices, mut masters, mut self_signing, mut user_signing) =
@@ -166,7 +209,7 @@ impl Homeserver {
                     map.insert(user.to_string(), key);
                 }
             }
-            if user == requester
+            if requester == Some(user.as_ref())
                 && let Some(key) =
                     self.db.get::<CrossSigningKeys>(&(user.clone(), "user_signing".to_owned()))?
             {
@@ -193,6 +236,9 @@ impl Homeserver {
             let mut out = serde_json::Map::new();
             let mut batch = Batch::new();
             for (user, devices) in wanted {
+                if !this.users.is_local(&user) {
+                    continue;
+                }
                 let mut user_out = serde_json::Map::new();
                 for (device, algorithm) in devices {
                     let prefix = (user.clone(), device.clone(), algorithm.clone());
@@ -255,7 +301,8 @@ impl Homeserver {
             batch.put::<CrossSigningKeys>(&(user.to_owned(), usage.to_owned()), &key)?;
         }
         let wake = self.users_sharing_rooms(user)?.into_iter().collect();
-        self.key_stream_write(batch, StreamEntry::DeviceKeys { user_id: user.to_owned() }, wake).await
+        self.key_stream_write(batch, StreamEntry::DeviceKeys { user_id: user.to_owned() }, wake).await?;
+        self.send_signing_key_update(user).await
     }
 
     pub fn cross_signing_key(&self, user: &UserId, usage: &str) -> Result<Option<Value>> {
@@ -271,7 +318,9 @@ impl Homeserver {
     ) -> Result<Value> {
         let mut failures = serde_json::Map::new();
         let mut batch = Batch::new();
-        let mut changed_users = BTreeSet::new();
+        // Per user whose keys gained signatures: the devices among them, and whether a
+        // cross-signing key did, for what other servers must be told.
+        let mut changed_users: BTreeMap<OwnedUserId, (BTreeSet<OwnedDeviceId>, bool)> = BTreeMap::new();
         for (user, keys) in signed {
             for (key_id, object) in keys {
                 let Some(new_sigs) = object.get("signatures").and_then(|s| s.get(signer.as_str())).cloned()
@@ -307,23 +356,37 @@ impl Homeserver {
                     merged.extend(new.clone());
                 }
                 stored["signatures"][signer.as_str()] = Value::Object(merged);
+                let changed = changed_users.entry(user.clone()).or_default();
                 match usage {
-                    None => batch.put::<DeviceKeys>(&device_key, &stored)?,
+                    None => {
+                        batch.put::<DeviceKeys>(&device_key, &stored)?;
+                        changed.0.insert(device_key.1);
+                    }
                     Some(usage) => {
                         batch.put::<CrossSigningKeys>(&(user.clone(), usage.to_owned()), &stored)?;
+                        changed.1 = true;
                     }
                 }
-                changed_users.insert(user.clone());
             }
         }
-        for user in changed_users {
+        for (user, (devices, cross_signing)) in changed_users {
             let wake = self.users_sharing_rooms(&user)?.into_iter().collect();
-            self.key_stream_write(
-                std::mem::take(&mut batch),
-                StreamEntry::DeviceKeys { user_id: user },
-                wake,
-            )
-            .await?;
+            let pos = self
+                .key_stream_write(
+                    std::mem::take(&mut batch),
+                    StreamEntry::DeviceKeys { user_id: user.clone() },
+                    wake,
+                )
+                .await?;
+            if !self.users.is_local(&user) {
+                continue;
+            }
+            for device in devices {
+                self.send_device_list_update(&user, &device, false, pos).await?;
+            }
+            if cross_signing {
+                self.send_signing_key_update(&user).await?;
+            }
         }
         Ok(json!({"failures": failures}))
     }
@@ -342,12 +405,28 @@ impl Homeserver {
         if self.db.contains::<ToDeviceTxns>(&txn_key)? {
             return Ok(());
         }
+        let (local, remote): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            messages.into_iter().partition(|(user, _)| self.users.is_local(user));
+        // Queued before the transaction is marked done: a retry after a crash in between sends
+        // them again under the same message ID, which the receiving server deduplicates.
+        let message_id = crate::federation::edus::to_device_message_id(sender, sender_device, txn_id);
+        self.send_to_device_remote(sender, (event_type, message_id), remote).await?;
+        let mark = move |batch: &mut Batch| -> Result<()> { Ok(batch.put::<ToDeviceTxns>(&txn_key, &())?) };
+        self.deliver_to_device(sender, event_type, local, mark).await
+    }
+
+    /// Puts to-device messages into local devices' inboxes, one stream position per recipient;
+    /// `mark` adds the sender's idempotency record to the first write (or to a write of its own
+    /// when there is no recipient), so the messages and the record land together.
+    pub(crate) async fn deliver_to_device(
+        &self,
+        sender: &UserId,
+        event_type: &str,
+        messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
+        mark: impl Fn(&mut Batch) -> Result<()>,
+    ) -> Result<()> {
         let mut first = true;
         for (user, by_device) in messages {
-            if !self.users.is_local(&user) {
-                // Remote delivery comes with the federation sender.
-                continue;
-            }
             let ticket = self.streams.allocate();
             let pos = ticket.pos;
             let mut batch = Batch::new();
@@ -367,7 +446,7 @@ impl Homeserver {
                 }
             }
             if first {
-                batch.put::<ToDeviceTxns>(&txn_key, &())?;
+                mark(&mut batch)?;
                 first = false;
             }
             batch.put::<StreamLog>(&pos, &StreamEntry::ToDevice { user_id: user.clone() })?;
@@ -376,8 +455,10 @@ impl Homeserver {
             self.streams.finish(ticket, vec![user]);
         }
         if first {
+            let mut batch = Batch::new();
+            mark(&mut batch)?;
             let db = self.db.clone();
-            blocking(move || Ok(db.put::<ToDeviceTxns>(&txn_key, &())?)).await?;
+            blocking(move || Ok(db.write(batch)?)).await?;
         }
         Ok(())
     }

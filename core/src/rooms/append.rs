@@ -220,6 +220,17 @@ impl Rooms {
         Ok(Appended { event_id, ticket, wake, destinations })
     }
 
+    /// Other servers with a member joined to the room.
+    pub(super) fn other_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
+        let own = &self.inner.server_name;
+        Ok(self
+            .members_with(room_id, "join")?
+            .into_iter()
+            .map(|u| u.server_name().to_owned())
+            .filter(|s| s != own)
+            .collect())
+    }
+
     /// Queues a local event for every other server in the room, in the event's own batch, so an
     /// acknowledged event is never lost to a crash before it was queued.
     fn queue_for_servers(
@@ -233,12 +244,7 @@ impl Rooms {
             return Ok(BTreeSet::new());
         }
         let own = &self.inner.server_name;
-        let mut servers: BTreeSet<OwnedServerName> = self
-            .members_with(room_id, "join")?
-            .into_iter()
-            .map(|u| u.server_name().to_owned())
-            .filter(|s| s != own)
-            .collect();
+        let mut servers = self.other_servers(room_id)?;
         // A remote user kicked or banned is told too. An invite has reached the invitee's
         // server already, through the invite request that server signed it in.
         if pdu.kind == TimelineEventType::RoomMember

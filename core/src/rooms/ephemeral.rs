@@ -8,10 +8,14 @@ use std::{
 
 use hearth_storage::{
     Batch,
-    records::{ReceiptRecord, ReportRecord, StreamEntry},
-    schema::{Receipts, Reports},
+    records::{OutboxItem, ReceiptRecord, ReportRecord, StreamEntry},
+    schema::{FederationOutbox, Receipts, Reports},
 };
-use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
+    api::federation::transactions::edu::{Edu, ReceiptContent, ReceiptData, ReceiptMap, TypingContent},
+    events::receipt::{Receipt, ReceiptThread},
+};
 
 use super::Rooms;
 use crate::{Error, Result, users::blocking, util::now_ms};
@@ -23,6 +27,22 @@ type Extra = Box<dyn FnOnce(&mut Batch, u64) -> Result<()> + Send>;
 #[derive(Debug, Default)]
 pub struct Typing {
     rooms: Mutex<HashMap<OwnedRoomId, HashMap<OwnedUserId, Instant>>>,
+}
+
+/// An EDU about a local user, as outbox entries for the room's other servers.
+#[derive(Default)]
+struct QueuedEdu {
+    entries: Vec<((String, u64), OutboxItem)>,
+    servers: Vec<OwnedServerName>,
+}
+
+impl QueuedEdu {
+    fn write(&self, batch: &mut Batch) -> Result<()> {
+        for (key, item) in &self.entries {
+            batch.put::<FederationOutbox>(key, item)?;
+        }
+        Ok(())
+    }
 }
 
 /// The longest a client may claim to be typing for.
@@ -59,12 +79,41 @@ impl Rooms {
         Ok(())
     }
 
-    /// Starts (with a timeout) or stops a user's typing notification and wakes the room.
+    /// Queues an EDU about a local user for the room's other servers. Changes to other
+    /// servers' users came from federation and are not sent on.
+    fn queue_edu(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        edu: impl FnOnce() -> Result<Edu>,
+    ) -> Result<QueuedEdu> {
+        let federation = &self.inner.federation;
+        let own = &self.inner.server_name;
+        if !federation.enabled() || user.server_name() != own {
+            return Ok(QueuedEdu::default());
+        }
+        let servers: Vec<OwnedServerName> = self.other_servers(room_id)?.into_iter().collect();
+        let edu = serde_json::to_value(edu()?).map_err(Error::internal)?;
+        let entries = servers
+            .iter()
+            .map(|s| ((s.to_string(), federation.next_seq()), OutboxItem::Edu { edu: edu.clone() }))
+            .collect();
+        Ok(QueuedEdu { entries, servers })
+    }
+
+    /// Starts (with a timeout) or stops a user's typing notification and wakes the room; a
+    /// local user's is also queued for the room's other servers, in the same write.
     pub async fn set_typing(&self, room_id: &RoomId, user: &UserId, timeout: Option<Duration>) -> Result<()> {
         self.require_joined(room_id, user)?;
         if self.inner.typing.set(room_id, user, timeout) || timeout.is_some() {
             let entry = StreamEntry::Typing { room_id: room_id.to_owned() };
-            self.write_stream_entry(room_id, entry, None, None).await?;
+            let queued = self.queue_edu(room_id, user, || {
+                Ok(Edu::Typing(TypingContent::new(room_id.to_owned(), user.to_owned(), timeout.is_some())))
+            })?;
+            let servers = queued.servers.clone();
+            let extra: Extra = Box::new(move |batch: &mut Batch, _| queued.write(batch));
+            self.write_stream_entry(room_id, entry, Some(extra), None).await?;
+            self.inner.federation.poke(servers.iter().map(AsRef::as_ref));
         }
         Ok(())
     }
@@ -73,7 +122,8 @@ impl Rooms {
         self.inner.typing.typing(room_id)
     }
 
-    /// Records a receipt (`m.read`, `m.read.private`) up to an event.
+    /// Records a receipt (`m.read`, `m.read.private`) up to an event. A local user's public
+    /// receipt is also queued for the room's other servers, in the same write.
     pub async fn set_receipt(
         &self,
         room_id: &RoomId,
@@ -89,14 +139,28 @@ impl Rooms {
         }
         let key = (room_id.to_owned(), receipt_type.to_owned(), user.to_owned(), thread.to_owned());
         let entry = StreamEntry::Receipt { room_id: room_id.to_owned(), user_id: user.to_owned() };
+        let queued = if receipt_type == "m.read" {
+            self.queue_edu(room_id, user, || {
+                let mut data = Receipt::new(MilliSecondsSinceUnixEpoch::now());
+                data.thread = ReceiptThread::try_from((!thread.is_empty()).then_some(thread))
+                    .map_err(|e| Error::invalid_param(format!("Invalid thread ID: {e}")))?;
+                let read = [(user.to_owned(), ReceiptData::new(data, vec![event_id.to_owned()]))].into();
+                Ok(Edu::Receipt(ReceiptContent::new([(room_id.to_owned(), ReceiptMap::new(read))].into())))
+            })?
+        } else {
+            QueuedEdu::default()
+        };
+        let servers = queued.servers.clone();
         let event_id = event_id.to_owned();
         // Private receipts wake only their owner.
         let only = (receipt_type == "m.read.private").then(|| vec![user.to_owned()]);
         let extra: Extra = Box::new(move |batch: &mut Batch, pos| {
             batch.put::<Receipts>(&key, &ReceiptRecord { event_id, ts: now_ms(), stream_pos: pos })?;
-            Ok(())
+            queued.write(batch)
         });
-        self.write_stream_entry(room_id, entry, Some(extra), only).await
+        self.write_stream_entry(room_id, entry, Some(extra), only).await?;
+        self.inner.federation.poke(servers.iter().map(AsRef::as_ref));
+        Ok(())
     }
 
     /// The receipts of a room: `(type, user, thread, record)`.

@@ -463,7 +463,14 @@ impl Homeserver {
         let state_pos = if req.use_state_after { until } else { first_pos.map_or(until, |p| p - 1) };
         let lazy = !filter.state.lazy_load_options.is_disabled();
         let mut state_events = Vec::new();
-        if let Some(group) = self.rooms.state_group_at_position(room_id, state_pos)? {
+        let group = match self.rooms.state_group_at_position(room_id, state_pos)? {
+            Some(group) => Some(group),
+            // Nothing of the room is positioned here before its first timeline event (a room
+            // joined over federation starts at the join): the state after that event stands in,
+            // less what the timeline itself carries.
+            None => page_events.first().map(|(_, _, record)| record.state_group),
+        };
+        if let Some(group) = group {
             let before_group = match (full, since) {
                 (false, Some(since)) => self.rooms.state_group_at_position(room_id, since)?,
                 _ => None,
