@@ -9,6 +9,7 @@
 //! trait, and `hearth-client-api` never imports this crate.
 
 pub mod config;
+pub mod history;
 pub mod sender;
 pub mod server;
 pub mod transport;

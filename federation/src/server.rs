@@ -21,7 +21,10 @@ use ruma::{
         error::StandardErrorBody,
         federation::{
             authentication::{ServerSignatures, XMatrix},
+            authorization::get_event_authorization,
+            backfill::get_backfill,
             discovery::{get_server_keys, get_server_version},
+            event::get_room_state,
             event::{get_event, get_missing_events, get_room_state_ids},
             membership::{create_join_event, prepare_join_event},
             transactions::send_transaction_message,
@@ -70,7 +73,7 @@ impl<T: OutgoingResponse> IntoResponse for Reply<T> {
     }
 }
 
-type FedResult<T> = Result<T, FedError>;
+pub(crate) type FedResult<T> = Result<T, FedError>;
 
 /// Whether an endpoint needs an X-Matrix signature.
 pub trait ServerAuth {
@@ -92,7 +95,7 @@ pub struct Fed<T> {
 }
 
 impl<T> Fed<T> {
-    fn origin(&self) -> FedResult<&OwnedServerName> {
+    pub(crate) fn origin(&self) -> FedResult<&OwnedServerName> {
         self.origin.as_ref().ok_or_else(|| FedError(Error::new(ErrorCode::Unauthorized, "Unsigned request")))
     }
 }
@@ -188,6 +191,9 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_event::v1::Request, _, _>(get_event)
         .fed::<get_missing_events::v1::Request, _, _>(get_missing_events)
         .fed::<get_room_state_ids::v1::Request, _, _>(get_room_state_ids)
+        .fed::<get_backfill::v1::Request, _, _>(crate::history::get_backfill)
+        .fed::<get_event_authorization::v1::Request, _, _>(crate::history::get_event_authorization)
+        .fed::<get_room_state::v1::Request, _, _>(crate::history::get_room_state)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .with_state(hs)
 }
@@ -253,7 +259,7 @@ async fn create_join_event(
     Ok(create_join_event::v2::Response::new(state))
 }
 
-fn raw(json: String) -> FedResult<Box<RawValue>> {
+pub(crate) fn raw(json: String) -> FedResult<Box<RawValue>> {
     RawValue::from_string(json).map_err(|e| FedError(Error::internal(e)))
 }
 

@@ -5,6 +5,7 @@
 //! Nothing here knows HTTP clients or sockets: a request is built and X-Matrix-signed with
 //! ruma's types, then handed to the transport, which only resolves and carries it.
 
+pub mod history;
 pub mod inbound;
 pub mod join;
 pub mod keys;
@@ -12,7 +13,7 @@ pub mod outbox;
 pub mod serve;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -21,7 +22,7 @@ use std::{
 
 use hearth_storage::{Db, schema::FederationOutbox};
 use ruma::{
-    OwnedServerName, ServerName,
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, ServerName,
     api::{
         IncomingResponseExt, OutgoingRequest, OutgoingRequestExt, auth_scheme::AuthScheme,
         federation::authentication::XMatrixSigningInput, path_builder::PathBuilder,
@@ -48,6 +49,9 @@ pub struct Federation {
     /// Destinations with something new in their outbox, taken by the sender.
     pending: Mutex<BTreeSet<OwnedServerName>>,
     wake: tokio::sync::Notify,
+    /// Per room, the backfill frontier whose last fetch brought nothing new, so paging at the
+    /// start of such a room does not ask again every time. Forgotten at restart.
+    dead_ends: Mutex<HashMap<OwnedRoomId, Vec<OwnedEventId>>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -68,6 +72,7 @@ impl Federation {
             seq: AtomicU64::new(last),
             pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
+            dead_ends: Mutex::default(),
         })
     }
 
@@ -78,6 +83,16 @@ impl Federation {
 
     pub fn enabled(&self) -> bool {
         self.transport.is_some()
+    }
+
+    /// Whether backfilling from `frontier` already brought nothing.
+    pub fn is_dead_end(&self, room_id: &RoomId, frontier: &[OwnedEventId]) -> bool {
+        let dead_ends = self.dead_ends.lock().unwrap_or_else(PoisonError::into_inner);
+        dead_ends.get(room_id).is_some_and(|f| f == frontier)
+    }
+
+    pub fn mark_dead_end(&self, room_id: &RoomId, frontier: Vec<OwnedEventId>) {
+        self.dead_ends.lock().unwrap_or_else(PoisonError::into_inner).insert(room_id.to_owned(), frontier);
     }
 
     /// Marks destinations as having work and wakes the sender.

@@ -1,0 +1,89 @@
+//! History and lookups across two federating Hearths: back-paginating a room's history from
+//! before this server joined (backfill), profiles, room aliases and the public room directory
+//! of the other server, notary key queries, and the other server's media.
+
+// Helpers in this file are test code too.
+#![allow(clippy::unwrap_used)]
+
+use hearth_conformance_tests::{Client, TestServer};
+use serde_json::{Value, json};
+
+const V3: &str = "/_matrix/client/v3";
+const A: &str = "hs-a.test";
+const B: &str = "hs-b.test";
+
+async fn pair() -> (TestServer, TestServer) {
+    let mut servers = TestServer::start_federation(&[A, B], |_| {}).await;
+    let b = servers.pop().unwrap();
+    let a = servers.pop().unwrap();
+    (a, b)
+}
+
+fn bodies(events: &[Value]) -> Vec<String> {
+    events.iter().filter_map(|e| e["content"]["body"].as_str().map(ToOwned::to_owned)).collect()
+}
+
+#[tokio::test]
+async fn a_late_joiner_back_paginates_the_history_from_before_it_joined() {
+    let (a, b) = pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat", "name": "history"})).await;
+    let sent: Vec<String> = (0..30).map(|i| format!("message {i}")).collect();
+    for (i, text) in sent.iter().enumerate() {
+        alice.send_text(&room, &format!("t{i}"), text).await;
+    }
+
+    bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await.assert_ok();
+    let first = bob.get(&format!("{V3}/sync?timeout=0")).await;
+    let since = first.assert_ok()["next_batch"].as_str().unwrap().to_owned();
+    let timeline = &first.body["rooms"]["join"][&room]["timeline"];
+    // The join is the first thing bob's server has of the room; history is not pushed as new.
+    assert!(bodies(timeline["events"].as_array().unwrap()).is_empty(), "{timeline}");
+
+    // Back-paginate in small pages from the newest event until the server says it is done.
+    let mut from: Option<String> = None;
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..40 {
+        let path = match &from {
+            Some(token) => format!("{V3}/rooms/{room}/messages?dir=b&limit=7&from={token}"),
+            None => format!("{V3}/rooms/{room}/messages?dir=b&limit=7"),
+        };
+        let page = bob.get(&path).await;
+        let body = page.assert_ok().clone();
+        events.extend(body["chunk"].as_array().unwrap().iter().cloned());
+        match body["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "an event came twice: {ids:?}");
+
+    // Newest first: bob's join, then alice's 30 messages in reverse, then the room's creation.
+    let got = bodies(&events);
+    let expected: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!(got, expected);
+    assert_eq!(events[0]["type"], "m.room.member");
+    assert_eq!(events[0]["state_key"], json!(bob.user_id()));
+    assert_eq!(events.last().unwrap()["type"], "m.room.create", "history reaches the creation");
+
+    // Paging forward from the beginning returns the same events, oldest first.
+    let forward = bob.get(&format!("{V3}/rooms/{room}/messages?dir=f&limit=100")).await;
+    let forward_ids: Vec<&str> = forward.assert_ok()["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    assert_eq!(forward_ids, reversed);
+
+    // The fetched history never shows up in bob's incremental sync.
+    let later = bob.get(&format!("{V3}/sync?timeout=0&since={since}")).await;
+    let timeline = &later.assert_ok()["rooms"]["join"][&room]["timeline"];
+    let new_bodies = timeline["events"].as_array().map(|e| bodies(e)).unwrap_or_default();
+    assert!(new_bodies.is_empty(), "backfilled history came through sync: {new_bodies:?}");
+}
