@@ -87,3 +87,63 @@ async fn a_late_joiner_back_paginates_the_history_from_before_it_joined() {
     let new_bodies = timeline["events"].as_array().map(|e| bodies(e)).unwrap_or_default();
     assert!(new_bodies.is_empty(), "backfilled history came through sync: {new_bodies:?}");
 }
+
+#[tokio::test]
+async fn profiles_aliases_and_the_directory_of_another_server() {
+    let (a, b) = pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let alice_id = alice.user_id().to_owned();
+    alice
+        .put(&format!("{V3}/profile/{alice_id}/displayname"), json!({"displayname": "Alice A"}))
+        .await
+        .assert_ok();
+
+    // Profiles of the other server's users are asked of it.
+    let profile = bob.get(&format!("{V3}/profile/{alice_id}")).await;
+    assert_eq!(profile.assert_ok()["displayname"], "Alice A");
+    let name = bob.get(&format!("{V3}/profile/{alice_id}/displayname")).await;
+    assert_eq!(name.assert_ok()["displayname"], "Alice A");
+    bob.get(&format!("{V3}/profile/@nobody:{A}")).await.assert_error(404, "M_NOT_FOUND");
+
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat", "visibility": "public", "name": "Lobby", "topic": "all welcome",
+            "room_alias_name": "room",
+        }))
+        .await;
+    let alias = format!("%23room:{A}");
+
+    // The alias resolves across servers to the room and servers that can let bob in.
+    let resolved = bob.get(&format!("{V3}/directory/room/{alias}")).await;
+    assert_eq!(resolved.assert_ok()["room_id"], json!(room));
+    assert!(resolved.body["servers"].as_array().unwrap().contains(&json!(A)), "{:?}", resolved.body);
+    bob.get(&format!("{V3}/directory/room/%23missing:{A}")).await.assert_error(404, "M_NOT_FOUND");
+
+    // Joining by the remote alias resolves it, then joins through the servers it named.
+    let joined = bob.post(&format!("{V3}/join/{alias}"), json!({})).await;
+    assert_eq!(joined.assert_ok()["room_id"], json!(room));
+    let rooms = bob.get(&format!("{V3}/joined_rooms")).await;
+    assert!(rooms.assert_ok()["joined_rooms"].as_array().unwrap().contains(&json!(room)));
+
+    // A's public room directory, read from B, both ways.
+    let listed = bob.get(&format!("{V3}/publicRooms?server={A}")).await;
+    let chunk = listed.assert_ok()["chunk"].as_array().unwrap().clone();
+    let lobby = chunk.iter().find(|r| r["room_id"] == json!(room)).unwrap_or_else(|| panic!("{chunk:?}"));
+    assert_eq!(lobby["name"], "Lobby");
+    assert_eq!(lobby["topic"], "all welcome");
+    assert_eq!(lobby["canonical_alias"], json!(format!("#room:{A}")));
+    let searched = bob
+        .post(&format!("{V3}/publicRooms?server={A}"), json!({"filter": {"generic_search_term": "lobby"}}))
+        .await;
+    let found = searched.assert_ok()["chunk"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["room_id"], json!(room));
+    let none = bob
+        .post(&format!("{V3}/publicRooms?server={A}"), json!({"filter": {"generic_search_term": "zzz"}}))
+        .await;
+    assert!(none.assert_ok()["chunk"].as_array().unwrap().is_empty());
+    // B's own directory does not have A's room.
+    let own = bob.get(&format!("{V3}/publicRooms")).await;
+    assert!(!own.assert_ok()["chunk"].as_array().unwrap().iter().any(|r| r["room_id"] == json!(room)));
+}

@@ -23,10 +23,12 @@ use ruma::{
             authentication::{ServerSignatures, XMatrix},
             authorization::get_event_authorization,
             backfill::get_backfill,
+            directory::{get_public_rooms, get_public_rooms_filtered},
             discovery::{get_server_keys, get_server_version},
             event::get_room_state,
             event::{get_event, get_missing_events, get_room_state_ids},
             membership::{create_join_event, prepare_join_event},
+            query::{get_profile_information, get_room_information},
             transactions::send_transaction_message,
         },
         path_builder::PathBuilder,
@@ -194,6 +196,10 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_backfill::v1::Request, _, _>(crate::history::get_backfill)
         .fed::<get_event_authorization::v1::Request, _, _>(crate::history::get_event_authorization)
         .fed::<get_room_state::v1::Request, _, _>(crate::history::get_room_state)
+        .fed::<get_profile_information::v1::Request, _, _>(crate::query::get_profile_information)
+        .fed::<get_room_information::v1::Request, _, _>(crate::query::get_room_information)
+        .fed::<get_public_rooms::v1::Request, _, _>(crate::query::get_public_rooms)
+        .fed::<get_public_rooms_filtered::v1::Request, _, _>(crate::query::get_public_rooms_filtered)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .with_state(hs)
 }

@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod join;
 pub mod keys;
 pub mod outbox;
+pub mod query;
 pub mod serve;
 
 use std::{
