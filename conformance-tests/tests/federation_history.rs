@@ -147,3 +147,73 @@ async fn profiles_aliases_and_the_directory_of_another_server() {
     let own = bob.get(&format!("{V3}/publicRooms")).await;
     assert!(!own.assert_ok()["chunk"].as_array().unwrap().iter().any(|r| r["room_id"] == json!(room)));
 }
+
+/// Whether `object` carries a valid signature of `server` made with one of the keys of the
+/// key response `keys` (canonical JSON: sorted keys, no whitespace, without `signatures` and
+/// `unsigned`).
+fn signed_by(object: &Value, server: &str, keys: &Value) -> bool {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let mut content = object.clone();
+    content.as_object_mut().unwrap().remove("signatures");
+    content.as_object_mut().unwrap().remove("unsigned");
+    let message = serde_json::to_vec(&content).unwrap();
+    let Some(signatures) = object["signatures"][server].as_object() else { return false };
+    !signatures.is_empty()
+        && signatures.iter().all(|(key_id, signature)| {
+            let Some(key) = keys["verify_keys"][key_id]["key"].as_str() else { return false };
+            let key = b64.decode(key).unwrap();
+            let signature = b64.decode(signature.as_str().unwrap()).unwrap();
+            aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, key)
+                .verify(&message, &signature)
+                .is_ok()
+        })
+}
+
+fn https() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
+}
+
+#[tokio::test]
+async fn a_notary_query_returns_the_other_servers_keys_signed_by_both() {
+    let (a, b) = pair().await;
+    let fed_a = a.config.listen.federation.unwrap();
+    let fed_b = b.config.listen.federation.unwrap();
+    let server_keys = |fed: std::net::SocketAddr| async move {
+        let url = format!("https://{fed}/_matrix/key/v2/server");
+        https().get(url).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let (keys_a, keys_b) = (server_keys(fed_a).await, server_keys(fed_b).await);
+
+    // B has never talked to A: it fetches A's keys, checks them, and countersigns them.
+    let reply = https().get(format!("https://{fed_b}/_matrix/key/v2/query/{A}")).send().await.unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let body: Value = reply.json().await.unwrap();
+    let keys = body["server_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{body}");
+    assert_eq!(keys[0]["server_name"], A);
+    assert_eq!(keys[0]["verify_keys"], keys_a["verify_keys"]);
+    assert!(signed_by(&keys[0], A, &keys_a), "A's own signature is passed on intact: {body}");
+    assert!(signed_by(&keys[0], B, &keys_b), "B countersigned: {body}");
+    // The signatures cover the content: a changed response fails both.
+    let mut forged = keys[0].clone();
+    forged["valid_until_ts"] = json!(1);
+    assert!(!signed_by(&forged, A, &keys_a) && !signed_by(&forged, B, &keys_b));
+
+    // The batch form, for A and for B itself.
+    let batch = json!({"server_keys": {A: {}, B: {}}});
+    let reply =
+        https().post(format!("https://{fed_b}/_matrix/key/v2/query")).json(&batch).send().await.unwrap();
+    let body: Value = reply.json().await.unwrap();
+    let names: Vec<&str> =
+        body["server_keys"].as_array().unwrap().iter().map(|k| k["server_name"].as_str().unwrap()).collect();
+    assert_eq!(names, [A, B], "{body}");
+    for keys in body["server_keys"].as_array().unwrap() {
+        assert!(signed_by(keys, B, &keys_b), "{keys}");
+    }
+    assert!(signed_by(&body["server_keys"][0], A, &keys_a));
+    // A server nobody can reach has no keys to give.
+    let reply = https().get(format!("https://{fed_b}/_matrix/key/v2/query/hs-c.test")).send().await.unwrap();
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["server_keys"], json!([]));
+}

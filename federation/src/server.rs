@@ -24,7 +24,9 @@ use ruma::{
             authorization::get_event_authorization,
             backfill::get_backfill,
             directory::{get_public_rooms, get_public_rooms_filtered},
-            discovery::{get_server_keys, get_server_version},
+            discovery::{
+                get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version,
+            },
             event::get_room_state,
             event::{get_event, get_missing_events, get_room_state_ids},
             membership::{create_join_event, prepare_join_event},
@@ -187,6 +189,8 @@ pub fn router(hs: Homeserver) -> Router {
     Router::new()
         .fed::<get_server_keys::v2::Request, _, _>(get_server_keys)
         .fed::<get_server_version::v1::Request, _, _>(get_server_version)
+        .fed::<get_remote_server_keys::v2::Request, _, _>(crate::notary::get_remote_server_keys)
+        .fed::<get_remote_server_keys_batch::v2::Request, _, _>(crate::notary::get_remote_server_keys_batch)
         .fed::<send_transaction_message::v1::Request, _, _>(send_transaction_message)
         .fed::<prepare_join_event::v1::Request, _, _>(prepare_join_event)
         .fed::<create_join_event::v2::Request, _, _>(create_join_event)
