@@ -217,3 +217,84 @@ async fn a_notary_query_returns_the_other_servers_keys_signed_by_both() {
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["server_keys"], json!([]));
 }
+
+/// A picture with detail in it, so that a thumbnail is really smaller.
+fn picture(w: u32, h: u32) -> Vec<u8> {
+    let img = image::ImageBuffer::from_fn(w, h, |x, y| {
+        let v = (x * 7 + y * 13) ^ (x * y);
+        image::Rgb([(v % 251) as u8, (x % 256) as u8, (y % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+async fn get_bytes(client: &Client, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let resp = client
+        .http
+        .get(format!("{}{path}", client.base_url))
+        .bearer_auth(client.access_token.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn a_user_downloads_media_uploaded_on_the_other_server_and_a_thumbnail() {
+    let (a, b) = pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let png = picture(640, 480);
+    let upload = alice
+        .http
+        .post(format!("{}/_matrix/media/v3/upload?filename=cat.png", alice.base_url))
+        .bearer_auth(alice.access_token.as_deref().unwrap())
+        .header("content-type", "image/png")
+        .body(png.clone())
+        .send()
+        .await
+        .unwrap();
+    let uri: Value = upload.json().await.unwrap();
+    let uri = uri["content_uri"].as_str().unwrap().to_owned();
+    let path = uri.strip_prefix("mxc://").unwrap();
+    assert!(path.starts_with(A), "{uri}");
+
+    // Bob's server fetches it from A over federation and hands over the very same bytes.
+    let (status, headers, bytes) =
+        get_bytes(&bob, &format!("/_matrix/client/v1/media/download/{path}")).await;
+    assert_eq!(status, 200);
+    assert!(bytes == png, "the downloaded file differs from the upload");
+    assert_eq!(headers["content-type"], "image/png");
+    assert!(headers["content-disposition"].to_str().unwrap().contains("cat.png"), "{headers:?}");
+
+    // A thumbnail of it, smaller and of the size asked for.
+    let thumb_path = format!("/_matrix/client/v1/media/thumbnail/{path}?width=96&height=96&method=crop");
+    let (status, headers, thumb) = get_bytes(&bob, &thumb_path).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/png");
+    assert!(thumb.len() < png.len());
+    assert_eq!(image::load_from_memory(&thumb).unwrap().to_rgb8().dimensions(), (96, 96));
+
+    // Media A never had is not found.
+    let (status, _, body) = get_bytes(&bob, &format!("/_matrix/client/v1/media/download/{A}/nothing")).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+
+    // Cached on B: it is served again with A gone.
+    a.stop().await;
+    let (status, _, again) = get_bytes(&bob, &format!("/_matrix/client/v1/media/download/{path}")).await;
+    assert_eq!(status, 200);
+    assert!(again == png);
+}
+
+#[tokio::test]
+async fn federation_media_endpoints_serve_only_signed_requests() {
+    let (a, _b) = pair().await;
+    let fed = a.config.listen.federation.unwrap();
+    let reply =
+        https().get(format!("https://{fed}/_matrix/federation/v1/media/download/abc")).send().await.unwrap();
+    assert_eq!(reply.status().as_u16(), 401);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+}

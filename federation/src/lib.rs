@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod history;
+pub mod media;
 pub mod notary;
 pub mod query;
 pub mod sender;

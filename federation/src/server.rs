@@ -20,6 +20,7 @@ use ruma::{
         auth_scheme::NoAuthentication,
         error::StandardErrorBody,
         federation::{
+            authenticated_media::{get_content, get_content_thumbnail},
             authentication::{ServerSignatures, XMatrix},
             authorization::get_event_authorization,
             backfill::get_backfill,
@@ -201,6 +202,8 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_event_authorization::v1::Request, _, _>(crate::history::get_event_authorization)
         .fed::<get_room_state::v1::Request, _, _>(crate::history::get_room_state)
         .fed::<get_profile_information::v1::Request, _, _>(crate::query::get_profile_information)
+        .fed::<get_content::v1::Request, _, _>(crate::media::get_content)
+        .fed::<get_content_thumbnail::v1::Request, _, _>(crate::media::get_content_thumbnail)
         .fed::<get_room_information::v1::Request, _, _>(crate::query::get_room_information)
         .fed::<get_public_rooms::v1::Request, _, _>(crate::query::get_public_rooms)
         .fed::<get_public_rooms_filtered::v1::Request, _, _>(crate::query::get_public_rooms_filtered)
