@@ -38,12 +38,20 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         }
         None => Arc::new(LocalEphemeral::new()),
     };
-    let federation: Option<Arc<dyn hearth_core::federation::Transport>> = match config.listen.federation {
+    let transport = match config.listen.federation {
         Some(_) => Some(Arc::new(
             hearth_federation::transport::HttpTransport::new(&config.federation)
                 .map_err(anyhow::Error::msg)?,
         )),
         None => None,
+    };
+    let federation: Option<Arc<dyn hearth_core::federation::Transport>> =
+        transport.clone().map(|t| t as Arc<dyn hearth_core::federation::Transport>);
+    // Other servers' media comes over federation when it is on; otherwise it is not found.
+    let remote_media = transport.map(|t| Arc::new(hearth_federation::media::FederationMedia::new(t)));
+    let remote: Arc<dyn hearth_core::media::RemoteMediaFetcher> = match &remote_media {
+        Some(fetcher) => fetcher.clone(),
+        None => Arc::new(NoFederation),
     };
     let policy = hearth_core::media::IpPolicy::new(
         &config.media.url_preview_ip_range_denylist,
@@ -52,8 +60,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
     .map_err(|e| anyhow::anyhow!("media.url_preview_ip_range_*: {e}"))?;
     let backends = Backends {
         media: MediaBackends {
-            // Remote media over federation is not wired yet: other servers' media is not found.
-            remote: Arc::new(NoFederation),
+            remote,
             urls: Arc::new(
                 url_fetch::PreviewFetcher::new(policy).context("building the URL preview client")?,
             ),
@@ -61,7 +68,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         federation,
         http: Arc::new(http_client::ReqwestHttp::new().context("building the outbound HTTP client")?),
     };
-    Ok(Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?)
+    let hs = Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?;
+    if let Some(fetcher) = remote_media {
+        fetcher.attach(&hs);
+    }
+    Ok(hs)
 }
 
 /// Serves the Client-Server API on `listener` until `shutdown` completes, then drains

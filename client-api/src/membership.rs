@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use hearth_core::{Error, Homeserver, rooms::MembershipAction};
 use ruma::{
-    OwnedRoomId, RoomId,
+    OwnedRoomId, OwnedServerName, RoomId,
     api::client::membership::{
         ban_user, forget_room, get_member_events, invite_user, invite_user::v3::InvitationRecipient,
         join_room_by_id, join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
@@ -18,10 +18,15 @@ use crate::{
     room::{member_profile, raw},
 };
 
-fn resolve(hs: &Homeserver, target: &ruma::RoomOrAliasId) -> Result<OwnedRoomId, Error> {
+/// A room ID, or the room an alias names (another server's asked of it) with servers that can
+/// get us in.
+async fn resolve(
+    hs: &Homeserver,
+    target: &ruma::RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>), Error> {
     match <&RoomId>::try_from(target) {
-        Ok(room_id) => Ok(room_id.to_owned()),
-        Err(alias) => hs.rooms.resolve_alias(alias)?.ok_or_else(|| Error::not_found("Room alias not found")),
+        Ok(room_id) => Ok((room_id.to_owned(), Vec::new())),
+        Err(alias) => hs.resolve_room_alias(alias).await,
     }
 }
 
@@ -62,10 +67,11 @@ pub async fn join_room_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let session = req.session()?.clone();
-    let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
+    let (room_id, servers) = resolve(&hs, &req.body.room_id_or_alias).await?;
     check_guest_access(&hs, &room_id, &session)?;
     let profile = member_profile(&hs, &session.user_id).await?;
-    let via = req.body.via;
+    let mut via = req.body.via;
+    via.extend(servers.into_iter().filter(|s| s != hs.server_name()));
     hs.join_room(&room_id, &session.user_id, profile, req.body.reason, &via).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
@@ -205,9 +211,11 @@ pub async fn knock_room(
     req: Ruma<ruma::api::client::knock::knock_room::v3::Request>,
 ) -> ApiResult<ruma::api::client::knock::knock_room::v3::Response> {
     let session = req.session()?.clone();
-    let room_id = resolve(&hs, &req.body.room_id_or_alias)?;
+    let (room_id, servers) = resolve(&hs, &req.body.room_id_or_alias).await?;
     let profile = member_profile(&hs, &session.user_id).await?;
     let b = req.body;
-    hs.knock_room(&room_id, &session.user_id, profile, b.reason, &b.via).await?;
+    let mut via = b.via;
+    via.extend(servers.into_iter().filter(|s| s != hs.server_name()));
+    hs.knock_room(&room_id, &session.user_id, profile, b.reason, &via).await?;
     Ok(ruma::api::client::knock::knock_room::v3::Response::new(room_id))
 }

@@ -1,6 +1,10 @@
 //! Sending and reading room events: send, redact, and `/messages` pagination.
 
-use hearth_core::{Error, Homeserver, events::NewEvent, events::Pdu, rooms::PageDirection};
+use hearth_core::{
+    Error, Homeserver,
+    events::{NewEvent, Pdu},
+    rooms::{PageDirection, TimelineKey},
+};
 use ruma::{
     api::{
         Direction,
@@ -65,6 +69,20 @@ fn filter_keeps(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
 /// Most events one page returns.
 const MAX_LIMIT: u64 = 1000;
 
+/// `/messages` tokens name a place in the room's timeline order: `t<position>` among the
+/// events this server saw live, `b<n>` in the history fetched later from other servers, which
+/// comes before all of them (see `TimelineKey`).
+fn parse_history_token(token: &str) -> Option<TimelineKey> {
+    match token.strip_prefix('b') {
+        Some(n) => n.parse::<i64>().ok().filter(|n| *n > 0).map(|n| -n),
+        None => parse_token(token).and_then(|p| i64::try_from(p).ok()),
+    }
+}
+
+fn history_token(key: TimelineKey) -> String {
+    if key >= 0 { format!("t{key}") } else { format!("b{}", key.unsigned_abs()) }
+}
+
 /// `GET /_matrix/client/v3/rooms/{roomId}/messages`
 pub async fn get_message_events(
     hs: Homeserver,
@@ -72,10 +90,11 @@ pub async fn get_message_events(
 ) -> ApiResult<get_message_events::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
-    let parse = |t: &Option<String>| -> Result<Option<u64>, Error> {
+    let parse = |t: &Option<String>| -> Result<Option<TimelineKey>, Error> {
         t.as_deref()
             .map(|t| {
-                parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown pagination token {t}")))
+                parse_history_token(t)
+                    .ok_or_else(|| Error::invalid_param(format!("Unknown pagination token {t}")))
             })
             .transpose()
     };
@@ -88,15 +107,15 @@ pub async fn get_message_events(
     let limit = usize::try_from(u64::from(b.limit).clamp(1, MAX_LIMIT)).unwrap_or(10);
     let filter = b.filter;
     let keep = |pdu: &Pdu| filter_keeps(&filter, pdu);
-    let page = hs.rooms.page(&b.room_id, &session.user_id, from, to, direction, limit, &keep)?;
+    let page = hs.messages_page(&b.room_id, &session.user_id, from, to, direction, limit, &keep).await?;
 
     let start = from.unwrap_or_else(|| match direction {
-        PageDirection::Backward => page.events.first().map_or(0, |(pos, ..)| *pos),
-        PageDirection::Forward => 0,
+        PageDirection::Backward => page.events.first().map_or(0, |(key, ..)| *key),
+        PageDirection::Forward => page.events.first().map_or(0, |(key, ..)| key.saturating_sub(1)),
     });
     let mut response = get_message_events::v3::Response::new();
-    response.start = token(start);
-    response.end = page.next.map(token);
+    response.start = history_token(start);
+    response.end = page.next.map(history_token);
     let mut senders = std::collections::BTreeSet::new();
     for (_, pdu, record) in &page.events {
         senders.insert(pdu.sender.clone());
@@ -136,25 +155,24 @@ pub async fn get_context(
         .rooms
         .visible_event(&b.room_id, &b.event_id, &session.user_id)?
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    let pos = record.stream_pos.ok_or_else(|| Error::not_found("Event not found"))?;
+    let pos = hearth_core::rooms::timeline_key(&record).ok_or_else(|| Error::not_found("Event not found"))?;
     let limit = usize::try_from(u64::from(b.limit).min(MAX_LIMIT)).unwrap_or(10);
     // As Synapse splits it: the smaller half before, the rest after.
     let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
     let filter = b.filter;
     let keep = |pdu: &Pdu| filter_keeps(&filter, pdu);
     let user = &session.user_id;
-    let before =
-        hs.rooms.page(&b.room_id, user, Some(pos - 1), None, PageDirection::Backward, before_limit, &keep)?;
-    let after =
-        hs.rooms.page(&b.room_id, user, Some(pos), None, PageDirection::Forward, after_limit, &keep)?;
+    let (room_id, backward, forward) = (&b.room_id, PageDirection::Backward, PageDirection::Forward);
+    let before = hs.rooms.history_page(room_id, user, Some(pos - 1), None, backward, before_limit, &keep)?;
+    let after = hs.rooms.history_page(room_id, user, Some(pos), None, forward, after_limit, &keep)?;
 
     let device = Some(session.device_id.as_ref());
     let mut response = Response::new();
     response.event = Some(raw(&hs.rooms.client_event(&b.event_id, &record, user, device)?)?);
     let earliest = before.events.last().map_or(pos, |(p, ..)| *p);
-    response.start = Some(token(before.next.unwrap_or(earliest.saturating_sub(1))));
+    response.start = Some(history_token(before.next.unwrap_or(earliest.saturating_sub(1))));
     let latest = after.events.last().map_or(pos, |(p, ..)| *p);
-    response.end = Some(token(after.next.unwrap_or(latest)));
+    response.end = Some(history_token(after.next.unwrap_or(latest)));
     for (_, pdu, record) in &before.events {
         response.events_before.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
     }
@@ -164,7 +182,7 @@ pub async fn get_context(
     let lazy = !filter.lazy_load_options.is_disabled();
     let senders: std::collections::BTreeSet<String> =
         before.events.iter().chain(after.events.iter()).map(|(_, pdu, _)| pdu.sender.to_string()).collect();
-    for (event_id, record, pdu) in hs.rooms.state_at_position(&b.room_id, pos)? {
+    for (event_id, record, pdu) in hs.rooms.state_events(record.state_group)? {
         let is_member = pdu.kind == TimelineEventType::RoomMember;
         if lazy && is_member && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k)) {
             continue;

@@ -8,10 +8,6 @@ use ruma::{
 
 use crate::{extract::Ruma, response::ApiResult};
 
-fn not_found() -> Error {
-    Error::not_found("Profile was not found")
-}
-
 /// Profiles are only ever changed by their owner.
 fn check_owner(session: &Session, user_id: &UserId) -> Result<(), Error> {
     if session.user_id != user_id {
@@ -20,22 +16,13 @@ fn check_owner(session: &Session, user_id: &UserId) -> Result<(), Error> {
     Ok(())
 }
 
-fn known_user(hs: &Homeserver, user_id: &UserId) -> Result<(), Error> {
-    // Remote profiles come with federation; until then a remote user is simply not found.
-    if !hs.users.is_local(user_id) || !hs.users.exists(user_id)? {
-        return Err(not_found());
-    }
-    Ok(())
-}
-
-/// `GET /_matrix/client/v3/profile/{userId}`
+/// `GET /_matrix/client/v3/profile/{userId}`: local profiles from storage, other servers'
+/// asked of them.
 pub async fn get_profile(
     hs: Homeserver,
     req: Ruma<get_profile::v3::Request>,
 ) -> ApiResult<get_profile::v3::Response> {
-    let user_id = &req.body.user_id;
-    let profile = if hs.users.is_local(user_id) { hs.users.cached_profile(user_id).await? } else { None };
-    let profile = profile.ok_or_else(not_found)?;
+    let profile = hs.profile_of(&req.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     for (field, value) in profile {
         response.set(field, value);
@@ -48,8 +35,8 @@ pub async fn get_display_name(
     hs: Homeserver,
     req: Ruma<get_display_name::v3::Request>,
 ) -> ApiResult<get_display_name::v3::Response> {
-    known_user(&hs, &req.body.user_id)?;
-    let name = hs.users.profile_field(&req.body.user_id, "displayname")?;
+    let mut profile = hs.profile_of(&req.body.user_id).await?;
+    let name = profile.remove("displayname");
     Ok(get_display_name::v3::Response::new(name.and_then(|v| v.as_str().map(ToOwned::to_owned))))
 }
 
@@ -70,9 +57,8 @@ pub async fn get_avatar_url(
     hs: Homeserver,
     req: Ruma<get_avatar_url::v3::Request>,
 ) -> ApiResult<get_avatar_url::v3::Response> {
-    known_user(&hs, &req.body.user_id)?;
-    let url = hs.users.profile_field(&req.body.user_id, "avatar_url")?;
-    let url: Option<OwnedMxcUri> = url.and_then(|v| v.as_str().map(Into::into));
+    let mut profile = hs.profile_of(&req.body.user_id).await?;
+    let url: Option<OwnedMxcUri> = profile.remove("avatar_url").and_then(|v| v.as_str().map(Into::into));
     Ok(get_avatar_url::v3::Response::new(url))
 }
 

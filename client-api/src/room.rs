@@ -136,11 +136,8 @@ pub async fn get_alias(
     hs: Homeserver,
     req: Ruma<get_alias::v3::Request>,
 ) -> ApiResult<get_alias::v3::Response> {
-    let room_id = hs
-        .rooms
-        .resolve_alias(&req.body.room_alias)?
-        .ok_or_else(|| Error::not_found("Room alias not found"))?;
-    Ok(get_alias::v3::Response::new(room_id, vec![hs.server_name().to_owned()]))
+    let (room_id, servers) = hs.resolve_room_alias(&req.body.room_alias).await?;
+    Ok(get_alias::v3::Response::new(room_id, servers))
 }
 
 /// `PUT /_matrix/client/v3/directory/room/{roomAlias}`

@@ -1,7 +1,10 @@
 //! [`Homeserver`]: the handle every request and task gets. Services are built here, bottom-up,
 //! in one place; nothing is global.
 
-use std::{ops::Bound, ops::Deref, sync::Arc};
+use std::{
+    ops::{Bound, Deref},
+    sync::{Arc, Weak},
+};
 
 use hearth_storage::{Db, Direction, schema::StreamLog};
 
@@ -62,6 +65,25 @@ pub struct Services {
     pub ticket_keys: crate::tickets::TicketKeys,
     pub federation: Arc<crate::federation::Federation>,
     pub media: Media,
+}
+
+/// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
+/// need to call back into it (a strong handle there would be a cycle, and storage would never
+/// close).
+#[derive(Clone, Default)]
+pub struct WeakHomeserver(Weak<Services>);
+
+impl WeakHomeserver {
+    /// The homeserver, while it is running.
+    pub fn upgrade(&self) -> Option<Homeserver> {
+        self.0.upgrade().map(|inner| Homeserver { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakHomeserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakHomeserver").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Homeserver {
@@ -167,5 +189,9 @@ impl Homeserver {
 
     pub fn server_name(&self) -> &ruma::ServerName {
         &self.config.server_name
+    }
+
+    pub fn downgrade(&self) -> WeakHomeserver {
+        WeakHomeserver(Arc::downgrade(&self.inner))
     }
 }

@@ -24,4 +24,4 @@ pub mod users;
 pub mod util;
 
 pub use error::{Error, ErrorCode, Result};
-pub use homeserver::{Backends, Homeserver, Services};
+pub use homeserver::{Backends, Homeserver, Services, WeakHomeserver};

@@ -10,8 +10,12 @@
 //! trait, and `hearth-client-api` never imports this crate.
 
 pub mod config;
-mod members;
 pub mod devices;
+pub mod history;
+pub mod media;
+mod members;
+pub mod notary;
+pub mod query;
 pub mod sender;
 pub mod server;
 pub mod transport;

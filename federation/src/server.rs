@@ -20,13 +20,21 @@ use ruma::{
         auth_scheme::NoAuthentication,
         error::StandardErrorBody,
         federation::{
+            authenticated_media::{get_content, get_content_thumbnail},
             authentication::{ServerSignatures, XMatrix},
-            discovery::{get_server_keys, get_server_version},
+            authorization::get_event_authorization,
+            backfill::get_backfill,
+            directory::{get_public_rooms, get_public_rooms_filtered},
+            discovery::{
+                get_remote_server_keys, get_remote_server_keys_batch, get_server_keys, get_server_version,
+            },
+            event::get_room_state,
             event::{get_event, get_missing_events, get_room_state_ids},
             membership::{
                 create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
                 prepare_knock_event, prepare_leave_event,
             },
+            query::{get_profile_information, get_room_information},
             transactions::send_transaction_message,
         },
         path_builder::PathBuilder,
@@ -187,6 +195,8 @@ pub fn router(hs: Homeserver) -> Router {
     Router::new()
         .fed::<get_server_keys::v2::Request, _, _>(get_server_keys)
         .fed::<get_server_version::v1::Request, _, _>(get_server_version)
+        .fed::<get_remote_server_keys::v2::Request, _, _>(crate::notary::get_remote_server_keys)
+        .fed::<get_remote_server_keys_batch::v2::Request, _, _>(crate::notary::get_remote_server_keys_batch)
         .fed::<send_transaction_message::v1::Request, _, _>(send_transaction_message)
         .fed::<prepare_join_event::v1::Request, _, _>(prepare_join_event)
         .fed::<create_join_event::v2::Request, _, _>(create_join_event)
@@ -201,6 +211,15 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<ruma::api::federation::device::get_devices::v1::Request, _, _>(crate::devices::get_devices)
         .fed::<ruma::api::federation::keys::get_keys::v1::Request, _, _>(crate::devices::get_keys)
         .fed::<ruma::api::federation::keys::claim_keys::v1::Request, _, _>(crate::devices::claim_keys)
+        .fed::<get_backfill::v1::Request, _, _>(crate::history::get_backfill)
+        .fed::<get_event_authorization::v1::Request, _, _>(crate::history::get_event_authorization)
+        .fed::<get_room_state::v1::Request, _, _>(crate::history::get_room_state)
+        .fed::<get_profile_information::v1::Request, _, _>(crate::query::get_profile_information)
+        .fed::<get_content::v1::Request, _, _>(crate::media::get_content)
+        .fed::<get_content_thumbnail::v1::Request, _, _>(crate::media::get_content_thumbnail)
+        .fed::<get_room_information::v1::Request, _, _>(crate::query::get_room_information)
+        .fed::<get_public_rooms::v1::Request, _, _>(crate::query::get_public_rooms)
+        .fed::<get_public_rooms_filtered::v1::Request, _, _>(crate::query::get_public_rooms_filtered)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .with_state(hs)
 }

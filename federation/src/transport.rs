@@ -204,6 +204,34 @@ impl HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// Downloads a plain URL another server pointed us to (a media `Location`), through the
+    /// same address guard: names are checked when resolved, literal addresses here.
+    pub async fn fetch_url(&self, url: &str) -> Result<(Option<String>, Vec<u8>)> {
+        let unreachable = |e: String| Error::new(ErrorCode::RemoteUnavailable, format!("{url}: {e}"));
+        let parsed = reqwest::Url::parse(url).map_err(|e| unreachable(e.to_string()))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(unreachable("not an HTTP URL".to_owned()));
+        }
+        let host = parsed.host_str().unwrap_or_default();
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+        if literal.is_some_and(|ip| !self.allow_private && is_private(ip)) {
+            return Err(refused(url));
+        }
+        let response = self.client.get(parsed).send().await.map_err(|e| unreachable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(unreachable(response.status().to_string()));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(ToOwned::to_owned);
+        let body = response.bytes().await.map_err(|e| unreachable(e.to_string()))?;
+        Ok((content_type, body.to_vec()))
+    }
+}
+
 impl Transport for HttpTransport {
     fn send(
         &self,

@@ -159,6 +159,10 @@ pub struct PduRecord {
     /// For a state event, the event it replaced in the room state.
     #[serde(default)]
     pub replaces_state: Option<OwnedEventId>,
+    /// For history fetched from another server: its place in `room_backfill` (it has no
+    /// stream position, so sync never sends it as new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,6 +70,9 @@ tables! {
     Pdus "pdus": OwnedEventId => PduRecord;
     /// Each room's timeline in stream order.
     RoomTimeline "room_timeline": (OwnedRoomId, u64) => OwnedEventId;
+    /// History fetched from other servers (backfill), older than everything in `room_timeline`:
+    /// keyed by how far back it lies, 1 being just before the room's earliest timeline event.
+    RoomBackfill "room_backfill": (OwnedRoomId, u64) => OwnedEventId;
     /// Rooms this server takes part in: version, forward extremities, current state group.
     Rooms "rooms": OwnedRoomId => RoomRecord;
     /// Room state as snapshots and deltas; a PDU points at the group of the state after it.
@@ -120,6 +123,9 @@ tables! {
 
     /// Verified signing keys of other servers by server name and key ID.
     RemoteServerKeys "remote_server_keys": (String, String) => RemoteKeyRecord;
+    /// The last verified key response of each server, exactly as it signed it, for answering
+    /// notary queries (`/_matrix/key/v2/query`).
+    RemoteKeyResponses "remote_key_responses": String => String;
     /// What each destination server has yet to receive, in order: a durable queue that
     /// survives restarts and outages of the peer.
     FederationOutbox "federation_outbox": (String, u64) => OutboxItem;

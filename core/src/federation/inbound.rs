@@ -48,7 +48,7 @@ impl Homeserver {
         Ok((event_id, to_json_string(&object)?))
     }
 
-    fn room_rules(&self, room_id: &RoomId) -> Result<RoomVersionRules> {
+    pub(super) fn room_rules(&self, room_id: &RoomId) -> Result<RoomVersionRules> {
         let room = self
             .rooms
             .room(room_id)?
@@ -202,7 +202,7 @@ impl Homeserver {
 
     /// Fetches one event and, recursively within `budget`, its missing auth events, storing
     /// them as outliers.
-    async fn fetch_outlier(
+    pub(super) async fn fetch_outlier(
         &self,
         origin: &ServerName,
         room_id: &RoomId,

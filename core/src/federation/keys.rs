@@ -6,7 +6,7 @@ use std::{ops::Bound, time::Duration};
 use hearth_storage::{
     Direction,
     records::RemoteKeyRecord,
-    schema::{RemoteServerKeys, ServerSigningKeys},
+    schema::{RemoteKeyResponses, RemoteServerKeys, ServerSigningKeys},
 };
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, ServerName,
@@ -16,7 +16,7 @@ use ruma::{
 };
 use serde_json::json;
 
-use crate::{Error, ErrorCode, Homeserver, Result, util::now_ms};
+use crate::{Error, ErrorCode, Homeserver, Result, events::pdu::to_json_string, util::now_ms};
 
 /// How long others may cache our keys before asking again.
 const OUR_KEYS_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -52,6 +52,35 @@ impl Homeserver {
             .map_err(Error::internal)?;
         let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
         Ok(Raw::from_json(raw))
+    }
+
+    /// Notary answer (`/_matrix/key/v2/query`): the key responses of `server` we hold, valid at
+    /// least until `min_valid_until` (fetched again from the server when ours is older), each
+    /// with the server's own signature and ours added. Ours too. Empty when we have none.
+    pub async fn notary_keys(
+        &self,
+        server: &ServerName,
+        min_valid_until: u64,
+    ) -> Result<Vec<Raw<ruma::serde::JsonObject>>> {
+        if server == self.server_name() {
+            return Ok(vec![self.server_keys_response()?]);
+        }
+        let valid_until = |json: &str| {
+            serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| v["valid_until_ts"].as_u64())
+        };
+        let stored = self.db.get::<RemoteKeyResponses>(&server.to_string())?;
+        let fresh = stored.as_deref().and_then(valid_until).is_some_and(|t| t >= min_valid_until);
+        if !fresh && let Err(error) = self.fetch_server_keys(server).await {
+            tracing::info!(%server, %error, "notary query: could not refresh the server's keys");
+        }
+        let Some(json) = self.db.get::<RemoteKeyResponses>(&server.to_string())? else {
+            return Ok(Vec::new());
+        };
+        let mut object: CanonicalJsonObject = serde_json::from_str(&json).map_err(Error::internal)?;
+        sign_json(self.server_name().as_str(), &self.signing_key.pair, &mut object)
+            .map_err(Error::internal)?;
+        let raw = serde_json::value::to_raw_value(&object).map_err(Error::internal)?;
+        Ok(vec![Raw::from_json(raw)])
     }
 
     /// The keys of `server` we know and still trust, by key ID.
@@ -154,6 +183,8 @@ impl Homeserver {
             let record = RemoteKeyRecord { key, valid_until_ts: expired.unwrap_or(0) };
             batch.put::<RemoteServerKeys>(&(server.to_string(), id), &record)?;
         }
+        // Kept as signed, so notary queries can pass it on for others to check themselves.
+        batch.put::<RemoteKeyResponses>(&server.to_string(), &to_json_string(&object)?)?;
         self.db.write(batch)?;
         tracing::debug!(%server, "fetched server keys");
         Ok(())

@@ -8,15 +8,17 @@
 pub mod acl;
 pub mod e2ee;
 pub mod edus;
+pub mod history;
 pub mod inbound;
 pub mod join;
 pub mod keys;
 pub mod members;
 pub mod outbox;
+pub mod query;
 pub mod serve;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -25,7 +27,7 @@ use std::{
 
 use hearth_storage::{Db, schema::FederationOutbox};
 use ruma::{
-    OwnedServerName, ServerName,
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, ServerName,
     api::{
         IncomingResponseExt, OutgoingRequest, OutgoingRequestExt, auth_scheme::AuthScheme,
         federation::authentication::XMatrixSigningInput, path_builder::PathBuilder,
@@ -52,6 +54,9 @@ pub struct Federation {
     /// Destinations with something new in their outbox, taken by the sender.
     pending: Mutex<BTreeSet<OwnedServerName>>,
     wake: tokio::sync::Notify,
+    /// Per room, the backfill frontier whose last fetch brought nothing new, so paging at the
+    /// start of such a room does not ask again every time. Forgotten at restart.
+    dead_ends: Mutex<HashMap<OwnedRoomId, Vec<OwnedEventId>>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -72,6 +77,7 @@ impl Federation {
             seq: AtomicU64::new(last),
             pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
+            dead_ends: Mutex::default(),
         })
     }
 
@@ -82,6 +88,16 @@ impl Federation {
 
     pub fn enabled(&self) -> bool {
         self.transport.is_some()
+    }
+
+    /// Whether backfilling from `frontier` already brought nothing.
+    pub fn is_dead_end(&self, room_id: &RoomId, frontier: &[OwnedEventId]) -> bool {
+        let dead_ends = self.dead_ends.lock().unwrap_or_else(PoisonError::into_inner);
+        dead_ends.get(room_id).is_some_and(|f| f == frontier)
+    }
+
+    pub fn mark_dead_end(&self, room_id: &RoomId, frontier: Vec<OwnedEventId>) {
+        self.dead_ends.lock().unwrap_or_else(PoisonError::into_inner).insert(room_id.to_owned(), frontier);
     }
 
     /// Marks destinations as having work and wakes the sender.

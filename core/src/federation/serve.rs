@@ -23,7 +23,7 @@ impl Homeserver {
         Ok(false)
     }
 
-    fn require_server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<()> {
+    pub(super) fn require_server_in_room(&self, server: &ServerName, room_id: &RoomId) -> Result<()> {
         self.require_acl(room_id, server)?;
         if self.server_in_room(server, room_id)? {
             Ok(())

@@ -256,6 +256,7 @@ impl Rooms {
                 redacted_by: None,
                 txn: None,
                 replaces_state: None,
+                backfill: None,
             };
             batch.put::<Pdus>(&event_id, &record)?;
             batch.put::<RoomTimeline>(&(room_id.clone(), ticket.pos), &event_id)?;

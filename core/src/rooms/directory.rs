@@ -24,6 +24,27 @@ pub struct PublicRoom {
     pub room_type: Option<String>,
 }
 
+impl From<PublicRoom> for ruma::directory::PublicRoomsChunk {
+    fn from(room: PublicRoom) -> Self {
+        let mut chunk: Self = ruma::directory::PublicRoomsChunkInit {
+            num_joined_members: ruma::UInt::new_saturating(room.joined_members),
+            room_id: room.room_id,
+            world_readable: room.world_readable,
+            guest_can_join: room.guest_can_join,
+        }
+        .into();
+        chunk.name = room.name;
+        chunk.topic = room.topic;
+        chunk.canonical_alias = room.canonical_alias.and_then(|a| a.try_into().ok());
+        chunk.avatar_url = room.avatar_url.map(Into::into);
+        chunk.join_rule = room
+            .join_rule
+            .map_or(ruma::room::JoinRuleKind::Public, |r| ruma::room::JoinRuleKind::from(r.as_str()));
+        chunk.room_type = room.room_type.map(|t| ruma::room::RoomType::from(t.as_str()));
+        chunk
+    }
+}
+
 /// State types an upgrade carries over to the replacement room.
 const CARRIED_OVER: &[&str] = &[
     "m.room.server_acl",

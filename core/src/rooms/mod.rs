@@ -7,6 +7,7 @@
 
 mod aliases;
 pub mod append;
+mod backfill;
 mod create;
 mod directory;
 mod ephemeral;
@@ -37,7 +38,7 @@ pub use self::{
     create::{CreateRoom, Preset},
     directory::PublicRoom,
     membership::MembershipAction,
-    timeline::{Page, PageDirection},
+    timeline::{Page, PageDirection, TimelineKey, timeline_key},
 };
 use crate::{
     Error, Result, events::Pdu, federation::Federation, keys::signing_key::SigningKey, sync::stream::Streams,
@@ -66,31 +67,30 @@ impl std::fmt::Debug for Rooms {
     }
 }
 
-/// A new timeline event's record: at `pos`, with the state group after it.
-fn timeline_record(room_id: &RoomId, json: String, pos: u64, state_group: u64) -> PduRecord {
+/// The record of an event outside the live timeline (an outlier with no state, a soft-failed
+/// or backfilled event with the state group after it).
+fn event_record(room_id: &RoomId, json: String, state_group: u64) -> PduRecord {
     PduRecord {
         room_id: room_id.to_owned(),
         json,
-        stream_pos: Some(pos),
+        stream_pos: None,
         state_group,
         redacted_by: None,
         txn: None,
         replaces_state: None,
+        backfill: None,
     }
 }
 
 /// An event kept outside any timeline: an auth or state event of a room being joined, or a
 /// local user's membership in a room this server is not in.
 fn outlier_record(room_id: &RoomId, json: String) -> PduRecord {
-    PduRecord {
-        room_id: room_id.to_owned(),
-        json,
-        stream_pos: None,
-        state_group: 0,
-        redacted_by: None,
-        txn: None,
-        replaces_state: None,
-    }
+    event_record(room_id, json, 0)
+}
+
+/// A new timeline event's record: at `pos`, with the state group after it.
+fn timeline_record(room_id: &RoomId, json: String, pos: u64, state_group: u64) -> PduRecord {
+    PduRecord { stream_pos: Some(pos), ..event_record(room_id, json, state_group) }
 }
 
 /// Adds an event to `batch` at its timeline position: record, timeline slot, stream entry.

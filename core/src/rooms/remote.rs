@@ -125,70 +125,13 @@ impl Rooms {
             return Err(Error::bad_request("event is for another room"));
         }
 
-        // 1. Against its own auth events.
-        let mut auth_events = Vec::new();
-        for id in &pdu.auth_events {
-            auth_events
-                .push(self.pdu(id)?.ok_or_else(|| Error::forbidden(format!("auth event {id} is unknown")))?);
-        }
-        let by_auth = |kind: &StateEventType, key: &str| {
-            auth_events
-                .iter()
-                .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
-                .cloned()
-                // From room version 12 the create event is implied by the room ID, not listed.
-                .or_else(|| {
-                    (*kind == StateEventType::RoomCreate)
-                        .then(|| self.current_state_event(room_id, "m.room.create", "").ok().flatten())
-                        .flatten()
-                })
-        };
-        auth::check(&rules, &pdu, self.fetch(), by_auth)
-            .map_err(|r| Error::forbidden(format!("rejected by its auth events: {r}")))?;
-
-        // 2. Against the state before it.
-        let (before, parent) = match state_before {
-            Some(state) => (state, None),
-            None => self.state_before(&pdu, &rules)?,
-        };
-        auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&before, k, s))
-            .map_err(|r| Error::forbidden(format!("rejected by the state before it: {r}")))?;
-
         let mut batch = Batch::new();
-        let mut after = before.clone();
-        let after_group = match (&pdu.state_key, parent) {
-            (None, Some(group)) => group,
-            (state_key, parent) => {
-                let id = self.new_state_group_id();
-                let mut changes = Vec::new();
-                if let Some(key) = state_key {
-                    after.insert((pdu.kind.to_string(), key.clone()), event_id.clone());
-                    changes.push((pdu.kind.to_string(), key.clone(), event_id.clone()));
-                }
-                match parent {
-                    Some(parent) => state::write_group(db, &mut batch, id, Some(parent), &changes)?,
-                    None => {
-                        let all: Vec<_> =
-                            after.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
-                        state::write_group(db, &mut batch, id, None, &all)?;
-                    }
-                }
-                id
-            }
-        };
+        let (before, after, after_group) = self.authorize(&mut batch, room_id, &pdu, &rules, state_before)?;
 
         // 3. Against the current state: failing here hides the event without rejecting it.
         let current = state::load(db, room.current_state_group)?;
         if auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&current, k, s)).is_err() {
-            let record = PduRecord {
-                room_id: room_id.clone(),
-                json,
-                stream_pos: None,
-                state_group: after_group,
-                redacted_by: None,
-                txn: None,
-                replaces_state: None,
-            };
+            let record = super::event_record(room_id, json, after_group);
             batch.put::<Pdus>(event_id, &record)?;
             db.write(batch)?;
             tracing::info!(%event_id, %room_id, "soft-failed a remote event");
@@ -248,9 +191,81 @@ impl Rooms {
         Ok(Outcome::Timeline { ticket, wake })
     }
 
+    /// The spec's checks of an event against its own auth events and against the state before
+    /// it; on success, adds the state group after it to `batch` and returns the state before,
+    /// the state after and that group. `known_before` is the state before an event whose prev
+    /// events are not here (history fetched from the beginning of a gap); otherwise it is
+    /// computed from the prev events.
+    pub(super) fn authorize(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        known_before: Option<StateMap>,
+    ) -> Result<(StateMap, StateMap, u64)> {
+        let db = self.db();
+        let event_id = &pdu.event_id;
+        // 1. Against its own auth events.
+        let mut auth_events = Vec::new();
+        for id in &pdu.auth_events {
+            auth_events
+                .push(self.pdu(id)?.ok_or_else(|| Error::forbidden(format!("auth event {id} is unknown")))?);
+        }
+        let by_auth = |kind: &StateEventType, key: &str| {
+            auth_events
+                .iter()
+                .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
+                .cloned()
+                // From room version 12 the create event is implied by the room ID, not listed.
+                .or_else(|| {
+                    (*kind == StateEventType::RoomCreate)
+                        .then(|| self.current_state_event(room_id, "m.room.create", "").ok().flatten())
+                        .flatten()
+                })
+        };
+        auth::check(rules, pdu, self.fetch(), by_auth)
+            .map_err(|r| Error::forbidden(format!("rejected by its auth events: {r}")))?;
+
+        // 2. Against the state before it.
+        let (before, parent) = match known_before {
+            Some(before) => (before, None),
+            None => self.state_before(pdu, rules)?,
+        };
+        auth::check(rules, pdu, self.fetch(), |k, s| self.lookup_in(&before, k, s))
+            .map_err(|r| Error::forbidden(format!("rejected by the state before it: {r}")))?;
+
+        let mut after = before.clone();
+        let after_group = match (&pdu.state_key, parent) {
+            (None, Some(group)) => group,
+            (state_key, parent) => {
+                let id = self.new_state_group_id();
+                let mut changes = Vec::new();
+                if let Some(key) = state_key {
+                    after.insert((pdu.kind.to_string(), key.clone()), event_id.clone());
+                    changes.push((pdu.kind.to_string(), key.clone(), event_id.clone()));
+                }
+                match parent {
+                    Some(parent) => state::write_group(db, batch, id, Some(parent), &changes)?,
+                    None => {
+                        let all: Vec<_> =
+                            after.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
+                        state::write_group(db, batch, id, None, &all)?;
+                    }
+                }
+                id
+            }
+        };
+        Ok((before, after, after_group))
+    }
+
     /// The state before `pdu`: the state after its one known prev event, or the resolution of
     /// the states after several. Also the group to build on when there is a single one.
-    fn state_before(&self, pdu: &Pdu, rules: &RoomVersionRules) -> Result<(StateMap, Option<u64>)> {
+    pub(super) fn state_before(
+        &self,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+    ) -> Result<(StateMap, Option<u64>)> {
         let mut groups = Vec::new();
         for prev in &pdu.prev_events {
             if let Some(record) = self.pdu_record(prev)?

@@ -3,8 +3,12 @@
 
 use std::ops::Bound;
 
-use hearth_storage::{Direction, records::PduRecord, schema::RoomTimeline};
-use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId, events::TimelineEventType};
+use hearth_storage::{
+    Direction,
+    records::PduRecord,
+    schema::{RoomBackfill, RoomTimeline},
+};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId, events::TimelineEventType};
 use serde_json::Value;
 
 use super::{Rooms, visibility::Viewer};
@@ -23,16 +27,47 @@ pub enum PageDirection {
     Forward,
 }
 
-/// A page of a timeline. `next` is the position to continue from, or `None` at the end.
+/// A place in a room's timeline order. Events this server appended or received live sit at
+/// their stream position (`>= 1`); history fetched later from other servers (backfill) sits
+/// before all of them, the `n`th backfilled event at `-n`. A boundary between events uses the
+/// same numbers: a backward page from `k` starts with the event at `k`, a forward page after it.
+pub type TimelineKey = i64;
+
+/// Where an event sits in its room's timeline order, if it has a place (outliers and
+/// soft-failed events have none).
+pub fn timeline_key(record: &PduRecord) -> Option<TimelineKey> {
+    match (record.stream_pos, record.backfill) {
+        (Some(pos), _) => Some(live_key(pos)),
+        (None, Some(seq)) => Some(backfill_key(seq)),
+        (None, None) => None,
+    }
+}
+
+/// A page of a timeline. `next` is the boundary to continue from, or `None` at the end.
 #[derive(Debug)]
-pub struct Page {
-    pub events: Vec<(u64, Pdu, PduRecord)>,
-    pub next: Option<u64>,
+pub struct Page<K = u64> {
+    pub events: Vec<(K, Pdu, PduRecord)>,
+    pub next: Option<K>,
 }
 
 /// Events scanned per request at most, so a filter matching nothing cannot make one request
 /// walk a whole room.
 const MAX_SCAN: usize = 5_000;
+
+type KeyedIter<'a> = Box<dyn Iterator<Item = Result<(TimelineKey, OwnedEventId)>> + 'a>;
+
+fn to_seq(key: TimelineKey) -> u64 {
+    key.unsigned_abs()
+}
+
+fn live_key(pos: u64) -> TimelineKey {
+    i64::try_from(pos).unwrap_or(i64::MAX)
+}
+
+/// Backfill keys are `-seq`: going back in time is going up in `seq`.
+fn backfill_key(seq: u64) -> TimelineKey {
+    -i64::try_from(seq).unwrap_or(i64::MAX)
+}
 
 impl Rooms {
     /// Whether `user` may read this room's history at all (members past and present, and anyone
@@ -65,9 +100,10 @@ impl Rooms {
         }
     }
 
-    /// Events of a room from the boundary `from` in `direction`: backward pages hold positions
-    /// `<= from`, forward pages positions `> from`. Only events `user` may see, and that pass
-    /// `keep`, are returned; at most `limit` of them; never past `until`.
+    /// Events of the live timeline (stream positions only) from the boundary `from` in
+    /// `direction`: backward pages hold positions `<= from`, forward pages positions `> from`.
+    /// Only events `user` may see, and that pass `keep`, are returned; at most `limit` of them;
+    /// never past `until`. Backfilled history is left out: see [`Rooms::history_page`].
     #[allow(clippy::too_many_arguments)]
     pub fn page(
         &self,
@@ -79,52 +115,146 @@ impl Rooms {
         limit: usize,
         keep: &dyn Fn(&Pdu) -> bool,
     ) -> Result<Page> {
-        let horizon = self.read_access(room_id, user)?;
-        let room = room_id.to_owned();
-        let (lower, upper, dir) = match direction {
+        let key = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
+        let (from, until) = match direction {
+            PageDirection::Backward => (from.map(key), Some(until.map_or(0, key))),
+            PageDirection::Forward => (Some(from.map_or(0, key)), until.map(key)),
+        };
+        let page = self.history_page(room_id, user, from, until, direction, limit, keep)?;
+        let pos = |k: TimelineKey| u64::try_from(k).unwrap_or(0);
+        Ok(Page {
+            events: page.events.into_iter().map(|(k, pdu, record)| (pos(k), pdu, record)).collect(),
+            next: page.next.map(pos),
+        })
+    }
+
+    /// Events of a room in timeline order, backfilled history included, from the boundary
+    /// `from` in `direction` (backward: keys `<= from`, from the newest when `None`; forward:
+    /// keys `> from`, from the oldest when `None`), never past `until`, filtered like
+    /// [`Rooms::page`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn history_page(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        from: Option<TimelineKey>,
+        until: Option<TimelineKey>,
+        direction: PageDirection,
+        limit: usize,
+        keep: &dyn Fn(&Pdu) -> bool,
+    ) -> Result<Page<TimelineKey>> {
+        let horizon = i64::try_from(self.read_access(room_id, user)?).unwrap_or(i64::MAX);
+        let entries = match direction {
             PageDirection::Backward => {
-                let from = from.unwrap_or(u64::MAX).min(horizon);
-                let lower =
-                    until.map_or(Bound::Included((room.clone(), 0)), |u| Bound::Excluded((room.clone(), u)));
-                (lower, Bound::Included((room.clone(), from)), Direction::Backward)
+                self.keys_backward(room_id, from.unwrap_or(i64::MAX).min(horizon), until)?
             }
             PageDirection::Forward => {
-                let from = from.unwrap_or(0);
-                let upper = until.unwrap_or(u64::MAX).min(horizon);
-                (
-                    Bound::Excluded((room.clone(), from)),
-                    Bound::Included((room.clone(), upper)),
-                    Direction::Forward,
-                )
+                self.keys_forward(room_id, from, until.unwrap_or(i64::MAX).min(horizon))?
             }
         };
         let mut viewer = Viewer::new(self, room_id, user)?;
         let mut events = Vec::new();
         let mut last_scanned = None;
         let mut exhausted = true;
-        for (scanned, entry) in
-            self.db().range::<RoomTimeline>(lower.as_ref(), upper.as_ref(), dir)?.enumerate()
-        {
+        for (scanned, entry) in entries.enumerate() {
             if events.len() >= limit || scanned >= MAX_SCAN {
                 exhausted = false;
                 break;
             }
-            let ((_, pos), event_id) = entry?;
-            last_scanned = Some(pos);
+            let (key, event_id) = entry?;
+            last_scanned = Some(key);
             let Some(record) = self.pdu_record(&event_id)? else { continue };
             let pdu = Pdu::from_json(event_id, &record.json)?;
             let own_membership =
                 pdu.kind == TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str());
             if (own_membership || viewer.can_see(&record)?) && keep(&pdu) {
-                events.push((pos, pdu, record));
+                events.push((key, pdu, record));
             }
         }
         let next = match (exhausted, last_scanned, direction) {
             (true, _, _) | (_, None, _) => None,
-            (false, Some(pos), PageDirection::Backward) => Some(pos.saturating_sub(1)),
-            (false, Some(pos), PageDirection::Forward) => Some(pos),
+            (false, Some(key), PageDirection::Backward) => Some(key.saturating_sub(1)),
+            (false, Some(key), PageDirection::Forward) => Some(key),
         };
         Ok(Page { events, next })
+    }
+
+    /// Entries of a per-room ordering table (`room_timeline` by stream position, or
+    /// `room_backfill` by how far back) within the bounds, with their timeline keys.
+    fn ordered<T>(
+        &self,
+        room_id: &RoomId,
+        (low, high): (Bound<u64>, Bound<u64>),
+        key: fn(u64) -> TimelineKey,
+        dir: Direction,
+    ) -> Result<KeyedIter<'_>>
+    where
+        T: hearth_storage::schema::Table<Key = (OwnedRoomId, u64), Value = OwnedEventId>,
+    {
+        let room = room_id.to_owned();
+        let bound = |b: Bound<u64>| b.map(|p| (room.clone(), p));
+        let (low, high) = (bound(low), bound(high));
+        let entries = self.db().range::<T>(low.as_ref(), high.as_ref(), dir)?;
+        Ok(Box::new(entries.map(move |e| {
+            let ((_, n), id) = e?;
+            Ok((key(n), id))
+        })))
+    }
+
+    /// Keys `<= from` and `> until`, newest first: the live timeline, then backfilled history.
+    fn keys_backward(
+        &self,
+        room_id: &RoomId,
+        from: TimelineKey,
+        until: Option<TimelineKey>,
+    ) -> Result<KeyedIter<'_>> {
+        let lower = until.unwrap_or(i64::MIN);
+        let mut parts: Vec<KeyedIter<'_>> = Vec::new();
+        if from >= 1 && lower < from {
+            let low = u64::try_from(lower.saturating_add(1)).unwrap_or(0);
+            let high = u64::try_from(from).unwrap_or(0);
+            let bounds = (Bound::Included(low), Bound::Included(high));
+            parts.push(self.ordered::<RoomTimeline>(room_id, bounds, live_key, Direction::Backward)?);
+        }
+        if lower < 0 && lower < from {
+            let first = Bound::Included(to_seq(from.min(0)).max(1));
+            let last = if lower == i64::MIN { Bound::Unbounded } else { Bound::Excluded(to_seq(lower)) };
+            parts.push(self.ordered::<RoomBackfill>(
+                room_id,
+                (first, last),
+                backfill_key,
+                Direction::Forward,
+            )?);
+        }
+        Ok(Box::new(parts.into_iter().flatten()))
+    }
+
+    /// Keys `> from` and `<= until`, oldest first: backfilled history, then the live timeline.
+    fn keys_forward(
+        &self,
+        room_id: &RoomId,
+        from: Option<TimelineKey>,
+        until: TimelineKey,
+    ) -> Result<KeyedIter<'_>> {
+        let from = from.unwrap_or(i64::MIN);
+        let mut parts: Vec<KeyedIter<'_>> = Vec::new();
+        if from < 0 && from < until {
+            let newest = Bound::Included(to_seq(until.min(-1)).max(1));
+            let oldest = if from == i64::MIN { Bound::Unbounded } else { Bound::Excluded(to_seq(from)) };
+            parts.push(self.ordered::<RoomBackfill>(
+                room_id,
+                (newest, oldest),
+                backfill_key,
+                Direction::Backward,
+            )?);
+        }
+        if until >= 1 && from < until {
+            let low = u64::try_from(from.max(0)).unwrap_or(0);
+            let high = u64::try_from(until).unwrap_or(0);
+            let bounds = (Bound::Excluded(low), Bound::Included(high));
+            parts.push(self.ordered::<RoomTimeline>(room_id, bounds, live_key, Direction::Forward)?);
+        }
+        Ok(Box::new(parts.into_iter().flatten()))
     }
 
     /// An event in the client format, with `unsigned` as `viewer` (on `device`) should see it.
@@ -165,9 +295,9 @@ impl Rooms {
         event_id: &EventId,
         user: &UserId,
     ) -> Result<Option<(Pdu, PduRecord)>> {
-        let horizon = self.read_access(room_id, user)?;
+        let horizon = i64::try_from(self.read_access(room_id, user)?).unwrap_or(i64::MAX);
         let Some(record) = self.pdu_record(event_id)? else { return Ok(None) };
-        if record.room_id != room_id || record.stream_pos.is_none_or(|p| p > horizon) {
+        if record.room_id != room_id || timeline_key(&record).is_none_or(|k| k > horizon) {
             return Ok(None);
         }
         let pdu = Pdu::from_json(event_id.to_owned(), &record.json)?;
