@@ -53,18 +53,34 @@ def send(base, token, room, text):
 
 
 def wait_for(base, token, room, text, timeout=60):
+    def arrived(body):
+        joined = body.get("rooms", {}).get("join", {}).get(room, {})
+        return any(e.get("content", {}).get("body") == text for e in joined.get("timeline", {}).get("events", []))
+    return wait_for_sync(base, token, arrived, f"{text!r} in {room}", timeout)
+
+
+def wait_for_sync(base, token, predicate, what, timeout=60):
     since = None
     deadline = time.time() + timeout
     while time.time() < deadline:
         path = "/_matrix/client/v3/sync?timeout=2000" + (f"&since={since}" if since else "")
         body = ok(*call(base, "GET", path, token), "sync")
         since = body["next_batch"]
-        joined = body.get("rooms", {}).get("join", {}).get(room, {})
-        for event in joined.get("timeline", {}).get("events", []):
-            if event.get("content", {}).get("body") == text:
-                return True
-    print(f"FAIL: {text!r} did not arrive in {room} at {base}")
+        if predicate(body):
+            return body
+    print(f"FAIL: {what} never showed in /sync at {base}")
     sys.exit(1)
+
+
+def typing_of(room, user):
+    def seen(body):
+        ephemeral = body.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", [])
+        return any(e.get("type") == "m.typing" and user in e.get("content", {}).get("user_ids", []) for e in ephemeral)
+    return seen
+
+
+def invited_to(room):
+    return lambda body: room in body.get("rooms", {}).get("invite", {})
 
 
 def check(label, fn):
@@ -98,4 +114,37 @@ check("Hearth -> Synapse message in the Synapse room",
 name = ok(*call(HEARTH, "GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(s_room)}/state/m.room.name", h_token), "room name on Hearth")
 assert name.get("name") == "on synapse", name
 print("ok Hearth has the Synapse room's state")
+
+# 3. Typing both ways.
+check("Synapse user typing seen on Hearth",
+      lambda: (ok(*call(SYNAPSE, "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(h_room)}/typing/{urllib.parse.quote(s_user)}", s_token, {"typing": True, "timeout": 30000}), "typing on Synapse"),
+               wait_for_sync(HEARTH, h_token, typing_of(h_room, s_user), "Synapse user's typing")))
+check("Hearth user typing seen on Synapse",
+      lambda: (ok(*call(HEARTH, "PUT", f"/_matrix/client/v3/rooms/{urllib.parse.quote(h_room)}/typing/{urllib.parse.quote(h_user)}", h_token, {"typing": True, "timeout": 30000}), "typing on Hearth"),
+               wait_for_sync(SYNAPSE, s_token, typing_of(h_room, h_user), "Hearth user's typing")))
+
+# 4. Invites both ways, accepted without naming a server.
+s2_token, s2_user = register(SYNAPSE, "sue" + RUN)
+h2_token, h2_user = register(HEARTH, "hugo" + RUN)
+check("Hearth invites a Synapse user, who accepts",
+      lambda: (ok(*call(HEARTH, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(h_room)}/invite", h_token, {"user_id": s2_user}), "invite from Hearth"),
+               wait_for_sync(SYNAPSE, s2_token, invited_to(h_room), "the invite from Hearth"),
+               ok(*call(SYNAPSE, "POST", f"/_matrix/client/v3/join/{urllib.parse.quote(h_room)}", s2_token, {}), "accept on Synapse"),
+               send(SYNAPSE, s2_token, h_room, "sue is here"), wait_for(HEARTH, h_token, h_room, "sue is here")))
+check("Synapse invites a Hearth user, who accepts",
+      lambda: (ok(*call(SYNAPSE, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(s_room)}/invite", s_token, {"user_id": h2_user}), "invite from Synapse"),
+               wait_for_sync(HEARTH, h2_token, invited_to(s_room), "the invite from Synapse"),
+               ok(*call(HEARTH, "POST", f"/_matrix/client/v3/join/{urllib.parse.quote(s_room)}", h2_token, {}), "accept on Hearth"),
+               send(HEARTH, h2_token, s_room, "hugo is here"), wait_for(SYNAPSE, s_token, s_room, "hugo is here")))
+
+# 5. A Hearth user leaves the Synapse room; Synapse sees it.
+def left(room, user):
+    def seen(body):
+        events = body.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", [])
+        return any(e.get("type") == "m.room.member" and e.get("state_key") == user
+                   and e.get("content", {}).get("membership") == "leave" for e in events)
+    return seen
+check("Hearth user leaves the Synapse room",
+      lambda: (ok(*call(HEARTH, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(s_room)}/leave", h2_token, {}), "leave on Hearth"),
+               wait_for_sync(SYNAPSE, s_token, left(s_room, h2_user), "the leave")))
 print("all federation checks passed")

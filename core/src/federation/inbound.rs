@@ -244,7 +244,7 @@ impl Homeserver {
                 Err(Error::new(ErrorCode::Forbidden, "EDU about another server's user"))
             }
         };
-        match edu.deserialize().map_err(|e| Error::bad_json(e.to_string()))? {
+        match lenient_edu(edu)? {
             Edu::Typing(typing) => {
                 from_origin(&typing.user_id)?;
                 self.require_acl(&typing.room_id, origin)?;
@@ -273,6 +273,21 @@ impl Homeserver {
             _ => Ok(()),
         }
     }
+}
+
+/// Parses an EDU, filling in what other servers leave out that ruma's types require: Synapse
+/// omits `last_active_ago` from presence updates of users it has no activity time for.
+fn lenient_edu(edu: &Raw<Edu>) -> Result<Edu> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(edu.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    if value["edu_type"] == "m.presence"
+        && let Some(pushes) = value["content"]["push"].as_array_mut()
+    {
+        for push in pushes.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            push.entry("last_active_ago").or_insert(serde_json::json!(0));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| Error::bad_json(e.to_string()))
 }
 
 #[derive(serde::Deserialize)]
