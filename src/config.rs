@@ -221,6 +221,7 @@ impl Config {
             session: self.session.clone(),
             sso: self.sso.clone(),
             jwt: self.jwt.clone(),
+            trusted_key_servers: self.federation.trusted_key_servers.clone(),
         }
     }
 }

@@ -149,6 +149,14 @@ impl TestServer {
         panic!("test server at {} did not become ready", self.base_url);
     }
 
+    /// The server's own key response, over its federation listener (self-signed TLS).
+    pub async fn server_keys(&self) -> serde_json::Value {
+        let fed = self.config.listen.federation.expect("a federating server");
+        let https = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
+        let response = https.get(format!("https://{fed}/_matrix/key/v2/server")).send().await.expect("keys");
+        response.json().await.expect("a JSON key response")
+    }
+
     pub fn client(&self) -> crate::Client {
         crate::Client::new(&self.base_url)
     }

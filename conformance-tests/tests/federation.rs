@@ -58,15 +58,7 @@ async fn a_user_joins_a_room_on_another_server_and_both_talk() {
     let bob = Client::register(&b.base_url, "bob", "pw").await;
 
     // The key endpoint answers over HTTPS with a self-signed key response.
-    let fed = a.config.listen.federation.unwrap();
-    let keys: Value = https()
-        .get(format!("https://{fed}/_matrix/key/v2/server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = a.server_keys().await;
     assert_eq!(keys["server_name"], A);
     assert!(keys["signatures"][A].as_object().is_some_and(|s| !s.is_empty()), "{keys}");
 

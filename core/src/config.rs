@@ -279,6 +279,16 @@ impl Default for JwtConfig {
     }
 }
 
+/// A notary this server asks for another server's keys when that server cannot be reached,
+/// and the keys its answers must be signed with (Synapse's `trusted_key_servers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustedKeyServer {
+    pub server_name: String,
+    /// Key ID (`ed25519:...`) -> unpadded base64 public key.
+    pub verify_keys: std::collections::BTreeMap<String, String>,
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -293,6 +303,7 @@ pub struct HomeserverConfig {
     pub session: SessionConfig,
     pub sso: SsoConfig,
     pub jwt: JwtConfig,
+    pub trusted_key_servers: Vec<TrustedKeyServer>,
 }
 
 impl HomeserverConfig {
@@ -314,6 +325,7 @@ impl HomeserverConfig {
             session: SessionConfig::default(),
             sso: SsoConfig::default(),
             jwt: JwtConfig::default(),
+            trusted_key_servers: Vec::new(),
         }
     }
 }

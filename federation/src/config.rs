@@ -20,6 +20,9 @@ pub struct FederationConfig {
     pub allow_private_addresses: bool,
     /// Server name -> `host:port`, consulted before any discovery.
     pub resolve_overrides: BTreeMap<String, String>,
+    /// Notaries asked for a server's keys when it cannot be reached itself; their answers must
+    /// carry their signature by one of the keys given here.
+    pub trusted_key_servers: Vec<hearth_core::config::TrustedKeyServer>,
 }
 
 impl Default for FederationConfig {
@@ -31,6 +34,7 @@ impl Default for FederationConfig {
             tls_key: None,
             allow_private_addresses: false,
             resolve_overrides: BTreeMap::new(),
+            trusted_key_servers: Vec::new(),
         }
     }
 }

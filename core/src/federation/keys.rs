@@ -137,12 +137,68 @@ impl Homeserver {
         Ok(map)
     }
 
+    /// The server's keys from the server itself, or else from a trusted notary.
     async fn fetch_server_keys(&self, server: &ServerName) -> Result<()> {
-        let response = self.unsigned_request(server, get_server_keys::v2::Request::new()).await?;
-        let object: CanonicalJsonObject =
-            serde_json::from_str(response.server_key.json().get()).map_err(|e| {
-                Error::new(ErrorCode::RemoteUnavailable, format!("{server}: bad key response: {e}"))
-            })?;
+        let direct = async {
+            let response = self.unsigned_request(server, get_server_keys::v2::Request::new()).await?;
+            let object: CanonicalJsonObject = serde_json::from_str(response.server_key.json().get())
+                .map_err(|e| {
+                    Error::new(ErrorCode::RemoteUnavailable, format!("{server}: bad key response: {e}"))
+                })?;
+            self.store_key_response(server, &object)
+        };
+        let error = match direct.await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        for notary in &self.config.trusted_key_servers {
+            match self.keys_from_notary(notary, server).await {
+                Ok(()) => {
+                    tracing::info!(%server, notary = %notary.server_name, "got server keys from a notary");
+                    return Ok(());
+                }
+                Err(error) => tracing::info!(%server, notary = %notary.server_name, %error, "notary failed"),
+            }
+        }
+        Err(error)
+    }
+
+    /// Asks a trusted notary (`POST /_matrix/key/v2/query`) and keeps each answer that both the
+    /// notary (with a configured key) and the server itself signed.
+    async fn keys_from_notary(
+        &self,
+        notary: &crate::config::TrustedKeyServer,
+        server: &ServerName,
+    ) -> Result<()> {
+        let notary_name = ServerName::parse(&notary.server_name)
+            .map_err(|e| Error::internal(format!("trusted_key_servers: {e}")))?;
+        let mut notary_keys = PublicKeySet::new();
+        for (id, key) in &notary.verify_keys {
+            let key = Base64::parse(key).map_err(|e| Error::internal(format!("trusted_key_servers: {e}")))?;
+            notary_keys.insert(id.clone(), key);
+        }
+        let notary_map = PublicKeyMap::from([(notary.server_name.clone(), notary_keys)]);
+        let request = ruma::api::federation::discovery::get_remote_server_keys_batch::v2::Request::new(
+            std::collections::BTreeMap::from([(server.to_owned(), std::collections::BTreeMap::new())]),
+        );
+        let response = self.unsigned_request(&notary_name, request).await?;
+        let mut stored = false;
+        for raw in response.server_keys {
+            let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.json().get()) else { continue };
+            if verify_json(&notary_map, &only_signed_by(&object, &notary.server_name)).is_err() {
+                continue;
+            }
+            stored |= self.store_key_response(server, &object).is_ok();
+        }
+        if stored {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorCode::Unauthorized, "no verifiable keys from the notary"))
+        }
+    }
+
+    /// Checks a key response (its server, its self-signature) and stores its keys.
+    fn store_key_response(&self, server: &ServerName, object: &CanonicalJsonObject) -> Result<()> {
         let bad = |why: &str| Error::new(ErrorCode::Unauthorized, format!("{server}: key response {why}"));
         if object.get("server_name").and_then(CanonicalJsonValue::as_str) != Some(server.as_str()) {
             return Err(bad("is for another server"));
@@ -164,8 +220,11 @@ impl Homeserver {
             own.insert(id.clone(), Base64::parse(key).map_err(|_| bad("has a malformed key"))?);
         }
         // The response must be signed by the keys it publishes.
-        verify_json(&PublicKeyMap::from([(server.to_string(), own)]), &object)
-            .map_err(|e| bad(&format!("is not self-signed: {e}")))?;
+        verify_json(
+            &PublicKeyMap::from([(server.to_string(), own)]),
+            &only_signed_by(object, server.as_str()),
+        )
+        .map_err(|e| bad(&format!("is not self-signed: {e}")))?;
         let claimed = object
             .get("valid_until_ts")
             .and_then(CanonicalJsonValue::as_integer)
@@ -184,9 +243,19 @@ impl Homeserver {
             batch.put::<RemoteServerKeys>(&(server.to_string(), id), &record)?;
         }
         // Kept as signed, so notary queries can pass it on for others to check themselves.
-        batch.put::<RemoteKeyResponses>(&server.to_string(), &to_json_string(&object)?)?;
+        batch.put::<RemoteKeyResponses>(&server.to_string(), &to_json_string(object)?)?;
         self.db.write(batch)?;
         tracing::debug!(%server, "fetched server keys");
         Ok(())
     }
+}
+
+/// A copy of a signed object keeping only `entity`'s signatures: ruma checks every signature
+/// present, and a notary's answer also carries the notary's (or the other way round).
+fn only_signed_by(object: &CanonicalJsonObject, entity: &str) -> CanonicalJsonObject {
+    let mut copy = object.clone();
+    if let Some(CanonicalJsonValue::Object(signatures)) = copy.get_mut("signatures") {
+        signatures.retain(|name, _| name == entity);
+    }
+    copy
 }
