@@ -24,6 +24,11 @@ use tokio::net::TcpListener;
 
 pub use crate::{config::Config, router::app};
 
+/// How often presence changes wake their readers: bursts cost one wake-up per reader per flush.
+const PRESENCE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often time-driven presence transitions (idle, gone) are looked for.
+const PRESENCE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens storage (and Redis, when configured) and builds the homeserver the config describes.
 pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
     let db = Db::open(&config.storage)
@@ -122,15 +127,21 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "Hearth is serving the client API"
     );
-    // Presence changes that time alone causes (idle, gone) are announced by this timer.
+    // Presence changes that time alone causes (idle, gone) are announced by this timer, and
+    // the readers of all presence changes are woken in batches.
     let sweeper = {
         let hs = hs.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            let mut flush = tokio::time::interval(PRESENCE_FLUSH_EVERY);
+            let mut sweep_at = tokio::time::Instant::now();
             loop {
-                tick.tick().await;
-                if let Err(error) = hs.sweep_presence().await {
-                    tracing::warn!(%error, "presence sweep failed");
+                flush.tick().await;
+                hs.flush_presence();
+                if tokio::time::Instant::now() >= sweep_at {
+                    sweep_at += PRESENCE_SWEEP_EVERY;
+                    if let Err(error) = hs.sweep_presence().await {
+                        tracing::warn!(%error, "presence sweep failed");
+                    }
                 }
             }
         })

@@ -78,3 +78,28 @@ async fn presence_can_be_turned_off() {
     assert_eq!(bob.get(&status).await.assert_ok()["presence"], "offline");
     assert!(sync(&bob, None, "online").await["presence"]["events"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_presence_change_wakes_a_waiting_sync() {
+    let server = TestServer::start().await;
+    let (alice, bob, _) = pair(&server).await;
+    let since = sync(&bob, None, "offline").await["next_batch"].as_str().unwrap().to_owned();
+    // A long-poll far longer than the bound below: only a wake-up can end it in time.
+    let waiting = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            bob.get(&format!("{V3}/sync?timeout=120000&set_presence=offline&since={since}")).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    alice
+        .put(&format!("{V3}/presence/@alice:localhost/status"), json!({"presence": "unavailable"}))
+        .await
+        .assert_ok();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("the waiting sync was woken")
+        .unwrap();
+    let events = reply.assert_ok()["presence"]["events"].as_array().unwrap().clone();
+    assert!(events.iter().any(|e| e["sender"] == "@alice:localhost"), "{events:?}");
+}

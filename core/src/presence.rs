@@ -89,6 +89,10 @@ pub struct PresenceView {
 #[derive(Debug, Default)]
 pub struct PresenceStore {
     entries: Mutex<HashMap<OwnedUserId, Entry>>,
+    /// Users to wake for presence changes, woken together by [`Homeserver::flush_presence`]:
+    /// a burst of changes (a thousand members coming online) costs each reader one wake-up per
+    /// flush instead of one per change.
+    pending_wake: Mutex<std::collections::BTreeSet<OwnedUserId>>,
     /// Users of other servers as their servers last described them. Their servers own the
     /// derivation (idle, gone), so nothing is derived here but the age of the activity.
     remote: Mutex<HashMap<OwnedUserId, RemoteEntry>>,
@@ -198,9 +202,27 @@ impl Homeserver {
             }
             remote.insert(user.to_owned(), RemoteEntry { presence, received_ms: now_ms() });
         }
+        self.record_presence_change(user, wake).await
+    }
+
+    /// Puts a presence change in the stream now and queues its readers' wake-up for the next
+    /// flush.
+    async fn record_presence_change(&self, user: &UserId, wake: Vec<OwnedUserId>) -> Result<()> {
         let entry = StreamEntry::Presence { user_id: user.to_owned() };
-        self.streams.write(&self.db, wake, move |_, _| Ok(entry)).await?;
+        self.streams.write(&self.db, Vec::new(), move |_, _| Ok(entry)).await?;
+        self.presence_store.pending_wake.lock().unwrap_or_else(PoisonError::into_inner).extend(wake);
         Ok(())
+    }
+
+    /// Wakes the readers of the presence changes recorded since the last flush. Run by a timer
+    /// (`PRESENCE_FLUSH_EVERY` in the binary); presence may reach clients that much later.
+    pub fn flush_presence(&self) {
+        let users = std::mem::take(
+            &mut *self.presence_store.pending_wake.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        if !users.is_empty() {
+            self.notifier.notify(users.iter().map(AsRef::as_ref), self.streams.published());
+        }
     }
 
     /// Like [`Self::presence`], but first fetches from the ephemeral store what this process
@@ -314,8 +336,7 @@ impl Homeserver {
 
     async fn announce_presence(&self, user: &UserId) -> Result<()> {
         let wake = self.users_sharing_rooms(user)?.into_iter().collect();
-        let entry = StreamEntry::Presence { user_id: user.to_owned() };
-        self.streams.write(&self.db, wake, move |_, _| Ok(entry)).await?;
+        self.record_presence_change(user, wake).await?;
         self.send_presence_edu(user).await
     }
 
