@@ -151,6 +151,46 @@ impl Client {
         self.user_id.as_deref().expect("logged in")
     }
 
+    /// The `next_batch` of an initial sync: a position to continue from.
+    pub async fn since_now(&self) -> String {
+        let reply = self.get("/_matrix/client/v3/sync?timeout=0").await;
+        reply.assert_ok()["next_batch"].as_str().expect("next_batch").to_owned()
+    }
+
+    /// Syncs (incrementally from `since`, or from an initial sync) until one response satisfies
+    /// `found`, and returns it. Bounded: gives up after 60 long-polls of a second.
+    pub async fn sync_until(&self, since: Option<&str>, what: &str, found: impl Fn(&Value) -> bool) -> Value {
+        let mut since = since.map(ToOwned::to_owned);
+        for _ in 0..60 {
+            let path = match &since {
+                Some(s) => format!("/_matrix/client/v3/sync?timeout=1000&since={s}"),
+                None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+            };
+            let body = self.get(&path).await.assert_ok().clone();
+            if found(&body) {
+                return body;
+            }
+            since = body["next_batch"].as_str().map(ToOwned::to_owned);
+        }
+        panic!("{:?} never saw {what} in /sync", self.user_id);
+    }
+
+    /// Syncs until `room`'s timeline has shown every body in `wanted`; returns the bodies seen.
+    pub async fn wait_for_bodies(&self, room: &str, wanted: &[&str]) -> Vec<String> {
+        let seen = std::sync::Mutex::new(Vec::<String>::new());
+        self.sync_until(None, &format!("{wanted:?} in {room}"), |body| {
+            let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for event in body["rooms"]["join"][room]["timeline"]["events"].as_array().into_iter().flatten() {
+                if let Some(text) = event["content"]["body"].as_str() {
+                    seen.push(text.to_owned());
+                }
+            }
+            wanted.iter().all(|w| seen.iter().any(|s| s == w))
+        })
+        .await;
+        seen.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Device keys for this session's device, with placeholder key material (the server never
     /// checks it; clients do).
     pub fn device_keys(&self) -> Value {

@@ -12,3 +12,9 @@ pub use server::TestServer;
 
 /// The shared secret test servers are configured with.
 pub const SHARED_SECRET: &str = "conformance-shared-secret";
+
+/// An HTTPS client for the test servers' federation listeners, whose certificates are
+/// self-signed.
+pub fn insecure_https() -> reqwest::Client {
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("an HTTPS client")
+}

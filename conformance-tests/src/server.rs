@@ -149,11 +149,23 @@ impl TestServer {
         panic!("test server at {} did not become ready", self.base_url);
     }
 
+    /// Two servers, `hs-a.test` and `hs-b.test`, federating with each other (see
+    /// [`Self::start_federation`]).
+    pub async fn federating_pair() -> (Self, Self) {
+        let mut servers = Self::start_federation(&["hs-a.test", "hs-b.test"], |_| {}).await;
+        let b = servers.pop().expect("two servers");
+        let a = servers.pop().expect("two servers");
+        (a, b)
+    }
+
     /// The server's own key response, over its federation listener (self-signed TLS).
     pub async fn server_keys(&self) -> serde_json::Value {
         let fed = self.config.listen.federation.expect("a federating server");
-        let https = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("client");
-        let response = https.get(format!("https://{fed}/_matrix/key/v2/server")).send().await.expect("keys");
+        let response = crate::insecure_https()
+            .get(format!("https://{fed}/_matrix/key/v2/server"))
+            .send()
+            .await
+            .expect("keys");
         response.json().await.expect("a JSON key response")
     }
 

@@ -14,46 +14,9 @@ const V3: &str = "/_matrix/client/v3";
 const A: &str = "hs-a.test";
 const B: &str = "hs-b.test";
 
-/// Syncs as `client` until `room`'s timeline has shown every body in `wanted`, within a bound.
-async fn wait_for_bodies(client: &Client, room: &str, wanted: &[&str]) -> Vec<String> {
-    let mut since: Option<String> = None;
-    let mut seen = Vec::new();
-    for _ in 0..60 {
-        let path = match &since {
-            Some(s) => format!("{V3}/sync?timeout=1000&since={s}"),
-            None => format!("{V3}/sync?timeout=0"),
-        };
-        let reply = client.get(&path).await;
-        let body = reply.assert_ok();
-        since = body["next_batch"].as_str().map(ToOwned::to_owned);
-        if let Some(events) = body["rooms"]["join"][room]["timeline"]["events"].as_array() {
-            for event in events {
-                if let Some(text) = event["content"]["body"].as_str() {
-                    seen.push(text.to_owned());
-                }
-            }
-        }
-        if wanted.iter().all(|w| seen.iter().any(|s| s == w)) {
-            return seen;
-        }
-    }
-    panic!("{:?} never saw {wanted:?} in {room}; saw {seen:?}", client.user_id);
-}
-
-fn https() -> reqwest::Client {
-    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
-}
-
-async fn pair() -> (TestServer, TestServer) {
-    let mut servers = TestServer::start_federation(&[A, B], |_| {}).await;
-    let b = servers.pop().unwrap();
-    let a = servers.pop().unwrap();
-    (a, b)
-}
-
 #[tokio::test]
 async fn a_user_joins_a_room_on_another_server_and_both_talk() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
 
@@ -84,18 +47,18 @@ async fn a_user_joins_a_room_on_another_server_and_both_talk() {
     assert!(joined_on_a, "{:?}", members.body);
 
     alice.send_text(&room, "a1", "hello from A").await;
-    wait_for_bodies(&bob, &room, &["hello from A"]).await;
+    bob.wait_for_bodies(&room, &["hello from A"]).await;
     bob.send_text(&room, "b1", "hello from B").await;
-    wait_for_bodies(&alice, &room, &["hello from B"]).await;
+    alice.wait_for_bodies(&room, &["hello from B"]).await;
 }
 
 #[tokio::test]
 async fn unsigned_and_forged_requests_are_refused() {
-    let (a, _b) = pair().await;
+    let (a, _b) = TestServer::federating_pair().await;
     let fed = a.config.listen.federation.unwrap();
     let url = format!("https://{fed}/_matrix/federation/v1/send/t1");
     let body = json!({"origin": B, "origin_server_ts": 1, "pdus": [], "edus": []});
-    let unsigned = https().put(&url).json(&body).send().await.unwrap();
+    let unsigned = hearth_conformance_tests::insecure_https().put(&url).json(&body).send().await.unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
     let err: Value = unsigned.json().await.unwrap();
     assert_eq!(err["errcode"], "M_UNAUTHORIZED");
@@ -105,7 +68,13 @@ async fn unsigned_and_forged_requests_are_refused() {
         "X-Matrix origin=\"{B}\",destination=\"{A}\",key=\"ed25519:a_abcdef\",sig=\"{}\"",
         "A".repeat(86)
     );
-    let reply = https().put(&url).header("Authorization", forged).json(&body).send().await.unwrap();
+    let reply = hearth_conformance_tests::insecure_https()
+        .put(&url)
+        .header("Authorization", forged)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status().as_u16(), 401);
     let err: Value = reply.json().await.unwrap();
     assert_eq!(err["errcode"], "M_UNAUTHORIZED");
@@ -113,12 +82,12 @@ async fn unsigned_and_forged_requests_are_refused() {
 
 #[tokio::test]
 async fn a_peer_that_was_down_and_a_restarted_sender_lose_nothing() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let room = alice.create_room(json!({"preset": "public_chat"})).await;
     bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await.assert_ok();
-    wait_for_bodies(&bob, &room, &[]).await;
+    bob.wait_for_bodies(&room, &[]).await;
 
     // B goes away; A keeps accepting messages for it.
     let (b_config, b_dir) = b.stop().await;
@@ -133,6 +102,6 @@ async fn a_peer_that_was_down_and_a_restarted_sender_lose_nothing() {
     let b = TestServer::start_in(b_config, b_dir).await;
     let bob = Client::new(&b.base_url).with_token(bob.access_token.as_ref().unwrap());
     bob.send_text(&room, "b2", "B is back").await;
-    wait_for_bodies(&bob, &room, &["while B was down 1", "while B was down 2", "after A restarted"]).await;
-    wait_for_bodies(&alice, &room, &["B is back"]).await;
+    bob.wait_for_bodies(&room, &["while B was down 1", "while B was down 2", "after A restarted"]).await;
+    alice.wait_for_bodies(&room, &["B is back"]).await;
 }

@@ -10,35 +10,13 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 const A: &str = "hs-a.test";
-const B: &str = "hs-b.test";
 
 /// Two servers, alice registered on A and bob on B, sharing no room yet.
 async fn strangers() -> (TestServer, TestServer, Client, Client) {
-    let mut servers = TestServer::start_federation(&[A, B], |_| {}).await;
-    let b = servers.pop().unwrap();
-    let a = servers.pop().unwrap();
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     (a, b, alice, bob)
-}
-
-/// A sync position to continue from.
-async fn since_now(client: &Client) -> String {
-    let body = client.get(&format!("{V3}/sync?timeout=0")).await.assert_ok().clone();
-    body["next_batch"].as_str().unwrap().to_owned()
-}
-
-/// Syncs as `client` from `since` until a response satisfies `wanted`; returns it. Bounded.
-async fn sync_until(client: &Client, since: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-    let mut since = since.to_owned();
-    for _ in 0..60 {
-        let body = client.get(&format!("{V3}/sync?timeout=1000&since={since}")).await.assert_ok().clone();
-        if wanted(&body) {
-            return body;
-        }
-        since = body["next_batch"].as_str().unwrap().to_owned();
-    }
-    panic!("{:?} never saw {what}", client.user_id);
 }
 
 /// Whether a sync response has an ephemeral event of `kind` in `room` whose content passes `test`.
@@ -74,7 +52,7 @@ async fn shared_room() -> Shared {
     assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{first}");
     assert!(state.iter().any(|e| e["state_key"] == alice.user_id()), "{first}");
     let bob_since = first["next_batch"].as_str().unwrap().to_owned();
-    let alice_since = since_now(&alice).await;
+    let alice_since = alice.since_now().await;
     alice.send_text(&room, "a1", "from A").await;
     bob.send_text(&room, "b1", "from B").await;
     let has_body = |room: String, text: &'static str| {
@@ -84,8 +62,8 @@ async fn shared_room() -> Shared {
                 .is_some_and(|events| events.iter().any(|e| e["content"]["body"] == text))
         }
     };
-    sync_until(&bob, &bob_since, "alice's message", has_body(room.clone(), "from A")).await;
-    sync_until(&alice, &alice_since, "bob's message", has_body(room.clone(), "from B")).await;
+    bob.sync_until(Some(&bob_since), "alice's message", has_body(room.clone(), "from A")).await;
+    alice.sync_until(Some(&alice_since), "bob's message", has_body(room.clone(), "from B")).await;
     let (alice_id, bob_id) = (alice.user_id().to_owned(), bob.user_id().to_owned());
     Shared { a, _b: b, alice, bob, room, alice_id, bob_id }
 }
@@ -94,7 +72,7 @@ async fn shared_room() -> Shared {
 async fn typing_and_receipts_cross_both_ways() {
     // Every field bound by name, so that the servers live to the end of the test.
     let Shared { a: _a, _b, alice, bob, room, alice_id, bob_id } = shared_room().await;
-    let (bob_since, alice_since) = (since_now(&bob).await, since_now(&alice).await);
+    let (bob_since, alice_since) = (bob.since_now().await, alice.since_now().await);
     alice
         .put(&format!("{V3}/rooms/{room}/typing/{alice_id}"), json!({"typing": true, "timeout": 30000}))
         .await
@@ -104,9 +82,10 @@ async fn typing_and_receipts_cross_both_ways() {
         .assert_ok();
     let typing =
         |who: String| move |c: &Value| c["user_ids"].as_array().is_some_and(|u| u.contains(&json!(who)));
-    sync_until(&bob, &bob_since, "alice typing", ephemeral(&room, "m.typing", typing(alice_id.clone())))
+    bob.sync_until(Some(&bob_since), "alice typing", ephemeral(&room, "m.typing", typing(alice_id.clone())))
         .await;
-    sync_until(&alice, &alice_since, "bob typing", ephemeral(&room, "m.typing", typing(bob_id.clone())))
+    alice
+        .sync_until(Some(&alice_since), "bob typing", ephemeral(&room, "m.typing", typing(bob_id.clone())))
         .await;
 
     // Each reads the other's message; the receipt reaches the other server.
@@ -115,20 +94,20 @@ async fn typing_and_receipts_cross_both_ways() {
         messages.assert_ok()["chunk"][0]["event_id"].as_str().unwrap().to_owned()
     };
     let bobs = last_event(bob.clone(), room.clone()).await;
-    let bob_since = since_now(&bob).await;
-    let alice_since = since_now(&alice).await;
+    let bob_since = bob.since_now().await;
+    let alice_since = alice.since_now().await;
     alice.post(&format!("{V3}/rooms/{room}/receipt/m.read/{bobs}"), json!({})).await.assert_ok();
     bob.post(&format!("{V3}/rooms/{room}/receipt/m.read/{bobs}"), json!({})).await.assert_ok();
     let read = |who: String, event: String| move |c: &Value| c[&event]["m.read"].get(&who).is_some();
     let alices = ephemeral(&room, "m.receipt", read(alice_id.clone(), bobs.clone()));
-    sync_until(&bob, &bob_since, "alice's receipt", alices).await;
+    bob.sync_until(Some(&bob_since), "alice's receipt", alices).await;
     let bobs_receipt = ephemeral(&room, "m.receipt", read(bob_id.clone(), bobs.clone()));
-    sync_until(&alice, &alice_since, "bob's receipt", bobs_receipt).await;
+    alice.sync_until(Some(&alice_since), "bob's receipt", bobs_receipt).await;
 
     // A private receipt stays on its server: alice stopping typing, queued after it, reaches
     // bob's server, and no receipt of hers for the newer message ever does.
     let newer = alice.send_text(&room, "a2", "newer").await;
-    let mut since = since_now(&bob).await;
+    let mut since = bob.since_now().await;
     alice.post(&format!("{V3}/rooms/{room}/receipt/m.read.private/{newer}"), json!({})).await.assert_ok();
     alice.put(&format!("{V3}/rooms/{room}/typing/{alice_id}"), json!({"typing": false})).await.assert_ok();
     let stopped = ephemeral(&room, "m.typing", move |c: &Value| {
@@ -151,7 +130,7 @@ async fn typing_and_receipts_cross_both_ways() {
 #[tokio::test]
 async fn presence_crosses_both_ways() {
     let Shared { a: _a, _b, alice, bob, room: _, alice_id, bob_id } = shared_room().await;
-    let (bob_since, alice_since) = (since_now(&bob).await, since_now(&alice).await);
+    let (bob_since, alice_since) = (bob.since_now().await, alice.since_now().await);
     alice
         .put(&format!("{V3}/presence/{alice_id}/status"), json!({"presence": "online", "status_msg": "at A"}))
         .await
@@ -171,8 +150,11 @@ async fn presence_crosses_both_ways() {
             })
         }
     };
-    sync_until(&bob, &bob_since, "alice online at A", presence_of(alice_id.clone(), "online", "at A")).await;
-    sync_until(&alice, &alice_since, "bob online at B", presence_of(bob_id.clone(), "online", "at B")).await;
+    bob.sync_until(Some(&bob_since), "alice online at A", presence_of(alice_id.clone(), "online", "at A"))
+        .await;
+    alice
+        .sync_until(Some(&alice_since), "bob online at B", presence_of(bob_id.clone(), "online", "at B"))
+        .await;
     // The status endpoint answers for the remote user from what their server sent.
     let status = bob.get(&format!("{V3}/presence/{alice_id}/status")).await;
     assert_eq!(status.assert_ok()["status_msg"], "at A", "{:?}", status.body);
@@ -235,7 +217,7 @@ async fn keys_of_a_remote_user_are_queried_and_claimed_through_their_server() {
 async fn to_device_messages_reach_a_remote_device_once() {
     let (_a, _b, alice, bob) = strangers().await;
     let (bob_id, bob_device) = (bob.user_id().to_owned(), bob.device_id.clone().unwrap());
-    let since = since_now(&bob).await;
+    let since = bob.since_now().await;
     let send = |txn: &'static str, text: &'static str| {
         let alice = alice.clone();
         let (bob_id, bob_device) = (bob_id.clone(), bob_device.clone());
@@ -277,9 +259,9 @@ async fn device_list_and_cross_signing_changes_reach_remote_users_in_sync() {
         }
     };
 
-    let since = since_now(bob).await;
+    let since = bob.since_now().await;
     alice.post(&format!("{V3}/keys/upload"), json!({"device_keys": alice.device_keys()})).await.assert_ok();
-    let body = sync_until(bob, &since, "alice's new device keys", changed(alice_id.clone())).await;
+    let body = bob.sync_until(Some(&since), "alice's new device keys", changed(alice_id.clone())).await;
     let to = body["next_batch"].as_str().unwrap();
     let changes = bob.get(&format!("{V3}/keys/changes?from={since}&to={to}")).await;
     assert!(
@@ -292,17 +274,17 @@ async fn device_list_and_cross_signing_changes_reach_remote_users_in_sync() {
     let key = |usage: &str, id: &str| json!({"user_id": alice_id, "usage": [usage], "keys": {format!("ed25519:{id}"): id}});
     let upload = json!({"master_key": key("master", "M1"), "self_signing_key": key("self_signing", "S1")});
     alice.post(&format!("{V3}/keys/device_signing/upload"), upload).await.assert_ok();
-    sync_until(bob, &since, "alice's cross-signing keys", changed(alice_id.clone())).await;
+    bob.sync_until(Some(&since), "alice's cross-signing keys", changed(alice_id.clone())).await;
 
     // A second device logging in and uploading keys, then deleted: both changes reach bob.
     let second = Client::login(&shared.a.base_url, "alice", "pw").await;
-    let since = since_now(bob).await;
+    let since = bob.since_now().await;
     second.post(&format!("{V3}/keys/upload"), json!({"device_keys": second.device_keys()})).await.assert_ok();
-    sync_until(bob, &since, "alice's second device", changed(alice_id.clone())).await;
+    bob.sync_until(Some(&since), "alice's second device", changed(alice_id.clone())).await;
     let query = bob.post(&format!("{V3}/keys/query"), json!({"device_keys": {&alice_id: []}})).await;
     assert_eq!(query.assert_ok()["device_keys"][&alice_id].as_object().unwrap().len(), 2, "{:?}", query.body);
 
-    let since = since_now(bob).await;
+    let since = bob.since_now().await;
     let second_device = second.device_id.clone().unwrap();
     let challenge = alice.post(&format!("{V3}/delete_devices"), json!({"devices": [second_device]})).await;
     let session = challenge.body["session"].as_str().unwrap().to_owned();
@@ -313,7 +295,7 @@ async fn device_list_and_cross_signing_changes_reach_remote_users_in_sync() {
         )
         .await
         .assert_ok();
-    sync_until(bob, &since, "alice's deleted device", changed(alice_id.clone())).await;
+    bob.sync_until(Some(&since), "alice's deleted device", changed(alice_id.clone())).await;
     let query = bob.post(&format!("{V3}/keys/query"), json!({"device_keys": {&alice_id: []}})).await;
     assert_eq!(query.assert_ok()["device_keys"][&alice_id].as_object().unwrap().len(), 1, "{:?}", query.body);
 }

@@ -12,20 +12,13 @@ const V3: &str = "/_matrix/client/v3";
 const A: &str = "hs-a.test";
 const B: &str = "hs-b.test";
 
-async fn pair() -> (TestServer, TestServer) {
-    let mut servers = TestServer::start_federation(&[A, B], |_| {}).await;
-    let b = servers.pop().unwrap();
-    let a = servers.pop().unwrap();
-    (a, b)
-}
-
 fn bodies(events: &[Value]) -> Vec<String> {
     events.iter().filter_map(|e| e["content"]["body"].as_str().map(ToOwned::to_owned)).collect()
 }
 
 #[tokio::test]
 async fn a_late_joiner_back_paginates_the_history_from_before_it_joined() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let room = alice.create_room(json!({"preset": "public_chat", "name": "history"})).await;
@@ -90,7 +83,7 @@ async fn a_late_joiner_back_paginates_the_history_from_before_it_joined() {
 
 #[tokio::test]
 async fn profiles_aliases_and_the_directory_of_another_server() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let alice_id = alice.user_id().to_owned();
@@ -170,23 +163,30 @@ fn signed_by(object: &Value, server: &str, keys: &Value) -> bool {
         })
 }
 
-fn https() -> reqwest::Client {
-    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
-}
-
 #[tokio::test]
 async fn a_notary_query_returns_the_other_servers_keys_signed_by_both() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let fed_a = a.config.listen.federation.unwrap();
     let fed_b = b.config.listen.federation.unwrap();
     let server_keys = |fed: std::net::SocketAddr| async move {
         let url = format!("https://{fed}/_matrix/key/v2/server");
-        https().get(url).send().await.unwrap().json::<Value>().await.unwrap()
+        hearth_conformance_tests::insecure_https()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
     };
     let (keys_a, keys_b) = (server_keys(fed_a).await, server_keys(fed_b).await);
 
     // B has never talked to A: it fetches A's keys, checks them, and countersigns them.
-    let reply = https().get(format!("https://{fed_b}/_matrix/key/v2/query/{A}")).send().await.unwrap();
+    let reply = hearth_conformance_tests::insecure_https()
+        .get(format!("https://{fed_b}/_matrix/key/v2/query/{A}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status().as_u16(), 200);
     let body: Value = reply.json().await.unwrap();
     let keys = body["server_keys"].as_array().unwrap();
@@ -202,8 +202,12 @@ async fn a_notary_query_returns_the_other_servers_keys_signed_by_both() {
 
     // The batch form, for A and for B itself.
     let batch = json!({"server_keys": {A: {}, B: {}}});
-    let reply =
-        https().post(format!("https://{fed_b}/_matrix/key/v2/query")).json(&batch).send().await.unwrap();
+    let reply = hearth_conformance_tests::insecure_https()
+        .post(format!("https://{fed_b}/_matrix/key/v2/query"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
     let body: Value = reply.json().await.unwrap();
     let names: Vec<&str> =
         body["server_keys"].as_array().unwrap().iter().map(|k| k["server_name"].as_str().unwrap()).collect();
@@ -213,7 +217,11 @@ async fn a_notary_query_returns_the_other_servers_keys_signed_by_both() {
     }
     assert!(signed_by(&body["server_keys"][0], A, &keys_a));
     // A server nobody can reach has no keys to give.
-    let reply = https().get(format!("https://{fed_b}/_matrix/key/v2/query/hs-c.test")).send().await.unwrap();
+    let reply = hearth_conformance_tests::insecure_https()
+        .get(format!("https://{fed_b}/_matrix/key/v2/query/hs-c.test"))
+        .send()
+        .await
+        .unwrap();
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["server_keys"], json!([]));
 }
@@ -243,7 +251,7 @@ async fn get_bytes(client: &Client, path: &str) -> (u16, reqwest::header::Header
 
 #[tokio::test]
 async fn a_user_downloads_media_uploaded_on_the_other_server_and_a_thumbnail() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let png = picture(640, 480);
@@ -290,10 +298,13 @@ async fn a_user_downloads_media_uploaded_on_the_other_server_and_a_thumbnail() {
 
 #[tokio::test]
 async fn federation_media_endpoints_serve_only_signed_requests() {
-    let (a, _b) = pair().await;
+    let (a, _b) = TestServer::federating_pair().await;
     let fed = a.config.listen.federation.unwrap();
-    let reply =
-        https().get(format!("https://{fed}/_matrix/federation/v1/media/download/abc")).send().await.unwrap();
+    let reply = hearth_conformance_tests::insecure_https()
+        .get(format!("https://{fed}/_matrix/federation/v1/media/download/abc"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status().as_u16(), 401);
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNAUTHORIZED");

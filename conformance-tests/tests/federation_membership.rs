@@ -15,52 +15,6 @@ const V3: &str = "/_matrix/client/v3";
 const A: &str = "hs-a.test";
 const B: &str = "hs-b.test";
 
-async fn pair() -> (TestServer, TestServer) {
-    let mut servers = TestServer::start_federation(&[A, B], |_| {}).await;
-    let b = servers.pop().unwrap();
-    let a = servers.pop().unwrap();
-    (a, b)
-}
-
-/// Syncs as `client` (from `since`, or from the start) until one response satisfies `found`;
-/// returns that response. Bounded: gives up after 60 long-polls.
-async fn sync_until(client: &Client, since: Option<String>, found: impl Fn(&Value) -> bool) -> Value {
-    let mut since = since;
-    for _ in 0..60 {
-        let path = match &since {
-            Some(s) => format!("{V3}/sync?timeout=1000&since={s}"),
-            None => format!("{V3}/sync?timeout=0"),
-        };
-        let body = client.get(&path).await.assert_ok().clone();
-        if found(&body) {
-            return body;
-        }
-        since = body["next_batch"].as_str().map(ToOwned::to_owned);
-    }
-    panic!("{:?}: what we waited for never came in /sync", client.user_id);
-}
-
-/// The next-batch token of an initial sync, to sync incrementally from now on.
-async fn now_token(client: &Client) -> String {
-    let body = client.get(&format!("{V3}/sync?timeout=0")).await;
-    body.assert_ok()["next_batch"].as_str().unwrap().to_owned()
-}
-
-/// Waits until `room`'s timeline, synced as `client`, has shown every body in `wanted`.
-async fn wait_for_bodies(client: &Client, room: &str, wanted: &[&str]) {
-    let seen = std::sync::Mutex::new(Vec::<String>::new());
-    sync_until(client, None, |body| {
-        let mut seen = seen.lock().unwrap();
-        for event in body["rooms"]["join"][room]["timeline"]["events"].as_array().into_iter().flatten() {
-            if let Some(text) = event["content"]["body"].as_str() {
-                seen.push(text.to_owned());
-            }
-        }
-        wanted.iter().all(|w| seen.iter().any(|s| s == w))
-    })
-    .await;
-}
-
 /// Waits until `viewer`'s server shows `user`'s membership in `room` as `membership`.
 async fn wait_for_membership(viewer: &Client, room: &str, user: &str, membership: &str) {
     for _ in 0..100 {
@@ -79,16 +33,17 @@ fn state_of<'a>(events: &'a Value, kind: &str) -> Option<&'a Value> {
 
 #[tokio::test]
 async fn an_invite_from_another_server_shows_in_sync_and_is_accepted() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let room = alice.create_room(json!({"preset": "private_chat", "name": "plans"})).await;
-    let since = now_token(&bob).await;
+    let since = bob.since_now().await;
 
     alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": bob.user_id()})).await.assert_ok();
 
     // B is not in the room, yet bob sees the invite with the room's stripped state.
-    let body = sync_until(&bob, Some(since), |b| b["rooms"]["invite"].get(&room).is_some()).await;
+    let body =
+        bob.sync_until(Some(&since), "the change", |b| b["rooms"]["invite"].get(&room).is_some()).await;
     let state = &body["rooms"]["invite"][&room]["invite_state"]["events"];
     assert_eq!(state_of(state, "m.room.name").unwrap()["content"]["name"], "plans", "{state}");
     assert!(state_of(state, "m.room.create").is_some(), "{state}");
@@ -110,9 +65,9 @@ async fn an_invite_from_another_server_shows_in_sync_and_is_accepted() {
     let name = bob.get(&format!("{V3}/rooms/{room}/state/m.room.name")).await;
     assert_eq!(name.assert_ok()["name"], "plans");
     alice.send_text(&room, "a1", "welcome, bob").await;
-    wait_for_bodies(&bob, &room, &["welcome, bob"]).await;
+    bob.wait_for_bodies(&room, &["welcome, bob"]).await;
     bob.send_text(&room, "b1", "thanks, alice").await;
-    wait_for_bodies(&alice, &room, &["thanks, alice"]).await;
+    alice.wait_for_bodies(&room, &["thanks, alice"]).await;
 
     // Inviting someone who is not there is refused by their server.
     let ghost = format!("@nobody:{B}");
@@ -122,13 +77,14 @@ async fn an_invite_from_another_server_shows_in_sync_and_is_accepted() {
 
 #[tokio::test]
 async fn a_rejected_invite_reaches_the_inviting_server() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let carol = Client::register(&b.base_url, "carol", "pw").await;
     let room = alice.create_room(json!({"preset": "private_chat"})).await;
-    let since = now_token(&carol).await;
+    let since = carol.since_now().await;
     alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": carol.user_id()})).await.assert_ok();
-    let body = sync_until(&carol, Some(since), |b| b["rooms"]["invite"].get(&room).is_some()).await;
+    let body =
+        carol.sync_until(Some(&since), "the change", |b| b["rooms"]["invite"].get(&room).is_some()).await;
     let since = body["next_batch"].as_str().unwrap().to_owned();
 
     // B is not in the room: the rejection goes through make_leave/send_leave on A.
@@ -138,7 +94,8 @@ async fn a_rejected_invite_reaches_the_inviting_server() {
     assert_eq!(leave.assert_ok()["reason"], "not now");
 
     // Carol's own /sync moves the room to `leave`, with her leave event.
-    let body = sync_until(&carol, Some(since), |b| b["rooms"]["leave"].get(&room).is_some()).await;
+    let body =
+        carol.sync_until(Some(&since), "the change", |b| b["rooms"]["leave"].get(&room).is_some()).await;
     let events = &body["rooms"]["leave"][&room]["timeline"]["events"];
     assert_eq!(events[0]["content"]["membership"], "leave", "{body}");
     assert!(body["rooms"]["invite"].get(&room).is_none());
@@ -155,7 +112,7 @@ async fn a_rejected_invite_reaches_the_inviting_server() {
 
 #[tokio::test]
 async fn a_user_leaves_a_room_on_another_server_and_rejoins_it() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let room = alice.create_room(json!({"preset": "public_chat"})).await;
@@ -171,14 +128,14 @@ async fn a_user_leaves_a_room_on_another_server_and_rejoins_it() {
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
     wait_for_membership(&alice, &room, bob.user_id(), "join").await;
     alice.send_text(&room, "a2", "welcome back").await;
-    wait_for_bodies(&bob, &room, &["welcome back"]).await;
+    bob.wait_for_bodies(&room, &["welcome back"]).await;
     bob.send_text(&room, "b1", "glad to be back").await;
-    wait_for_bodies(&alice, &room, &["glad to be back"]).await;
+    alice.wait_for_bodies(&room, &["glad to be back"]).await;
 }
 
 #[tokio::test]
 async fn a_knock_from_another_server_is_let_in_by_an_invite() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let dave = Client::register(&b.base_url, "dave", "pw").await;
     let room = alice
@@ -188,12 +145,13 @@ async fn a_knock_from_another_server_is_let_in_by_an_invite() {
             "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}],
         }))
         .await;
-    let alice_since = now_token(&alice).await;
-    let dave_since = now_token(&dave).await;
+    let alice_since = alice.since_now().await;
+    let dave_since = dave.since_now().await;
 
     let knock = dave.post(&format!("{V3}/knock/{room}?via={A}"), json!({"reason": "let me in"})).await;
     assert_eq!(knock.assert_ok()["room_id"], json!(room));
-    let body = sync_until(&dave, Some(dave_since), |b| b["rooms"]["knock"].get(&room).is_some()).await;
+    let body =
+        dave.sync_until(Some(&dave_since), "the change", |b| b["rooms"]["knock"].get(&room).is_some()).await;
     let state = &body["rooms"]["knock"][&room]["knock_state"]["events"];
     assert_eq!(state_of(state, "m.room.join_rules").unwrap()["content"]["join_rule"], "knock", "{state}");
     assert_eq!(state_of(state, "m.room.name").unwrap()["content"]["name"], "knockers");
@@ -201,20 +159,23 @@ async fn a_knock_from_another_server_is_let_in_by_an_invite() {
 
     // A sees the knock in the room's timeline.
     let dave_id = dave.user_id().to_owned();
-    sync_until(&alice, Some(alice_since), |b| {
-        b["rooms"]["join"][&room]["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
-            e["type"] == "m.room.member" && e["state_key"] == dave_id && e["content"]["membership"] == "knock"
+    alice
+        .sync_until(Some(&alice_since), "the change", |b| {
+            b["rooms"]["join"][&room]["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == dave_id
+                    && e["content"]["membership"] == "knock"
+            })
         })
-    })
-    .await;
+        .await;
 
     // Approving is inviting: B, still not in the room, turns the knock into an invite.
     alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": dave.user_id()})).await.assert_ok();
-    sync_until(&dave, Some(dave_since), |b| b["rooms"]["invite"].get(&room).is_some()).await;
+    dave.sync_until(Some(&dave_since), "the change", |b| b["rooms"]["invite"].get(&room).is_some()).await;
     dave.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
     wait_for_membership(&alice, &room, dave.user_id(), "join").await;
     dave.send_text(&room, "d1", "thanks for letting me in").await;
-    wait_for_bodies(&alice, &room, &["thanks for letting me in"]).await;
+    alice.wait_for_bodies(&room, &["thanks for letting me in"]).await;
 
     // A room whose join rule is not `knock` refuses the knock at A's make_knock.
     let closed = alice.create_room(json!({"preset": "private_chat"})).await;
@@ -224,7 +185,7 @@ async fn a_knock_from_another_server_is_let_in_by_an_invite() {
 
 #[tokio::test]
 async fn a_server_acl_shuts_out_a_denied_server() {
-    let (a, b) = pair().await;
+    let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
     let guarded = alice.create_room(json!({"preset": "public_chat"})).await;
@@ -234,7 +195,7 @@ async fn a_server_acl_shuts_out_a_denied_server() {
         wait_for_membership(&alice, room, bob.user_id(), "join").await;
     }
     bob.send_text(&guarded, "b0", "before the ACL").await;
-    wait_for_bodies(&alice, &guarded, &["before the ACL"]).await;
+    alice.wait_for_bodies(&guarded, &["before the ACL"]).await;
 
     let acl = json!({"allow": ["*"], "deny": [B], "allow_ip_literals": false});
     alice.put(&format!("{V3}/rooms/{guarded}/state/m.room.server_acl"), acl).await.assert_ok();
@@ -243,7 +204,7 @@ async fn a_server_acl_shuts_out_a_denied_server() {
     // room, it has handled the one sent before it in the guarded room, and dropped it.
     let blocked = bob.send_text(&guarded, "b1", "after the ACL").await;
     bob.send_text(&open, "b2", "in the open room").await;
-    wait_for_bodies(&alice, &open, &["in the open room"]).await;
+    alice.wait_for_bodies(&open, &["in the open room"]).await;
     let reply = alice.get(&format!("{V3}/rooms/{guarded}/event/{blocked}")).await;
     assert_eq!(reply.status.as_u16(), 404, "{:?}", reply.body);
     let messages = alice.get(&format!("{V3}/rooms/{guarded}/messages?dir=b&limit=50")).await;
