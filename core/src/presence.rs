@@ -228,6 +228,12 @@ impl Homeserver {
     /// Like [`Self::presence`], but first fetches from the ephemeral store what this process
     /// has not seen (after a restart, or set by another process).
     pub async fn load_presence(&self, user: &UserId) -> PresenceView {
+        self.fetch_shared_presence(user).await;
+        self.presence(user)
+    }
+
+    /// Brings a local user's stored record into this process's map if it is not there yet.
+    async fn fetch_shared_presence(&self, user: &UserId) {
         let known =
             self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner).contains_key(user);
         if !known && self.config.presence.enabled && user.server_name() == self.server_name() {
@@ -244,7 +250,6 @@ impl Homeserver {
                 });
             }
         }
-        self.presence(user)
     }
 
     /// The `m.presence` event for a user.
@@ -271,7 +276,7 @@ impl Homeserver {
         if !self.config.presence.enabled {
             return Ok(());
         }
-        self.load_presence(user).await;
+        self.fetch_shared_presence(user).await;
         let now = now_ms();
         let (changed, shared) = {
             let mut entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);

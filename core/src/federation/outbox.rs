@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use hearth_storage::{
     Batch,
     records::OutboxItem,
-    schema::{FederationOutbox, Pdus, RoomMembers},
+    schema::{FederationOutbox, Pdus},
 };
 use ruma::{OwnedServerName, RoomId, ServerName, serde::Raw};
 use serde_json::value::RawValue;
@@ -30,14 +30,7 @@ pub struct OutboxBatch {
 impl Homeserver {
     /// Other servers with members joined to the room: who must receive its new events.
     pub fn servers_in_room(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
-        let mut servers = BTreeSet::new();
-        for entry in self.db.scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
-            let ((_, user), membership) = entry?;
-            if membership == "join" && user.server_name() != self.server_name() {
-                servers.insert(user.server_name().to_owned());
-            }
-        }
-        Ok(servers)
+        self.rooms.other_servers(room_id)
     }
 
     /// Queues items for destinations and wakes the sender. Nothing is queued while federation
@@ -121,23 +114,5 @@ impl Homeserver {
             Ok(this.db.write(batch)?)
         })
         .await
-    }
-
-    /// Sends a new local PDU to every other server in its room.
-    pub async fn broadcast_pdu(&self, room_id: &RoomId, event_id: &ruma::EventId) -> Result<()> {
-        if !self.federation.enabled() {
-            return Ok(());
-        }
-        let servers = self.servers_in_room(room_id)?;
-        self.enqueue(servers, vec![OutboxItem::Pdu { event_id: event_id.to_owned() }]).await
-    }
-
-    /// Sends an EDU to every other server in a room.
-    pub async fn broadcast_edu(&self, room_id: &RoomId, edu: serde_json::Value) -> Result<()> {
-        if !self.federation.enabled() {
-            return Ok(());
-        }
-        let servers = self.servers_in_room(room_id)?;
-        self.enqueue(servers, vec![OutboxItem::Edu { edu }]).await
     }
 }

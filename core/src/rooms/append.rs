@@ -221,7 +221,7 @@ impl Rooms {
     }
 
     /// Other servers with a member joined to the room.
-    pub(super) fn other_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
+    pub fn other_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
         let own = &self.inner.server_name;
         Ok(self
             .members_with(room_id, "join")?
