@@ -105,3 +105,29 @@ async fn a_peer_that_was_down_and_a_restarted_sender_lose_nothing() {
     bob.wait_for_bodies(&room, &["while B was down 1", "while B was down 2", "after A restarted"]).await;
     alice.wait_for_bodies(&room, &["B is back"]).await;
 }
+
+#[tokio::test]
+async fn bad_federation_requests_get_matrix_errors() {
+    let (a, _b) = TestServer::federating_pair().await;
+    let fed = a.config.listen.federation.unwrap();
+    let https = hearth_conformance_tests::insecure_https();
+    let check = |reply: reqwest::Response, status: u16, errcode: &'static str| async move {
+        assert_eq!(reply.status().as_u16(), status);
+        let body: Value = reply.json().await.unwrap();
+        assert_eq!(body["errcode"], errcode, "{body}");
+    };
+    check(
+        https.get(format!("https://{fed}/_matrix/federation/v1/nope")).send().await.unwrap(),
+        404,
+        "M_UNRECOGNIZED",
+    )
+    .await;
+    check(
+        https.post(format!("https://{fed}/_matrix/federation/v1/version")).send().await.unwrap(),
+        405,
+        "M_UNRECOGNIZED",
+    )
+    .await;
+    let bad = https.post(format!("https://{fed}/_matrix/key/v2/query")).body("{bad").send().await.unwrap();
+    check(bad, 400, "M_BAD_JSON").await;
+}

@@ -221,6 +221,9 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_public_rooms::v1::Request, _, _>(crate::query::get_public_rooms)
         .fed::<get_public_rooms_filtered::v1::Request, _, _>(crate::query::get_public_rooms_filtered)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
+        .method_not_allowed_fallback(|| async {
+            FedError(Error::new(ErrorCode::MethodNotAllowed, "Method not allowed"))
+        })
         .with_state(hs)
 }
 
