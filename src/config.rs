@@ -26,6 +26,7 @@ pub struct Config {
     /// Where clients reach this server; defaults to `http://` + `listen.client` + `/`.
     pub public_baseurl: Option<String>,
     pub listen: ListenConfig,
+    pub connections: ConnectionConfig,
     pub storage: StorageConfig,
     pub registration: RegistrationConfig,
     pub rooms: RoomsConfig,
@@ -49,6 +50,50 @@ pub struct ListenConfig {
     /// Address of the Server-Server API (HTTPS), e.g. `0.0.0.0:8448`. Unset: federation is
     /// off, in both directions.
     pub federation: Option<SocketAddr>,
+}
+
+/// `[connections]`: what one connection may cost, on both listeners. The defaults suit a public
+/// server; behind a reverse proxy, list the proxy's address in `uncapped_addresses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionConfig {
+    /// Time a client has to send a request's headers, and to start the next request on a
+    /// kept-alive connection.
+    pub header_timeout_secs: u64,
+    /// Time a request body may go without any data.
+    pub body_idle_timeout_secs: u64,
+    /// Slowest average rate a request body may arrive at, once it has been arriving for 10 s.
+    /// 0 turns the check off.
+    pub min_body_bytes_per_sec: u64,
+    /// Open connections at most, on each listener (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Open connections at most from one client address.
+    pub max_connections_per_ip: usize,
+    /// Addresses or CIDR ranges the per-address cap does not apply to: reverse proxies, which
+    /// carry many clients' connections. Loopback by default.
+    pub uncapped_addresses: Vec<String>,
+    /// Header fields one request may carry.
+    pub max_header_count: usize,
+    /// Bytes the request line and headers may take together.
+    pub max_header_bytes: usize,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 30,
+            body_idle_timeout_secs: 30,
+            min_body_bytes_per_sec: 1024,
+            max_connections: 20_000,
+            max_connections_per_ip: 500,
+            uncapped_addresses: vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()],
+            max_header_count: 100,
+            max_header_bytes: 64 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
 }
 
 /// `[redis]`: optional; without a URL everything stays in this process.
@@ -88,6 +133,7 @@ impl Default for Config {
             server_name: ruma::owned_server_name!("localhost"),
             public_baseurl: None,
             listen: ListenConfig::default(),
+            connections: ConnectionConfig::default(),
             storage: StorageConfig::default(),
             registration: RegistrationConfig::default(),
             rooms: RoomsConfig::default(),

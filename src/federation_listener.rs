@@ -1,22 +1,13 @@
-//! The federation listener: HTTPS (rustls) in front of the Server-Server API. The certificate
+//! The federation listener's TLS: HTTPS (rustls) in front of the Server-Server API. The certificate
 //! comes from `federation.tls_cert`/`tls_key`, or is a self-signed one generated on first start
 //! and kept under the data directory (peers that verify certificates need a real one).
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::{net::TcpListener, sync::watch};
 
 use crate::Config;
-
-/// Longest a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn load(cert: &Path, key: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let certs = CertificateDer::pem_file_iter(cert)
@@ -63,48 +54,4 @@ pub fn tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> 
         .context("the federation certificate and key do not match")?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(server))
-}
-
-/// Accepts TLS connections and serves `app` on them until `shutdown` flips.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: axum::Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    // Connections hold the homeserver; they end with the listener so storage can close.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(%error, "federation accept failed");
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(error) =
-                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await
-            {
-                tracing::debug!(%peer, %error, "federation connection ended with an error");
-            }
-        });
-    }
-    connections.shutdown().await;
 }

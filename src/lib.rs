@@ -8,10 +8,11 @@ mod federation_listener;
 mod http_client;
 mod redis_ephemeral;
 mod router;
+mod serve;
 pub mod telemetry;
 mod url_fetch;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use hearth_core::{
@@ -22,7 +23,7 @@ use hearth_core::{
 use hearth_storage::Db;
 use tokio::net::TcpListener;
 
-pub use crate::{config::Config, router::app};
+pub use crate::{config::Config, router::app, serve::raise_nofile_limit};
 
 /// How often presence changes wake their readers: bursts cost one wake-up per reader per flush.
 const PRESENCE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -104,6 +105,8 @@ pub async fn run_with(
     federation: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let nofile = serve::raise_nofile_limit();
+    let limits = serve::Limits::new(&config.connections, nofile)?;
     let hs = build(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let federation_tasks = match federation {
@@ -112,7 +115,9 @@ pub async fn run_with(
             let addr = listener.local_addr().context("reading the federation listener's address")?;
             tracing::info!(listen = %addr, "serving the federation API");
             let app = hearth_federation::server::router(hs.clone());
-            let server = tokio::spawn(federation_listener::serve(listener, tls, app, stop_rx.clone()));
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let server =
+                tokio::spawn(serve::serve(listener, Some(acceptor), app, limits.clone(), stop_rx.clone()));
             let sender = tokio::spawn(hearth_federation::sender::run(hs.clone(), stop_rx.clone()));
             vec![server, sender]
         }
@@ -147,17 +152,17 @@ pub async fn run_with(
         })
     };
     let app = router::app(hs.clone(), config.client_api.clone());
-    let mut client_stop = stop_rx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = client_stop.changed().await;
-        })
-        .await
-        .context("serving HTTP")?;
+    {
+        let hs = hs.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: refusing new connections, answering long-polls");
+            // Long-polls and WebSockets answer at once, so connections can drain within the grace.
+            hs.notifier.close();
+            let _ = stop_tx.send(true);
+        });
+    }
+    serve::serve(listener, None, app, limits, stop_rx.clone()).await;
     sweeper.abort();
     let _ = sweeper.await;
     // Both stop on the same signal as the client listener and release their handles.

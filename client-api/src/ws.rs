@@ -46,6 +46,8 @@ const SYNC_WAIT: Duration = Duration::from_secs(30);
 /// Close codes (documented in docs/websocket.md).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub const CLOSE_IDLE: u16 = 4000;
+/// RFC 6455 "going away": the server is shutting down; the client reconnects with its token.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -130,6 +132,8 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
     let mut sync_task: Option<tokio::task::JoinHandle<SyncEnd>> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_heard = tokio::time::Instant::now();
+    let shutting_down = hs.notifier.closed();
+    tokio::pin!(shutting_down);
     let close_reason = loop {
         tokio::select! {
             incoming = stream.next() => {
@@ -160,6 +164,7 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
                 if tx.try_send(Message::Ping(Vec::new().into())).is_err() { break Some(CLOSE_SLOW_CONSUMER); }
             }
             () = tx.closed() => break None,
+            () = &mut shutting_down => break Some(CLOSE_GOING_AWAY),
             ended = sync_ended(&mut sync_task) => {
                 sync_task = None;
                 if ended == SyncEnd::QueueFull { break Some(CLOSE_SLOW_CONSUMER); }
@@ -170,7 +175,11 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
         task.abort();
     }
     if let Some(code) = close_reason {
-        let reason = if code == CLOSE_SLOW_CONSUMER { "too slow to keep up" } else { "idle" };
+        let reason = match code {
+            CLOSE_SLOW_CONSUMER => "too slow to keep up",
+            CLOSE_GOING_AWAY => "server shutting down",
+            _ => "idle",
+        };
         // Best effort: a consumer too slow to read frames may not read this one either.
         let _ = tx.try_send(Message::Close(Some(CloseFrame { code, reason: reason.into() })));
     }

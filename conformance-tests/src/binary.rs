@@ -38,15 +38,23 @@ impl HearthProcess {
     /// the address it serves on.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(hearth_bin());
-        cmd.args(args)
-            .env("HEARTH_LISTEN__CLIENT", "127.0.0.1:0")
-            .env("HEARTH_LOG__FORMAT", "json")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn_command(cmd)
+    }
+
+    /// Like [`Self::spawn`], with a command of the caller's (a wrapper that sets limits first,
+    /// say) that ends up running the binary.
+    pub fn spawn_command(mut cmd: Command) -> Self {
+        let set: Vec<_> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+        for (k, v) in [("HEARTH_LISTEN__CLIENT", "127.0.0.1:0"), ("HEARTH_LOG__FORMAT", "json")] {
+            if !set.iter().any(|s| s == k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn hearth");
         let (tx, rx) = mpsc::channel();
         for stream in [

@@ -130,8 +130,12 @@ impl Homeserver {
             // Nothing yet: wait for a wake-up above what was just read, then compute again.
             let since = now;
             // Reduced to a bool at once: the channel's read guard must not live across an await.
-            let woke =
-                tokio::time::timeout_at(deadline, rx.wait_for(|p| *p > since)).await.is_ok_and(|r| r.is_ok());
+            let closing = self.notifier.closed();
+            let woke = tokio::select! {
+                woke = tokio::time::timeout_at(deadline, rx.wait_for(|p| *p > since)) => woke.is_ok_and(|r| r.is_ok()),
+                // Shutting down: answer now with what there is, as at the timeout.
+                () = closing => false,
+            };
             if !woke {
                 let now = self.streams.published();
                 let this = self.clone();

@@ -20,11 +20,28 @@ use tokio::sync::watch;
 pub struct Notifier {
     users: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
     latest: AtomicU64,
+    /// Flips once, when the server shuts down: every waiter answers at once instead of waiting
+    /// out its timeout, so connections drain within the grace period.
+    closing: watch::Sender<bool>,
 }
 
 impl Notifier {
     pub fn new(current: u64) -> Self {
-        Self { users: Mutex::default(), latest: AtomicU64::new(current) }
+        Self { users: Mutex::default(), latest: AtomicU64::new(current), closing: watch::Sender::new(false) }
+    }
+
+    /// Starts the shutdown: wakes every waiter for good.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Completes once the server is shutting down (at once if it already is).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            // An error means the notifier is gone, which is a shutdown too.
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
     }
 
     /// The highest position notified so far.
@@ -90,6 +107,16 @@ mod tests {
         notifier.notify([alice], 6); // ... and a write lands before it starts waiting.
         let woke = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|p| *p > read_at)).await;
         assert_eq!(*woke.unwrap().unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_current_and_later_waiters() {
+        let notifier = Arc::new(Notifier::new(0));
+        let waiter = tokio::spawn(notifier.closed());
+        notifier.close();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").expect("joined");
+        // One that starts waiting after the close does not wait at all.
+        tokio::time::timeout(Duration::from_secs(5), notifier.closed()).await.expect("already closed");
     }
 
     #[tokio::test]
