@@ -109,6 +109,13 @@ impl Rooms {
         let db = self.db();
         let room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         let (_, rules) = self.version(&room)?;
+        if new.kind == TimelineEventType::RoomCreate {
+            // The create event is the room's root: it is written once, when the room is made.
+            return Err(Error::bad_json("A room's create event cannot be sent again"));
+        }
+        if new.kind == TimelineEventType::RoomPowerLevels {
+            super::power::check_power_levels_content(&self.privileged_creators(room_id)?, &new.content)?;
+        }
         let content =
             serde_json::value::to_raw_value(&new.content).map_err(|e| Error::bad_json(e.to_string()))?;
         let auth_types = auth::auth_types(&new.kind, sender, new.state_key.as_deref(), &content, &rules)

@@ -79,6 +79,19 @@ fn check_content(what: &str, content: &Value) -> Result<()> {
     Ok(())
 }
 
+/// `additional_creators` as a create event may carry it: a list of valid user IDs.
+fn parse_additional_creators(given: &Value) -> Result<Vec<OwnedUserId>> {
+    let list =
+        given.as_array().ok_or_else(|| Error::bad_json("additional_creators must be a list of user IDs"))?;
+    list.iter()
+        .map(|item| {
+            item.as_str()
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| Error::bad_json(format!("additional_creators: {item} is not a valid user ID")))
+        })
+        .collect()
+}
+
 fn state(kind: &str, key: &str, content: Value) -> NewEvent {
     NewEvent::state(TimelineEventType::from(kind), key, content)
 }
@@ -105,18 +118,34 @@ impl Rooms {
         if !rules.authorization.use_room_create_sender {
             create_content.insert("creator".into(), json!(creator));
         }
-        if rules.authorization.additional_room_creators && preset == Preset::TrustedPrivateChat {
-            // In v12 trusted invitees are creators rather than power-level 100 users.
-            let extra: Vec<_> = req.invite.iter().map(ToString::to_string).collect();
-            if !extra.is_empty() {
-                create_content.insert("additional_creators".into(), json!(extra));
+        let mut creators = vec![creator.to_owned()];
+        if rules.authorization.additional_room_creators {
+            let mut additional = match create_content.get("additional_creators") {
+                Some(given) => parse_additional_creators(given)?,
+                None => Vec::new(),
+            };
+            if preset == Preset::TrustedPrivateChat {
+                // In v12 trusted invitees are creators rather than power-level 100 users.
+                additional.extend(req.invite.iter().cloned());
             }
+            additional.retain(|user| user != creator);
+            let mut seen = std::collections::HashSet::new();
+            additional.retain(|user| seen.insert(user.clone()));
+            if additional.is_empty() {
+                create_content.remove("additional_creators");
+            } else {
+                create_content.insert("additional_creators".into(), json!(additional));
+            }
+            creators.extend(additional);
         }
         // Everything the request carries is checked before the first event is written, so a bad
         // request does not leave half a room behind.
         check_content("creation_content", &Value::Object(create_content.clone()))?;
         if let Some(overrides) = &req.power_level_override {
             check_content("power_level_content_override", &Value::Object(overrides.clone()))?;
+            if rules.authorization.explicitly_privilege_room_creators {
+                super::power::check_power_levels_content(&creators, &Value::Object(overrides.clone()))?;
+            }
         }
         for (kind, _, content) in &req.initial_state {
             if kind.is_empty() {
@@ -153,6 +182,11 @@ impl Rooms {
             }
         }
         power["users"] = Value::Object(users);
+        if rules.authorization.explicitly_privilege_room_creators {
+            // Creators rank above every level, so replacing the room (which ends it) is kept
+            // above what an ordinary admin of 100 can do.
+            power["events"]["m.room.tombstone"] = json!(150);
+        }
         if let Some(overrides) = &req.power_level_override {
             for (k, v) in overrides {
                 power[k] = v.clone();

@@ -179,8 +179,9 @@ impl Rooms {
             if let Some(room_type) = old_create.content_json().get("type") {
                 creation.insert("type".into(), room_type.clone());
             }
-            let last = self.room(room_id)?.and_then(|r| r.forward_extremities.first().cloned());
-            creation.insert("predecessor".into(), json!({"room_id": room_id, "event_id": last}));
+            // The room ID alone: `event_id` is deprecated (it could name no event the new room's
+            // members can fetch), and v12 rooms name their predecessor by room only.
+            creation.insert("predecessor".into(), json!({"room_id": room_id}));
         }
         if !additional_creators.is_empty() {
             creation.insert("additional_creators".into(), json!(additional_creators));
@@ -193,10 +194,25 @@ impl Rooms {
                 create.initial_state.push(((*kind).to_owned(), String::new(), pdu.content_json()));
             }
         }
+        let new_rules = new_version.rules().ok_or_else(|| Error::internal("room version without rules"))?;
         if let Some(pl) = self.current_state_event(room_id, "m.room.power_levels", "")? {
             let mut content = pl.content_json();
-            if let Some(obj) = content.as_object_mut() {
-                obj.remove("users");
+            if content.get("users").is_none_or(|u| !u.is_object()) {
+                content["users"] = json!({});
+            }
+            if let Some(users) = content.get_mut("users").and_then(Value::as_object_mut) {
+                if new_rules.authorization.explicitly_privilege_room_creators {
+                    // The new room's creators (the upgrader and whom they name) have power
+                    // without an entry, and may not have one.
+                    users.remove(user.as_str());
+                    for creator in &additional_creators {
+                        users.remove(creator.as_str());
+                    }
+                } else {
+                    // The upgrader keeps at least the level that let them upgrade.
+                    let kept = users.get(user.as_str()).and_then(Value::as_i64).unwrap_or(0).max(100);
+                    users.insert(user.to_string(), json!(kept));
+                }
             }
             if let Value::Object(map) = content {
                 create.power_level_override = Some(map);

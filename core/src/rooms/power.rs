@@ -1,30 +1,40 @@
 //! Power levels, for the checks the auth rules leave to the server (redaction of others'
 //! events, alias deletion).
 
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 
 use super::Rooms;
-use crate::Result;
+use crate::{Error, Result};
 
 fn level(value: Option<&serde_json::Value>, default: i64) -> i64 {
     value.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
 }
 
 impl Rooms {
+    /// The room's creators where the version privileges them (v12: the create event's sender
+    /// and its `additional_creators`); empty for older versions.
+    pub fn privileged_creators(&self, room_id: &RoomId) -> Result<Vec<OwnedUserId>> {
+        let Some(room) = self.room(room_id)? else { return Ok(Vec::new()) };
+        let (_, rules) = self.version(&room)?;
+        if !rules.authorization.explicitly_privilege_room_creators {
+            return Ok(Vec::new());
+        }
+        let Some(create) = self.current_state_event(room_id, "m.room.create", "")? else {
+            return Ok(Vec::new());
+        };
+        let mut creators = vec![create.sender.clone()];
+        if let Some(additional) = create.content_json().get("additional_creators").and_then(|a| a.as_array())
+        {
+            creators
+                .extend(additional.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
+        }
+        Ok(creators)
+    }
+
     /// The user's power level; room creators of versions with privileged creators rank above all.
     pub fn power_level(&self, room_id: &RoomId, user: &UserId) -> Result<i64> {
-        let Some(room) = self.room(room_id)? else { return Ok(0) };
-        let (_, rules) = self.version(&room)?;
-        if rules.authorization.explicitly_privilege_room_creators
-            && let Some(create) = self.current_state_event(room_id, "m.room.create", "")?
-        {
-            let content = create.content_json();
-            let additional = content.get("additional_creators").and_then(|a| a.as_array());
-            let is_additional =
-                additional.is_some_and(|a| a.iter().any(|u| u.as_str() == Some(user.as_str())));
-            if create.sender == user || is_additional {
-                return Ok(i64::MAX);
-            }
+        if self.privileged_creators(room_id)?.iter().any(|c| c == user) {
+            return Ok(i64::MAX);
         }
         match self.current_state_event(room_id, "m.room.power_levels", "")? {
             Some(pl) => {
@@ -66,4 +76,21 @@ impl Rooms {
         }
         Ok(self.power_level(room_id, user)? >= self.required_level(room_id, "redact", 50)?)
     }
+}
+
+/// What a client may not put in a power-levels event although the auth rules would let the
+/// event through or fail it with a less helpful error: privileged creators listed in `users`
+/// (their power is implied, and v12's auth rules reject the event).
+pub(super) fn check_power_levels_content(
+    creators: &[OwnedUserId],
+    content: &serde_json::Value,
+) -> Result<()> {
+    if let Some(users) = content.get("users").and_then(|u| u.as_object())
+        && let Some(creator) = creators.iter().find(|c| users.contains_key(c.as_str()))
+    {
+        return Err(Error::bad_json(format!(
+            "{creator} is a creator of this room: creators cannot be given a power level"
+        )));
+    }
+    Ok(())
 }
