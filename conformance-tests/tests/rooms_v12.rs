@@ -235,3 +235,43 @@ async fn upgrades_to_older_versions_keep_the_users_map() {
     let pl = state(&alice, &new, "m.room.power_levels").await;
     assert_eq!(pl["users"], json!({alice.user_id(): 100, bob.user_id(): 50}), "{pl}");
 }
+
+#[tokio::test]
+async fn every_read_path_gives_the_create_event_its_room_id() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = alice.create_room(json!({"room_version": "12"})).await;
+    let message = alice.send_text(&room, "t1", "hello").await;
+    // MSC4291: the room ID is the create event's ID with another sigil.
+    let create_id = format!("${}", room.trim_start_matches('!'));
+    let find_create = |events: &Value| -> Value {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "m.room.create")
+            .cloned()
+            .expect("create event")
+    };
+    let all_state = alice.get(&format!("{V3}/rooms/{room}/state")).await.assert_ok().clone();
+    let messages =
+        alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=100")).await.assert_ok().clone();
+    let event = alice.get(&format!("{V3}/rooms/{room}/event/{create_id}")).await.assert_ok().clone();
+    let direct = alice.get(&format!("{V3}/rooms/{room}/context/{create_id}")).await.assert_ok().clone();
+    let context =
+        alice.get(&format!("{V3}/rooms/{room}/context/{message}?limit=100")).await.assert_ok().clone();
+    let formatted =
+        alice.get(&format!("{V3}/rooms/{room}/state/m.room.create/?format=event")).await.assert_ok().clone();
+    for (path, create) in [
+        ("/state", find_create(&all_state)),
+        ("/messages", find_create(&messages["chunk"])),
+        ("/event", event),
+        ("/context direct", direct["event"].clone()),
+        ("/context before", find_create(&context["events_before"])),
+        ("/context state", find_create(&context["state"])),
+        ("/state?format=event", formatted),
+    ] {
+        assert_eq!(create["event_id"], json!(create_id), "{path}: {create}");
+        assert_eq!(create["room_id"], json!(room), "{path}: {create}");
+    }
+}

@@ -70,6 +70,24 @@ pub async fn get_content_thumbnail(
     Ok(get_content_thumbnail::v1::Response::new(ContentMetadata::new(), content_of(served).await?))
 }
 
+/// Ends a `multipart/mixed` body with the closing delimiter (`--boundary--`) RFC 2046 requires.
+/// ruma's serializer stops at `--boundary`, which strict readers (Go's `mime/multipart`, used by
+/// other homeservers and Matrix's test suite) take as the start of a part that never comes.
+pub(crate) fn close_multipart(response: &mut http::Response<Vec<u8>>) {
+    let boundary = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.to_ascii_lowercase().starts_with("multipart/"))
+        .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("boundary=")))
+        .map(|b| format!("\r\n--{}", b.trim_matches('"')));
+    if let Some(delimiter) = boundary
+        && response.body().ends_with(delimiter.as_bytes())
+    {
+        response.body_mut().extend_from_slice(b"--\r\n");
+    }
+}
+
 /// Fetches other servers' media over federation for the media repository. The homeserver
 /// holds it, so it holds the homeserver only weakly, attached once both exist.
 pub struct FederationMedia {
@@ -136,5 +154,43 @@ impl RemoteMediaFetcher for FederationMedia {
         into: &'a mut PendingFile,
     ) -> BoxFuture<'a, Result<RemoteMediaInfo>> {
         Box::pin(self.download(server, media_id, timeout, into))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{
+        api::{
+            IncomingResponseExt, OutgoingResponseExt,
+            federation::authenticated_media::{
+                Content, ContentMetadata, FileOrLocation, get_content_thumbnail,
+            },
+        },
+        http_headers::{ContentDisposition, ContentDispositionType},
+    };
+
+    #[test]
+    fn multipart_media_ends_with_the_closing_delimiter_and_still_parses() {
+        let content = Content::new(
+            b"png bytes".to_vec(),
+            "image/png".to_owned(),
+            ContentDisposition::new(ContentDispositionType::Attachment),
+        );
+        let response =
+            get_content_thumbnail::v1::Response::new(ContentMetadata::new(), FileOrLocation::File(content));
+        let mut http = response.try_into_http_response::<Vec<u8>>().expect("serialize");
+        super::close_multipart(&mut http);
+        let content_type = http.headers()[http::header::CONTENT_TYPE].to_str().expect("ascii").to_owned();
+        let boundary = content_type.split("boundary=").nth(1).expect("boundary");
+        let body = String::from_utf8(http.body().clone()).expect("utf-8");
+        assert!(body.ends_with(&format!("\r\n--{boundary}--\r\n")), "{body:?}");
+        // Exactly one closing delimiter, after two parts.
+        assert_eq!(body.matches(&format!("--{boundary}")).count(), 3, "{body:?}");
+        // Our own client side (ruma's parser) still reads it.
+        let (parts, bytes) = http.into_parts();
+        let back = http::Response::from_parts(parts, bytes.as_slice());
+        let parsed = get_content_thumbnail::v1::Response::try_from_http_response(back).expect("parse");
+        let FileOrLocation::File(file) = parsed.content else { panic!("a file was sent") };
+        assert_eq!(file.file, b"png bytes");
     }
 }

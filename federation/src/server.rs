@@ -77,7 +77,10 @@ struct Reply<T>(T);
 impl<T: OutgoingResponse> IntoResponse for Reply<T> {
     fn into_response(self) -> Response {
         match self.0.try_into_http_response::<Vec<u8>>() {
-            Ok(response) => response.map(Body::from),
+            Ok(mut response) => {
+                crate::media::close_multipart(&mut response);
+                response.map(Body::from)
+            }
             Err(e) => FedError(Error::internal(format!("serializing a response: {e}"))).into_response(),
         }
     }
