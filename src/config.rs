@@ -10,9 +10,8 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
-    HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig, RegistrationConfig, RoomsConfig,
-    SessionConfig,
-    SsoConfig, VoipConfig,
+    HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig, RegistrationConfig,
+    RoomsConfig, SessionConfig, SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;

@@ -205,9 +205,15 @@ pub struct PasswordConfig {
 
 impl Default for PasswordConfig {
     /// OWASP's first argon2id recommendation (m=19 MiB, t=2, p=1), which is also what every
-    /// hash stored by earlier builds used: about 30 ms of one core per login on this hardware.
+    /// hash stored by earlier builds used: tens of milliseconds of one core per login.
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, max_concurrent: 0, queue_timeout_secs: 10 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+            queue_timeout_secs: 10,
+        }
     }
 }
 

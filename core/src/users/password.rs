@@ -84,7 +84,8 @@ impl Passwords {
 
     /// Runs `work` on a blocking thread once a slot is free, in arrival order.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        let permit = match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
+        let permit = match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await
+        {
             Ok(Ok(permit)) => permit,
             Ok(Err(closed)) => return Err(Error::internal(closed)),
             Err(_elapsed) => {

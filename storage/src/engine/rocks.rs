@@ -204,7 +204,10 @@ mod tests {
     #[test]
     fn the_budget_splits_into_cache_and_memtables() {
         let b = Budget::new(256 * MIB);
-        assert_eq!((b.total, b.memtables, b.write_buffer, b.arena_block), (256 * MIB, 64 * MIB, 8 * MIB, 512 * 1024));
+        assert_eq!(
+            (b.total, b.memtables, b.write_buffer, b.arena_block),
+            (256 * MIB, 64 * MIB, 8 * MIB, 512 * 1024)
+        );
         let small = Budget::new(0);
         assert_eq!(small.total, 16 * MIB);
         assert!(small.write_buffer >= MIB && small.arena_block >= 64 * 1024);
