@@ -10,8 +10,8 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
-    HomeserverConfig, JwtConfig, MediaConfig, PresenceConfig, RegistrationConfig, RoomsConfig, SessionConfig,
-    SsoConfig, VoipConfig,
+    HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig, RegistrationConfig,
+    RoomsConfig, SessionConfig, SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -34,6 +34,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub media: MediaConfig,
     pub session: SessionConfig,
+    pub passwords: PasswordConfig,
     pub sso: SsoConfig,
     pub jwt: JwtConfig,
     pub redis: RedisConfig,
@@ -141,6 +142,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             media: MediaConfig::default(),
             session: SessionConfig::default(),
+            passwords: PasswordConfig::default(),
             sso: SsoConfig::default(),
             jwt: JwtConfig::default(),
             redis: RedisConfig::default(),
@@ -216,6 +218,7 @@ impl Config {
         if self.session.refreshable_access_token_lifetime_secs == 0 {
             bail!("invalid configuration: session.refreshable_access_token_lifetime_secs must be at least 1");
         }
+        self.passwords.params().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         hearth_core::auth::sso::check_config(&self.sso)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         hearth_core::auth::jwt::JwtLogin::from_config(&self.jwt)
@@ -265,6 +268,7 @@ impl Config {
             presence: self.presence.clone(),
             media: MediaConfig { path: Some(self.media_path()), ..self.media.clone() },
             session: self.session.clone(),
+            passwords: self.passwords.clone(),
             sso: self.sso.clone(),
             jwt: self.jwt.clone(),
             trusted_key_servers: self.federation.trusted_key_servers.clone(),

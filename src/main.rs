@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
+/// jemalloc rather than glibc's malloc: measured with `scripts/bench-memory` (README, Memory),
+/// glibc's per-thread arenas kept most of a login burst's memory (over 800 MiB idle afterwards)
+/// where jemalloc returned to under 60 MiB within ten seconds.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "hearth", version, about = "A Matrix homeserver", long_about = None)]
 struct Args {

@@ -43,6 +43,11 @@ impl IntoResponse for ApiError {
                 ruma::api::error::WrongRoomKeysVersionErrorData::new(current.clone()),
             );
         }
+        if let Some(delay) = error.retry_after() {
+            let mut data = ruma::api::error::LimitExceededErrorData::new();
+            data.retry_after = Some(ruma::api::error::RetryAfter::Delay(delay));
+            kind = ruma::api::error::ErrorKind::LimitExceeded(data);
+        }
         let message = if error.is_internal() {
             // Logged once, here, inside the request's span (which carries the request id).
             tracing::error!(%error, "request failed with an internal error");
@@ -53,7 +58,15 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&StandardErrorBody::new(kind, message))
             .unwrap_or_else(|_| br#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#.to_vec());
-        json(status, body)
+        let mut response = json(status, body);
+        if let Some(delay) = error.retry_after() {
+            // Whole seconds, rounded up, as the header allows no fractions.
+            let secs = delay.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
@@ -100,5 +113,24 @@ impl<T: serde::Serialize> OutgoingResponse for Json<T> {
         self,
     ) -> Result<axum::http::Response<JsonBody>, ruma::api::error::IntoHttpError> {
         Ok(axum::http::Response::new(JsonBody(serde_json::to_vec(&self.0)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_limit_with_a_delay_says_when_to_retry() {
+        let response =
+            ApiError(Error::limit_exceeded("busy", std::time::Duration::from_millis(2500))).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+        assert_eq!(body["retry_after_ms"], 2500);
     }
 }

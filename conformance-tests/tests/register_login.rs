@@ -239,3 +239,30 @@ async fn login_and_logout() {
     b.get("/_matrix/client/v3/account/whoami").await.assert_error(401, "M_UNKNOWN_TOKEN");
     a.get("/_matrix/client/v3/account/whoami").await.assert_error(401, "M_UNKNOWN_TOKEN");
 }
+
+/// A burst of logins larger than the hashing bound waits its turn: every login is answered,
+/// none with a 5xx or a dropped connection (the bound trades latency for memory, not errors).
+#[tokio::test]
+async fn a_login_burst_beyond_the_hashing_bound_gets_no_server_error() {
+    let server = TestServer::start_with(|c| c.passwords.max_concurrent = 1).await;
+    for i in 0..4 {
+        Client::register(&server.base_url, &format!("burst{i}"), "pw").await;
+    }
+    let http = reqwest::Client::new();
+    let mut logins = Vec::new();
+    for n in 0..40 {
+        let url = format!("{}/_matrix/client/v3/login", server.base_url);
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": format!("burst{}", n % 4)},
+            "password": if n % 5 == 0 { "wrong" } else { "pw" },
+        });
+        let http = http.clone();
+        logins.push(tokio::spawn(async move { http.post(url).json(&body).send().await.map(|r| r.status()) }));
+    }
+    for (n, login) in logins.into_iter().enumerate() {
+        let status = login.await.unwrap().expect("the connection is answered").as_u16();
+        let expected = if n % 5 == 0 { 403 } else { 200 };
+        assert!(status == expected || status == 429, "login {n}: {status}");
+    }
+}

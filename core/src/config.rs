@@ -186,6 +186,45 @@ impl Default for SessionConfig {
     }
 }
 
+/// `[passwords]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// argon2id memory cost of new hashes, in KiB. Existing hashes keep the parameters they
+    /// were made with (they are stored in the hash), so changing these needs no migration.
+    pub memory_kib: u32,
+    /// argon2id passes over that memory.
+    pub iterations: u32,
+    /// argon2id lanes.
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means the number of cores.
+    pub max_concurrent: usize,
+    /// How long a request may wait for a hashing slot before it is answered 429.
+    pub queue_timeout_secs: u64,
+}
+
+impl Default for PasswordConfig {
+    /// OWASP's first argon2id recommendation (m=19 MiB, t=2, p=1), which is also what every
+    /// hash stored by earlier builds used: tens of milliseconds of one core per login.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+            queue_timeout_secs: 10,
+        }
+    }
+}
+
+impl PasswordConfig {
+    /// The argon2 parameters, or a message naming what is wrong with them.
+    pub fn params(&self) -> std::result::Result<argon2::Params, String> {
+        argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|e| format!("passwords: invalid argon2 parameters: {e}"))
+    }
+}
+
 /// `[sso]`: single sign-on through OAuth2 / OpenID Connect identity providers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,6 +340,7 @@ pub struct HomeserverConfig {
     pub presence: PresenceConfig,
     pub media: MediaConfig,
     pub session: SessionConfig,
+    pub passwords: PasswordConfig,
     pub sso: SsoConfig,
     pub jwt: JwtConfig,
     pub trusted_key_servers: Vec<TrustedKeyServer>,
@@ -323,6 +363,7 @@ impl HomeserverConfig {
                 ..MediaConfig::default()
             },
             session: SessionConfig::default(),
+            passwords: PasswordConfig::default(),
             sso: SsoConfig::default(),
             jwt: JwtConfig::default(),
             trusted_key_servers: Vec::new(),

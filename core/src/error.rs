@@ -120,6 +120,9 @@ pub enum Error {
     /// A key backup write named a version that is not the current one.
     #[error("Wrong backup version")]
     WrongRoomKeysVersion(String),
+    /// 429 `M_LIMIT_EXCEEDED` with the time after which the client may try again.
+    #[error("{message}")]
+    LimitExceeded { message: Cow<'static, str>, retry_after: std::time::Duration },
     /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -164,6 +167,19 @@ impl Error {
         Self::Matrix { code, message: message.into() }
     }
 
+    /// 429 `M_LIMIT_EXCEEDED`, telling the client how long to wait (`retry_after_ms`).
+    pub fn limit_exceeded(message: impl Into<Cow<'static, str>>, retry_after: std::time::Duration) -> Self {
+        Self::LimitExceeded { message: message.into(), retry_after }
+    }
+
+    /// How long the client should wait before trying again, when the error says.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::LimitExceeded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Self::Internal(message.to_string())
     }
@@ -175,6 +191,7 @@ impl Error {
             // A UIA continuation is a 401 whose body is the flow state, not an error code.
             Self::Uiaa(_) => ErrorCode::Forbidden,
             Self::WrongRoomKeysVersion(_) => ErrorCode::WrongRoomKeysVersion,
+            Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
     }

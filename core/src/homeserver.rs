@@ -129,6 +129,7 @@ impl Homeserver {
             config.server_name.clone(),
             ephemeral.clone(),
             std::time::Duration::from_secs(config.session.refreshable_access_token_lifetime_secs),
+            crate::users::password::Passwords::new(&config.passwords)?,
         );
         let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
         let sso = Sso::new(

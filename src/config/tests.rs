@@ -39,6 +39,8 @@ fn example_file_parses_and_documents_every_key() {
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.server_name.as_str(), "localhost");
         assert_eq!(config.media, Config::default().media, "the example shows the media defaults");
+        assert_eq!(config.passwords, Config::default().passwords, "the example shows the hashing defaults");
+        assert_eq!(config.storage, Config::default().storage, "the example shows the storage defaults");
         // Every key the program knows appears in the example (commented or not).
         let text = std::fs::read_to_string(&path).unwrap();
         let defaults = toml::Value::try_from(Config::default()).unwrap();
@@ -137,6 +139,9 @@ fn invalid_combinations_are_refused() {
         assert!(Config::load(Some(file.path())).unwrap_err().to_string().contains("registration.token"));
         let file = write("[log]\nformat = \"xml\"\n");
         assert!(Config::load(Some(file.path())).is_err());
+        // argon2 refuses less than 8 KiB per lane; the server must not start and fail every login.
+        let file = write("[passwords]\nmemory_kib = 1\n");
+        assert!(Config::load(Some(file.path())).unwrap_err().to_string().contains("passwords"));
     });
 }
 

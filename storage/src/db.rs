@@ -42,7 +42,8 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// fsync every acknowledged write (survives power loss, not only a crash).
     pub sync_writes: bool,
-    /// Size of the block cache shared by all column families, in MiB.
+    /// RocksDB's memory budget in MiB: the block cache shared by all column families, which
+    /// the memtables are charged to.
     pub cache_mb: usize,
 }
 

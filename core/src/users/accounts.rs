@@ -7,7 +7,7 @@ use hearth_storage::{
 };
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 
-use super::{NewSession, Users, blocking, password};
+use super::{NewSession, Users, blocking};
 use crate::{Error, Result, util::now_ms};
 
 /// What a registration asks for.
@@ -104,7 +104,7 @@ impl Users {
     /// Creates an account and, unless inhibited, its first session.
     pub async fn register(&self, new: NewAccount) -> Result<Registered> {
         let password_hash = match new.password.clone() {
-            Some(pw) => Some(password::hash_password(pw).await?),
+            Some(pw) => Some(self.passwords.hash(pw).await?),
             None => None,
         };
         let requested = match &new.localpart {
@@ -204,7 +204,7 @@ impl Users {
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<bool> {
         match self.account(user_id)? {
             Some(AccountRecord { password_hash: Some(hash), deactivated: false, .. }) => {
-                password::verify_password(hash, password.to_owned()).await
+                self.passwords.verify(hash, password.to_owned()).await
             }
             _ => Ok(false),
         }
@@ -218,7 +218,7 @@ impl Users {
         logout_devices: bool,
         keep: Option<&ruma::DeviceId>,
     ) -> Result<()> {
-        let hash = password::hash_password(new_password.to_owned()).await?;
+        let hash = self.passwords.hash(new_password.to_owned()).await?;
         let users = self.clone();
         let uid = user_id.to_owned();
         blocking(move || {

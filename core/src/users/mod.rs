@@ -48,6 +48,8 @@ pub struct Users {
     refreshable_lifetime: Duration,
     /// Profiles, shared through Redis when it is configured.
     cache: crate::cache::SharedCache,
+    /// Password hashing, a bounded number at a time.
+    passwords: password::Passwords,
 }
 
 impl std::fmt::Debug for Users {
@@ -62,6 +64,7 @@ impl Users {
         server_name: OwnedServerName,
         ephemeral: Arc<dyn EphemeralStore>,
         refreshable_lifetime: Duration,
+        passwords: password::Passwords,
     ) -> Self {
         Self {
             db,
@@ -71,6 +74,7 @@ impl Users {
             create_lock: Arc::default(),
             refresh_lock: Arc::default(),
             refreshable_lifetime,
+            passwords,
         }
     }
 
@@ -97,5 +101,6 @@ pub(crate) fn test_users() -> Users {
         ruma::owned_server_name!("example.org"),
         Arc::new(crate::ephemeral::LocalEphemeral::new()),
         Duration::from_secs(300),
+        password::Passwords::default(),
     )
 }

@@ -4,7 +4,7 @@ use std::{ops::Bound, path::Path};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
 };
 
 use super::{KvEngine, RawIter, WriteOp};
@@ -24,30 +24,79 @@ fn engine_err(e: rocksdb::Error) -> Error {
     Error::Engine(e.into_string())
 }
 
+const MIB: usize = 1024 * 1024;
+
+/// How one memory budget (`storage.cache_mb`) is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    /// Block cache capacity: everything below is charged to it.
+    total: usize,
+    /// Memtables of all tables together, at most.
+    memtables: usize,
+    /// One table's memtable before it is flushed.
+    write_buffer: usize,
+    arena_block: usize,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        // Below this RocksDB thrashes; nobody should configure less.
+        let total = bytes.max(16 * MIB);
+        // A quarter for writes not yet flushed, enough to absorb bursts; the rest caches reads.
+        let memtables = total / 4;
+        // A few tables (timeline, events, stream) take nearly all writes, so one table's buffer
+        // may use an eighth of the memtable share; the rest sit nearly empty.
+        let write_buffer = (memtables / 8).clamp(MIB, 64 * MIB);
+        let arena_block = (write_buffer / 16).clamp(64 * 1024, MIB);
+        Self { total, memtables, write_buffer, arena_block }
+    }
+}
+
 impl RocksEngine {
-    /// Opens (creating if needed) the database at `path` with exactly `column_families`.
+    /// Opens (creating if needed) the database at `path` with exactly `column_families`, using
+    /// about `cache_bytes` of memory (block cache and memtables together).
     /// Column families on disk that the catalog no longer names are opened too, so that an older
     /// build's data is never silently dropped; migrations decide what to do with them.
     pub fn open(path: &Path, column_families: &[&'static str], cache_bytes: usize) -> Result<Self> {
         std::fs::create_dir_all(path)
             .map_err(|e| Error::Engine(format!("cannot create {}: {e}", path.display())))?;
 
-        let cache = Cache::new_lru_cache(cache_bytes);
+        let budget = Budget::new(cache_bytes);
+        let cache = Cache::new_lru_cache(budget.total);
+        // Memtables are charged to the block cache (as reservations), so the cache gives way
+        // while they grow and the two together stay within one budget. Writers are never
+        // stalled: past the limit RocksDB flushes the largest memtable instead.
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager_with_cache(budget.memtables, false, cache.clone());
         let mut block = BlockBasedOptions::default();
         block.set_block_cache(&cache);
         block.set_bloom_filter(10.0, false);
+        // Index and filter blocks live in (and are limited by) the cache too, instead of in
+        // table readers that grow with the number of files; L0's stay pinned because every
+        // read consults them, and they are evicted last.
         block.set_cache_index_and_filter_blocks(true);
+        block.set_cache_index_and_filter_blocks_with_high_priority(true);
+        block.set_pin_l0_filter_and_index_blocks_in_cache(true);
 
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&block);
         cf_opts.set_compression_type(DBCompressionType::Lz4);
         cf_opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+        cf_opts.set_write_buffer_size(budget.write_buffer);
+        cf_opts.set_max_write_buffer_number(2);
+        // Arena blocks are what a memtable allocates at a time; every table written to holds at
+        // least one, so small blocks keep the many quiet tables cheap.
+        cf_opts.set_arena_block_size(budget.arena_block);
+        cf_opts.set_write_buffer_manager(&write_buffers);
 
         let mut db_opts = cf_opts.clone();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
+        // A quiet table's memtable would otherwise keep every WAL file since its last write
+        // alive; past this size RocksDB flushes it so old logs can go (and recovery stays short).
+        db_opts.set_max_total_wal_size(budget.memtables as u64 * 2);
 
         let mut names: Vec<String> = column_families.iter().map(|s| (*s).to_owned()).collect();
         if let Ok(existing) = rocksdb::DB::list_cf(&db_opts, path) {
@@ -145,5 +194,22 @@ impl KvEngine for RocksEngine {
     fn flush(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(engine_err)?;
         self.db.flush().map_err(engine_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_splits_into_cache_and_memtables() {
+        let b = Budget::new(256 * MIB);
+        assert_eq!(
+            (b.total, b.memtables, b.write_buffer, b.arena_block),
+            (256 * MIB, 64 * MIB, 8 * MIB, 512 * 1024)
+        );
+        let small = Budget::new(0);
+        assert_eq!(small.total, 16 * MIB);
+        assert!(small.write_buffer >= MIB && small.arena_block >= 64 * 1024);
     }
 }

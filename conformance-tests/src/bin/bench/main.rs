@@ -7,9 +7,13 @@
 //! `--websockets N [--room-size R] --pid PID` opens N of Hearth's WebSocket connections instead and reports the
 //! server's memory per connection and the push latency to all of them (see `websockets.rs`).
 //!
+//! `--memory --pid PID` instead samples the server's resident memory through a registration
+//! burst, a login burst and a workload of sends and syncs, then idle (see `memory.rs`).
+//!
 //! `bench --homeserver http://127.0.0.1:8008 [--label hearth] [--quick]`. The server must allow
 //! registration with the dummy flow and must not rate-limit loopback. Bounded in count and time.
 
+mod memory;
 mod websockets;
 
 use std::{
@@ -143,6 +147,10 @@ async fn main() -> anyhow::Result<()> {
     let run = format!("b{}", std::process::id());
     if let Some(n) = arg("--idle") {
         return idle(&http, &base, &run, n.parse().context("--idle takes a number")?, arg("--pid")).await;
+    }
+    if args.iter().any(|a| a == "--memory") {
+        let pid = arg("--pid").context("--memory needs --pid of the server")?;
+        return memory::run(&http, &base, &run, &pid).await;
     }
     if let Some(n) = arg("--websockets") {
         let n = n.parse().context("--websockets takes a number")?;
