@@ -1,7 +1,5 @@
 //! Room membership: join, leave, invite, kick, ban, unban, forget, and member lists.
 
-use std::collections::BTreeMap;
-
 use hearth_core::{Error, Homeserver, rooms::MembershipAction};
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomId,
@@ -12,9 +10,11 @@ use ruma::{
     },
 };
 
+use serde_json::{Value, json};
+
 use crate::{
     extract::Ruma,
-    response::ApiResult,
+    response::{ApiResult, Json, JsonAnswered},
     room::{member_profile, raw},
 };
 
@@ -157,23 +157,23 @@ pub async fn joined_rooms(
 /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
 pub async fn joined_members(
     hs: Homeserver,
-    req: Ruma<joined_members::v3::Request>,
-) -> ApiResult<joined_members::v3::Response> {
+    req: Ruma<JsonAnswered<joined_members::v3::Request>>,
+) -> ApiResult<Json<Value>> {
     let session = req.session()?;
-    let room_id = &req.body.room_id;
+    let room_id = &req.body.0.room_id;
     if hs.rooms.membership(room_id, &session.user_id)?.as_deref() != Some("join") {
         return Err(Error::forbidden("You are not joined to this room").into());
     }
-    let mut joined = BTreeMap::new();
+    let mut joined = serde_json::Map::new();
     for user in hs.rooms.members_with(room_id, "join")? {
         let event = hs.rooms.current_state_event(room_id, "m.room.member", user.as_str())?;
         let content = event.map(|e| e.content_json()).unwrap_or_default();
-        let mut member = joined_members::v3::RoomMember::new();
-        member.display_name = content.get("displayname").and_then(|v| v.as_str()).map(ToOwned::to_owned);
-        member.avatar_url = content.get("avatar_url").and_then(|v| v.as_str()).map(Into::into);
-        joined.insert(user, member);
+        let field = |name: &str| content.get(name).filter(|v| v.is_string()).cloned().unwrap_or(Value::Null);
+        // Both keys always, null when unset, as Synapse answers: clients read them unchecked.
+        let member = json!({"display_name": field("displayname"), "avatar_url": field("avatar_url")});
+        joined.insert(user.to_string(), member);
     }
-    Ok(joined_members::v3::Response::new(joined))
+    Ok(Json(json!({ "joined": joined })))
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/members`

@@ -86,7 +86,9 @@ tables! {
     /// Rooms this server is not in where a local user is invited or has knocked: their
     /// stripped state and the servers to reach them through.
     OutsideRooms "outside_rooms": (OwnedUserId, OwnedRoomId) => OutsideRoomRecord;
-    /// Client transaction IDs of sent events, for idempotent retries.
+    /// Client transaction IDs of sent events, for idempotent retries: user, device, and the
+    /// endpoint's path from the room ID on, transaction ID included (keys written before the
+    /// scope held the bare ID; they can only miss, which costs at most a retry's dedup).
     TxnIds "txn_ids": (OwnedUserId, OwnedDeviceId, String) => OwnedEventId;
     /// Room aliases of this server.
     Aliases "aliases": OwnedRoomAliasId => AliasRecord;

@@ -112,6 +112,15 @@ impl Homeserver {
         let mut batch = Batch::new();
         let mut keys_changed = false;
         if let Some(keys) = &upload.device_keys {
+            // Other devices verify these fields before trusting the keys: a set without them
+            // would be served to every client and refused by each.
+            let has = |field: &str, ok: fn(&Value) -> bool| keys.get(field).is_some_and(ok);
+            if !(has("algorithms", |v| v.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+                && has("keys", Value::is_object)
+                && has("signatures", Value::is_object))
+            {
+                return Err(Error::bad_json("device_keys need algorithms, keys and signatures"));
+            }
             if keys.get("user_id").and_then(Value::as_str) != Some(user.as_str())
                 || keys.get("device_id").and_then(Value::as_str) != Some(device.as_str())
             {
@@ -196,7 +205,13 @@ impl Homeserver {
                     continue;
                 }
                 if let Some(device) = self.users.device(user, &device_id)? {
-                    keys["unsigned"] = json!({"device_display_name": device.display_name});
+                    // Synapse omits the name of a device that has none; a null here makes
+                    // matrix-nio refuse the whole answer.
+                    let mut unsigned = serde_json::Map::new();
+                    if let Some(name) = device.display_name {
+                        unsigned.insert("device_display_name".to_owned(), Value::String(name));
+                    }
+                    keys["unsigned"] = Value::Object(unsigned);
                 } else {
                     // A deleted device's keys are no longer served.
                     continue;
@@ -401,7 +416,9 @@ impl Homeserver {
         txn_id: &str,
         messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
     ) -> Result<()> {
-        let txn_key = (sender.to_owned(), sender_device.to_owned(), txn_id.to_owned());
+        // Scoped to the endpoint's path, event type included, like room events' transactions.
+        let txn_id = &format!("{event_type}/{txn_id}");
+        let txn_key = (sender.to_owned(), sender_device.to_owned(), txn_id.clone());
         if self.db.contains::<ToDeviceTxns>(&txn_key)? {
             return Ok(());
         }

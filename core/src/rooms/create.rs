@@ -187,7 +187,9 @@ impl Rooms {
             self.append(&room_id, creator, state("m.room.name", "", json!({"name": name})), None).await?;
         }
         if let Some(topic) = req.topic {
-            let content = json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
+            // Both forms (spec v1.15): `m.topic` is `{"m.text": [{"mimetype", "body"}]}`.
+            let content = ruma::events::room::topic::RoomTopicEventContent::new(topic);
+            let content = serde_json::to_value(content).map_err(Error::internal)?;
             self.append(&room_id, creator, state("m.room.topic", "", content), None).await?;
         }
         for invitee in req.invite {
