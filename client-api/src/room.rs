@@ -28,15 +28,7 @@ pub(crate) fn json_of<T>(raw: &Raw<T>) -> Result<Value, Error> {
 
 /// The profile fields a join or invite carries in its member event.
 pub(crate) async fn member_profile(hs: &Homeserver, user: &ruma::UserId) -> Result<Value, Error> {
-    let mut content = serde_json::Map::new();
-    if let Some(profile) = hs.users.cached_profile(user).await? {
-        for field in ["displayname", "avatar_url"] {
-            if let Some(v) = profile.get(field) {
-                content.insert(field.to_owned(), v.clone());
-            }
-        }
-    }
-    Ok(Value::Object(content))
+    hs.users.member_content(user).await
 }
 
 /// `POST /_matrix/client/v3/createRoom`
@@ -56,6 +48,9 @@ pub async fn create_room(
     create.public = body.visibility.as_str() == "public";
     create.name = body.name;
     create.topic = body.topic;
+    for invitee in body.invite.iter().filter(|u| u.server_name() == hs.server_name()) {
+        create.invite_profiles.insert(invitee.clone(), member_profile(&hs, invitee).await?);
+    }
     create.invite = body.invite;
     create.is_direct = body.is_direct;
     if let Some(content) = &body.creation_content {

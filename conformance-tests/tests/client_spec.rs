@@ -162,11 +162,15 @@ async fn invites_carry_the_invitees_profile() {
     bob.put(&format!("{profile}/avatar_url"), json!({"avatar_url": "mxc://localhost/bob"})).await.assert_ok();
     let room = alice.create_room(json!({})).await;
     alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": "@bob:localhost"})).await.assert_ok();
+    let invited = json!({"membership": "invite", "displayname": "Bob", "avatar_url": "mxc://localhost/bob"});
     let member = alice.get(&format!("{V3}/rooms/{room}/state/m.room.member/@bob:localhost")).await;
-    assert_eq!(
-        member.assert_ok(),
-        &json!({"membership": "invite", "displayname": "Bob", "avatar_url": "mxc://localhost/bob"})
-    );
+    assert_eq!(member.assert_ok(), &invited);
+    // So does the invite of a direct chat, made with the room.
+    let dm = alice.create_room(json!({"invite": ["@bob:localhost"], "is_direct": true})).await;
+    let member = alice.get(&format!("{V3}/rooms/{dm}/state/m.room.member/@bob:localhost")).await;
+    let mut direct = invited;
+    direct["is_direct"] = json!(true);
+    assert_eq!(member.assert_ok(), &direct);
 }
 
 #[tokio::test]

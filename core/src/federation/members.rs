@@ -100,18 +100,11 @@ impl Homeserver {
         if !remote || already {
             // The invitee's profile goes in the event, as Synapse puts it, so that clients name
             // them ("invited Bob") before they join.
-            let mut content = serde_json::Map::new();
-            if let Some(profile) = self.users.cached_profile(target).await? {
-                for field in ["displayname", "avatar_url"] {
-                    if let Some(value) = profile.get(field) {
-                        content.insert(field.to_owned(), value.clone());
-                    }
-                }
-            }
+            let mut content = self.users.member_content(target).await?;
             if is_direct {
-                content.insert("is_direct".to_owned(), json!(true));
+                content["is_direct"] = json!(true);
             }
-            self.rooms.invite(room_id, sender, target, reason, Value::Object(content)).await?;
+            self.rooms.invite(room_id, sender, target, reason, content).await?;
             return Ok(());
         }
         let room =

@@ -43,6 +43,8 @@ pub struct CreateRoom {
     pub initial_state: Vec<(String, String, Value)>,
     /// Set by the caller once the alias is known to be free.
     pub canonical_alias: Option<String>,
+    /// The member content (profile) each local invitee's invite carries.
+    pub invite_profiles: std::collections::BTreeMap<OwnedUserId, Value>,
 }
 
 impl CreateRoom {
@@ -59,6 +61,7 @@ impl CreateRoom {
             power_level_override: None,
             initial_state: Vec::new(),
             canonical_alias: None,
+            invite_profiles: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -197,7 +200,8 @@ impl Rooms {
                 // Their server must sign the invite: the caller sends it through federation.
                 continue;
             }
-            let mut content = json!({"membership": "invite"});
+            let mut content = req.invite_profiles.get(&invitee).cloned().unwrap_or_else(|| json!({}));
+            content["membership"] = json!("invite");
             if req.is_direct {
                 content["is_direct"] = json!(true);
             }
