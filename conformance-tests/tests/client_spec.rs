@@ -301,3 +301,25 @@ async fn to_device_transactions_are_scoped_to_the_event_type() {
     let kinds: Vec<&Value> = events.iter().map(|e| &e["type"]).collect();
     assert_eq!(kinds, vec!["m.first", "m.second"]);
 }
+
+#[tokio::test]
+async fn one_time_keys_are_claimed_in_upload_order() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let device = alice.device_id.clone().unwrap();
+    for ids in [vec!["1"], vec!["0", "2"]] {
+        let keys: serde_json::Map<String, Value> =
+            ids.iter().map(|id| (format!("signed_curve25519:{id}"), json!({"key": id}))).collect();
+        alice.post(&format!("{V3}/keys/upload"), json!({"one_time_keys": keys})).await.assert_ok();
+    }
+    let claim = json!({"one_time_keys": {"@alice:localhost": {&device: "signed_curve25519"}}});
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        let reply = alice.post(&format!("{V3}/keys/claim"), claim.clone()).await;
+        let body = reply.assert_ok().clone();
+        let keys = &body["one_time_keys"]["@alice:localhost"][&device];
+        claimed.push(keys.as_object().map(|k| k.keys().cloned().collect::<Vec<_>>()));
+    }
+    let ids = |id: &str| Some(vec![format!("signed_curve25519:{id}")]);
+    assert_eq!(claimed, vec![ids("1"), ids("0"), ids("2"), None]);
+}

@@ -104,6 +104,10 @@ tables! {
     DeviceKeys "device_keys": (OwnedUserId, OwnedDeviceId) => serde_json::Value;
     /// Unclaimed one-time keys by device, algorithm and key ID.
     OneTimeKeys "one_time_keys": (OwnedUserId, OwnedDeviceId, String, String) => serde_json::Value;
+    /// The order one-time keys arrived in, so claims hand out the oldest first (spec v1.16,
+    /// MSC4225): `upload number << 16 | position in the upload` → key ID. Keys stored before
+    /// this table have no entry and are claimed, by key ID, once the ordered ones run out.
+    OneTimeKeyOrder "one_time_key_order": (OwnedUserId, OwnedDeviceId, String, u64) => String;
     /// The fallback key of each device and algorithm.
     FallbackKeys "fallback_keys": (OwnedUserId, OwnedDeviceId, String) => FallbackKeyRecord;
     /// Cross-signing keys by user and usage (`master`, `self_signing`, `user_signing`).
