@@ -208,8 +208,11 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::alias::create_alias::v3::Request, _, _>(room::create_alias, NO_GUESTS)
         .ruma::<c::alias::delete_alias::v3::Request, _, _>(room::delete_alias, NO_GUESTS)
         // Membership
-        .ruma::<c::membership::join_room_by_id::v3::Request, _, _>(membership::join_room_by_id, GUESTS)
-        .ruma::<c::membership::join_room_by_id_or_alias::v3::Request, _, _>(
+        .ruma::<membership::JoinWithContent<c::membership::join_room_by_id::v3::Request>, _, _>(
+            membership::join_room_by_id,
+            GUESTS,
+        )
+        .ruma::<membership::JoinWithContent<c::membership::join_room_by_id_or_alias::v3::Request>, _, _>(
             membership::join_room_by_id_or_alias,
             GUESTS,
         )

@@ -323,3 +323,30 @@ async fn one_time_keys_are_claimed_in_upload_order() {
     let ids = |id: &str| Some(vec![format!("signed_curve25519:{id}")]);
     assert_eq!(claimed, vec![ids("1"), ids("0"), ids("2"), None]);
 }
+
+#[tokio::test]
+async fn a_join_body_adds_to_the_member_event() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat", "room_alias_name": "hello"})).await;
+    let member = |room: String| {
+        let alice = alice.clone();
+        async move {
+            alice
+                .get(&format!("{V3}/rooms/{room}/state/m.room.member/@bob:localhost"))
+                .await
+                .assert_ok()
+                .clone()
+        }
+    };
+    let body = json!({"foo": "bar", "reason": "hi", "membership": "leave"});
+    bob.post(&format!("{V3}/join/{room}"), body).await.assert_ok();
+    let content = member(room.clone()).await;
+    assert_eq!(content, json!({"membership": "join", "foo": "bar", "reason": "hi", "displayname": "bob"}));
+    bob.post(&format!("{V3}/rooms/{room}/leave"), json!({})).await.assert_ok();
+    // A display name for this room only.
+    bob.post(&format!("{V3}/join/%23hello:localhost"), json!({"displayname": "Bobby"})).await.assert_ok();
+    assert_eq!(member(room.clone()).await, json!({"membership": "join", "displayname": "Bobby"}));
+    bob.post(&format!("{V3}/rooms/{room}/join"), json!([])).await.assert_error(400, "M_BAD_JSON");
+}
