@@ -18,7 +18,10 @@ use ruma::{
     },
 };
 
-use crate::{extract::Ruma, response::ApiResult};
+use crate::{
+    extract::Ruma,
+    response::{ApiResult, Json, JsonAnswered},
+};
 
 /// The spec versions whose Client-Server API Hearth targets. Which areas are complete is in the
 /// README's feature table; `unstable_features` lists only what is implemented (nothing yet).
@@ -49,8 +52,8 @@ pub async fn discover_homeserver(
 /// `GET /_matrix/client/v3/capabilities`
 pub async fn get_capabilities(
     _hs: Homeserver,
-    _req: Ruma<get_capabilities::v3::Request>,
-) -> ApiResult<get_capabilities::v3::Response> {
+    _req: Ruma<JsonAnswered<get_capabilities::v3::Request>>,
+) -> ApiResult<Json<serde_json::Value>> {
     let mut capabilities = Capabilities::new();
     capabilities.change_password = ChangePasswordCapability::new(true);
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
@@ -60,5 +63,18 @@ pub async fn get_capabilities(
         .map(|v| (v, RoomVersionStability::Stable))
         .collect();
     capabilities.room_versions = RoomVersionsCapability::new(RoomVersionId::V12, available);
-    Ok(get_capabilities::v3::Response::new(capabilities))
+    // ruma leaves out capabilities at their default value; clients (and the spec's examples)
+    // expect the ones the server supports spelled out, as Synapse does.
+    let mut value = serde_json::to_value(&capabilities).map_err(hearth_core::Error::internal)?;
+    if let Some(fields) = value.as_object_mut() {
+        for (name, default) in [
+            ("m.change_password", serde_json::to_value(&capabilities.change_password)),
+            ("m.3pid_changes", serde_json::to_value(&capabilities.thirdparty_id_changes)),
+        ] {
+            if !fields.contains_key(name) {
+                fields.insert(name.to_owned(), default.map_err(hearth_core::Error::internal)?);
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({ "capabilities": value })))
 }

@@ -1,7 +1,5 @@
 //! Room membership: join, leave, invite, kick, ban, unban, forget, and member lists.
 
-use std::collections::BTreeMap;
-
 use hearth_core::{Error, Homeserver, rooms::MembershipAction};
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomId,
@@ -10,11 +8,14 @@ use ruma::{
         join_room_by_id, join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room,
         unban_user,
     },
+    api::{IncomingRequest, Metadata, error::DeserializationError},
 };
+
+use serde_json::{Value, json};
 
 use crate::{
     extract::Ruma,
-    response::ApiResult,
+    response::{ApiResult, Json, JsonAnswered},
     room::{member_profile, raw},
 };
 
@@ -49,30 +50,74 @@ fn check_guest_access(
     Ok(())
 }
 
+/// A join request and the rest of its body: fields the endpoint does not define go into the
+/// member event's content, as Synapse puts them there (a per-room display name, for one).
+pub struct JoinWithContent<R> {
+    request: R,
+    content: serde_json::Map<String, Value>,
+}
+
+impl<R: Metadata> Metadata for JoinWithContent<R> {
+    const METHOD: axum::http::Method = R::METHOD;
+    const RATE_LIMITED: bool = R::RATE_LIMITED;
+    type Authentication = R::Authentication;
+    type PathBuilder = R::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = R::PATH_BUILDER;
+}
+
+impl<R: IncomingRequest> IncomingRequest for JoinWithContent<R> {
+    type EndpointError = R::EndpointError;
+    type OutgoingResponse = R::OutgoingResponse;
+
+    fn try_from_http_request_inner(
+        request: axum::http::Request<&[u8]>,
+        path_args: &[&str],
+    ) -> Result<Self, DeserializationError> {
+        let content = serde_json::from_slice(request.body()).map_err(DeserializationError::Json)?;
+        Ok(Self { request: R::try_from_http_request_inner(request, path_args)?, content })
+    }
+}
+
+/// The join's member content: the body's own fields, then the profile where the body sets
+/// none. What the endpoint defines (and what the server sets) is not content.
+fn join_content(mut content: serde_json::Map<String, Value>, profile: Value) -> Value {
+    for field in ["reason", "third_party_signed", "membership", "join_authorised_via_users_server"] {
+        content.remove(field);
+    }
+    if let Value::Object(profile) = profile {
+        for (field, value) in profile {
+            content.entry(field).or_insert(value);
+        }
+    }
+    Value::Object(content)
+}
+
 /// `POST /_matrix/client/v3/rooms/{roomId}/join`
 pub async fn join_room_by_id(
     hs: Homeserver,
-    req: Ruma<join_room_by_id::v3::Request>,
+    req: Ruma<JoinWithContent<join_room_by_id::v3::Request>>,
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let session = req.session()?.clone();
-    check_guest_access(&hs, &req.body.room_id, &session)?;
-    let profile = member_profile(&hs, &session.user_id).await?;
-    hs.join_room(&req.body.room_id, &session.user_id, profile, req.body.reason, &[]).await?;
-    Ok(join_room_by_id::v3::Response::new(req.body.room_id))
+    let JoinWithContent { request, content } = req.body;
+    check_guest_access(&hs, &request.room_id, &session)?;
+    let content = join_content(content, member_profile(&hs, &session.user_id).await?);
+    hs.join_room(&request.room_id, &session.user_id, content, request.reason, &[]).await?;
+    Ok(join_room_by_id::v3::Response::new(request.room_id))
 }
 
 /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`
 pub async fn join_room_by_id_or_alias(
     hs: Homeserver,
-    req: Ruma<join_room_by_id_or_alias::v3::Request>,
+    req: Ruma<JoinWithContent<join_room_by_id_or_alias::v3::Request>>,
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let session = req.session()?.clone();
-    let (room_id, servers) = resolve(&hs, &req.body.room_id_or_alias).await?;
+    let JoinWithContent { request, content } = req.body;
+    let (room_id, servers) = resolve(&hs, &request.room_id_or_alias).await?;
     check_guest_access(&hs, &room_id, &session)?;
-    let profile = member_profile(&hs, &session.user_id).await?;
-    let mut via = req.body.via;
+    let content = join_content(content, member_profile(&hs, &session.user_id).await?);
+    let mut via = request.via;
     via.extend(servers.into_iter().filter(|s| s != hs.server_name()));
-    hs.join_room(&room_id, &session.user_id, profile, req.body.reason, &via).await?;
+    hs.join_room(&room_id, &session.user_id, content, request.reason, &via).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
 }
 
@@ -157,23 +202,23 @@ pub async fn joined_rooms(
 /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
 pub async fn joined_members(
     hs: Homeserver,
-    req: Ruma<joined_members::v3::Request>,
-) -> ApiResult<joined_members::v3::Response> {
+    req: Ruma<JsonAnswered<joined_members::v3::Request>>,
+) -> ApiResult<Json<Value>> {
     let session = req.session()?;
-    let room_id = &req.body.room_id;
+    let room_id = &req.body.0.room_id;
     if hs.rooms.membership(room_id, &session.user_id)?.as_deref() != Some("join") {
         return Err(Error::forbidden("You are not joined to this room").into());
     }
-    let mut joined = BTreeMap::new();
+    let mut joined = serde_json::Map::new();
     for user in hs.rooms.members_with(room_id, "join")? {
         let event = hs.rooms.current_state_event(room_id, "m.room.member", user.as_str())?;
         let content = event.map(|e| e.content_json()).unwrap_or_default();
-        let mut member = joined_members::v3::RoomMember::new();
-        member.display_name = content.get("displayname").and_then(|v| v.as_str()).map(ToOwned::to_owned);
-        member.avatar_url = content.get("avatar_url").and_then(|v| v.as_str()).map(Into::into);
-        joined.insert(user, member);
+        let field = |name: &str| content.get(name).filter(|v| v.is_string()).cloned().unwrap_or(Value::Null);
+        // Both keys always, null when unset, as Synapse answers: clients read them unchecked.
+        let member = json!({"display_name": field("displayname"), "avatar_url": field("avatar_url")});
+        joined.insert(user.to_string(), member);
     }
-    Ok(joined_members::v3::Response::new(joined))
+    Ok(Json(json!({ "joined": joined })))
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/members`

@@ -4,11 +4,14 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use hearth_core::{Error, Homeserver, rooms::PageDirection};
-use ruma::api::client::{
-    peeking::{get_current_state, listen_to_new_events},
-    thirdparty::get_protocols,
-    user_directory::search_users,
-    voip::get_turn_server_info,
+use ruma::api::{
+    IncomingRequest, Metadata,
+    client::{
+        peeking::{get_current_state, listen_to_new_events},
+        thirdparty::get_protocols,
+        user_directory::search_users,
+        voip::get_turn_server_info,
+    },
 };
 
 use crate::{extract::Ruma, message::token as page_token, response::ApiResult, room::raw};
@@ -95,36 +98,116 @@ pub async fn get_current_state(
     Ok(response)
 }
 
-/// `GET /_matrix/client/v3/events?room_id=...`: long-polls one readable room for new events.
+/// `GET /_matrix/client/v3/events`: ruma's endpoint requires `room_id`, but the older global
+/// form without one (every joined room) is what Element and older clients call, so the query is
+/// read here and checked in the handler.
+pub struct ListenToNewEvents {
+    from: Option<String>,
+    room_id: Option<String>,
+    timeout: Option<String>,
+}
+
+type RumaEvents = listen_to_new_events::v3::Request;
+
+impl Metadata for ListenToNewEvents {
+    const METHOD: axum::http::Method = <RumaEvents as Metadata>::METHOD;
+    const RATE_LIMITED: bool = <RumaEvents as Metadata>::RATE_LIMITED;
+    type Authentication = <RumaEvents as Metadata>::Authentication;
+    type PathBuilder = <RumaEvents as Metadata>::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = <RumaEvents as Metadata>::PATH_BUILDER;
+}
+
+impl IncomingRequest for ListenToNewEvents {
+    type EndpointError = ruma::api::error::Error;
+    type OutgoingResponse = listen_to_new_events::v3::Response;
+
+    fn try_from_http_request_inner(
+        request: axum::http::Request<&[u8]>,
+        _path_args: &[&str],
+    ) -> Result<Self, ruma::api::error::DeserializationError> {
+        let mut this = Self { from: None, room_id: None, timeout: None };
+        let query = request.uri().query().unwrap_or_default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "from" => &mut this.from,
+                "room_id" => &mut this.room_id,
+                "timeout" => &mut this.timeout,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
+        Ok(this)
+    }
+}
+
+/// Events per answer at most.
+const EVENTS_LIMIT: usize = 100;
+
+/// Long-polls one readable room (`room_id`), or every joined room, for new events.
 pub async fn listen_to_new_events(
     hs: Homeserver,
-    req: Ruma<listen_to_new_events::v3::Request>,
+    req: Ruma<ListenToNewEvents>,
 ) -> ApiResult<listen_to_new_events::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
-    hs.rooms.read_access(&b.room_id, &session.user_id)?;
+    let room = match &b.room_id {
+        Some(room) => {
+            let room = ruma::OwnedRoomId::try_from(room.as_str())
+                .map_err(|e| Error::invalid_param(format!("Invalid room_id: {e}")))?;
+            hs.rooms.read_access(&room, &session.user_id)?;
+            Some(room)
+        }
+        None => None,
+    };
     let parse = |t: &str| {
         crate::message::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
     };
     let from = b.from.as_deref().map(parse).transpose()?.unwrap_or_else(|| hs.streams.published());
-    let timeout = b.timeout.unwrap_or_default().min(Duration::from_secs(300));
+    let timeout = match b.timeout.as_deref() {
+        Some(ms) => Duration::from_millis(
+            ms.parse().map_err(|_| Error::invalid_param("timeout must be a number of milliseconds"))?,
+        ),
+        None => Duration::ZERO,
+    };
+    let timeout = timeout.min(Duration::from_secs(300));
     let mut rx = hs.notifier.subscribe(&session.user_id);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let now = hs.streams.published();
-        let page = hs.rooms.page(
-            &b.room_id,
-            &session.user_id,
-            Some(from),
-            Some(now),
-            PageDirection::Forward,
-            100,
-            &|_| true,
-        )?;
-        if !page.events.is_empty() || tokio::time::Instant::now() >= deadline {
+        let rooms = match &room {
+            Some(room) => vec![room.clone()],
+            None => hs.rooms.joined_rooms(&session.user_id)?,
+        };
+        let mut events = Vec::new();
+        let mut end = now;
+        for room in &rooms {
+            let page = hs.rooms.page(
+                room,
+                &session.user_id,
+                Some(from),
+                Some(now),
+                PageDirection::Forward,
+                EVENTS_LIMIT,
+                &|_| true,
+            )?;
+            // A room with more than fits stops the answer at its last event, so the next one
+            // (from `end`) misses nothing of it.
+            if page.events.len() >= EVENTS_LIMIT
+                && let Some((pos, ..)) = page.events.last()
+            {
+                end = end.min(*pos);
+            }
+            events.extend(page.events);
+        }
+        events.retain(|(pos, ..)| *pos <= end);
+        events.sort_by_key(|(pos, ..)| *pos);
+        if events.len() > EVENTS_LIMIT {
+            events.truncate(EVENTS_LIMIT);
+        }
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             let device = Some(session.device_id.as_ref());
             let mut response = listen_to_new_events::v3::Response::new();
-            for (_, pdu, record) in &page.events {
+            for (_, pdu, record) in &events {
                 response.chunk.push(raw(&hs.rooms.client_event(
                     &pdu.event_id,
                     record,
@@ -132,7 +215,7 @@ pub async fn listen_to_new_events(
                     device,
                 )?)?);
             }
-            let end = page.events.last().map_or(now, |(pos, ..)| *pos);
+            let end = events.last().map_or(now, |(pos, ..)| *pos);
             response.start = Some(hearth_core::sync::compute::token(from));
             response.end = Some(hearth_core::sync::compute::token(end));
             return Ok(response);

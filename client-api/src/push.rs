@@ -1,6 +1,6 @@
 //! Push rules (stored per user, starting from the spec's default set) and pushers.
 
-use hearth_core::{Error, Homeserver};
+use hearth_core::{Error, Homeserver, account_data::ruleset_json};
 use ruma::{
     api::client::push::{
         PushRule, delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
@@ -10,7 +10,12 @@ use ruma::{
     push::{InsertPushRuleError, RemovePushRuleError, RuleKind, Ruleset},
 };
 
-use crate::{extract::Ruma, response::ApiResult};
+use serde_json::{Value, json};
+
+use crate::{
+    extract::Ruma,
+    response::{ApiResult, Json, JsonAnswered},
+};
 
 fn rule_not_found() -> Error {
     Error::not_found("Unknown push rule")
@@ -20,22 +25,23 @@ fn find(rules: &Ruleset, kind: &RuleKind, rule_id: &str) -> Result<PushRule, Err
     rules.get(kind.clone(), rule_id).map(PushRule::from).ok_or_else(rule_not_found)
 }
 
-/// `GET /_matrix/client/v3/pushrules/`
+/// `GET /_matrix/client/v3/pushrules/`: every kind present, even when empty.
 pub async fn get_pushrules_all(
     hs: Homeserver,
-    req: Ruma<get_pushrules_all::v3::Request>,
-) -> ApiResult<get_pushrules_all::v3::Response> {
+    req: Ruma<JsonAnswered<get_pushrules_all::v3::Request>>,
+) -> ApiResult<Json<Value>> {
     let session = req.session()?;
-    Ok(get_pushrules_all::v3::Response::new(hs.account_data.push_rules(&session.user_id)?))
+    let rules = ruleset_json(&hs.account_data.push_rules(&session.user_id)?)?;
+    Ok(Json(json!({ "global": rules })))
 }
 
 /// `GET /_matrix/client/v3/pushrules/global/`
 pub async fn get_pushrules_global_scope(
     hs: Homeserver,
-    req: Ruma<get_pushrules_global_scope::v3::Request>,
-) -> ApiResult<get_pushrules_global_scope::v3::Response> {
+    req: Ruma<JsonAnswered<get_pushrules_global_scope::v3::Request>>,
+) -> ApiResult<Json<Value>> {
     let session = req.session()?;
-    Ok(get_pushrules_global_scope::v3::Response::new(hs.account_data.push_rules(&session.user_id)?))
+    Ok(Json(ruleset_json(&hs.account_data.push_rules(&session.user_id)?)?))
 }
 
 /// `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`

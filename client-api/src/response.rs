@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use hearth_core::{Error, ErrorCode};
-use ruma::api::{OutgoingResponse, OutgoingResponseExt, error::StandardErrorBody};
+use ruma::api::{IncomingRequest, Metadata, OutgoingResponse, OutgoingResponseExt, error::StandardErrorBody};
 
 /// Every handler returns this error; it renders as `{"errcode", "error"}` with the right status.
 #[derive(Debug)]
@@ -113,6 +113,31 @@ impl<T: serde::Serialize> OutgoingResponse for Json<T> {
         self,
     ) -> Result<axum::http::Response<JsonBody>, ruma::api::error::IntoHttpError> {
         Ok(axum::http::Response::new(JsonBody(serde_json::to_vec(&self.0)?)))
+    }
+}
+
+/// A ruma endpoint answered with JSON Hearth builds, for the few responses whose ruma type
+/// cannot say what clients rely on (a key present with `null`, an empty list kept): the
+/// request, paths and authentication stay ruma's.
+pub struct JsonAnswered<R>(pub R);
+
+impl<R: Metadata> Metadata for JsonAnswered<R> {
+    const METHOD: axum::http::Method = R::METHOD;
+    const RATE_LIMITED: bool = R::RATE_LIMITED;
+    type Authentication = R::Authentication;
+    type PathBuilder = R::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = R::PATH_BUILDER;
+}
+
+impl<R: IncomingRequest> IncomingRequest for JsonAnswered<R> {
+    type EndpointError = R::EndpointError;
+    type OutgoingResponse = Json<serde_json::Value>;
+
+    fn try_from_http_request_inner(
+        request: axum::http::Request<&[u8]>,
+        path_args: &[&str],
+    ) -> Result<Self, ruma::api::error::DeserializationError> {
+        R::try_from_http_request_inner(request, path_args).map(Self)
     }
 }
 

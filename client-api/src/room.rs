@@ -1,7 +1,7 @@
 //! Creating rooms, reading single events, and room aliases.
 
 use hearth_core::{
-    Error, Homeserver,
+    Error, ErrorCode, Homeserver,
     rooms::{CreateRoom, Preset},
 };
 use ruma::{
@@ -28,15 +28,7 @@ pub(crate) fn json_of<T>(raw: &Raw<T>) -> Result<Value, Error> {
 
 /// The profile fields a join or invite carries in its member event.
 pub(crate) async fn member_profile(hs: &Homeserver, user: &ruma::UserId) -> Result<Value, Error> {
-    let mut content = serde_json::Map::new();
-    if let Some(profile) = hs.users.cached_profile(user).await? {
-        for field in ["displayname", "avatar_url"] {
-            if let Some(v) = profile.get(field) {
-                content.insert(field.to_owned(), v.clone());
-            }
-        }
-    }
-    Ok(Value::Object(content))
+    hs.users.member_content(user).await
 }
 
 /// `POST /_matrix/client/v3/createRoom`
@@ -56,6 +48,9 @@ pub async fn create_room(
     create.public = body.visibility.as_str() == "public";
     create.name = body.name;
     create.topic = body.topic;
+    for invitee in body.invite.iter().filter(|u| u.server_name() == hs.server_name()) {
+        create.invite_profiles.insert(invitee.clone(), member_profile(&hs, invitee).await?);
+    }
     create.invite = body.invite;
     create.is_direct = body.is_direct;
     if let Some(content) = &body.creation_content {
@@ -123,10 +118,13 @@ pub async fn get_room_event(
 ) -> ApiResult<get_room_event::v3::Response> {
     let session = req.session()?;
     let b = &req.body;
-    let (_, record) = hs
-        .rooms
-        .visible_event(&b.room_id, &b.event_id, &session.user_id)?
-        .ok_or_else(|| Error::not_found("Event not found"))?;
+    // A room the user may not read hides its events as if they did not exist, as Synapse
+    // answers, so the endpoint does not confirm which event IDs a private room holds.
+    let found = match hs.rooms.visible_event(&b.room_id, &b.event_id, &session.user_id) {
+        Err(e) if e.code() == ErrorCode::Forbidden => None,
+        other => other?,
+    };
+    let (_, record) = found.ok_or_else(|| Error::not_found("Event not found"))?;
     let event = hs.rooms.client_event(&b.event_id, &record, &session.user_id, Some(&session.device_id))?;
     Ok(get_room_event::v3::Response::new(raw(&event)?))
 }
@@ -150,8 +148,14 @@ pub async fn create_alias(
     if hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() != Some("join") {
         return Err(Error::forbidden("You must be in the room to give it an alias").into());
     }
-    hs.rooms.create_alias(&b.room_alias, &b.room_id, &session.user_id).await?;
-    Ok(create_alias::v3::Response::new())
+    match hs.rooms.create_alias(&b.room_alias, &b.room_id, &session.user_id).await {
+        // The spec's answer here (createRoom keeps M_ROOM_IN_USE, as on Synapse).
+        Err(e) if e.code() == ErrorCode::RoomInUse => {
+            Err(Error::new(ErrorCode::AliasExists, format!("Room alias {} already exists", b.room_alias))
+                .into())
+        }
+        other => Ok(other.map(|()| create_alias::v3::Response::new())?),
+    }
 }
 
 /// `DELETE /_matrix/client/v3/directory/room/{roomAlias}`

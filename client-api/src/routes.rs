@@ -14,15 +14,24 @@ use ruma::api::{IncomingRequest, Metadata, client as c, path_builder::PathBuilde
 
 use crate::{
     account, admin, backup, config, device, directory, discovery,
-    extract::{AuthPolicy, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
+    extract::{AuthPolicy, BodyRequired, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
     filter, keys, media, membership, message, misc, presence, profile, push, receipt,
-    response::{ApiError, ApiResult, RumaResponse},
+    response::{ApiError, ApiResult, JsonAnswered, RumaResponse},
     room, session, sso, state, sync, ws,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
 trait RouterExt {
     fn ruma<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthPolicy,
+        T::OutgoingResponse: Send,
+        H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static;
+
+    /// Like `ruma`, for endpoints whose body may not be left out (see [`BodyRequired`]).
+    fn ruma_with_body<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
     where
         T: IncomingRequest + Send + 'static,
         T::Authentication: AuthPolicy,
@@ -83,6 +92,24 @@ impl RouterExt for Router<Homeserver> {
         add_paths::<T>(self, make, guests)
     }
 
+    fn ruma_with_body<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthPolicy,
+        T::OutgoingResponse: Send,
+        H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static,
+    {
+        let make = || {
+            let handler = handler.clone();
+            on(method_filter::<T>(), move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
+                handler(hs, req).await.map(RumaResponse)
+            })
+            .layer(Extension(BodyRequired))
+        };
+        add_paths::<T>(self, make, guests)
+    }
+
     fn ruma_raw<T, X, H, F>(self, handler: H, guests: GuestAccess) -> Self
     where
         T: Metadata,
@@ -116,7 +143,10 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
             GUESTS,
         )
         .ruma::<c::discovery::discover_homeserver::Request, _, _>(discovery::discover_homeserver, GUESTS)
-        .ruma::<c::discovery::get_capabilities::v3::Request, _, _>(discovery::get_capabilities, GUESTS)
+        .ruma::<JsonAnswered<c::discovery::get_capabilities::v3::Request>, _, _>(
+            discovery::get_capabilities,
+            GUESTS,
+        )
         // Registration and account management
         .ruma::<c::account::register::v3::Request, _, _>(account::register, GUESTS)
         .ruma::<c::account::get_username_availability::v3::Request, _, _>(
@@ -132,7 +162,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::account::deactivate::v3::Request, _, _>(account::deactivate, NO_GUESTS)
         // Sessions
         .ruma::<c::session::get_login_types::v3::Request, _, _>(session::get_login_types, GUESTS)
-        .ruma::<c::session::login::v3::Request, _, _>(session::login, GUESTS)
+        .ruma::<session::Login, _, _>(session::login, GUESTS)
         .ruma::<c::session::logout::v3::Request, _, _>(session::logout, GUESTS)
         .ruma::<c::session::logout_all::v3::Request, _, _>(session::logout_all, GUESTS)
         .ruma::<c::session::refresh_token::v3::Request, _, _>(session::refresh_token, GUESTS)
@@ -151,20 +181,23 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         // Profiles
         .ruma::<c::profile::get_profile::v3::Request, _, _>(profile::get_profile, GUESTS)
         .ruma::<c::profile::get_display_name::v3::Request, _, _>(profile::get_display_name, GUESTS)
-        .ruma::<c::profile::set_display_name::v3::Request, _, _>(profile::set_display_name, GUESTS)
+        .ruma_with_body::<c::profile::set_display_name::v3::Request, _, _>(profile::set_display_name, GUESTS)
         .ruma::<c::profile::get_avatar_url::v3::Request, _, _>(profile::get_avatar_url, GUESTS)
-        .ruma::<c::profile::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url, GUESTS)
+        .ruma_with_body::<c::profile::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url, GUESTS)
         // Account data and filters
         .ruma::<c::config::get_global_account_data::v3::Request, _, _>(
             config::get_global_account_data,
             GUESTS,
         )
-        .ruma::<c::config::set_global_account_data::v3::Request, _, _>(
+        .ruma_with_body::<c::config::set_global_account_data::v3::Request, _, _>(
             config::set_global_account_data,
             GUESTS,
         )
         .ruma::<c::config::get_room_account_data::v3::Request, _, _>(config::get_room_account_data, GUESTS)
-        .ruma::<c::config::set_room_account_data::v3::Request, _, _>(config::set_room_account_data, GUESTS)
+        .ruma_with_body::<c::config::set_room_account_data::v3::Request, _, _>(
+            config::set_room_account_data,
+            GUESTS,
+        )
         .ruma::<c::filter::create_filter::v3::Request, _, _>(filter::create_filter, GUESTS)
         .ruma::<c::filter::get_filter::v3::Request, _, _>(filter::get_filter, GUESTS)
         // Rooms
@@ -175,8 +208,11 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::alias::create_alias::v3::Request, _, _>(room::create_alias, NO_GUESTS)
         .ruma::<c::alias::delete_alias::v3::Request, _, _>(room::delete_alias, NO_GUESTS)
         // Membership
-        .ruma::<c::membership::join_room_by_id::v3::Request, _, _>(membership::join_room_by_id, GUESTS)
-        .ruma::<c::membership::join_room_by_id_or_alias::v3::Request, _, _>(
+        .ruma::<membership::JoinWithContent<c::membership::join_room_by_id::v3::Request>, _, _>(
+            membership::join_room_by_id,
+            GUESTS,
+        )
+        .ruma::<membership::JoinWithContent<c::membership::join_room_by_id_or_alias::v3::Request>, _, _>(
             membership::join_room_by_id_or_alias,
             GUESTS,
         )
@@ -187,13 +223,19 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::membership::ban_user::v3::Request, _, _>(membership::ban_user, NO_GUESTS)
         .ruma::<c::membership::unban_user::v3::Request, _, _>(membership::unban_user, NO_GUESTS)
         .ruma::<c::membership::joined_rooms::v3::Request, _, _>(membership::joined_rooms, GUESTS)
-        .ruma::<c::membership::joined_members::v3::Request, _, _>(membership::joined_members, GUESTS)
+        .ruma::<JsonAnswered<c::membership::joined_members::v3::Request>, _, _>(
+            membership::joined_members,
+            GUESTS,
+        )
         .ruma::<c::membership::get_member_events::v3::Request, _, _>(membership::get_member_events, GUESTS)
         // Events and state
-        .ruma::<c::message::send_message_event::v3::Request, _, _>(message::send_message_event, GUESTS)
+        .ruma_with_body::<c::message::send_message_event::v3::Request, _, _>(
+            message::send_message_event,
+            GUESTS,
+        )
         .ruma::<c::message::get_message_events::v3::Request, _, _>(message::get_message_events, GUESTS)
         .ruma::<c::redact::redact_event::v3::Request, _, _>(message::redact_event, NO_GUESTS)
-        .ruma::<c::state::send_state_event::v3::Request, _, _>(state::send_state_event, GUESTS)
+        .ruma_with_body::<c::state::send_state_event::v3::Request, _, _>(state::send_state_event, GUESTS)
         .ruma::<c::state::get_state_event_for_key::v3::Request, _, _>(state::get_state_event_for_key, GUESTS)
         .ruma::<c::state::get_state_events::v3::Request, _, _>(state::get_state_events, GUESTS)
         .ruma::<c::knock::knock_room::v3::Request, _, _>(membership::knock_room, NO_GUESTS)
@@ -210,7 +252,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         // Sync
         .ruma::<sync::SyncEvents, _, _>(sync::sync_events, GUESTS)
         .ruma::<c::peeking::get_current_state::v3::Request, _, _>(misc::get_current_state, GUESTS)
-        .ruma::<c::peeking::listen_to_new_events::v3::Request, _, _>(misc::listen_to_new_events, GUESTS)
+        .ruma::<misc::ListenToNewEvents, _, _>(misc::listen_to_new_events, GUESTS)
         // End-to-end encryption
         .ruma::<c::keys::upload_keys::v3::Request, _, _>(keys::upload_keys, GUESTS)
         .ruma::<c::keys::get_keys::v3::Request, _, _>(keys::get_keys, GUESTS)
@@ -218,7 +260,10 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::keys::get_key_changes::v3::Request, _, _>(keys::get_key_changes, GUESTS)
         .ruma::<c::keys::upload_signing_keys::v3::Request, _, _>(keys::upload_signing_keys, NO_GUESTS)
         .ruma::<c::keys::upload_signatures::v3::Request, _, _>(keys::upload_signatures, NO_GUESTS)
-        .ruma::<c::to_device::send_event_to_device::v3::Request, _, _>(keys::send_event_to_device, GUESTS)
+        .ruma_with_body::<c::to_device::send_event_to_device::v3::Request, _, _>(
+            keys::send_event_to_device,
+            GUESTS,
+        )
         // Key backup
         .ruma::<c::backup::create_backup_version::v3::Request, _, _>(backup::create_backup_version, NO_GUESTS)
         .ruma::<c::backup::get_latest_backup_info::v3::Request, _, _>(
@@ -256,8 +301,8 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
             NO_GUESTS,
         )
         // Push rules and pushers
-        .ruma::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_pushrules_all, GUESTS)
-        .ruma::<c::push::get_pushrules_global_scope::v3::Request, _, _>(
+        .ruma::<JsonAnswered<c::push::get_pushrules_all::v3::Request>, _, _>(push::get_pushrules_all, GUESTS)
+        .ruma::<JsonAnswered<c::push::get_pushrules_global_scope::v3::Request>, _, _>(
             push::get_pushrules_global_scope,
             GUESTS,
         )

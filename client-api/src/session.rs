@@ -3,19 +3,23 @@
 use hearth_core::{Error, Homeserver, auth::jwt::JWT_LOGIN_TYPE};
 use ruma::{
     OwnedMxcUri, OwnedUserId,
-    api::client::{
-        session::{
-            get_login_types::{
-                self,
-                v3::{
-                    IdentityProvider, IdentityProviderBrand, LoginType, PasswordLoginType, SsoLoginType,
-                    TokenLoginType,
+    api::{
+        IncomingRequest, Metadata,
+        client::{
+            session::{
+                get_login_types::{
+                    self,
+                    v3::{
+                        IdentityProvider, IdentityProviderBrand, LoginType, PasswordLoginType, SsoLoginType,
+                        TokenLoginType,
+                    },
                 },
+                login::{self, v3::LoginInfo},
+                logout, logout_all, refresh_token,
             },
-            login::{self, v3::LoginInfo},
-            logout, logout_all, refresh_token,
+            uiaa::UserIdentifier,
         },
-        uiaa::UserIdentifier,
+        error::DeserializationError,
     },
 };
 
@@ -73,9 +77,41 @@ async fn password_user(hs: &Homeserver, password: &login::v3::Password) -> Resul
     Ok(user_id)
 }
 
+/// ruma's login request, with the body's `type` checked first: ruma's parser panics on a body
+/// without one (it indexes the object), and clients get `M_BAD_JSON` instead.
+pub struct Login(login::v3::Request);
+
+type RumaLogin = login::v3::Request;
+
+impl Metadata for Login {
+    const METHOD: axum::http::Method = <RumaLogin as Metadata>::METHOD;
+    const RATE_LIMITED: bool = <RumaLogin as Metadata>::RATE_LIMITED;
+    type Authentication = <RumaLogin as Metadata>::Authentication;
+    type PathBuilder = <RumaLogin as Metadata>::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = <RumaLogin as Metadata>::PATH_BUILDER;
+}
+
+impl IncomingRequest for Login {
+    type EndpointError = <RumaLogin as IncomingRequest>::EndpointError;
+    type OutgoingResponse = login::v3::Response;
+
+    fn try_from_http_request_inner(
+        request: axum::http::Request<&[u8]>,
+        path_args: &[&str],
+    ) -> Result<Self, DeserializationError> {
+        #[derive(serde::Deserialize)]
+        struct Typed<'a> {
+            #[serde(rename = "type", borrow)]
+            _type: std::borrow::Cow<'a, str>,
+        }
+        serde_json::from_slice::<Typed<'_>>(request.body()).map_err(DeserializationError::Json)?;
+        RumaLogin::try_from_http_request_inner(request, path_args).map(Self)
+    }
+}
+
 /// `POST /_matrix/client/v3/login`
-pub async fn login(hs: Homeserver, req: Ruma<login::v3::Request>) -> ApiResult<login::v3::Response> {
-    let body = req.body;
+pub async fn login(hs: Homeserver, req: Ruma<Login>) -> ApiResult<login::v3::Response> {
+    let body = req.body.0;
     let user_id = match &body.login_info {
         LoginInfo::Password(password) => password_user(&hs, password).await?,
         LoginInfo::Token(token) => hs.users.redeem_login_token(&token.token).await?,

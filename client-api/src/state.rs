@@ -32,6 +32,15 @@ pub async fn send_state_event(
     if kind == TimelineEventType::RoomCanonicalAlias {
         check_canonical_alias(&hs, &b.room_id, &content)?;
     }
+    // Setting what is already set, by the one who set it, is the same event again (as on
+    // Synapse): a client retrying or re-applying settings does not fill the timeline.
+    if let Some(current) = hs.rooms.current_state_event(&b.room_id, &kind.to_string(), &b.state_key)?
+        && current.sender == session.user_id
+        && current.content_json() == content
+        && hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() == Some("join")
+    {
+        return Ok(send_state_event::v3::Response::new(current.event_id));
+    }
     let event_id = hs
         .rooms
         .append(&b.room_id, &session.user_id, NewEvent::state(kind, b.state_key, content), None)
@@ -45,16 +54,20 @@ fn check_canonical_alias(
     room_id: &ruma::RoomId,
     content: &serde_json::Value,
 ) -> Result<(), Error> {
-    let mut aliases: Vec<&str> = Vec::new();
-    if let Some(alias) = content.get("alias").and_then(|a| a.as_str()) {
+    // Synapse's split, which clients and the suite rely on: a malformed alias is
+    // M_INVALID_PARAM, a well-formed one that does not lead here M_BAD_ALIAS.
+    let invalid = |what: &str| Error::invalid_param(format!("Invalid alias {what}"));
+    let mut aliases: Vec<&serde_json::Value> = Vec::new();
+    // No alias (absent, null or empty, as clients clear it) has nothing to check.
+    if let Some(alias) = content.get("alias").filter(|a| !a.is_null() && a.as_str() != Some("")) {
         aliases.push(alias);
     }
-    if let Some(alt) = content.get("alt_aliases").and_then(|a| a.as_array()) {
-        aliases.extend(alt.iter().filter_map(|a| a.as_str()));
+    if let Some(alt) = content.get("alt_aliases") {
+        aliases.extend(alt.as_array().ok_or_else(|| invalid("list: alt_aliases must be an array"))?);
     }
     for alias in aliases {
-        let parsed = ruma::RoomAliasId::parse(alias)
-            .map_err(|_| Error::new(hearth_core::ErrorCode::BadAlias, format!("Invalid alias {alias}")))?;
+        let alias = alias.as_str().ok_or_else(|| invalid(&alias.to_string()))?;
+        let parsed = ruma::RoomAliasId::parse(alias).map_err(|_| invalid(alias))?;
         if parsed.server_name() == hs.server_name()
             && hs.rooms.resolve_alias(&parsed)?.as_deref() != Some(room_id)
         {

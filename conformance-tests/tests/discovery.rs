@@ -23,10 +23,11 @@ async fn versions_well_known_and_capabilities() {
     let alice = hearth_conformance_tests::Client::register(&server.base_url, "capa", "pw").await;
     let caps = alice.get("/_matrix/client/v3/capabilities").await;
     let caps = &caps.assert_ok()["capabilities"];
-    // ruma leaves out capabilities at their default (enabled), which the spec allows.
-    assert_ne!(caps["m.change_password"]["enabled"], json!(false));
+    // Spelled out even at their default, as clients and Synapse expect.
+    assert_eq!(caps["m.change_password"]["enabled"], json!(true));
     assert_eq!(caps["m.room_versions"]["default"], json!("12"));
     assert_eq!(caps["m.3pid_changes"]["enabled"], json!(false));
+    anon.get("/_matrix/client/v3/capabilities").await.assert_error(401, "M_MISSING_TOKEN");
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ impl AccountData {
 
     /// Stores the user's push rules (server-managed `m.push_rules` account data).
     pub async fn set_push_rules(&self, user: &UserId, rules: &ruma::push::Ruleset) -> Result<()> {
-        let content = serde_json::json!({ "global": rules });
+        let content = serde_json::json!({ "global": ruleset_json(rules)? });
         self.write(user, None, "m.push_rules", content).await
     }
 
@@ -157,6 +157,31 @@ impl AccountData {
         let Ok(id) = filter_id.parse::<u64>() else { return Ok(None) };
         Ok(self.db.get::<Filters>(&(user.to_owned(), id))?)
     }
+}
+
+/// The push rule kinds every ruleset shows, empty or not: clients (and the spec's examples)
+/// index them without checking, and ruma leaves empty ones out.
+const RULE_KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
+
+/// A ruleset as clients read it, every kind present.
+pub fn ruleset_json(rules: &ruma::push::Ruleset) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(rules).map_err(Error::internal)?;
+    fill_rule_kinds(&mut value);
+    Ok(value)
+}
+
+/// Adds the missing kinds to a ruleset in JSON (one stored before they were always written).
+pub fn fill_rule_kinds(ruleset: &mut serde_json::Value) {
+    if let Some(object) = ruleset.as_object_mut() {
+        for kind in RULE_KINDS {
+            object.entry(kind).or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        }
+    }
+}
+
+/// The `m.push_rules` account data of a user who never changed their rules.
+pub fn default_push_rules_content(user: &UserId) -> Result<serde_json::Value> {
+    Ok(serde_json::json!({ "global": ruleset_json(&ruma::push::Ruleset::server_default(user))? }))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     BadRequest,
     UnsupportedRoomVersion,
     RoomInUse,
+    /// `PUT /directory/room/{alias}` for an alias that exists (the spec's 409).
+    AliasExists,
     BadAlias,
     /// Refined with the current version where the error is rendered.
     WrongRoomKeysVersion,
@@ -89,6 +91,7 @@ impl ErrorCode {
             Self::BadRequest => (400, ErrorKind::Unknown),
             Self::UnsupportedRoomVersion => (400, ErrorKind::UnsupportedRoomVersion),
             Self::RoomInUse => (400, ErrorKind::RoomInUse),
+            Self::AliasExists => (409, ErrorKind::Unknown),
             Self::BadAlias => (400, ErrorKind::BadAlias),
             Self::WrongRoomKeysVersion => (
                 403,

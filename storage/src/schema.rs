@@ -86,7 +86,9 @@ tables! {
     /// Rooms this server is not in where a local user is invited or has knocked: their
     /// stripped state and the servers to reach them through.
     OutsideRooms "outside_rooms": (OwnedUserId, OwnedRoomId) => OutsideRoomRecord;
-    /// Client transaction IDs of sent events, for idempotent retries.
+    /// Client transaction IDs of sent events, for idempotent retries: user, device, and the
+    /// endpoint's path from the room ID on, transaction ID included (keys written before the
+    /// scope held the bare ID; they can only miss, which costs at most a retry's dedup).
     TxnIds "txn_ids": (OwnedUserId, OwnedDeviceId, String) => OwnedEventId;
     /// Room aliases of this server.
     Aliases "aliases": OwnedRoomAliasId => AliasRecord;
@@ -102,6 +104,10 @@ tables! {
     DeviceKeys "device_keys": (OwnedUserId, OwnedDeviceId) => serde_json::Value;
     /// Unclaimed one-time keys by device, algorithm and key ID.
     OneTimeKeys "one_time_keys": (OwnedUserId, OwnedDeviceId, String, String) => serde_json::Value;
+    /// The order one-time keys arrived in, so claims hand out the oldest first (spec v1.16,
+    /// MSC4225): `upload number << 16 | position in the upload` → key ID. Keys stored before
+    /// this table have no entry and are claimed, by key ID, once the ordered ones run out.
+    OneTimeKeyOrder "one_time_key_order": (OwnedUserId, OwnedDeviceId, String, u64) => String;
     /// The fallback key of each device and algorithm.
     FallbackKeys "fallback_keys": (OwnedUserId, OwnedDeviceId, String) => FallbackKeyRecord;
     /// Cross-signing keys by user and usage (`master`, `self_signing`, `user_signing`).

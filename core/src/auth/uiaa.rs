@@ -179,6 +179,14 @@ impl Uiaa {
                     _ => None,
                 };
                 if named.as_deref() != Some(user) {
+                    // Valid credentials of someone else are refused outright, as Synapse does:
+                    // they can never complete this user's session (and are no better an
+                    // oracle than /login).
+                    if let Some(other) = &named
+                        && self.users.check_password(other, &password.password).await?
+                    {
+                        return Err(Error::forbidden("Authenticated as another user"));
+                    }
                     return Ok(Err("The identifier does not match the logged-in user".to_owned()));
                 }
                 if self.users.check_password(user, &password.password).await? {
@@ -297,6 +305,32 @@ mod tests {
         uiaa.authenticate(Some(&AuthData::Password(good)), &flows, "delete_devices", Some(&uid))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_users_valid_password_is_refused_outright() {
+        let (uiaa, users) = setup(None);
+        let mut ids = Vec::new();
+        for (name, pw) in [("owner", "pw1"), ("other", "pw2")] {
+            let account = NewAccount {
+                localpart: Some(name.into()),
+                password: Some(pw.into()),
+                inhibit_login: true,
+                ..Default::default()
+            };
+            ids.push(users.register(account).await.unwrap().user_id);
+        }
+        let flows = [vec![AuthType::Password]];
+        let other =
+            || UserIdentifier::Matrix(ruma::api::client::uiaa::MatrixUserIdentifier::new("other".into()));
+        // Wrong credentials of another user: a retryable stage failure.
+        let wrong = AuthData::Password(Password::new(other(), "nope".into()));
+        let err = uiaa.authenticate(Some(&wrong), &flows, "delete_device", Some(&ids[0])).await;
+        assert!(session_of(err.unwrap_err()).1.auth_error.is_some());
+        // Right credentials of another user: forbidden.
+        let right = AuthData::Password(Password::new(other(), "pw2".into()));
+        let err = uiaa.authenticate(Some(&right), &flows, "delete_device", Some(&ids[0])).await;
+        assert!(matches!(err, Err(Error::Matrix { code: ErrorCode::Forbidden, .. })), "{err:?}");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use ruma::{
     canonical_json::to_canonical_value,
     events::TimelineEventType,
     room_version_rules::RoomVersionRules,
-    signatures::{hash_and_sign_event, reference_hash},
+    signatures::{JsonError, hash_and_sign_event, reference_hash},
 };
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
@@ -215,12 +215,28 @@ pub fn build_and_sign(
         // Older clients and servers read the top-level field; it is harmless in newer versions.
         object.insert("redacts".into(), value);
     }
-    hash_and_sign_event(server_name.as_str(), &key.pair, &mut object, &rules.redaction)
-        .map_err(|e| Error::bad_json(format!("Cannot sign the event: {e}")))?;
+    hash_and_sign_event(server_name.as_str(), &key.pair, &mut object, &rules.redaction).map_err(
+        |e| match e {
+            JsonError::PduTooLarge => too_large(),
+            e => Error::bad_json(format!("Cannot sign the event: {e}")),
+        },
+    )?;
+    // The spec's limit is on the whole signed event in canonical JSON, which the hashes (over
+    // parts of it) do not see.
+    if to_json_string(&object)?.len() > MAX_PDU_BYTES {
+        return Err(too_large());
+    }
     let hash =
         reference_hash(&object, rules).map_err(|e| Error::too_large(format!("Event too large: {e}")))?;
     let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
     Ok((event_id, object))
+}
+
+/// The largest event the spec allows, signed and in canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+fn too_large() -> Error {
+    Error::too_large(format!("Event is larger than {MAX_PDU_BYTES} bytes"))
 }
 
 /// The canonical JSON text a PDU is stored as.

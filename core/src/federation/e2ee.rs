@@ -217,7 +217,10 @@ mod tests {
         };
         let alice = hs.users.register(new).await.unwrap().user_id;
         let upload = KeyUpload {
-            device_keys: Some(json!({"user_id": alice, "device_id": "DEV1", "keys": {"ed25519:DEV1": "ed"}})),
+            device_keys: Some(json!({
+                "user_id": alice, "device_id": "DEV1", "algorithms": ["m.megolm.v1.aes-sha2"],
+                "keys": {"ed25519:DEV1": "ed"}, "signatures": {},
+            })),
             one_time_keys: [("signed_curve25519:k1".to_owned(), json!({"key": "one"}))].into(),
             ..Default::default()
         };

@@ -26,7 +26,7 @@ use super::join::{supported_rules, with_reason};
 use crate::{
     Error, ErrorCode, Homeserver, Result,
     events::{NewEvent, Pdu, pdu::to_json_string},
-    rooms::{CREATABLE_VERSIONS, MembershipAction},
+    rooms::CREATABLE_VERSIONS,
     sync::compute::STRIPPED_STATE,
 };
 use hearth_storage::records::OutsideRoomRecord;
@@ -98,9 +98,13 @@ impl Homeserver {
         let remote = target.server_name() != self.server_name() && self.federation.enabled();
         let already = self.rooms.membership(room_id, target)?.as_deref() == Some("invite");
         if !remote || already {
-            self.rooms
-                .change_membership(room_id, sender, target, MembershipAction::Invite, reason, is_direct)
-                .await?;
+            // The invitee's profile goes in the event, as Synapse puts it, so that clients name
+            // them ("invited Bob") before they join.
+            let mut content = self.users.member_content(target).await?;
+            if is_direct {
+                content["is_direct"] = json!(true);
+            }
+            self.rooms.invite(room_id, sender, target, reason, content).await?;
             return Ok(());
         }
         let room =

@@ -12,7 +12,8 @@ use hearth_storage::{
     Batch, Direction,
     records::{FallbackKeyRecord, StreamEntry, ToDeviceRecord},
     schema::{
-        CrossSigningKeys, DeviceKeys, FallbackKeys, OneTimeKeys, StreamLog, ToDeviceInbox, ToDeviceTxns,
+        CrossSigningKeys, DeviceKeys, FallbackKeys, OneTimeKeyOrder, OneTimeKeys, StreamLog, ToDeviceInbox,
+        ToDeviceTxns,
     },
 };
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
@@ -112,6 +113,15 @@ impl Homeserver {
         let mut batch = Batch::new();
         let mut keys_changed = false;
         if let Some(keys) = &upload.device_keys {
+            // Other devices verify these fields before trusting the keys: a set without them
+            // would be served to every client and refused by each.
+            let has = |field: &str, ok: fn(&Value) -> bool| keys.get(field).is_some_and(ok);
+            if !(has("algorithms", |v| v.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+                && has("keys", Value::is_object)
+                && has("signatures", Value::is_object))
+            {
+                return Err(Error::bad_json("device_keys need algorithms, keys and signatures"));
+            }
             if keys.get("user_id").and_then(Value::as_str) != Some(user.as_str())
                 || keys.get("device_id").and_then(Value::as_str) != Some(device.as_str())
             {
@@ -123,9 +133,10 @@ impl Homeserver {
                 keys_changed = true;
             }
         }
-        for (id, key) in &upload.one_time_keys {
+        let mut upload_number = None;
+        for (position, (id, key)) in upload.one_time_keys.iter().enumerate() {
             let (algorithm, key_id) = split_key_id(id)?;
-            let db_key = (user.to_owned(), device.to_owned(), algorithm, key_id);
+            let db_key = (user.to_owned(), device.to_owned(), algorithm.clone(), key_id.clone());
             match self.db.get::<OneTimeKeys>(&db_key)? {
                 Some(existing) if &existing != key => {
                     return Err(Error::invalid_param(format!(
@@ -133,7 +144,22 @@ impl Homeserver {
                     )));
                 }
                 Some(_) => {}
-                None => batch.put::<OneTimeKeys>(&db_key, key)?,
+                None => {
+                    let number = match upload_number {
+                        Some(n) => n,
+                        None => *upload_number.insert(self.db.next_id("one_time_key_upload")?),
+                    };
+                    let position = u16::try_from(position)
+                        .map_err(|_| Error::bad_request("Too many one-time keys in one upload"))?;
+                    let order =
+                        number.checked_shl(16).ok_or_else(|| Error::internal("upload number overflow"))?
+                            | u64::from(position);
+                    batch.put::<OneTimeKeys>(&db_key, key)?;
+                    batch.put::<OneTimeKeyOrder>(
+                        &(user.to_owned(), device.to_owned(), algorithm, order),
+                        &key_id,
+                    )?;
+                }
             }
         }
         for (id, key) in &upload.fallback_keys {
@@ -196,7 +222,13 @@ impl Homeserver {
                     continue;
                 }
                 if let Some(device) = self.users.device(user, &device_id)? {
-                    keys["unsigned"] = json!({"device_display_name": device.display_name});
+                    // Synapse omits the name of a device that has none; a null here makes
+                    // matrix-nio refuse the whole answer.
+                    let mut unsigned = serde_json::Map::new();
+                    if let Some(name) = device.display_name {
+                        unsigned.insert("device_display_name".to_owned(), Value::String(name));
+                    }
+                    keys["unsigned"] = Value::Object(unsigned);
                 } else {
                     // A deleted device's keys are no longer served.
                     continue;
@@ -242,12 +274,8 @@ impl Homeserver {
                 let mut user_out = serde_json::Map::new();
                 for (device, algorithm) in devices {
                     let prefix = (user.clone(), device.clone(), algorithm.clone());
-                    let claimed = this.db.scan_prefix::<OneTimeKeys, _>(&prefix)?.next().transpose()?;
-                    let key = match claimed {
-                        Some((db_key, key)) => {
-                            batch.delete::<OneTimeKeys>(&db_key);
-                            Some((db_key.3, key))
-                        }
+                    let key = match this.oldest_one_time_key(&prefix, &mut batch)? {
+                        Some(key) => Some(key),
                         None => {
                             let fb_key = (user.clone(), device.clone(), algorithm.clone());
                             this.db.get::<FallbackKeys>(&fb_key)?.map(|mut record| {
@@ -269,6 +297,31 @@ impl Homeserver {
             Ok(json!({"one_time_keys": out, "failures": {}}))
         })
         .await
+    }
+
+    /// The oldest unclaimed one-time key of a device and algorithm, deleted in `batch`: in
+    /// upload order, then (keys from before the order was kept) by key ID.
+    fn oldest_one_time_key(
+        &self,
+        prefix: &(OwnedUserId, OwnedDeviceId, String),
+        batch: &mut Batch,
+    ) -> Result<Option<(String, Value)>> {
+        if let Some(entry) = self.db.scan_prefix::<OneTimeKeyOrder, _>(prefix)?.next() {
+            let (order_key, key_id) = entry?;
+            batch.delete::<OneTimeKeyOrder>(&order_key);
+            let key_ref = (prefix.0.clone(), prefix.1.clone(), prefix.2.clone(), key_id.clone());
+            // Both are written and deleted together, so the key is there; a missing one is
+            // skipped like any unreadable record rather than failing the claim.
+            if let Some(key) = self.db.get::<OneTimeKeys>(&key_ref)? {
+                batch.delete::<OneTimeKeys>(&key_ref);
+                return Ok(Some((key_id, key)));
+            }
+            tracing::warn!(key_id, "one-time key order entry without its key");
+        }
+        let Some(entry) = self.db.scan_prefix::<OneTimeKeys, _>(prefix)?.next() else { return Ok(None) };
+        let (db_key, key) = entry?;
+        batch.delete::<OneTimeKeys>(&db_key);
+        Ok(Some((db_key.3, key)))
     }
 
     /// Users whose keys changed in `(from, to]` and who share a room with `user`.
@@ -401,7 +454,9 @@ impl Homeserver {
         txn_id: &str,
         messages: BTreeMap<OwnedUserId, BTreeMap<String, Value>>,
     ) -> Result<()> {
-        let txn_key = (sender.to_owned(), sender_device.to_owned(), txn_id.to_owned());
+        // Scoped to the endpoint's path, event type included, like room events' transactions.
+        let txn_id = &format!("{event_type}/{txn_id}");
+        let txn_key = (sender.to_owned(), sender_device.to_owned(), txn_id.clone());
         if self.db.contains::<ToDeviceTxns>(&txn_key)? {
             return Ok(());
         }

@@ -5,10 +5,10 @@ use hearth_storage::{
     records::AliasRecord,
     schema::{Aliases, RoomAliases},
 };
-use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId, events::TimelineEventType};
 
 use super::Rooms;
-use crate::{Error, ErrorCode, Result, users::blocking};
+use crate::{Error, ErrorCode, Result, events::NewEvent, users::blocking};
 
 impl Rooms {
     pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
@@ -56,15 +56,57 @@ impl Rooms {
             return Err(Error::forbidden("You may not delete this alias"));
         }
         let this = self.clone();
-        let alias = alias.to_owned();
+        let room_id = record.room_id.clone();
+        let owned = alias.to_owned();
         blocking(move || {
             let mut batch = Batch::new();
-            batch.delete::<Aliases>(&alias);
-            batch.delete::<RoomAliases>(&(record.room_id, alias));
+            batch.delete::<Aliases>(&owned);
+            batch.delete::<RoomAliases>(&(record.room_id, owned));
             this.db().write(batch)?;
             Ok(())
         })
-        .await
+        .await?;
+        self.drop_canonical_alias(&room_id, alias, requester).await
+    }
+
+    /// After an alias is deleted, takes it out of the room's canonical alias event, as Synapse
+    /// does, so that clients stop showing a name that leads nowhere. Sent as the requester;
+    /// one without the power to is not refused the deletion itself.
+    async fn drop_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        alias: &RoomAliasId,
+        requester: &UserId,
+    ) -> Result<()> {
+        let Some(event) = self.current_state_event(room_id, "m.room.canonical_alias", "")? else {
+            return Ok(());
+        };
+        let mut content = event.content_json();
+        let Some(fields) = content.as_object_mut() else { return Ok(()) };
+        let mut changed = false;
+        if fields.get("alias").and_then(|a| a.as_str()) == Some(alias.as_str()) {
+            fields.remove("alias");
+            changed = true;
+        }
+        if let Some(alt) = fields.get_mut("alt_aliases").and_then(|a| a.as_array_mut()) {
+            let before = alt.len();
+            alt.retain(|a| a.as_str() != Some(alias.as_str()));
+            changed |= alt.len() != before;
+            if alt.is_empty() {
+                fields.remove("alt_aliases");
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let new = NewEvent::state(TimelineEventType::RoomCanonicalAlias, "", content);
+        match self.append(room_id, requester, new, None).await {
+            Err(e) if e.code() == ErrorCode::Forbidden => {
+                tracing::info!(%room_id, "alias deleted; no power to update the canonical alias");
+                Ok(())
+            }
+            other => other.map(drop),
+        }
     }
 }
 

@@ -26,6 +26,20 @@ use crate::{
 /// Who sent an event from which device and transaction, for idempotency and echo.
 pub type Txn = (OwnedDeviceId, String);
 
+/// Where a client transaction is remembered. The spec scopes a transaction ID to the device and
+/// the endpoint it was sent to, path parameters included (as Synapse keys it on the path), so
+/// the same ID in another room, for another event type or redacting another event is another
+/// request.
+type TxnKey = (OwnedUserId, OwnedDeviceId, String);
+
+fn txn_key(sender: &UserId, room_id: &RoomId, new: &NewEvent, (device, txn_id): &Txn) -> TxnKey {
+    let endpoint = match &new.redacts {
+        Some(redacts) => format!("{room_id}/redact/{redacts}/{txn_id}"),
+        None => format!("{room_id}/send/{}/{txn_id}", new.kind),
+    };
+    (sender.to_owned(), device.clone(), endpoint)
+}
+
 pub(super) struct Appended {
     pub event_id: OwnedEventId,
     pub ticket: Ticket,
@@ -44,11 +58,11 @@ impl Rooms {
         txn: Option<Txn>,
     ) -> Result<OwnedEventId> {
         let _guard = self.lock(room_id).await;
-        if let Some((device, txn_id)) = &txn {
-            let key = (sender.to_owned(), device.clone(), txn_id.clone());
-            if let Some(existing) = self.db().get::<TxnIds>(&key)? {
-                return Ok(existing);
-            }
+        let txn = txn.map(|txn| (txn_key(sender, room_id, &new, &txn), txn));
+        if let Some((key, _)) = &txn
+            && let Some(existing) = self.db().get::<TxnIds>(key)?
+        {
+            return Ok(existing);
         }
         let this = self.clone();
         let (room_id, sender) = (room_id.to_owned(), sender.to_owned());
@@ -68,10 +82,10 @@ impl Rooms {
         room_id: &OwnedRoomId,
         sender: &OwnedUserId,
         new: &NewEvent,
-        txn: Option<Txn>,
+        txn: Option<(TxnKey, Txn)>,
     ) -> Result<Appended> {
         let (event_id, object) = self.prepare_blocking(room_id, sender, new)?;
-        self.commit_blocking(room_id, sender, event_id, to_json_string(&object)?, txn)
+        self.commit_blocking(room_id, event_id, to_json_string(&object)?, txn)
     }
 
     /// Sends an event that another server must sign before it exists (an invite of its user):
@@ -93,8 +107,8 @@ impl Rooms {
         let (this, room, user) = (self.clone(), room_id.to_owned(), sender.to_owned());
         let (event_id, object) = blocking(move || this.prepare_blocking(&room, &user, &new)).await?;
         let json = countersign(event_id.clone(), object).await?;
-        let (this, room, user) = (self.clone(), room_id.to_owned(), sender.to_owned());
-        let appended = blocking(move || this.commit_blocking(&room, &user, event_id, json, None)).await?;
+        let (this, room) = (self.clone(), room_id.to_owned());
+        let appended = blocking(move || this.commit_blocking(&room, event_id, json, None)).await?;
         Ok(self.publish(appended))
     }
 
@@ -164,10 +178,9 @@ impl Rooms {
     fn commit_blocking(
         &self,
         room_id: &OwnedRoomId,
-        sender: &OwnedUserId,
         event_id: OwnedEventId,
         json: String,
-        txn: Option<Txn>,
+        txn: Option<(TxnKey, Txn)>,
     ) -> Result<Appended> {
         let db = self.db();
         let mut room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
@@ -190,14 +203,15 @@ impl Rooms {
         }
         let ticket = self.inner.streams.allocate();
         let pos = ticket.pos;
+        let (txn_key, txn) = txn.unzip();
         let record = PduRecord {
-            txn: txn.clone(),
+            txn,
             replaces_state,
             ..super::timeline_record(room_id, json, pos, room.current_state_group)
         };
         super::put_timeline_event(&mut batch, &event_id, &record)?;
-        if let Some((device, txn_id)) = txn {
-            batch.put::<TxnIds>(&(sender.clone(), device, txn_id), &event_id)?;
+        if let Some(key) = txn_key {
+            batch.put::<TxnIds>(&key, &event_id)?;
         }
 
         let mut wake = self.members_with(room_id, "join")?;

@@ -43,6 +43,8 @@ pub struct CreateRoom {
     pub initial_state: Vec<(String, String, Value)>,
     /// Set by the caller once the alias is known to be free.
     pub canonical_alias: Option<String>,
+    /// The member content (profile) each local invitee's invite carries.
+    pub invite_profiles: std::collections::BTreeMap<OwnedUserId, Value>,
 }
 
 impl CreateRoom {
@@ -59,6 +61,7 @@ impl CreateRoom {
             power_level_override: None,
             initial_state: Vec::new(),
             canonical_alias: None,
+            invite_profiles: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -221,7 +224,9 @@ impl Rooms {
             self.append(&room_id, creator, state("m.room.name", "", json!({"name": name})), None).await?;
         }
         if let Some(topic) = req.topic {
-            let content = json!({"topic": topic, "m.topic": [{"mimetype": "text/plain", "body": topic}]});
+            // Both forms (spec v1.15): `m.topic` is `{"m.text": [{"mimetype", "body"}]}`.
+            let content = ruma::events::room::topic::RoomTopicEventContent::new(topic);
+            let content = serde_json::to_value(content).map_err(Error::internal)?;
             self.append(&room_id, creator, state("m.room.topic", "", content), None).await?;
         }
         for invitee in req.invite {
@@ -229,7 +234,8 @@ impl Rooms {
                 // Their server must sign the invite: the caller sends it through federation.
                 continue;
             }
-            let mut content = json!({"membership": "invite"});
+            let mut content = req.invite_profiles.get(&invitee).cloned().unwrap_or_else(|| json!({}));
+            content["membership"] = json!("invite");
             if req.is_direct {
                 content["is_direct"] = json!(true);
             }

@@ -132,11 +132,8 @@ impl Rooms {
         let current = self.membership(room_id, target)?;
         let membership = match action {
             MembershipAction::Invite => {
-                if current.as_deref() == Some("invite") {
-                    // Inviting again changes nothing, as on Synapse.
-                    return self.current_member_event_id(room_id, target);
-                }
-                "invite"
+                let content = if is_direct { json!({"is_direct": true}) } else { json!({}) };
+                return self.invite(room_id, sender, target, reason, content).await;
             }
             MembershipAction::Kick => {
                 if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
@@ -156,6 +153,25 @@ impl Rooms {
         if is_direct {
             content["is_direct"] = json!(true);
         }
+        self.append(room_id, sender, member_event(target, content, reason), None).await
+    }
+
+    /// Invites `target` with the member content given (besides `membership`): its profile,
+    /// which clients show as the invitee's name, and `is_direct`.
+    pub async fn invite(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        reason: Option<String>,
+        mut content: serde_json::Value,
+    ) -> Result<OwnedEventId> {
+        self.require_room(room_id)?;
+        if self.membership(room_id, target)?.as_deref() == Some("invite") {
+            // Inviting again changes nothing, as on Synapse.
+            return self.current_member_event_id(room_id, target);
+        }
+        content["membership"] = json!("invite");
         self.append(room_id, sender, member_event(target, content, reason), None).await
     }
 

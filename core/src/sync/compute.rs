@@ -606,11 +606,23 @@ impl Homeserver {
 
     fn global_account_data(&self, user: &UserId, since: Option<u64>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
+        let mut has_push_rules = false;
         for entry in self.db.scan_prefix::<GlobalAccountData, _>(&user.to_owned())? {
-            let ((_, kind), record) = entry?;
+            let ((_, kind), mut record) = entry?;
+            if kind == "m.push_rules" {
+                has_push_rules = true;
+                if let Some(global) = record.content.get_mut("global") {
+                    crate::account_data::fill_rule_kinds(global);
+                }
+            }
             if since.is_none_or(|s| record.stream_pos > s) {
                 out.push(json!({"type": kind, "content": record.content}));
             }
+        }
+        // Clients expect their push rules in an initial sync even before they changed any.
+        if since.is_none() && !has_push_rules {
+            let content = crate::account_data::default_push_rules_content(user)?;
+            out.push(json!({"type": "m.push_rules", "content": content}));
         }
         Ok(out)
     }

@@ -46,6 +46,20 @@ impl Users {
         self.cache.get_or_load(&profile_key(user_id), PROFILE_TTL, move || this.profile(&user)).await
     }
 
+    /// The profile fields a member event carries (`displayname`, `avatar_url`), as an object to
+    /// add `membership` to: a join shows the joiner's, an invite the invitee's, as on Synapse.
+    pub async fn member_content(&self, user_id: &UserId) -> Result<serde_json::Value> {
+        let mut content = serde_json::Map::new();
+        if let Some(profile) = self.cached_profile(user_id).await? {
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = profile.get(field) {
+                    content.insert(field.to_owned(), value.clone());
+                }
+            }
+        }
+        Ok(serde_json::Value::Object(content))
+    }
+
     pub fn profile_field(&self, user_id: &UserId, field: &str) -> Result<Option<serde_json::Value>> {
         Ok(self.db.get::<ProfileFields>(&(user_id.to_owned(), field.to_owned()))?)
     }
