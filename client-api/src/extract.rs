@@ -1,4 +1,5 @@
-//! [`Ruma<T>`]: the extractor every handler takes. It reads the body (bounded), authenticates
+//! [`Ruma<T>`]: the extractor every handler takes. It reads the body (bounded in size and
+//! nesting), authenticates
 //! the caller as the endpoint's ruma metadata demands, and parses the ruma request type.
 
 use std::net::SocketAddr;
@@ -184,6 +185,9 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(Error::not_json("Content not JSON.").into());
         }
+        // The one nesting limit, checked where every JSON body enters: what passes stays
+        // readable inside every envelope it is later served in.
+        hearth_core::json::check_depth(&bytes, hearth_core::json::MAX_DEPTH)?;
         let (path_args, session) = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
 
         // Clients (matrix-nio's join, for one) send no body where an empty object is meant;

@@ -234,6 +234,30 @@ pub struct TableIter<'a, T: Table> {
     _table: PhantomData<T>,
 }
 
+impl<'a, T: Table> TableIter<'a, T> {
+    /// The entries with each value that cannot be decoded logged (table and key) and given as
+    /// `None`, so a reader can skip it, or delete it, instead of failing as a whole. Engine and
+    /// key errors stay errors.
+    pub fn lenient(self) -> impl Iterator<Item = Result<(T::Key, Option<T::Value>)>> + 'a {
+        let TableIter { raw, .. } = self;
+        raw.map(|item| {
+            let (k, v) = item?;
+            let key = T::Key::from_key_bytes(&k).map_err(|e| Error::KeyDecode {
+                table: T::CF,
+                key_hex: hex(&k),
+                reason: e.0,
+            })?;
+            match decode_value::<T>(&k, &v) {
+                Ok(value) => Ok((key, Some(value))),
+                Err(error) => {
+                    tracing::error!(%error, "skipping a stored record that cannot be decoded");
+                    Ok((key, None))
+                }
+            }
+        })
+    }
+}
+
 impl<T: Table> Iterator for TableIter<'_, T> {
     type Item = Result<(T::Key, T::Value)>;
 

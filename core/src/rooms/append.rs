@@ -1,6 +1,6 @@
 //! The local write path: build, authorize and persist one event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hearth_storage::{
     Batch,
@@ -8,8 +8,8 @@ use hearth_storage::{
     schema::{CurrentState, FederationOutbox, Pdus, RoomMembers, Rooms as RoomsTable, TxnIds, UserRooms},
 };
 use ruma::{
-    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
-    UserId, canonical_json::redact, events::TimelineEventType,
+    CanonicalJsonObject, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomId, UserId, canonical_json::redact, events::TimelineEventType,
 };
 
 use super::{Rooms, state};
@@ -305,11 +305,37 @@ impl Rooms {
         if &record.room_id != room_id || record.redacted_by.is_some() {
             return Ok(());
         }
-        let object = parse_object(&record.json)?;
+        let object = parse_for_redaction(target, &record.json)?;
         let redacted = redact(object, &rules.redaction, None).map_err(Error::internal)?;
         record.json = to_json_string(&redacted)?;
         record.redacted_by = Some(redaction.clone());
         batch.put::<Pdus>(target, &record)?;
         Ok(())
     }
+}
+
+/// The stored event as an object to redact. One stored before the nesting limit existed may be
+/// too deep to parse whole: then each top-level field is parsed alone and those that cannot be
+/// are left out (content becomes empty), which is what redaction removes anyway, so the event
+/// can still be redacted.
+fn parse_for_redaction(event_id: &EventId, json: &str) -> Result<ruma::CanonicalJsonObject> {
+    if let Ok(object) = parse_object(json) {
+        return Ok(object);
+    }
+    tracing::warn!(%event_id, "redacting a stored event too deep to parse whole");
+    let fields: BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(json).map_err(Error::internal)?;
+    let mut object = ruma::CanonicalJsonObject::new();
+    for (key, value) in fields {
+        match serde_json::from_str::<ruma::CanonicalJsonValue>(value.get()) {
+            Ok(value) => {
+                object.insert(key, value);
+            }
+            Err(_) if key == "content" => {
+                object.insert(key, ruma::CanonicalJsonValue::Object(Default::default()));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(object)
 }
