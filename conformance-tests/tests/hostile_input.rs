@@ -257,3 +257,25 @@ async fn server_names_outside_the_grammar_are_refused_before_any_lookup() {
     let bob = Client::register(&a.base_url, "bob", "pw").await;
     bob.post(&format!("{V3}/join/{room}?via=hs-a.test"), json!({})).await.assert_ok();
 }
+
+#[tokio::test]
+async fn events_over_the_pdu_size_limit_are_too_large_and_those_under_it_read_back() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let filler = |bytes: usize| json!({"msgtype": "m.text", "body": "x".repeat(bytes)});
+
+    // The spec caps a PDU at 65,536 bytes of canonical JSON, envelope included.
+    let reply = alice.put(&format!("{V3}/rooms/{room}/send/m.room.message/big"), filler(70_000)).await;
+    reply.assert_error(413, "M_TOO_LARGE");
+    let reply = alice.put(&format!("{V3}/rooms/{room}/state/org.example.big/k"), filler(70_000)).await;
+    reply.assert_error(413, "M_TOO_LARGE");
+
+    let reply = alice.put(&format!("{V3}/rooms/{room}/send/m.room.message/fits"), filler(60_000)).await;
+    let id = reply.assert_ok()["event_id"].as_str().unwrap().to_owned();
+    let page = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=5")).await;
+    let chunk = page.assert_ok()["chunk"].as_array().unwrap().clone();
+    let event = chunk.iter().find(|e| e["event_id"] == json!(id)).expect("the large message");
+    assert_eq!(event["content"]["body"].as_str().map(str::len), Some(60_000));
+    alice.get(&format!("{V3}/sync?timeout=0")).await.assert_ok();
+}

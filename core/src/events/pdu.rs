@@ -215,8 +215,14 @@ pub fn build_and_sign(
         // Older clients and servers read the top-level field; it is harmless in newer versions.
         object.insert("redacts".into(), value);
     }
-    hash_and_sign_event(server_name.as_str(), &key.pair, &mut object, &rules.redaction)
-        .map_err(|e| Error::bad_json(format!("Cannot sign the event: {e}")))?;
+    hash_and_sign_event(server_name.as_str(), &key.pair, &mut object, &rules.redaction).map_err(|e| {
+        // The spec's PDU size limit: 413 `M_TOO_LARGE`, as Synapse answers.
+        if matches!(e, ruma::signatures::JsonError::PduTooLarge) {
+            Error::too_large(format!("Event too large: {e}"))
+        } else {
+            Error::bad_json(format!("Cannot sign the event: {e}"))
+        }
+    })?;
     let hash =
         reference_hash(&object, rules).map_err(|e| Error::too_large(format!("Event too large: {e}")))?;
     let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
