@@ -279,3 +279,65 @@ async fn events_over_the_pdu_size_limit_are_too_large_and_those_under_it_read_ba
     assert_eq!(event["content"]["body"].as_str().map(str::len), Some(60_000));
     alice.get(&format!("{V3}/sync?timeout=0")).await.assert_ok();
 }
+
+/// Builds a request body around a nested value.
+type BodyAround = fn(Value) -> Value;
+
+#[tokio::test]
+async fn every_endpoint_that_takes_a_body_refuses_one_past_the_limit() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let me = alice.user_id().to_owned();
+    let room = alice.create_room(json!({})).await;
+    let event = alice.send_text(&room, "t0", "target").await;
+    // Each body puts `deep` (nested as given) one level inside its own object.
+    let endpoints: Vec<(Method, String, BodyAround)> = vec![
+        (Method::POST, format!("{V3}/createRoom"), |deep| json!({"creation_content": deep})),
+        (Method::POST, format!("{V3}/keys/upload"), |deep| json!({"one_time_keys": deep})),
+        (Method::POST, format!("{V3}/keys/device_signing/upload"), |deep| json!({"master_key": deep})),
+        (
+            Method::PUT,
+            format!("{V3}/pushrules/global/override/org.example.rule"),
+            |deep| json!({"actions": ["notify"], "conditions": [], "x": deep}),
+        ),
+        (Method::POST, format!("{V3}/rooms/{room}/report/{event}"), |deep| json!({"reason": "r", "x": deep})),
+        (
+            Method::POST,
+            format!("{V3}/rooms/{room}/read_markers"),
+            |deep| json!({"m.fully_read": event_placeholder(), "x": deep}),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/rooms/{room}/typing/{me}"),
+            |deep| json!({"typing": true, "timeout": 1000, "x": deep}),
+        ),
+        (
+            Method::POST,
+            format!("{V3}/room_keys/version"),
+            |deep| json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": deep}),
+        ),
+        (Method::PUT, format!("{V3}/presence/{me}/status"), |deep| json!({"presence": "online", "x": deep})),
+        (Method::POST, format!("{V3}/user_directory/search"), |deep| json!({"search_term": "a", "x": deep})),
+        (
+            Method::PUT,
+            format!("{V3}/directory/room/%23deep:localhost"),
+            |deep| json!({"room_id": "!r:localhost", "x": deep}),
+        ),
+    ];
+    for (method, path, body) in endpoints {
+        for levels in [LIMIT, LIMIT + 1] {
+            let reply = alice.request(method.clone(), &path, Some(body(nest(levels - 1)))).await;
+            if levels > LIMIT {
+                assert_eq!(reply.status.as_u16(), 400, "{method} {path}: {}", reply.body);
+                assert_eq!(reply.errcode(), "M_BAD_JSON", "{method} {path}");
+            } else {
+                assert!(reply.status.as_u16() < 500, "{method} {path} at the limit: {}", reply.body);
+            }
+        }
+    }
+}
+
+/// A syntactically valid event ID for bodies that need one.
+fn event_placeholder() -> Value {
+    json!("$placeholder")
+}

@@ -47,9 +47,11 @@ impl Homeserver {
     /// is off.
     pub async fn enqueue(
         &self,
-        destinations: BTreeSet<OwnedServerName>,
+        mut destinations: BTreeSet<OwnedServerName>,
         items: Vec<OutboxItem>,
     ) -> Result<()> {
+        // As in `Rooms::other_servers`: a name no request could reach is never queued for.
+        destinations.retain(|d| crate::server_name::is_valid_server_name(d.as_str()));
         if !self.federation.enabled() || destinations.is_empty() || items.is_empty() {
             return Ok(());
         }

@@ -227,7 +227,9 @@ impl Rooms {
             .members_with(room_id, "join")?
             .into_iter()
             .map(|u| u.server_name().to_owned())
-            .filter(|s| s != own)
+            // A name no request could reach (a member whose server is outside the grammar)
+            // would only fill a queue that never drains.
+            .filter(|s| s != own && crate::server_name::is_valid_server_name(s.as_str()))
             .collect())
     }
 
@@ -250,6 +252,7 @@ impl Rooms {
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             && target.server_name() != own
+            && crate::server_name::is_valid_server_name(target.server_name().as_str())
             && pdu.content_str("membership").as_deref() != Some("invite")
         {
             servers.insert(target.server_name().to_owned());
