@@ -5,7 +5,8 @@
 //! `rooms.join.<id>.timeline.events[].unsigned.m.relations.m.thread.latest_event.content`, about
 //! a dozen levels). serde_json, and so ruma, our storage codec, X-Matrix signing and most Rust
 //! clients, refuse input nested deeper than 128. The spec sets no nesting limit for canonical
-//! JSON and Synapse enforces none of its own, so we pick one with room for every envelope:
+//! JSON and Synapse has no explicit one (its parser's recursion limit, in the hundreds or more,
+//! is all there is), so we pick one with room for every envelope:
 //! a client body may nest [`MAX_DEPTH`] levels, one PDU or EDU from another server one level
 //! more (the event around the content). Anything within these limits stays below 128 on every
 //! path that serves it.
