@@ -341,3 +341,46 @@ async fn every_endpoint_that_takes_a_body_refuses_one_past_the_limit() {
 fn event_placeholder() -> Value {
     json!("$placeholder")
 }
+
+#[tokio::test]
+async fn at_every_depth_up_to_the_limit_what_is_accepted_reads_back() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let me = alice.user_id().to_owned();
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+
+    let mut sent = Vec::new();
+    for levels in 1..=LIMIT + 1 {
+        let path = format!("{V3}/rooms/{room}/send/m.room.message/every{levels}");
+        let reply = alice.put(&path, message(levels)).await;
+        assert_accepted_or_refused(&reply, levels, "a message");
+        let path = format!("{V3}/user/{me}/rooms/{room}/account_data/org.example.every{levels}");
+        let content = if levels == 1 { json!({}) } else { json!({"d": nest(levels - 1)}) };
+        assert_accepted_or_refused(&alice.put(&path, content).await, levels, "room account data");
+        if levels <= LIMIT {
+            sent.push((levels, reply.body["event_id"].as_str().unwrap().to_owned()));
+        }
+    }
+
+    // {"room":{"timeline":{"limit":100}}}
+    let filter = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7D%7D%7D";
+    let sync = bob.get(&format!("{V3}/sync?timeout=0&filter={filter}")).await;
+    let timeline = timeline_events(sync.assert_ok(), &room);
+    let page = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=100")).await;
+    let chunk = page.assert_ok()["chunk"].as_array().unwrap().clone();
+    for (levels, id) in &sent {
+        for (path, events) in [("/sync", &timeline), ("/messages", &chunk)] {
+            let event = events.iter().find(|e| e["event_id"] == json!(id));
+            assert_eq!(event.map(|e| &e["content"]), Some(&message(*levels)), "depth {levels} in {path}");
+        }
+    }
+    let sync = alice.get(&format!("{V3}/sync?timeout=0")).await;
+    let in_room =
+        sync.assert_ok()["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap().clone();
+    for levels in 1..=LIMIT {
+        let kind = format!("org.example.every{levels}");
+        assert!(in_room.iter().any(|e| e["type"] == json!(kind)), "{kind} in /sync");
+    }
+}
