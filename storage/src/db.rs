@@ -134,6 +134,18 @@ impl Db {
         }
     }
 
+    /// [`Db::get`] for readers that skip a record they cannot decode: it is logged (table and
+    /// key) and read as absent. Engine errors stay errors.
+    pub fn get_lenient<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
+        match self.get::<T>(key) {
+            Err(error) if error.is_value_decode() => {
+                tracing::error!(%error, "skipping a stored record that cannot be decoded");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
     pub fn contains<T: Table>(&self, key: &T::Key) -> Result<bool> {
         Ok(self.inner.engine.get(T::CF, &key.to_key_bytes())?.is_some())
     }

@@ -97,15 +97,7 @@ impl Homeserver {
                     if batch.pdus.len() >= MAX_PDUS {
                         continue;
                     }
-                    let record = match self.db.get::<Pdus>(&event_id) {
-                        Ok(record) => record,
-                        Err(error) if error.is_value_decode() => {
-                            tracing::error!(%destination, %event_id, %error, "dropping an unreadable PDU");
-                            None
-                        }
-                        Err(error) => return Err(error.into()),
-                    };
-                    if let Some(record) = record {
+                    if let Some(record) = self.db.get_lenient::<Pdus>(&event_id)? {
                         match sendable(record.json) {
                             Ok(raw) => batch.pdus.push(raw),
                             Err(error) => {

@@ -198,4 +198,6 @@ fn lenient_scan_hands_back_the_key_of_an_undecodable_value() {
     assert_eq!(seen, vec![(1, true), (2, false), (3, true)]);
     let error = db.get::<Filters>(&(alice(), 2)).unwrap_err();
     assert!(error.is_value_decode(), "{error}");
+    assert_eq!(db.get_lenient::<Filters>(&(alice(), 2)).unwrap(), None);
+    assert_eq!(db.get_lenient::<Filters>(&(alice(), 3)).unwrap(), Some(serde_json::json!({"ok": 3})));
 }
