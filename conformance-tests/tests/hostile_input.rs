@@ -384,3 +384,23 @@ async fn at_every_depth_up_to_the_limit_what_is_accepted_reads_back() {
         assert!(in_room.iter().any(|e| e["type"] == json!(kind)), "{kind} in /sync");
     }
 }
+
+#[tokio::test]
+async fn federation_bodies_are_held_to_the_limit_too() {
+    let mut servers = TestServer::start_federation(&["hs-a.test"], |_| {}).await;
+    let a = servers.pop().unwrap();
+    let fed = a.config.listen.federation.unwrap();
+    let https = hearth_conformance_tests::insecure_https();
+    // A federation body may carry one PDU (the client limit + 1) inside its own object and
+    // one more level: 67 in all.
+    for (levels, status) in [(67, 200), (68, 400)] {
+        let body = json!({"server_keys": {}, "x": nest(levels - 1)});
+        let reply =
+            https.post(format!("https://{fed}/_matrix/key/v2/query")).json(&body).send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), status, "depth {levels}");
+        if status == 400 {
+            let error: Value = reply.json().await.unwrap();
+            assert_eq!(error["errcode"], "M_BAD_JSON");
+        }
+    }
+}
