@@ -93,17 +93,27 @@ impl Homeserver {
         }
         let mut results = BTreeMap::new();
         for raw in pdus {
-            let room_id = serde_json::from_str::<RoomOf>(raw.get()).ok().and_then(|r| r.room_id);
-            let Some(room_id) = room_id else { continue };
-            match self.receive_one(origin, &room_id, &raw).await {
+            let RoomOf { room_id, event_id: declared_id } =
+                serde_json::from_str::<RoomOf>(raw.get()).unwrap_or_default();
+            let outcome = match room_id {
+                Some(room_id) => self.receive_one(origin, &room_id, &raw).await,
+                None => Err((None, Error::bad_json("PDU without a room_id"))),
+            };
+            match outcome {
                 Ok(event_id) => {
                     results.insert(event_id, Ok(()));
                 }
-                Err((Some(event_id), error)) => {
-                    tracing::info!(%origin, %event_id, %error, "rejected a remote PDU");
-                    results.insert(event_id, Err(error.to_string()));
-                }
-                Err((None, error)) => tracing::info!(%origin, %error, "dropped an unreadable PDU"),
+                // Without a room version there is no reference hash; events of rooms v1 and v2
+                // still name themselves.
+                Err((event_id, error)) => match event_id
+                    .or_else(|| declared_id.and_then(|v| v.as_str().and_then(|id| EventId::parse(id).ok())))
+                {
+                    Some(event_id) => {
+                        tracing::info!(%origin, %event_id, %error, "rejected a remote PDU");
+                        results.insert(event_id, Err(error.to_string()));
+                    }
+                    None => tracing::info!(%origin, %error, "dropped an unreadable PDU"),
+                },
             }
         }
         for edu in edus {
@@ -326,7 +336,10 @@ fn lenient_edu(edu: &Raw<Edu>) -> Result<Edu> {
     serde_json::from_value(value).map_err(|e| Error::bad_json(e.to_string()))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
 struct RoomOf {
     room_id: Option<OwnedRoomId>,
+    /// Only PDUs of room versions 1 and 2 carry their ID; read loosely, so that a bad one
+    /// cannot hide the room.
+    event_id: Option<serde_json::Value>,
 }

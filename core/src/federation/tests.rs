@@ -124,3 +124,16 @@ async fn an_item_that_cannot_be_signed_is_dropped_and_the_rest_still_goes() {
     assert_eq!(batch.edus.len(), 1);
     assert!(batch.edus[0].json().get().contains("\"typing\":true"));
 }
+
+#[tokio::test]
+async fn a_pdu_that_names_itself_gets_an_error_even_when_its_room_is_unknown() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let pdu = json!({"event_id": "$v1event:remote.test", "room_id": "!unknown:remote.test", "type": "m.room.message"});
+    let no_room = json!({"event_id": "$v1other:remote.test", "type": "m.room.message"});
+    let raws = [pdu, no_room].map(|v| RawValue::from_string(v.to_string()).unwrap()).into();
+    let results = hs.receive_transaction(hs.server_name(), "t2", raws, Vec::new()).await.unwrap();
+    for id in ["$v1event:remote.test", "$v1other:remote.test"] {
+        let id = ruma::OwnedEventId::try_from(id).unwrap();
+        assert!(results.get(&id).is_some_and(Result::is_err), "{results:?}");
+    }
+}
