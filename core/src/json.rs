@@ -23,6 +23,15 @@ pub const MAX_DEPTH: usize = 64;
 /// the limit becomes event content one level down.
 pub const MAX_FEDERATION_ITEM_DEPTH: usize = MAX_DEPTH + 1;
 
+/// Levels the deepest envelope adds around a stored event when it is served (about a dozen, see
+/// above), with some to spare.
+const ENVELOPE_HEADROOM: usize = 16;
+
+/// Deepest stored event that is still served. Everything accepted today is far below; events
+/// stored before the limit existed may be deeper, and only those past this point, which could
+/// not be read back inside a response, are skipped.
+pub const MAX_SERVABLE_DEPTH: usize = 128 - ENVELOPE_HEADROOM;
+
 /// Deepest nesting of a federation request body that carries one PDU (plus the request's own
 /// object and an array or field around it, as `/invite` has).
 pub const MAX_FEDERATION_BODY_DEPTH: usize = MAX_FEDERATION_ITEM_DEPTH + 2;
@@ -111,8 +120,8 @@ mod tests {
     #[test]
     fn anything_within_the_limit_parses_inside_every_envelope() {
         // The deepest envelope served: a /sync response around an event whose unsigned section
-        // bundles another event, content at the limit.
-        let content = nested(MAX_FEDERATION_ITEM_DEPTH);
+        // bundles another event, content as deep as is ever served.
+        let content = nested(MAX_SERVABLE_DEPTH);
         let wrapped = format!(
             r#"{{"rooms":{{"join":{{"!r:x":{{"timeline":{{"events":[{{"unsigned":{{"m.relations":{{"m.thread":{{"latest_event":{{"content":{content}}}}}}}}}}}]}}}}}}}}}}"#
         );

@@ -371,12 +371,12 @@ impl Rooms {
 }
 
 /// A stored event parsed for serving, or `None` (logged with its ID) when it cannot be served:
-/// it does not parse, or it is nested deeper than anything accepted today lets in (stored
-/// before the limit existed, it could not be read back inside a response's envelopes). Read
-/// paths skip such an event rather than fail the whole response.
+/// it does not parse, or it is nested too deeply to be read back inside a response's envelopes
+/// (only possible for events stored before the nesting limit existed). Read paths skip such an
+/// event rather than fail the whole response.
 pub(crate) fn servable(event_id: &EventId, record: &PduRecord) -> Option<Pdu> {
     let depth = json::depth(record.json.as_bytes());
-    if depth > json::MAX_FEDERATION_ITEM_DEPTH {
+    if depth > json::MAX_SERVABLE_DEPTH {
         tracing::error!(%event_id, depth, "skipping a stored event nested too deeply to serve");
         return None;
     }
