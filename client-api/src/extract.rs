@@ -1,4 +1,5 @@
-//! [`Ruma<T>`]: the extractor every handler takes. It reads the body (bounded), authenticates
+//! [`Ruma<T>`]: the extractor every handler takes. It reads the body (bounded in size and
+//! nesting), authenticates
 //! the caller as the endpoint's ruma metadata demands, and parses the ruma request type.
 
 use std::net::SocketAddr;
@@ -206,6 +207,9 @@ where
         {
             return Err(Error::not_json("Content not JSON.").into());
         }
+        // The one nesting limit, checked where every JSON body enters: what passes stays
+        // readable inside every envelope it is later served in.
+        hearth_core::json::check_depth(&bytes, hearth_core::json::MAX_DEPTH)?;
         let body_required = parts.extensions.get::<BodyRequired>().is_some();
         let (path_args, session) = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
 

@@ -140,6 +140,15 @@ async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
                 let Some(Ok(message)) = incoming else { break None };
                 last_heard = tokio::time::Instant::now();
                 let Message::Text(text) = message else { continue };
+                // The command object is one level around what the HTTP endpoint takes as its
+                // body, so content may nest exactly as deep as over HTTP.
+                if let Err(error) =
+                    hearth_core::json::check_depth(text.as_bytes(), hearth_core::json::MAX_DEPTH + 1)
+                {
+                    let err = error_frame(None, &error);
+                    if tx.try_send(frame(&err)).is_err() { break Some(CLOSE_SLOW_CONSUMER); }
+                    continue;
+                }
                 let Ok(command) = serde_json::from_str::<Value>(text.as_str()) else {
                     let err = error_frame(None, &Error::not_json("Frame is not JSON"));
                     if tx.try_send(frame(&err)).is_err() { break Some(CLOSE_SLOW_CONSUMER); }

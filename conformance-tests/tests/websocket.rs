@@ -236,3 +236,29 @@ async fn a_consumer_that_stops_reading_is_disconnected() {
     let mut fresh = open(&server, &ticket(&bob).await).await;
     assert_eq!(next(&mut fresh).await["type"], "ack");
 }
+
+#[tokio::test]
+async fn a_command_nested_past_the_limit_is_refused_and_one_at_the_limit_is_served() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = alice.post(&format!("{V3}/createRoom"), json!({})).await;
+    let room = room.assert_ok()["room_id"].as_str().unwrap().to_owned();
+    let mut socket = open(&server, &ticket(&alice).await).await;
+    assert_eq!(next(&mut socket).await["type"], "ack");
+
+    // The same limit as an HTTP body (64 levels) for the content inside the command.
+    let nest = |levels: usize| (0..levels).fold(json!(0), |inner, _| json!({ "a": inner }));
+    for (id, levels) in [(1, 64), (2, 65)] {
+        let content = json!({"msgtype": "m.text", "body": format!("depth {levels}"), "d": nest(levels - 1)});
+        let command = json!({"type": "send", "id": id, "room_id": room, "event_type": "m.room.message", "content": content});
+        send(&mut socket, command).await;
+    }
+    let (accepted, refused) = (next(&mut socket).await, next(&mut socket).await);
+    assert_eq!(accepted["type"], "result", "{accepted}");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["errcode"], "M_BAD_JSON", "{refused}");
+    let event_id = accepted["result"]["event_id"].as_str().unwrap();
+    let seen = alice.get(&format!("{V3}/rooms/{room}/event/{event_id}")).await;
+    assert_eq!(seen.assert_ok()["content"]["body"], "depth 64");
+    alice.get(&format!("{V3}/sync?timeout=0")).await.assert_ok();
+}

@@ -81,12 +81,12 @@ impl AccountData {
 
     pub fn global(&self, user: &UserId, event_type: &str) -> Result<Option<serde_json::Value>> {
         let key = (user.to_owned(), event_type.to_owned());
-        Ok(self.db.get::<GlobalAccountData>(&key)?.map(|r| r.content))
+        Ok(self.db.get_lenient::<GlobalAccountData>(&key)?.map(|r| r.content))
     }
 
     pub fn room(&self, user: &UserId, room: &RoomId, event_type: &str) -> Result<Option<serde_json::Value>> {
         let key = (user.to_owned(), room.to_owned(), event_type.to_owned());
-        Ok(self.db.get::<RoomAccountData>(&key)?.map(|r| r.content))
+        Ok(self.db.get_lenient::<RoomAccountData>(&key)?.map(|r| r.content))
     }
 
     pub async fn set_global(

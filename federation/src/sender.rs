@@ -77,6 +77,14 @@ async fn worker(
             wake.notified().await;
             continue;
         }
+        if batch.pdus.is_empty() && batch.edus.is_empty() {
+            // Only items that could not be sent (logged by `outbox_batch`): forget them.
+            if let Err(error) = hs.outbox_done(&destination, batch.seqs).await {
+                tracing::error!(%destination, %error, "cannot clear dropped items");
+                tokio::time::sleep(backoff).await;
+            }
+            continue;
+        }
         let txn_id = OwnedTransactionId::from(format!("{epoch}.{}", counter.fetch_add(1, Ordering::Relaxed)));
         let (pdus, edus) = (batch.pdus.len(), batch.edus.len());
         match send(&hs, &destination, txn_id, batch.pdus, batch.edus).await {

@@ -119,7 +119,7 @@ fn unauthorized(message: impl Into<String>) -> FedError {
 
 impl<T> FromRequest<Homeserver> for Fed<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: ServerAuth,
 {
     type Rejection = FedError;
@@ -135,6 +135,11 @@ where
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
             .map_err(|e| Error::too_large(format!("Could not read the request body: {e}")))?;
+        // A transaction is checked PDU by PDU and EDU by EDU (`receive_transaction`), so that one
+        // item too deep costs its sender that item, not the whole transaction.
+        if std::any::TypeId::of::<T>() != std::any::TypeId::of::<send_transaction_message::v1::Request>() {
+            hearth_core::json::check_depth(&bytes, hearth_core::json::MAX_FEDERATION_BODY_DEPTH)?;
+        }
         let request = http::Request::from_parts(parts, bytes.as_ref());
         let origin = if T::Authentication::SIGNED {
             let xmatrix = XMatrix::extract_from_http_headers(request.headers())

@@ -135,6 +135,18 @@ impl Db {
         }
     }
 
+    /// [`Db::get`] for readers that skip a record they cannot decode: it is logged (table and
+    /// key) and read as absent. Engine errors stay errors.
+    pub fn get_lenient<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>> {
+        match self.get::<T>(key) {
+            Err(error) if error.is_value_decode() => {
+                tracing::error!(%error, "skipping a stored record that cannot be decoded");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
     pub fn contains<T: Table>(&self, key: &T::Key) -> Result<bool> {
         Ok(self.inner.engine.get(T::CF, &key.to_key_bytes())?.is_some())
     }
@@ -233,6 +245,30 @@ fn decode_value<T: Table>(key: &[u8], bytes: &[u8]) -> Result<T::Value> {
 pub struct TableIter<'a, T: Table> {
     raw: crate::engine::RawIter<'a>,
     _table: PhantomData<T>,
+}
+
+impl<'a, T: Table> TableIter<'a, T> {
+    /// The entries with each value that cannot be decoded logged (table and key) and given as
+    /// `None`, so a reader can skip it, or delete it, instead of failing as a whole. Engine and
+    /// key errors stay errors.
+    pub fn lenient(self) -> impl Iterator<Item = Result<(T::Key, Option<T::Value>)>> + 'a {
+        let TableIter { raw, .. } = self;
+        raw.map(|item| {
+            let (k, v) = item?;
+            let key = T::Key::from_key_bytes(&k).map_err(|e| Error::KeyDecode {
+                table: T::CF,
+                key_hex: hex(&k),
+                reason: e.0,
+            })?;
+            match decode_value::<T>(&k, &v) {
+                Ok(value) => Ok((key, Some(value))),
+                Err(error) => {
+                    tracing::error!(%error, "skipping a stored record that cannot be decoded");
+                    Ok((key, None))
+                }
+            }
+        })
+    }
 }
 
 impl<T: Table> Iterator for TableIter<'_, T> {

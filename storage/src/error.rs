@@ -19,6 +19,14 @@ pub enum Error {
     UnknownTable(&'static str),
 }
 
+impl Error {
+    /// Whether this is a stored value that cannot be decoded: one bad record, which readers skip
+    /// (logged), as opposed to an engine failure, which stays an error.
+    pub fn is_value_decode(&self) -> bool {
+        matches!(self, Self::ValueDecode { .. })
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

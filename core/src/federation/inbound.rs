@@ -18,7 +18,9 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-use crate::{Error, ErrorCode, Homeserver, Result, events::pdu::to_json_string, rooms::remote::Received};
+use crate::{
+    Error, ErrorCode, Homeserver, Result, events::pdu::to_json_string, json, rooms::remote::Received,
+};
 
 /// How many missing events one incoming event may make us fetch.
 const MAX_FETCH: usize = 20;
@@ -31,21 +33,36 @@ impl Homeserver {
         raw: &RawValue,
         rules: &RoomVersionRules,
     ) -> Result<(OwnedEventId, String)> {
-        let object: CanonicalJsonObject = serde_json::from_str(raw.get())
-            .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
-        let hash =
-            reference_hash(&object, rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
-        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
-        let keys = self.key_map_for(&object).await?;
+        self.verify_identified_pdu(raw, rules).await.map_err(|(_, error)| error)
+    }
+
+    /// [`Self::verify_pdu`], its error naming the event whenever the PDU was readable enough
+    /// to have an ID, so that a transaction's answer can say why that event was refused.
+    pub(crate) async fn verify_identified_pdu(
+        &self,
+        raw: &RawValue,
+        rules: &RoomVersionRules,
+    ) -> Result<(OwnedEventId, String), (Option<OwnedEventId>, Error)> {
+        let (event_id, object) = identify_pdu(raw, rules).map_err(|e| (None, e))?;
+        // Every PDU from elsewhere passes here (transactions, joins, backfill, fetched events):
+        // the one place its nesting is held to what we can serve back inside any envelope.
+        json::check_depth(raw.get().as_bytes(), json::MAX_FEDERATION_ITEM_DEPTH)
+            .map_err(|e| (Some(event_id.clone()), e))?;
+        let keys = self.key_map_for(&object).await.map_err(|e| (Some(event_id.clone()), e))?;
         let object = match verify_event(&keys, &object, rules) {
             Ok(Verified::All) => object,
             Ok(Verified::Signatures) => {
                 tracing::warn!(%event_id, "content hash mismatch; keeping the redacted event");
-                redact(object, &rules.redaction, None).map_err(Error::internal)?
+                redact(object, &rules.redaction, None)
+                    .map_err(|e| (Some(event_id.clone()), Error::internal(e)))?
             }
-            Err(e) => return Err(Error::forbidden(format!("signature check failed for {event_id}: {e}"))),
+            Err(e) => {
+                let error = Error::forbidden(format!("signature check failed for {event_id}: {e}"));
+                return Err((Some(event_id), error));
+            }
         };
-        Ok((event_id, to_json_string(&object)?))
+        let json = to_json_string(&object).map_err(|e| (Some(event_id.clone()), e))?;
+        Ok((event_id, json))
     }
 
     pub(super) fn room_rules(&self, room_id: &RoomId) -> Result<RoomVersionRules> {
@@ -76,20 +93,36 @@ impl Homeserver {
         }
         let mut results = BTreeMap::new();
         for raw in pdus {
-            let room_id = serde_json::from_str::<RoomOf>(raw.get()).ok().and_then(|r| r.room_id);
-            let Some(room_id) = room_id else { continue };
-            match self.receive_one(origin, &room_id, &raw).await {
+            let RoomOf { room_id, event_id: declared_id } =
+                serde_json::from_str::<RoomOf>(raw.get()).unwrap_or_default();
+            let outcome = match room_id {
+                Some(room_id) => self.receive_one(origin, &room_id, &raw).await,
+                None => Err((None, Error::bad_json("PDU without a room_id"))),
+            };
+            match outcome {
                 Ok(event_id) => {
                     results.insert(event_id, Ok(()));
                 }
-                Err((Some(event_id), error)) => {
-                    tracing::info!(%origin, %event_id, %error, "rejected a remote PDU");
-                    results.insert(event_id, Err(error.to_string()));
-                }
-                Err((None, error)) => tracing::info!(%origin, %error, "dropped an unreadable PDU"),
+                // Without a room version there is no reference hash; events of rooms v1 and v2
+                // still name themselves.
+                Err((event_id, error)) => match event_id
+                    .or_else(|| declared_id.and_then(|v| v.as_str().and_then(|id| EventId::parse(id).ok())))
+                {
+                    Some(event_id) => {
+                        tracing::info!(%origin, %event_id, %error, "rejected a remote PDU");
+                        results.insert(event_id, Err(error.to_string()));
+                    }
+                    None => tracing::info!(%origin, %error, "dropped an unreadable PDU"),
+                },
             }
         }
         for edu in edus {
+            if let Err(error) =
+                json::check_depth(edu.json().get().as_bytes(), json::MAX_FEDERATION_ITEM_DEPTH)
+            {
+                tracing::info!(%origin, %error, "dropped an EDU");
+                continue;
+            }
             if let Err(error) = self.receive_edu(origin, &edu).await {
                 tracing::debug!(%origin, %error, "ignored an EDU");
             }
@@ -109,11 +142,12 @@ impl Homeserver {
         if !self.rooms.exists(room_id).map_err(|e| (None, e))? {
             return self.receive_outside_member(room_id, raw).await;
         }
-        if !self.server_allowed(room_id, origin).map_err(|e| (None, e))? {
-            return Err((None, Error::forbidden(format!("{origin} is denied by the room's server ACL"))));
-        }
         let rules = self.room_rules(room_id).map_err(|e| (None, e))?;
-        let (event_id, json) = self.verify_pdu(raw, &rules).await.map_err(|e| (None, e))?;
+        if !self.server_allowed(room_id, origin).map_err(|e| (None, e))? {
+            let event_id = identify_pdu(raw, &rules).ok().map(|(id, _)| id);
+            return Err((event_id, Error::forbidden(format!("{origin} is denied by the room's server ACL"))));
+        }
+        let (event_id, json) = self.verify_identified_pdu(raw, &rules).await?;
         let state_before = self.fill_gaps(origin, room_id, &event_id, &json, &rules).await;
         match self.rooms.receive_pdu_with_state(room_id, &event_id, json, state_before).await {
             Ok(Received::Accepted | Received::SoftFailed | Received::Duplicate) => Ok(event_id),
@@ -275,6 +309,18 @@ impl Homeserver {
     }
 }
 
+/// Parses a PDU and computes its event ID (the reference hash), before anything is checked.
+pub(crate) fn identify_pdu(
+    raw: &RawValue,
+    rules: &RoomVersionRules,
+) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+    let object: CanonicalJsonObject = serde_json::from_str(raw.get())
+        .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
+    let hash = reference_hash(&object, rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
+    let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+    Ok((event_id, object))
+}
+
 /// Parses an EDU, filling in what other servers leave out that ruma's types require: Synapse
 /// omits `last_active_ago` from presence updates of users it has no activity time for.
 fn lenient_edu(edu: &Raw<Edu>) -> Result<Edu> {
@@ -290,7 +336,10 @@ fn lenient_edu(edu: &Raw<Edu>) -> Result<Edu> {
     serde_json::from_value(value).map_err(|e| Error::bad_json(e.to_string()))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
 struct RoomOf {
     room_id: Option<OwnedRoomId>,
+    /// Only PDUs of room versions 1 and 2 carry their ID; read loosely, so that a bad one
+    /// cannot hide the room.
+    event_id: Option<serde_json::Value>,
 }

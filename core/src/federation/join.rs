@@ -370,6 +370,7 @@ impl Homeserver {
         reason: Option<String>,
         via: &[OwnedServerName],
     ) -> Result<()> {
+        check_names(room_id, via)?;
         if !self.federation.enabled() || self.rooms.resident(room_id)? {
             return self.rooms.join(room_id, user, profile, reason).await;
         }
@@ -407,4 +408,13 @@ impl Homeserver {
         self.servers_in_room(room_id)?.iter().for_each(|s| add(s));
         Ok(servers)
     }
+}
+
+/// The server names a client gave for a join or knock (the room ID's and `via`), refused with
+/// 400 before anything is looked up when they are outside the spec's grammar.
+pub(crate) fn check_names(room_id: &RoomId, via: &[OwnedServerName]) -> Result<()> {
+    for server in via.iter().map(AsRef::as_ref).chain(room_id.server_name()) {
+        crate::server_name::check_server_name(server)?;
+    }
+    Ok(())
 }

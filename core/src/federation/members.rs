@@ -293,6 +293,7 @@ impl Homeserver {
         reason: Option<String>,
         via: &[OwnedServerName],
     ) -> Result<()> {
+        super::join::check_names(room_id, via)?;
         if !self.federation.enabled() || self.rooms.resident(room_id)? {
             return self.rooms.knock(room_id, user, profile, reason).await;
         }
@@ -391,7 +392,7 @@ impl Homeserver {
             self.rooms.outside_room(&target, room_id).map_err(|e| (None, e))?.ok_or_else(unknown)?;
         let version = RoomVersionId::try_from(outside.room_version.as_str()).map_err(|_| unknown())?;
         let rules = supported_rules(&version).map_err(|e| (None, e))?;
-        let (event_id, json) = self.verify_pdu(raw, &rules).await.map_err(|e| (None, e))?;
+        let (event_id, json) = self.verify_identified_pdu(raw, &rules).await?;
         let pdu = Pdu::from_json(event_id.clone(), &json).map_err(|e| (Some(event_id.clone()), e))?;
         if !outside.servers.iter().any(|s| s == pdu.sender.server_name()) {
             return Err((

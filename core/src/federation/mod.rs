@@ -193,6 +193,8 @@ impl Homeserver {
         if destination == self.server_name() {
             return Err(Error::internal("refusing to send a federation request to ourselves"));
         }
+        // Every outbound request passes here: a name outside the grammar never reaches DNS.
+        crate::server_name::check_server_name(destination)?;
         let response = self.transport()?.send(destination, request).await?;
         let (parts, body) = response.into_parts();
         if !parts.status.is_success() {

@@ -9,10 +9,20 @@ use hearth_storage::{
     records::OutboxItem,
     schema::{FederationOutbox, Pdus},
 };
-use ruma::{OwnedServerName, RoomId, ServerName, serde::Raw};
+use ruma::{CanonicalJsonValue, OwnedServerName, RoomId, ServerName, serde::Raw};
 use serde_json::value::RawValue;
 
-use crate::{Error, Homeserver, Result, users::blocking};
+use crate::{Error, Homeserver, Result, json, users::blocking};
+
+/// Checks that an item can go in a transaction: nested within the limit, so the transaction
+/// around it stays parseable, and canonical JSON (no floats, integers in range), since the
+/// transaction is signed as canonical JSON.
+fn sendable(text: String) -> Result<Box<RawValue>> {
+    json::check_depth(text.as_bytes(), json::MAX_FEDERATION_ITEM_DEPTH)?;
+    serde_json::from_str::<CanonicalJsonValue>(&text)
+        .map_err(|e| Error::bad_json(format!("not canonical JSON: {e}")))?;
+    RawValue::from_string(text).map_err(Error::internal)
+}
 
 /// Spec limits of one transaction.
 pub const MAX_PDUS: usize = 50;
@@ -37,9 +47,11 @@ impl Homeserver {
     /// is off.
     pub async fn enqueue(
         &self,
-        destinations: BTreeSet<OwnedServerName>,
+        mut destinations: BTreeSet<OwnedServerName>,
         items: Vec<OutboxItem>,
     ) -> Result<()> {
+        // As in `Rooms::other_servers`: a name no request could reach is never queued for.
+        destinations.retain(|d| crate::server_name::is_valid_server_name(d.as_str()));
         if !self.federation.enabled() || destinations.is_empty() || items.is_empty() {
             return Ok(());
         }
@@ -72,26 +84,38 @@ impl Homeserver {
         Ok(out)
     }
 
-    /// The oldest items queued for `destination`, within one transaction's limits.
+    /// The oldest items queued for `destination`, within one transaction's limits. An item that
+    /// cannot be read, serialised or signed is logged and left out, its sequence number kept so
+    /// that it is deleted with the rest: one bad item must never hold back the destination.
     pub fn outbox_batch(&self, destination: &ServerName) -> Result<OutboxBatch> {
         let mut batch = OutboxBatch::default();
-        for entry in self.db.scan_prefix::<FederationOutbox, _>(&destination.to_string())? {
+        for entry in self.db.scan_prefix::<FederationOutbox, _>(&destination.to_string())?.lenient() {
             let ((_, seq), item) = entry?;
             match item {
-                OutboxItem::Pdu { event_id } => {
+                None => {}
+                Some(OutboxItem::Pdu { event_id }) => {
                     if batch.pdus.len() >= MAX_PDUS {
                         continue;
                     }
-                    if let Some(record) = self.db.get::<Pdus>(&event_id)? {
-                        batch.pdus.push(RawValue::from_string(record.json).map_err(Error::internal)?);
+                    if let Some(record) = self.db.get_lenient::<Pdus>(&event_id)? {
+                        match sendable(record.json) {
+                            Ok(raw) => batch.pdus.push(raw),
+                            Err(error) => {
+                                tracing::error!(%destination, %event_id, %error, "dropping a PDU that cannot be sent");
+                            }
+                        }
                     }
                 }
-                OutboxItem::Edu { edu } => {
+                Some(OutboxItem::Edu { edu }) => {
                     if batch.edus.len() >= MAX_EDUS {
                         continue;
                     }
-                    let raw = serde_json::value::to_raw_value(&edu).map_err(Error::internal)?;
-                    batch.edus.push(Raw::from_json(raw));
+                    match serde_json::to_string(&edu).map_err(Error::internal).and_then(sendable) {
+                        Ok(raw) => batch.edus.push(Raw::from_json(raw)),
+                        Err(error) => {
+                            tracing::error!(%destination, %error, "dropping an EDU that cannot be sent");
+                        }
+                    }
                 }
             }
             batch.seqs.push(seq);

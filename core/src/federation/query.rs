@@ -84,6 +84,7 @@ impl Homeserver {
         &self,
         alias: &RoomAliasId,
     ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        crate::server_name::check_server_name(alias.server_name())?;
         if alias.server_name() == self.server_name() || !self.federation.enabled() {
             return self.directory_for_server(alias);
         }

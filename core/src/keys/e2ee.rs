@@ -530,8 +530,13 @@ impl Homeserver {
         let prefix = (user.to_owned(), device.to_owned());
         let mut acknowledged = Batch::new();
         let mut out = Vec::new();
-        for entry in self.db.scan_prefix::<ToDeviceInbox, _>(&prefix)? {
+        for entry in self.db.scan_prefix::<ToDeviceInbox, _>(&prefix)?.lenient() {
             let (key, record) = entry?;
+            let Some(record) = record else {
+                // Logged by `lenient`; it can never be delivered.
+                acknowledged.delete::<ToDeviceInbox>(&key);
+                continue;
+            };
             let pos = key.2;
             if since.is_some_and(|s| pos <= s) {
                 acknowledged.delete::<ToDeviceInbox>(&key);

@@ -378,6 +378,7 @@ impl Media {
         media_id: &str,
         timeout: Duration,
     ) -> Result<(MediaRecord, String)> {
+        crate::server_name::check_server_name(server)?;
         if let Some(record) = self.record(server, media_id)?
             && let Some(sha256) = record.sha256.clone()
         {

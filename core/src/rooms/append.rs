@@ -1,6 +1,6 @@
 //! The local write path: build, authorize and persist one event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hearth_storage::{
     Batch,
@@ -8,8 +8,8 @@ use hearth_storage::{
     schema::{CurrentState, FederationOutbox, Pdus, RoomMembers, Rooms as RoomsTable, TxnIds, UserRooms},
 };
 use ruma::{
-    CanonicalJsonObject, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId,
-    UserId, canonical_json::redact, events::TimelineEventType,
+    CanonicalJsonObject, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    RoomId, UserId, canonical_json::redact, events::TimelineEventType,
 };
 
 use super::{Rooms, state};
@@ -248,7 +248,9 @@ impl Rooms {
             .members_with(room_id, "join")?
             .into_iter()
             .map(|u| u.server_name().to_owned())
-            .filter(|s| s != own)
+            // A name no request could reach (a member whose server is outside the grammar)
+            // would only fill a queue that never drains.
+            .filter(|s| s != own && crate::server_name::is_valid_server_name(s.as_str()))
             .collect())
     }
 
@@ -271,6 +273,7 @@ impl Rooms {
         if pdu.kind == TimelineEventType::RoomMember
             && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             && target.server_name() != own
+            && crate::server_name::is_valid_server_name(target.server_name().as_str())
             && pdu.content_str("membership").as_deref() != Some("invite")
         {
             servers.insert(target.server_name().to_owned());
@@ -326,11 +329,37 @@ impl Rooms {
         if &record.room_id != room_id || record.redacted_by.is_some() {
             return Ok(());
         }
-        let object = parse_object(&record.json)?;
+        let object = parse_for_redaction(target, &record.json)?;
         let redacted = redact(object, &rules.redaction, None).map_err(Error::internal)?;
         record.json = to_json_string(&redacted)?;
         record.redacted_by = Some(redaction.clone());
         batch.put::<Pdus>(target, &record)?;
         Ok(())
     }
+}
+
+/// The stored event as an object to redact. One stored before the nesting limit existed may be
+/// too deep to parse whole: then each top-level field is parsed alone and those that cannot be
+/// are left out (content becomes empty), which is what redaction removes anyway, so the event
+/// can still be redacted.
+fn parse_for_redaction(event_id: &EventId, json: &str) -> Result<ruma::CanonicalJsonObject> {
+    if let Ok(object) = parse_object(json) {
+        return Ok(object);
+    }
+    tracing::warn!(%event_id, "redacting a stored event too deep to parse whole");
+    let fields: BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(json).map_err(Error::internal)?;
+    let mut object = ruma::CanonicalJsonObject::new();
+    for (key, value) in fields {
+        match serde_json::from_str::<ruma::CanonicalJsonValue>(value.get()) {
+            Ok(value) => {
+                object.insert(key, value);
+            }
+            Err(_) if key == "content" => {
+                object.insert(key, ruma::CanonicalJsonValue::Object(Default::default()));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(object)
 }

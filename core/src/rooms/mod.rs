@@ -17,6 +17,7 @@ mod power;
 pub mod remote;
 pub mod state;
 mod timeline;
+pub(crate) use timeline::servable;
 pub mod visibility;
 
 use std::{

@@ -109,3 +109,55 @@ async fn the_write_path_enforces_auth_rules() {
     assert_eq!(hs.rooms.power_level(&v12, &alice).unwrap(), i64::MAX);
     assert!(v12.server_name().is_none(), "v12 room IDs carry no server name");
 }
+
+/// Rewrites a stored event's content nested `levels` deep, as the API let in before the limit.
+fn bury(hs: &Homeserver, event_id: &ruma::EventId, levels: usize) {
+    let mut record = hs.rooms.pdu_record(event_id).unwrap().unwrap();
+    let mut object = parse_object(&record.json).unwrap();
+    // Spliced in as text: serde_json would refuse to build anything deeper than 128.
+    let content = format!(r#"{{"body":"buried","d":{}}}"#, crate::json::nested(levels));
+    object.insert("content".into(), ruma::CanonicalJsonValue::String("CONTENT".into()));
+    record.json = serde_json::to_string(&object).unwrap().replace(r#""CONTENT""#, &content);
+    hs.db.put::<Pdus>(&event_id.to_owned(), &record).unwrap();
+}
+
+#[tokio::test]
+async fn a_stored_event_too_deep_to_serve_is_skipped_and_can_still_be_redacted() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let room_id = room(&hs, &alice, RoomVersionId::V12).await;
+    hs.rooms.append(&room_id, &alice, text("before"), None).await.unwrap();
+    let bad = hs.rooms.append(&room_id, &alice, text("bad"), None).await.unwrap();
+    let topic = NewEvent::state(TimelineEventType::RoomTopic, "", json!({"topic": "t"}));
+    let bad_state = hs.rooms.append(&room_id, &alice, topic, None).await.unwrap();
+    hs.rooms.append(&room_id, &alice, text("after"), None).await.unwrap();
+    // Past what any parser with serde_json's limit reads (130), and past what is still served
+    // inside a response's envelopes (120).
+    bury(&hs, &bad, 130);
+    bury(&hs, &bad_state, 120);
+
+    let page =
+        hs.rooms.page(&room_id, &alice, None, None, super::PageDirection::Backward, 50, &|_| true).unwrap();
+    let ids: Vec<_> = page.events.iter().map(|(_, pdu, _)| pdu.event_id.clone()).collect();
+    assert!(!ids.contains(&bad) && !ids.contains(&bad_state), "{ids:?}");
+    assert!(page.events.len() >= 3, "the others are still there: {ids:?}");
+    for (_, pdu, record) in &page.events {
+        hs.rooms.client_event(&pdu.event_id, record, &alice, None).unwrap();
+    }
+
+    let group = hs.rooms.room(&room_id).unwrap().unwrap().current_state_group;
+    let state = hs.rooms.state_events(group).unwrap();
+    assert!(!state.iter().any(|(id, ..)| id == &bad_state));
+    assert!(state.iter().any(|(_, _, pdu)| pdu.kind == TimelineEventType::RoomCreate));
+    assert!(hs.rooms.visible_event(&room_id, &bad, &alice).unwrap().is_none());
+
+    let redaction = NewEvent {
+        kind: TimelineEventType::RoomRedaction,
+        content: json!({}),
+        state_key: None,
+        redacts: Some(bad.clone()),
+    };
+    hs.rooms.append(&room_id, &alice, redaction, None).await.unwrap();
+    let redacted = hs.rooms.visible_event(&room_id, &bad, &alice).unwrap().expect("servable once redacted");
+    assert!(!redacted.1.json.contains("buried"));
+}

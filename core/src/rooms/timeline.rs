@@ -19,6 +19,7 @@ use crate::{
         client::{Unsigned, client_event},
         pdu::parse_object,
     },
+    json,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +165,7 @@ impl Rooms {
             let (key, event_id) = entry?;
             last_scanned = Some(key);
             let Some(record) = self.pdu_record(&event_id)? else { continue };
-            let pdu = Pdu::from_json(event_id, &record.json)?;
+            let Some(pdu) = servable(&event_id, &record) else { continue };
             let own_membership =
                 pdu.kind == TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str());
             if (own_membership || viewer.can_see(&record)?) && keep(&pdu) {
@@ -275,10 +276,12 @@ impl Rooms {
         }
         if let Some(replaced) = &record.replaces_state {
             extra.replaces_state = Some(replaced.clone());
-            extra.prev_content = self.pdu(replaced)?.map(|p| p.content_json());
+            extra.prev_content =
+                self.pdu_record(replaced)?.and_then(|r| servable(replaced, &r)).map(|p| p.content_json());
         }
         if let Some(redaction) = &record.redacted_by
             && let Some(redaction_record) = self.pdu_record(redaction)?
+            && servable(redaction, &redaction_record).is_some()
         {
             let because = parse_object(&redaction_record.json)?;
             extra.redacted_because =
@@ -300,7 +303,7 @@ impl Rooms {
         if record.room_id != room_id || timeline_key(&record).is_none_or(|k| k > horizon) {
             return Ok(None);
         }
-        let pdu = Pdu::from_json(event_id.to_owned(), &record.json)?;
+        let Some(pdu) = servable(event_id, &record) else { return Ok(None) };
         let own =
             pdu.kind == TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str());
         if own || Viewer::new(self, room_id, user)?.can_see(&record)? {
@@ -357,11 +360,31 @@ impl Rooms {
         let map = super::state::load(self.db(), group)?;
         let mut out = Vec::with_capacity(map.len());
         for event_id in map.into_values() {
-            if let Some(record) = self.pdu_record(&event_id)? {
-                let pdu = Pdu::from_json(event_id.clone(), &record.json)?;
+            if let Some(record) = self.pdu_record(&event_id)?
+                && let Some(pdu) = servable(&event_id, &record)
+            {
                 out.push((event_id, record, pdu));
             }
         }
         Ok(out)
+    }
+}
+
+/// A stored event parsed for serving, or `None` (logged with its ID) when it cannot be served:
+/// it does not parse, or it is nested too deeply to be read back inside a response's envelopes
+/// (only possible for events stored before the nesting limit existed). Read paths skip such an
+/// event rather than fail the whole response.
+pub(crate) fn servable(event_id: &EventId, record: &PduRecord) -> Option<Pdu> {
+    let depth = json::depth(record.json.as_bytes());
+    if depth > json::MAX_SERVABLE_DEPTH {
+        tracing::error!(%event_id, depth, "skipping a stored event nested too deeply to serve");
+        return None;
+    }
+    match Pdu::from_json(event_id.to_owned(), &record.json) {
+        Ok(pdu) => Some(pdu),
+        Err(error) => {
+            tracing::error!(%event_id, %error, "skipping a stored event that cannot be read");
+            None
+        }
     }
 }

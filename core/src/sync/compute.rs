@@ -512,7 +512,7 @@ impl Homeserver {
                     continue;
                 }
                 let Some(record) = self.rooms.pdu_record(&event_id)? else { continue };
-                let pdu = Pdu::from_json(event_id.clone(), &record.json)?;
+                let Some(pdu) = crate::rooms::servable(&event_id, &record) else { continue };
                 if event_passes(&filter.state, &pdu) {
                     state_events.push(self.rooms.client_event(&event_id, &record, user, Some(device))?);
                 }
@@ -607,8 +607,8 @@ impl Homeserver {
     fn global_account_data(&self, user: &UserId, since: Option<u64>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut has_push_rules = false;
-        for entry in self.db.scan_prefix::<GlobalAccountData, _>(&user.to_owned())? {
-            let ((_, kind), mut record) = entry?;
+        for entry in self.db.scan_prefix::<GlobalAccountData, _>(&user.to_owned())?.lenient() {
+            let ((_, kind), Some(mut record)) = entry? else { continue };
             if kind == "m.push_rules" {
                 has_push_rules = true;
                 if let Some(global) = record.content.get_mut("global") {
@@ -629,8 +629,10 @@ impl Homeserver {
 
     fn room_account_data(&self, user: &UserId, room_id: &RoomId, since: Option<u64>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        for entry in self.db.scan_prefix::<RoomAccountData, _>(&(user.to_owned(), room_id.to_owned()))? {
-            let ((_, _, kind), record) = entry?;
+        for entry in
+            self.db.scan_prefix::<RoomAccountData, _>(&(user.to_owned(), room_id.to_owned()))?.lenient()
+        {
+            let ((_, _, kind), Some(record)) = entry? else { continue };
             if since.is_none_or(|s| record.stream_pos > s) {
                 out.push(json!({"type": kind, "content": record.content}));
             }

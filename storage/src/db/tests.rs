@@ -177,3 +177,27 @@ fn rocksdb_data_survives_reopen() {
     assert_eq!(db.next_id("x").unwrap(), 2);
     assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
 }
+
+#[test]
+fn lenient_scan_hands_back_the_key_of_an_undecodable_value() {
+    let db = Db::in_memory();
+    db.put::<Filters>(&(alice(), 1), &serde_json::json!({"ok": 1})).unwrap();
+    let op =
+        WriteOp::Put { cf: Filters::CF, key: (alice(), 2u64).to_key_bytes(), value: b"{not json".to_vec() };
+    db.inner.engine.write(vec![op], false).unwrap();
+    db.put::<Filters>(&(alice(), 3), &serde_json::json!({"ok": 3})).unwrap();
+
+    // The strict scan fails on the bad record; the lenient one skips it and names its key.
+    assert!(db.scan_prefix::<Filters, _>(&alice()).unwrap().any(|e| e.is_err()));
+    let seen: Vec<(u64, bool)> = db
+        .scan_prefix::<Filters, _>(&alice())
+        .unwrap()
+        .lenient()
+        .map(|e| e.map(|((_, n), v)| (n, v.is_some())).unwrap())
+        .collect();
+    assert_eq!(seen, vec![(1, true), (2, false), (3, true)]);
+    let error = db.get::<Filters>(&(alice(), 2)).unwrap_err();
+    assert!(error.is_value_decode(), "{error}");
+    assert_eq!(db.get_lenient::<Filters>(&(alice(), 2)).unwrap(), None);
+    assert_eq!(db.get_lenient::<Filters>(&(alice(), 3)).unwrap(), Some(serde_json::json!({"ok": 3})));
+}
