@@ -110,9 +110,21 @@ fn put_timeline_event(
     Ok(())
 }
 
-/// Room versions this server creates rooms in.
-pub const CREATABLE_VERSIONS: &[RoomVersionId] =
-    &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+/// Room versions this server creates rooms in and joins. Versions 1 and 2 are missing: their
+/// events carry server-chosen IDs and `[id, hashes]` pairs as references, and version 1 needs
+/// the first state resolution algorithm, none of which the event layer handles.
+pub const CREATABLE_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
 
 impl Rooms {
     pub fn new(
