@@ -205,3 +205,36 @@ async fn a_version_9_room_is_joined_across_servers() {
     alice.send_text(&room, "a2", "welcome back").await;
     bob.wait_for_bodies(&room, &["welcome back"]).await;
 }
+
+#[tokio::test]
+async fn a_restricted_version_9_room_is_joined_across_servers() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let space = alice.create_room(json!({"preset": "public_chat", "room_version": "9"})).await;
+    let rule = json!([{"type": "m.room.join_rules", "state_key": "", "content": {
+        "join_rule": "restricted",
+        "allow": [{"type": "m.room_membership", "room_id": space}],
+    }}]);
+    let room =
+        alice.create_room(json!({"room_version": "9", "initial_state": rule, "name": "members only"})).await;
+
+    // Not in the allowed room: A refuses to make the join.
+    bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+
+    bob.post(&format!("{V3}/join/{space}?via={A}"), json!({})).await.assert_ok();
+    wait_for_membership(&alice, &space, bob.user_id(), "join").await;
+    // Now one of A's users vouches for the join and A signs it.
+    let joined = bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await;
+    assert_eq!(joined.assert_ok()["room_id"], json!(room), "{:?}", joined.body);
+    wait_for_membership(&alice, &room, bob.user_id(), "join").await;
+    let member = member_content(&alice, &room, bob.user_id()).await;
+    assert_eq!(member["join_authorised_via_users_server"], alice.user_id(), "{member}");
+    let on_b = member_content(&bob, &room, bob.user_id()).await;
+    assert_eq!(on_b["membership"], "join");
+    let name = bob.get(&format!("{V3}/rooms/{room}/state/m.room.name")).await;
+    assert_eq!(name.assert_ok()["name"], "members only");
+
+    bob.send_text(&room, "b1", "vouched for").await;
+    alice.wait_for_bodies(&room, &["vouched for"]).await;
+}

@@ -200,6 +200,8 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<send_transaction_message::v1::Request, _, _>(send_transaction_message)
         .fed::<prepare_join_event::v1::Request, _, _>(prepare_join_event)
         .fed::<create_join_event::v2::Request, _, _>(create_join_event)
+        .fed::<crate::legacy::SendJoinV1, _, _>(crate::legacy::create_join_event_v1)
+        .fed::<crate::legacy::SendLeaveV1, _, _>(crate::legacy::create_leave_event_v1)
         .fed::<get_event::v1::Request, _, _>(get_event)
         .fed::<get_missing_events::v1::Request, _, _>(get_missing_events)
         .fed::<get_room_state_ids::v1::Request, _, _>(get_room_state_ids)
