@@ -14,11 +14,15 @@ use ruma::{
     canonical_json::redact,
     room_version_rules::RoomVersionRules,
     serde::Raw,
-    signatures::{Verified, reference_hash, verify_event},
+    signatures::{Verified, verify_event},
 };
 use serde_json::value::RawValue;
 
-use crate::{Error, ErrorCode, Homeserver, Result, events::pdu::to_json_string, rooms::remote::Received};
+use crate::{
+    Error, ErrorCode, Homeserver, Result,
+    events::pdu::{event_id_of, to_json_string},
+    rooms::remote::Received,
+};
 
 /// How many missing events one incoming event may make us fetch.
 const MAX_FETCH: usize = 20;
@@ -33,9 +37,7 @@ impl Homeserver {
     ) -> Result<(OwnedEventId, String)> {
         let object: CanonicalJsonObject = serde_json::from_str(raw.get())
             .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
-        let hash =
-            reference_hash(&object, rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
-        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        let event_id = event_id_of(&object, rules)?;
         let keys = self.key_map_for(&object).await?;
         let object = match verify_event(&keys, &object, rules) {
             Ok(Verified::All) => object,

@@ -9,13 +9,17 @@ use ruma::{
     ServerName, UserId,
     api::federation::membership::{create_join_event, prepare_join_event},
     events::TimelineEventType,
-    signatures::{hash_and_sign_event, reference_hash, sign_event},
+    signatures::{hash_and_sign_event, sign_event},
 };
 use serde_json::{Value, json, value::RawValue};
 
 use crate::{
     Error, ErrorCode, Homeserver, Result,
-    events::{Pdu, auth, pdu::to_json_string, state_res::auth_chain},
+    events::{
+        Pdu, auth,
+        pdu::{event_id_of, new_event_id, references, to_json_string},
+        state_res::auth_chain,
+    },
     rooms::{CREATABLE_VERSIONS, remote::Received},
     util::now_ms,
 };
@@ -102,8 +106,8 @@ impl Homeserver {
             "content": content,
             "origin_server_ts": now_ms(),
             "depth": room.max_depth + 1,
-            "prev_events": room.forward_extremities,
-            "auth_events": auth_events,
+            "prev_events": references(&room.forward_extremities, &rules),
+            "auth_events": references(&auth_events, &rules),
         });
         let probe =
             Pdu::from_json(EventId::parse("$probe").map_err(Error::internal)?, &template.to_string())?;
@@ -421,6 +425,9 @@ impl Homeserver {
         for field in ["event_id", "hashes", "signatures", "unsigned"] {
             object.remove(field);
         }
+        if let Some(event_id) = new_event_id(rules, self.server_name())? {
+            object.insert("event_id".into(), CanonicalJsonValue::String(event_id.to_string()));
+        }
         hash_and_sign_event(
             self.server_name().as_str(),
             &self.signing_key.pair,
@@ -428,8 +435,7 @@ impl Homeserver {
             &rules.redaction,
         )
         .map_err(|e| Error::internal(format!("signing the {membership}: {e}")))?;
-        let hash = reference_hash(&object, rules).map_err(Error::internal)?;
-        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        let event_id = event_id_of(&object, rules).map_err(Error::internal)?;
         Ok((event_id, to_json_string(&object)?))
     }
 }

@@ -110,10 +110,10 @@ fn put_timeline_event(
     Ok(())
 }
 
-/// Room versions this server creates rooms in and joins. Versions 1 and 2 are missing: their
-/// events carry server-chosen IDs and `[id, hashes]` pairs as references, and version 1 needs
-/// the first state resolution algorithm, none of which the event layer handles.
+/// Room versions this server creates rooms in and joins. Version 1 is missing: it needs the
+/// first state resolution algorithm, which ruma does not implement.
 pub const CREATABLE_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V2,
     RoomVersionId::V3,
     RoomVersionId::V4,
     RoomVersionId::V5,
