@@ -110,9 +110,9 @@ fn put_timeline_event(
     Ok(())
 }
 
-/// Room versions this server creates rooms in and joins. Version 1 is missing: it needs the
-/// first state resolution algorithm, which ruma does not implement.
+/// Room versions this server creates rooms in and joins: every stable one.
 pub const CREATABLE_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
     RoomVersionId::V2,
     RoomVersionId::V3,
     RoomVersionId::V4,
