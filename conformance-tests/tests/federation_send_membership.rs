@@ -114,6 +114,15 @@ async fn send_join_and_send_leave_v1_and_v2_take_only_their_own_membership() {
     let charlie = s.fake.user("charlie");
     let doris = s.fake.user("doris");
 
+    // A server that does not support the room's version is told which version it is.
+    let (status, body) =
+        s.get(&format!("/_matrix/federation/v1/make_join/{room}/{charlie}?ver=10&ver=11")).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INCOMPATIBLE_ROOM_VERSION")), "{body}");
+    assert_eq!(body["room_version"], "12", "{body}");
+    // Without `ver` the joining server supports version 1 only.
+    let (status, body) = s.get(&format!("/_matrix/federation/v1/make_join/{room}/{charlie}")).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INCOMPATIBLE_ROOM_VERSION")), "{body}");
+
     let (version, join) = s.template("join", &room, &charlie).await;
     assert_eq!(version, "12");
     for endpoint in ["v1/send_join", "v2/send_join"] {
@@ -188,6 +197,8 @@ async fn send_knock_takes_only_knocks_and_only_in_versions_with_knocking() {
     let (status, body) =
         s.get(&format!("/_matrix/federation/v1/make_knock/{old}/{charlie}?ver=6&ver=7")).await;
     assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errcode"], "M_INCOMPATIBLE_ROOM_VERSION", "{body}");
+    assert_eq!(body["room_version"], "6", "{body}");
     let (version, join) = s.template("join", &old, &charlie).await;
     let mut knock = join.clone();
     knock["content"] = json!({"membership": "knock"});

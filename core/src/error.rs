@@ -40,6 +40,9 @@ pub enum ErrorCode {
     /// A request the server understood but cannot act on, without a more specific code.
     BadRequest,
     UnsupportedRoomVersion,
+    /// Another server cannot take part in a room of this version (`make_join`, `make_knock`);
+    /// refined with the room's version where the error is rendered.
+    IncompatibleRoomVersion,
     RoomInUse,
     BadAlias,
     /// Refined with the current version where the error is rendered.
@@ -88,6 +91,12 @@ impl ErrorCode {
             Self::ServerManagedAccountData => (405, ErrorKind::BadJson),
             Self::BadRequest => (400, ErrorKind::Unknown),
             Self::UnsupportedRoomVersion => (400, ErrorKind::UnsupportedRoomVersion),
+            Self::IncompatibleRoomVersion => (
+                400,
+                ErrorKind::IncompatibleRoomVersion(ruma::api::error::IncompatibleRoomVersionErrorData::new(
+                    ruma::RoomVersionId::V1,
+                )),
+            ),
             Self::RoomInUse => (400, ErrorKind::RoomInUse),
             Self::BadAlias => (400, ErrorKind::BadAlias),
             Self::WrongRoomKeysVersion => (
@@ -120,6 +129,10 @@ pub enum Error {
     /// A key backup write named a version that is not the current one.
     #[error("Wrong backup version")]
     WrongRoomKeysVersion(String),
+    /// The room's version, which the requesting server does not support (or which lacks what
+    /// it asked for, such as knocking).
+    #[error("This room's version ({0}) is not one your server supports for this")]
+    IncompatibleRoomVersion(ruma::RoomVersionId),
     /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -175,8 +188,24 @@ impl Error {
             // A UIA continuation is a 401 whose body is the flow state, not an error code.
             Self::Uiaa(_) => ErrorCode::Forbidden,
             Self::WrongRoomKeysVersion(_) => ErrorCode::WrongRoomKeysVersion,
+            Self::IncompatibleRoomVersion(_) => ErrorCode::IncompatibleRoomVersion,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
+    }
+
+    /// The HTTP status and Matrix error kind to render, with the data some kinds carry.
+    pub fn status_and_kind(&self) -> (u16, ErrorKind) {
+        let (status, kind) = self.code().status_and_kind();
+        let kind = match self {
+            Self::WrongRoomKeysVersion(current) => ErrorKind::WrongRoomKeysVersion(
+                ruma::api::error::WrongRoomKeysVersionErrorData::new(current.clone()),
+            ),
+            Self::IncompatibleRoomVersion(version) => ErrorKind::IncompatibleRoomVersion(
+                ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+            ),
+            _ => kind,
+        };
+        (status, kind)
     }
 
     /// Whether this is the server's fault (logged at error level, details hidden).
@@ -194,6 +223,14 @@ mod tests {
         let err = Error::internal("disk on fire");
         assert!(err.is_internal());
         assert_eq!(err.code().status_and_kind().0, 500);
+    }
+
+    #[test]
+    fn incompatible_room_version_names_the_version() {
+        let (status, kind) = Error::IncompatibleRoomVersion(ruma::RoomVersionId::V9).status_and_kind();
+        assert_eq!(status, 400);
+        let ErrorKind::IncompatibleRoomVersion(data) = kind else { panic!("{kind:?}") };
+        assert_eq!(data.room_version, ruma::RoomVersionId::V9);
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl<E: Into<Error>> From<E> for FedError {
 
 impl IntoResponse for FedError {
     fn into_response(self) -> Response {
-        let (status, kind) = self.0.code().status_and_kind();
+        let (status, kind) = self.0.status_and_kind();
         let message = if self.0.is_internal() {
             tracing::error!(error = %self.0, "federation request failed with an internal error");
             "Internal server error".to_owned()

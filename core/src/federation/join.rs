@@ -61,17 +61,9 @@ impl Homeserver {
         }
         self.require_acl(room_id, origin)?;
         let (version, rules) = self.rooms.version(&room)?;
-        if supported.is_some_and(|s| !s.contains(&version)) {
-            return Err(Error::new(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("Your server does not support room version {version}"),
-            ));
-        }
-        if membership == "knock" && !rules.authorization.knocking {
-            return Err(Error::new(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("Room version {version} does not allow knocking"),
-            ));
+        let lacks_knocking = membership == "knock" && !rules.authorization.knocking;
+        if supported.is_some_and(|s| !s.contains(&version)) || lacks_knocking {
+            return Err(Error::IncompatibleRoomVersion(version));
         }
         let mut content = json!({"membership": membership});
         if membership == "join"
