@@ -205,3 +205,57 @@ async fn send_knock_takes_only_knocks_and_only_in_versions_with_knocking() {
     let (status, body) = s.send("v1/send_knock", &old, &version, &knock).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
 }
+
+/// A restricted room: the resident server vouches (and signs) only for a user who meets the
+/// allow rules, whatever the joining server's event claims.
+#[tokio::test]
+async fn a_restricted_join_is_countersigned_only_for_users_the_rules_allow() {
+    let s = Setup::start().await;
+    let space = s.alice.create_room(json!({"preset": "public_chat", "room_version": "9"})).await;
+    let rule = json!([{"type": "m.room.join_rules", "state_key": "", "content": {
+        "join_rule": "restricted",
+        "allow": [{"type": "m.room_membership", "room_id": space}],
+    }}]);
+    let room = s.alice.create_room(json!({"room_version": "9", "initial_state": rule})).await;
+    let charlie = s.fake.user("charlie");
+
+    // Charlie is in no allowed room: no template, and a hand-made join naming Alice as the
+    // authoriser is refused rather than signed.
+    let (status, body) = s.get(&format!("/_matrix/federation/v1/make_join/{room}/{charlie}?ver=9")).await;
+    assert_eq!(status, 403, "{body}");
+    let state = s.alice.get(&format!("{V3}/rooms/{room}/state")).await;
+    let id_of = |kind: &str, key: &str| {
+        let events = state.body.as_array().unwrap();
+        let event = events.iter().find(|e| e["type"] == kind && e["state_key"] == key).unwrap();
+        event["event_id"].as_str().unwrap().to_owned()
+    };
+    let auth_events = json!([
+        id_of("m.room.create", ""),
+        id_of("m.room.power_levels", ""),
+        id_of("m.room.join_rules", ""),
+        id_of("m.room.member", s.alice.user_id()),
+    ]);
+    let latest = s.alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=1")).await;
+    let latest = latest.assert_ok()["chunk"][0]["event_id"].clone();
+    let forged = json!({
+        "type": "m.room.member", "room_id": room, "sender": charlie, "state_key": charlie,
+        "content": {"membership": "join", "join_authorised_via_users_server": s.alice.user_id()},
+        "origin_server_ts": 1_700_000_000_000_u64, "depth": 50,
+        "prev_events": [latest], "auth_events": auth_events,
+    });
+    let (status, body) = s.send("v2/send_join", &room, "9", &forged).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+
+    // Once in the allowed room, the template names Alice and the join comes back signed by A.
+    let (version, join) = s.template("join", &space, &charlie).await;
+    let (status, body) = s.send("v2/send_join", &space, &version, &join).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for_membership(&space, &charlie, "join").await;
+    let (version, join) = s.template("join", &room, &charlie).await;
+    assert_eq!(join["content"]["join_authorised_via_users_server"], s.alice.user_id(), "{join}");
+    let (status, body) = s.send("v2/send_join", &room, &version, &join).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["event"]["signatures"][A].is_object(), "{body}");
+    assert!(body["event"]["signatures"][FAKE].is_object(), "{body}");
+    s.wait_for_membership(&room, &charlie, "join").await;
+}

@@ -135,7 +135,7 @@ impl Homeserver {
         check_membership_shape(&object, room_id, membership)?;
         self.require_acl(room_id, origin)?;
         if membership == "join" {
-            self.countersign_restricted_join(&mut object, &rules)?;
+            self.countersign_restricted_join(room_id, &mut object, &rules)?;
         }
         let signed = raw(to_json_string(&object)?)?;
         let (computed, json) = self.verify_pdu(&signed, &rules).await?;
@@ -160,10 +160,13 @@ impl Homeserver {
         Ok(event)
     }
 
-    /// Signs a join whose `join_authorised_via_users_server` names one of our users; a join
-    /// naming another server's user is left for the auth rules to refuse.
+    /// Signs a join whose `join_authorised_via_users_server` names one of our users, once the
+    /// joining user is seen to meet the room's allow rules: the signature is our word for that,
+    /// which the auth rules take without checking. A join naming another server's user is left
+    /// for the signature check and the auth rules to refuse.
     fn countersign_restricted_join(
         &self,
+        room_id: &RoomId,
         object: &mut CanonicalJsonObject,
         rules: &ruma::room_version_rules::RoomVersionRules,
     ) -> Result<()> {
@@ -179,6 +182,14 @@ impl Homeserver {
         };
         if authoriser.is_none_or(|u| u.server_name() != self.server_name()) {
             return Ok(());
+        }
+        let joiner =
+            object.get("sender").and_then(CanonicalJsonValue::as_str).and_then(|u| UserId::parse(u).ok());
+        let Some(joiner) = joiner else { return Err(Error::bad_json("The join has no valid sender")) };
+        if self.rooms.restricted_join_authoriser(room_id, &joiner)?.is_none() {
+            return Err(Error::forbidden(
+                "This server cannot vouch for that join: the room's rules do not allow it",
+            ));
         }
         sign_event(self.server_name().as_str(), &self.signing_key.pair, object, &rules.redaction)
             .map_err(|e| Error::bad_json(format!("Cannot sign the join: {e}")))
