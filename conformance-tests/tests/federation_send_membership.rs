@@ -77,7 +77,7 @@ impl Setup {
 
 /// Events an endpoint for `expected` memberships must refuse, built from a template of the
 /// right room: a message, a member event without a state key, every other membership, and the
-/// right membership for someone else.
+/// right membership for someone else, unreadable references, and another room.
 fn wrong_events(template: &Value, sender: &str, other_user: &str, expected: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut message = template.clone();
@@ -100,6 +100,10 @@ fn wrong_events(template: &Value, sender: &str, other_user: &str, expected: &str
     someone_else["state_key"] = json!(other_user);
     someone_else["content"] = json!({"membership": expected});
     out.push((format!("a {expected} for someone else"), someone_else));
+    let mut bad_references = template.clone();
+    bad_references["prev_events"] = json!([123]);
+    bad_references["content"] = json!({"membership": expected});
+    out.push(("an event whose prev_events are not event IDs".to_owned(), bad_references));
     let mut other_room = template.clone();
     other_room["room_id"] = json!(format!("!elsewhere:{A}"));
     out.push(("an event of another room".to_owned(), other_room));

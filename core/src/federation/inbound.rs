@@ -20,7 +20,10 @@ use serde_json::value::RawValue;
 
 use crate::{
     Error, ErrorCode, Homeserver, Result,
-    events::pdu::{event_id_of, to_json_string},
+    events::{
+        Pdu,
+        pdu::{event_id_of, to_json_string},
+    },
     rooms::remote::Received,
 };
 
@@ -28,8 +31,10 @@ use crate::{
 const MAX_FETCH: usize = 20;
 
 impl Homeserver {
-    /// Parses, identifies and verifies a PDU for a room of the given rules. A PDU whose content
-    /// hash does not match its signed hash is kept in its redacted form, as the spec requires.
+    /// Parses, identifies and verifies a PDU for a room of the given rules: the version's format
+    /// (sizes, fields, references) first, so that nothing malformed is stored to fail a reader
+    /// later. A PDU whose content hash does not match its signed hash is kept in its redacted
+    /// form, as the spec requires.
     pub async fn verify_pdu(
         &self,
         raw: &RawValue,
@@ -37,7 +42,11 @@ impl Homeserver {
     ) -> Result<(OwnedEventId, String)> {
         let object: CanonicalJsonObject = serde_json::from_str(raw.get())
             .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
+        ruma::state_res::check_pdu_format(&object, &rules.event_format)
+            .map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
         let event_id = event_id_of(&object, rules)?;
+        Pdu::from_json(event_id.clone(), raw.get())
+            .map_err(|_| Error::bad_json(format!("PDU {event_id} malformed: unreadable fields")))?;
         let keys = self.key_map_for(&object).await?;
         let object = match verify_event(&keys, &object, rules) {
             Ok(Verified::All) => object,
