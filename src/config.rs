@@ -210,7 +210,7 @@ impl Config {
         }
         if !hearth_core::rooms::CREATABLE_VERSIONS.contains(&self.rooms.default_version) {
             bail!(
-                "invalid configuration: rooms.default_version {} is not one this server creates (10, 11, 12)",
+                "invalid configuration: rooms.default_version {} is not one this server creates (1 to 12)",
                 self.rooms.default_version
             );
         }

@@ -3,19 +3,16 @@
 use std::collections::BTreeMap;
 
 use hearth_core::Homeserver;
-use ruma::{
-    RoomVersionId,
-    api::client::discovery::{
-        discover_homeserver::{self, HomeserverInfo},
-        get_capabilities::{
-            self,
-            v3::{
-                Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
-                ThirdPartyIdChangesCapability,
-            },
+use ruma::api::client::discovery::{
+    discover_homeserver::{self, HomeserverInfo},
+    get_capabilities::{
+        self,
+        v3::{
+            Capabilities, ChangePasswordCapability, RoomVersionStability, RoomVersionsCapability,
+            ThirdPartyIdChangesCapability,
         },
-        get_supported_versions,
     },
+    get_supported_versions,
 };
 
 use crate::{
@@ -51,18 +48,18 @@ pub async fn discover_homeserver(
 
 /// `GET /_matrix/client/v3/capabilities`
 pub async fn get_capabilities(
-    _hs: Homeserver,
+    hs: Homeserver,
     _req: Ruma<JsonAnswered<get_capabilities::v3::Request>>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let mut capabilities = Capabilities::new();
     capabilities.change_password = ChangePasswordCapability::new(true);
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
     // The room versions the rooms layer creates and joins.
-    let available = [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12]
-        .into_iter()
-        .map(|v| (v, RoomVersionStability::Stable))
+    let available = hearth_core::rooms::CREATABLE_VERSIONS
+        .iter()
+        .map(|v| (v.clone(), RoomVersionStability::Stable))
         .collect();
-    capabilities.room_versions = RoomVersionsCapability::new(RoomVersionId::V12, available);
+    capabilities.room_versions = RoomVersionsCapability::new(hs.rooms.default_version().clone(), available);
     // ruma leaves out capabilities at their default value; clients (and the spec's examples)
     // expect the ones the server supports spelled out, as Synapse does.
     let mut value = serde_json::to_value(&capabilities).map_err(hearth_core::Error::internal)?;

@@ -37,17 +37,7 @@ impl IntoResponse for ApiError {
                 Err(e) => ApiError(Error::internal(e)).into_response(),
             };
         }
-        let (status, mut kind) = error.code().status_and_kind();
-        if let Error::WrongRoomKeysVersion(current) = &error {
-            kind = ruma::api::error::ErrorKind::WrongRoomKeysVersion(
-                ruma::api::error::WrongRoomKeysVersionErrorData::new(current.clone()),
-            );
-        }
-        if let Some(delay) = error.retry_after() {
-            let mut data = ruma::api::error::LimitExceededErrorData::new();
-            data.retry_after = Some(ruma::api::error::RetryAfter::Delay(delay));
-            kind = ruma::api::error::ErrorKind::LimitExceeded(data);
-        }
+        let (status, kind) = error.status_and_kind();
         let message = if error.is_internal() {
             // Logged once, here, inside the request's span (which carries the request id).
             tracing::error!(%error, "request failed with an internal error");

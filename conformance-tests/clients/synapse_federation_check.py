@@ -2,7 +2,8 @@
 
 Usage: synapse_federation_check.py HEARTH_URL HEARTH_NAME SYNAPSE_URL SYNAPSE_NAME
 
-A Synapse user joins a room on Hearth and a Hearth user joins a room on Synapse;
+A Synapse user joins a room on Hearth and a Hearth user joins a room on Synapse
+(of the default version, then of versions 9 and 1);
 messages flow both ways in both rooms. Prints one line per check and exits
 non-zero on the first failure.
 """
@@ -147,4 +148,29 @@ def left(room, user):
 check("Hearth user leaves the Synapse room",
       lambda: (ok(*call(HEARTH, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(s_room)}/leave", h2_token, {}), "leave on Hearth"),
                wait_for_sync(SYNAPSE, s_token, left(s_room, h2_user), "the leave")))
+
+# 6. Older room versions, each way: version 9 (restricted joins, string power levels allowed)
+# and version 1 (event IDs chosen by the sender, [id, hashes] references, state resolution v1).
+for version in ["9", "1"]:
+    def both_ways(version=version):
+        room = ok(*call(HEARTH, "POST", "/_matrix/client/v3/createRoom", h_token,
+                        {"preset": "public_chat", "room_version": version}), f"v{version} room on Hearth")["room_id"]
+        via = urllib.parse.quote(HEARTH_NAME)
+        ok(*call(SYNAPSE, "POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room)}?server_name={via}&via={via}", s_token, {}),
+           f"Synapse joins the v{version} Hearth room")
+        send(HEARTH, h_token, room, f"v{version} from hearth")
+        wait_for(SYNAPSE, s_token, room, f"v{version} from hearth")
+        send(SYNAPSE, s_token, room, f"v{version} from synapse")
+        wait_for(HEARTH, h_token, room, f"v{version} from synapse")
+
+        room = ok(*call(SYNAPSE, "POST", "/_matrix/client/v3/createRoom", s_token,
+                        {"preset": "public_chat", "room_version": version}), f"v{version} room on Synapse")["room_id"]
+        via = urllib.parse.quote(SYNAPSE_NAME)
+        ok(*call(HEARTH, "POST", f"/_matrix/client/v3/join/{urllib.parse.quote(room)}?via={via}", h_token, {}),
+           f"Hearth joins the v{version} Synapse room")
+        send(SYNAPSE, s_token, room, f"v{version} on synapse")
+        wait_for(HEARTH, h_token, room, f"v{version} on synapse")
+        send(HEARTH, h_token, room, f"v{version} reply from hearth")
+        wait_for(SYNAPSE, s_token, room, f"v{version} reply from hearth")
+    check(f"version {version} rooms joined and written both ways", both_ways)
 print("all federation checks passed")

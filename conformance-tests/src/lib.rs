@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod fake_remote;
 pub mod idp;
 pub mod redis;
 pub mod server;

@@ -323,7 +323,7 @@ async fn state_aliases_and_room_versions() {
         assert_eq!(create.assert_ok()["room_version"], version);
         alice.send_text(&room, "v", "works").await;
     }
-    create_room_error(&alice, json!({"room_version": "1"}), 400, "M_UNSUPPORTED_ROOM_VERSION").await;
+    create_room_error(&alice, json!({"room_version": "13"}), 400, "M_UNSUPPORTED_ROOM_VERSION").await;
     // A bad initial state is refused before anything is created.
     let before =
         alice.get(&format!("{V3}/joined_rooms")).await.assert_ok()["joined_rooms"].as_array().unwrap().len();

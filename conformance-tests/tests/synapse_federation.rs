@@ -1,6 +1,7 @@
 //! Hearth federating with the reference server: a real Synapse (from PyPI, on loopback, with
 //! SQLite) and an in-process Hearth join each other's rooms and exchange messages both ways, over
-//! TLS with certificate checks off (both certificates are self-signed). Driven by
+//! TLS with certificate checks off (both certificates are self-signed), in rooms of the default
+//! version and of versions 9 and 1, each created on either side. Driven by
 //! `clients/synapse_federation_check.py` through both servers' client APIs.
 
 // The helpers below are test code too.

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     /// A request the server understood but cannot act on, without a more specific code.
     BadRequest,
     UnsupportedRoomVersion,
+    /// Another server cannot take part in a room of this version (`make_join`, `make_knock`);
+    /// refined with the room's version where the error is rendered.
+    IncompatibleRoomVersion,
     RoomInUse,
     /// `PUT /directory/room/{alias}` for an alias that exists (the spec's 409).
     AliasExists,
@@ -90,6 +93,12 @@ impl ErrorCode {
             Self::ServerManagedAccountData => (405, ErrorKind::BadJson),
             Self::BadRequest => (400, ErrorKind::Unknown),
             Self::UnsupportedRoomVersion => (400, ErrorKind::UnsupportedRoomVersion),
+            Self::IncompatibleRoomVersion => (
+                400,
+                ErrorKind::IncompatibleRoomVersion(ruma::api::error::IncompatibleRoomVersionErrorData::new(
+                    ruma::RoomVersionId::V1,
+                )),
+            ),
             Self::RoomInUse => (400, ErrorKind::RoomInUse),
             Self::AliasExists => (409, ErrorKind::Unknown),
             Self::BadAlias => (400, ErrorKind::BadAlias),
@@ -126,6 +135,10 @@ pub enum Error {
     /// 429 `M_LIMIT_EXCEEDED` with the time after which the client may try again.
     #[error("{message}")]
     LimitExceeded { message: Cow<'static, str>, retry_after: std::time::Duration },
+    /// The room's version, which the requesting server does not support (or which lacks what
+    /// it asked for, such as knocking).
+    #[error("This room's version ({0}) is not one your server supports for this")]
+    IncompatibleRoomVersion(ruma::RoomVersionId),
     /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -195,8 +208,29 @@ impl Error {
             Self::Uiaa(_) => ErrorCode::Forbidden,
             Self::WrongRoomKeysVersion(_) => ErrorCode::WrongRoomKeysVersion,
             Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            Self::IncompatibleRoomVersion(_) => ErrorCode::IncompatibleRoomVersion,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
+    }
+
+    /// The HTTP status and Matrix error kind to render, with the data some kinds carry.
+    pub fn status_and_kind(&self) -> (u16, ErrorKind) {
+        let (status, kind) = self.code().status_and_kind();
+        let kind = match self {
+            Self::WrongRoomKeysVersion(current) => ErrorKind::WrongRoomKeysVersion(
+                ruma::api::error::WrongRoomKeysVersionErrorData::new(current.clone()),
+            ),
+            Self::IncompatibleRoomVersion(version) => ErrorKind::IncompatibleRoomVersion(
+                ruma::api::error::IncompatibleRoomVersionErrorData::new(version.clone()),
+            ),
+            Self::LimitExceeded { retry_after, .. } => {
+                let mut data = ruma::api::error::LimitExceededErrorData::new();
+                data.retry_after = Some(ruma::api::error::RetryAfter::Delay(*retry_after));
+                ErrorKind::LimitExceeded(data)
+            }
+            _ => kind,
+        };
+        (status, kind)
     }
 
     /// Whether this is the server's fault (logged at error level, details hidden).
@@ -214,6 +248,14 @@ mod tests {
         let err = Error::internal("disk on fire");
         assert!(err.is_internal());
         assert_eq!(err.code().status_and_kind().0, 500);
+    }
+
+    #[test]
+    fn incompatible_room_version_names_the_version() {
+        let (status, kind) = Error::IncompatibleRoomVersion(ruma::RoomVersionId::V9).status_and_kind();
+        assert_eq!(status, 400);
+        let ErrorKind::IncompatibleRoomVersion(data) = kind else { panic!("{kind:?}") };
+        assert_eq!(data.room_version, ruma::RoomVersionId::V9);
     }
 
     #[test]

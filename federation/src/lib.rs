@@ -3,6 +3,7 @@
 //! - [`transport`]: how requests reach other servers (resolution, overrides, TLS, the guard
 //!   against private addresses); implements `hearth_core::federation::Transport`.
 //! - [`server`]: the endpoints other servers call, behind X-Matrix verification.
+//! - `legacy`: `send_join` and `send_leave` v1, which ruma no longer defines.
 //! - [`devices`]: other servers' questions about local users' devices and keys.
 //! - [`sender`]: drains the durable outbox, one transaction in flight per destination.
 //!
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod devices;
 pub mod history;
+mod legacy;
 pub mod media;
 mod members;
 pub mod notary;

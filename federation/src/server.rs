@@ -59,7 +59,7 @@ impl<E: Into<Error>> From<E> for FedError {
 
 impl IntoResponse for FedError {
     fn into_response(self) -> Response {
-        let (status, kind) = self.0.code().status_and_kind();
+        let (status, kind) = self.0.status_and_kind();
         let message = if self.0.is_internal() {
             tracing::error!(error = %self.0, "federation request failed with an internal error");
             "Internal server error".to_owned()
@@ -208,6 +208,8 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<send_transaction_message::v1::Request, _, _>(send_transaction_message)
         .fed::<prepare_join_event::v1::Request, _, _>(prepare_join_event)
         .fed::<create_join_event::v2::Request, _, _>(create_join_event)
+        .fed::<crate::legacy::SendJoinV1, _, _>(crate::legacy::create_join_event_v1)
+        .fed::<crate::legacy::SendLeaveV1, _, _>(crate::legacy::create_leave_event_v1)
         .fed::<get_event::v1::Request, _, _>(get_event)
         .fed::<get_missing_events::v1::Request, _, _>(get_missing_events)
         .fed::<get_room_state_ids::v1::Request, _, _>(get_room_state_ids)

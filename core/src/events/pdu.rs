@@ -5,13 +5,17 @@ use ruma::{
     OwnedUserId, RoomId, ServerName, UserId,
     canonical_json::to_canonical_value,
     events::TimelineEventType,
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     signatures::{JsonError, hash_and_sign_event, reference_hash},
 };
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
 
-use crate::{Error, Result, keys::signing_key::SigningKey, util::now_ms};
+use crate::{
+    Error, Result,
+    keys::signing_key::SigningKey,
+    util::{now_ms, random_string},
+};
 
 /// A PDU parsed from its stored JSON: the fields auth rules and state resolution read.
 #[derive(Debug, Clone)]
@@ -40,12 +44,28 @@ struct Fields {
     content: Box<RawJsonValue>,
     state_key: Option<String>,
     #[serde(default)]
-    prev_events: Vec<OwnedEventId>,
+    prev_events: Vec<EventRef>,
     #[serde(default)]
-    auth_events: Vec<OwnedEventId>,
+    auth_events: Vec<EventRef>,
     redacts: Option<OwnedEventId>,
     #[serde(default)]
     depth: u64,
+}
+
+/// A reference to another event: its ID, or in room versions 1 and 2 `[id, hashes]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventRef {
+    Id(OwnedEventId),
+    Pair(OwnedEventId, serde::de::IgnoredAny),
+}
+
+impl EventRef {
+    fn id(self) -> OwnedEventId {
+        match self {
+            Self::Id(id) | Self::Pair(id, _) => id,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -72,8 +92,8 @@ impl Pdu {
             kind: f.kind,
             content: f.content,
             state_key: f.state_key,
-            prev_events: f.prev_events,
-            auth_events: f.auth_events,
+            prev_events: f.prev_events.into_iter().map(EventRef::id).collect(),
+            auth_events: f.auth_events.into_iter().map(EventRef::id).collect(),
             redacts,
             depth: f.depth,
         })
@@ -187,7 +207,8 @@ pub fn build_and_sign(
         return Err(Error::bad_json("Event content must be a JSON object"));
     }
     let ids = |ids: &[OwnedEventId]| {
-        CanonicalJsonValue::Array(ids.iter().map(|id| CanonicalJsonValue::String(id.to_string())).collect())
+        to_canonical_value(references(ids, rules))
+            .map_err(|e| Error::internal(format!("event references: {e}")))
     };
     let mut object = CanonicalJsonObject::new();
     object.insert("type".into(), CanonicalJsonValue::String(new.kind.to_string()));
@@ -195,8 +216,11 @@ pub fn build_and_sign(
     object.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
     let ts = i64::try_from(now_ms()).unwrap_or(i64::MAX);
     object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(ts)));
-    object.insert("prev_events".into(), ids(placement.prev_events));
-    object.insert("auth_events".into(), ids(placement.auth_events));
+    object.insert("prev_events".into(), ids(placement.prev_events)?);
+    object.insert("auth_events".into(), ids(placement.auth_events)?);
+    if let Some(event_id) = new_event_id(rules, server_name)? {
+        object.insert("event_id".into(), CanonicalJsonValue::String(event_id.to_string()));
+    }
     let depth = i64::try_from(placement.depth).unwrap_or(i64::MAX);
     object.insert("depth".into(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(depth)));
     if let Some(room_id) = placement.room_id {
@@ -226,9 +250,8 @@ pub fn build_and_sign(
     if to_json_string(&object)?.len() > MAX_PDU_BYTES {
         return Err(too_large());
     }
-    let hash =
-        reference_hash(&object, rules).map_err(|e| Error::too_large(format!("Event too large: {e}")))?;
-    let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+    let event_id =
+        event_id_of(&object, rules).map_err(|e| Error::too_large(format!("Event too large: {e}")))?;
     Ok((event_id, object))
 }
 
@@ -237,6 +260,47 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 
 fn too_large() -> Error {
     Error::too_large(format!("Event is larger than {MAX_PDU_BYTES} bytes"))
+}
+
+/// References to other events (`prev_events`, `auth_events`) as the room version writes them:
+/// IDs, or in versions 1 and 2 `[id, hashes]` pairs (with empty hashes, as Synapse sends them:
+/// the IDs identify the events, and nobody checks the hashes).
+pub fn references(ids: &[OwnedEventId], rules: &RoomVersionRules) -> serde_json::Value {
+    match rules.events_reference_format {
+        EventsReferenceFormatVersion::V1 => {
+            serde_json::Value::Array(ids.iter().map(|id| serde_json::json!([id, {}])).collect())
+        }
+        _ => serde_json::json!(ids),
+    }
+}
+
+/// A fresh `$random:server` ID for an event this server creates, in the room versions (1 and 2)
+/// whose event IDs the sending server chooses; `None` where the ID is the reference hash.
+pub fn new_event_id(rules: &RoomVersionRules, server_name: &ServerName) -> Result<Option<OwnedEventId>> {
+    match rules.event_id_format {
+        EventIdFormatVersion::V1 => {
+            EventId::parse(format!("${}:{server_name}", random_string(18))).map(Some).map_err(Error::internal)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A PDU's event ID: the `event_id` it carries in room versions 1 and 2, its reference hash
+/// since. `Err` (a bad request) when it has none or it cannot be hashed.
+pub fn event_id_of(object: &CanonicalJsonObject, rules: &RoomVersionRules) -> Result<OwnedEventId> {
+    match rules.event_id_format {
+        EventIdFormatVersion::V1 => object
+            .get("event_id")
+            .and_then(CanonicalJsonValue::as_str)
+            .and_then(|id| EventId::parse(id).ok())
+            .filter(|id| id.server_name().is_some())
+            .ok_or_else(|| Error::bad_json("The PDU has no valid event_id")),
+        _ => {
+            let hash =
+                reference_hash(object, rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
+            EventId::parse(format!("${hash}")).map_err(Error::internal)
+        }
+    }
 }
 
 /// The canonical JSON text a PDU is stored as.

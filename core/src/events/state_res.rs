@@ -1,5 +1,6 @@
-//! State resolution (v2, and v2.1 from room version 12) through ruma's state-res: the one place
-//! that calls `resolve`, so federation and any other fork-merging code go through here.
+//! State resolution (v1 for room version 1, in `v1.rs`; v2, and v2.1 from room version 12,
+//! through ruma's state-res): the one place that resolves, so federation and any other
+//! fork-merging code go through here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -19,7 +20,7 @@ pub fn resolve(
     fetch: &dyn Fn(&EventId) -> Option<Pdu>,
 ) -> Result<StateMap<OwnedEventId>, String> {
     let StateResolutionVersion::V2(v2_rules) = &rules.state_res else {
-        return Err("state resolution v1 (room versions 1) is not supported".to_owned());
+        return v1::resolve(rules, states, fetch);
     };
     let auth_chains = states.iter().map(|state| auth_chain(state.values(), fetch)).collect();
     state_res::resolve(
@@ -97,3 +98,4 @@ fn conflicted_subgraph(
 
 #[cfg(test)]
 mod tests;
+mod v1;

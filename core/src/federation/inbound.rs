@@ -14,20 +14,28 @@ use ruma::{
     canonical_json::redact,
     room_version_rules::RoomVersionRules,
     serde::Raw,
-    signatures::{Verified, reference_hash, verify_event},
+    signatures::{Verified, verify_event},
 };
 use serde_json::value::RawValue;
 
 use crate::{
-    Error, ErrorCode, Homeserver, Result, events::pdu::to_json_string, json, rooms::remote::Received,
+    Error, ErrorCode, Homeserver, Result,
+    events::{
+        Pdu,
+        pdu::{event_id_of, to_json_string},
+    },
+    json,
+    rooms::remote::Received,
 };
 
 /// How many missing events one incoming event may make us fetch.
 const MAX_FETCH: usize = 20;
 
 impl Homeserver {
-    /// Parses, identifies and verifies a PDU for a room of the given rules. A PDU whose content
-    /// hash does not match its signed hash is kept in its redacted form, as the spec requires.
+    /// Parses, identifies and verifies a PDU for a room of the given rules: the version's format
+    /// (sizes, fields, references) first, so that nothing malformed is stored to fail a reader
+    /// later. A PDU whose content hash does not match its signed hash is kept in its redacted
+    /// form, as the spec requires.
     pub async fn verify_pdu(
         &self,
         raw: &RawValue,
@@ -48,6 +56,11 @@ impl Homeserver {
         // the one place its nesting is held to what we can serve back inside any envelope.
         json::check_depth(raw.get().as_bytes(), json::MAX_FEDERATION_ITEM_DEPTH)
             .map_err(|e| (Some(event_id.clone()), e))?;
+        // The version's format (sizes, fields, references) before anything is stored, so that
+        // nothing malformed can fail a reader later.
+        let malformed = |e: String| (Some(event_id.clone()), Error::bad_json(format!("PDU {event_id} malformed: {e}")));
+        ruma::state_res::check_pdu_format(&object, &rules.event_format).map_err(|e| malformed(e.to_string()))?;
+        Pdu::from_json(event_id.clone(), raw.get()).map_err(|_| malformed("unreadable fields".to_owned()))?;
         let keys = self.key_map_for(&object).await.map_err(|e| (Some(event_id.clone()), e))?;
         let object = match verify_event(&keys, &object, rules) {
             Ok(Verified::All) => object,
@@ -316,8 +329,7 @@ pub(crate) fn identify_pdu(
 ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
     let object: CanonicalJsonObject = serde_json::from_str(raw.get())
         .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
-    let hash = reference_hash(&object, rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
-    let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+    let event_id = event_id_of(&object, rules)?;
     Ok((event_id, object))
 }
 

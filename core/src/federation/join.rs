@@ -9,13 +9,17 @@ use ruma::{
     ServerName, UserId,
     api::federation::membership::{create_join_event, prepare_join_event},
     events::TimelineEventType,
-    signatures::{hash_and_sign_event, reference_hash},
+    signatures::{hash_and_sign_event, sign_event},
 };
 use serde_json::{Value, json, value::RawValue};
 
 use crate::{
     Error, ErrorCode, Homeserver, Result,
-    events::{Pdu, auth, pdu::to_json_string, state_res::auth_chain},
+    events::{
+        Pdu, auth,
+        pdu::{event_id_of, new_event_id, references, to_json_string},
+        state_res::auth_chain,
+    },
     rooms::{CREATABLE_VERSIONS, remote::Received},
     util::now_ms,
 };
@@ -57,19 +61,19 @@ impl Homeserver {
         }
         self.require_acl(room_id, origin)?;
         let (version, rules) = self.rooms.version(&room)?;
-        if supported.is_some_and(|s| !s.contains(&version)) {
-            return Err(Error::new(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("Your server does not support room version {version}"),
-            ));
+        let lacks_knocking = membership == "knock" && !rules.authorization.knocking;
+        if supported.is_some_and(|s| !s.contains(&version)) || lacks_knocking {
+            return Err(Error::IncompatibleRoomVersion(version));
         }
-        if membership == "knock" && !rules.authorization.knocking {
-            return Err(Error::new(
-                ErrorCode::UnsupportedRoomVersion,
-                format!("Room version {version} does not allow knocking"),
-            ));
+        let mut content = json!({"membership": membership});
+        if membership == "join"
+            && rules.authorization.restricted_join_rule
+            && let Some(authoriser) = self.rooms.restricted_join_authoriser(room_id, user)?
+        {
+            // The joining server cannot vouch for its own user: one of ours does, and our
+            // signature goes on the join at send_join.
+            content["join_authorised_via_users_server"] = json!(authoriser);
         }
-        let content = json!({"membership": membership});
         let raw_content = serde_json::value::to_raw_value(&content).map_err(Error::internal)?;
         let types =
             auth::auth_types(&TimelineEventType::RoomMember, user, Some(user.as_str()), &raw_content, &rules)
@@ -94,8 +98,8 @@ impl Homeserver {
             "content": content,
             "origin_server_ts": now_ms(),
             "depth": room.max_depth + 1,
-            "prev_events": room.forward_extremities,
-            "auth_events": auth_events,
+            "prev_events": references(&room.forward_extremities, &rules),
+            "auth_events": references(&auth_events, &rules),
         });
         let probe =
             Pdu::from_json(EventId::parse("$probe").map_err(Error::internal)?, &template.to_string())?;
@@ -110,7 +114,9 @@ impl Homeserver {
     }
 
     /// `send_join`, `send_leave`, `send_knock`: accepts a membership event a user of `origin`
-    /// signed from our template and relays it to the room's other servers.
+    /// signed from our template and relays it to the room's other servers. What the endpoint
+    /// does not take is refused (400) before any key is fetched; a join vouched for by one of
+    /// our users gets our signature, which the auth rules require.
     pub(crate) async fn accept_membership(
         &self,
         origin: &ServerName,
@@ -120,19 +126,27 @@ impl Homeserver {
         membership: &str,
     ) -> Result<Pdu> {
         let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (version, rules) = self.rooms.version(&room)?;
+        if membership == "knock" && !rules.authorization.knocking {
+            return Err(Error::forbidden(format!("Room version {version} does not allow knocking")));
+        }
+        let mut object: CanonicalJsonObject = serde_json::from_str(pdu.get())
+            .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
+        check_membership_shape(&object, room_id, membership)?;
         self.require_acl(room_id, origin)?;
-        let (_, rules) = self.rooms.version(&room)?;
-        let (computed, json) = self.verify_pdu(pdu, &rules).await?;
+        if membership == "join" {
+            self.countersign_restricted_join(room_id, &mut object, &rules)?;
+        }
+        let signed = raw(to_json_string(&object)?)?;
+        let (computed, json) = self.verify_pdu(&signed, &rules).await?;
         if computed != event_id {
             return Err(Error::bad_json("The event ID does not match the event"));
         }
         let event = Pdu::from_json(computed.clone(), &json)?;
-        let is_own = event.kind == TimelineEventType::RoomMember
-            && event.content_str("membership").as_deref() == Some(membership)
-            && event.state_key.as_deref() == Some(event.sender.as_str())
-            && event.room_id.as_deref().is_none_or(|r| r == room_id);
-        if !is_own || event.sender.server_name() != origin {
-            return Err(Error::bad_json(format!("Not a {membership} event of the requesting server's user")));
+        if event.sender.server_name() != origin {
+            return Err(Error::forbidden(format!(
+                "The {membership} is not of a user of the requesting server"
+            )));
         }
         let others: BTreeSet<OwnedServerName> =
             self.servers_in_room(room_id)?.into_iter().filter(|s| s != origin).collect();
@@ -144,6 +158,41 @@ impl Homeserver {
         }
         self.enqueue(others, vec![OutboxItem::Pdu { event_id: computed }]).await?;
         Ok(event)
+    }
+
+    /// Signs a join whose `join_authorised_via_users_server` names one of our users, once the
+    /// joining user is seen to meet the room's allow rules: the signature is our word for that,
+    /// which the auth rules take without checking. A join naming another server's user is left
+    /// for the signature check and the auth rules to refuse.
+    fn countersign_restricted_join(
+        &self,
+        room_id: &RoomId,
+        object: &mut CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+    ) -> Result<()> {
+        if !rules.authorization.restricted_join_rule {
+            return Ok(());
+        }
+        let authoriser = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => content
+                .get("join_authorised_via_users_server")
+                .and_then(CanonicalJsonValue::as_str)
+                .and_then(|u| UserId::parse(u).ok()),
+            _ => None,
+        };
+        if authoriser.is_none_or(|u| u.server_name() != self.server_name()) {
+            return Ok(());
+        }
+        let joiner =
+            object.get("sender").and_then(CanonicalJsonValue::as_str).and_then(|u| UserId::parse(u).ok());
+        let Some(joiner) = joiner else { return Err(Error::bad_json("The join has no valid sender")) };
+        if self.rooms.restricted_join_authoriser(room_id, &joiner)?.is_none() {
+            return Err(Error::forbidden(
+                "This server cannot vouch for that join: the room's rules do not allow it",
+            ));
+        }
+        sign_event(self.server_name().as_str(), &self.signing_key.pair, object, &rules.redaction)
+            .map_err(|e| Error::bad_json(format!("Cannot sign the join: {e}")))
     }
 
     /// `PUT /v2/send_join`: accepts the signed join, relays it to the room's other servers, and
@@ -178,6 +227,11 @@ impl Homeserver {
         }
         for id in &chain {
             room_state.auth_chain.extend(json_of(id)?);
+        }
+        let vouched = join.content_json().get("join_authorised_via_users_server").is_some();
+        if vouched {
+            // The joining server needs the copy with our signature.
+            room_state.event = Some(raw(record.json)?);
         }
         Ok(room_state)
     }
@@ -280,6 +334,34 @@ impl Homeserver {
     }
 }
 
+/// What `send_join`, `send_leave` and `send_knock` take: the sender's own membership event of
+/// that kind, in this room. Anything else is a malformed request (400), whoever signed it.
+fn check_membership_shape(object: &CanonicalJsonObject, room_id: &RoomId, membership: &str) -> Result<()> {
+    let text = |field: &str| object.get(field).and_then(CanonicalJsonValue::as_str);
+    if text("type") != Some("m.room.member") {
+        return Err(Error::bad_json("Not an m.room.member event"));
+    }
+    let Some(state_key) = text("state_key") else {
+        return Err(Error::bad_json("A membership event needs a state_key"));
+    };
+    let actual = match object.get("content") {
+        Some(CanonicalJsonValue::Object(content)) => {
+            content.get("membership").and_then(CanonicalJsonValue::as_str)
+        }
+        _ => None,
+    };
+    if actual != Some(membership) {
+        return Err(Error::bad_json(format!("Not a {membership} event")));
+    }
+    if text("sender") != Some(state_key) {
+        return Err(Error::bad_json("The state_key and the sender must match"));
+    }
+    if text("room_id").is_some_and(|r| r != room_id.as_str()) {
+        return Err(Error::bad_json("The event's room is not the one in the path"));
+    }
+    Ok(())
+}
+
 /// Membership content with the user's reason, when they gave one.
 pub(crate) fn with_reason(mut content: Value, reason: Option<String>) -> Value {
     if let Some(reason) = reason {
@@ -346,6 +428,9 @@ impl Homeserver {
         for field in ["event_id", "hashes", "signatures", "unsigned"] {
             object.remove(field);
         }
+        if let Some(event_id) = new_event_id(rules, self.server_name())? {
+            object.insert("event_id".into(), CanonicalJsonValue::String(event_id.to_string()));
+        }
         hash_and_sign_event(
             self.server_name().as_str(),
             &self.signing_key.pair,
@@ -353,8 +438,7 @@ impl Homeserver {
             &rules.redaction,
         )
         .map_err(|e| Error::internal(format!("signing the {membership}: {e}")))?;
-        let hash = reference_hash(&object, rules).map_err(Error::internal)?;
-        let event_id = EventId::parse(format!("${hash}")).map_err(Error::internal)?;
+        let event_id = event_id_of(&object, rules).map_err(Error::internal)?;
         Ok((event_id, to_json_string(&object)?))
     }
 }

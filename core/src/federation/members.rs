@@ -18,15 +18,18 @@ use ruma::{
     canonical_json::redact,
     events::TimelineEventType,
     room_version_rules::RoomVersionRules,
-    signatures::{PublicKeyMap, Verified, reference_hash, sign_event, verify_event, verify_json},
+    signatures::{PublicKeyMap, Verified, sign_event, verify_event, verify_json},
 };
 use serde_json::{Value, json, value::RawValue};
 
 use super::join::{supported_rules, with_reason};
 use crate::{
     Error, ErrorCode, Homeserver, Result,
-    events::{NewEvent, Pdu, pdu::to_json_string},
-    rooms::CREATABLE_VERSIONS,
+    events::{
+        NewEvent, Pdu,
+        pdu::{event_id_of, to_json_string},
+    },
+    rooms::{CREATABLE_VERSIONS, MembershipAction},
     sync::compute::STRIPPED_STATE,
 };
 use hearth_storage::records::OutsideRoomRecord;
@@ -192,9 +195,7 @@ impl Homeserver {
         }
         let mut object: CanonicalJsonObject =
             serde_json::from_str(event.get()).map_err(|e| Error::bad_json(format!("Invalid event: {e}")))?;
-        let hash =
-            reference_hash(&object, &rules).map_err(|e| Error::bad_json(format!("PDU malformed: {e}")))?;
-        if format!("${hash}") != event_id.as_str() {
+        if event_id_of(&object, &rules)? != event_id {
             return Err(Error::bad_json("The event ID does not match the event"));
         }
         let pdu = Pdu::from_json(event_id.to_owned(), &to_json_string(&object)?)

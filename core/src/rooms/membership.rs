@@ -45,7 +45,7 @@ impl Rooms {
     /// join rule allows, a local member who may invite vouches for the join (the
     /// `join_authorised_via_users_server` the auth rules check). `None` when no vouching is
     /// needed or possible; the auth rules then decide.
-    fn restricted_join_authoriser(
+    pub(crate) fn restricted_join_authoriser(
         &self,
         room_id: &RoomId,
         user: &UserId,

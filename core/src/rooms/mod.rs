@@ -111,9 +111,21 @@ fn put_timeline_event(
     Ok(())
 }
 
-/// Room versions this server creates rooms in.
-pub const CREATABLE_VERSIONS: &[RoomVersionId] =
-    &[RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
+/// Room versions this server creates rooms in and joins: every stable one.
+pub const CREATABLE_VERSIONS: &[RoomVersionId] = &[
+    RoomVersionId::V1,
+    RoomVersionId::V2,
+    RoomVersionId::V3,
+    RoomVersionId::V4,
+    RoomVersionId::V5,
+    RoomVersionId::V6,
+    RoomVersionId::V7,
+    RoomVersionId::V8,
+    RoomVersionId::V9,
+    RoomVersionId::V10,
+    RoomVersionId::V11,
+    RoomVersionId::V12,
+];
 
 impl Rooms {
     pub fn new(

@@ -1,10 +1,14 @@
 //! Forks resolved as the spec describes, built from real signed PDUs.
 
-use ruma::{RoomId, RoomVersionId, events::StateEventType, owned_user_id};
+use ruma::{
+    RoomId, RoomVersionId,
+    events::{StateEventType, TimelineEventType},
+    owned_user_id,
+};
 use serde_json::json;
 
 use super::*;
-use crate::events::test_graph::Graph;
+use crate::events::{NewEvent, test_graph::Graph};
 
 /// Alice creates a room and gives Bob moderator power; then, concurrently, Alice bans Bob and
 /// Bob renames the room. Resolution orders power events first: the ban stands, and Bob's
@@ -57,11 +61,17 @@ fn ban_races_rename(version: &RoomVersionId) {
     let resolved = resolve(&g.rules, &[banned, renamed], &fetch).unwrap();
     let member_key = (StateEventType::RoomMember, bob.to_string());
     assert_eq!(resolved.get(&member_key), Some(&ban), "{version}: the ban must win");
-    assert_eq!(
-        resolved.get(&(StateEventType::RoomName, String::new())),
-        None,
-        "{version}: the banned user's concurrent rename must be dropped, not {rename}"
-    );
+    let name = resolved.get(&(StateEventType::RoomName, String::new()));
+    if matches!(g.rules.state_res, ruma::room_version_rules::StateResolutionVersion::V1) {
+        // v1 conflicts only keys both sides set: the rename, on one side only, stands. This
+        // is the weakness v2 was made for.
+        assert_eq!(name, Some(&rename), "{version}");
+    } else {
+        assert_eq!(
+            name, None,
+            "{version}: the banned user's concurrent rename must be dropped, not {rename}"
+        );
+    }
     assert_eq!(resolved.get(&(StateEventType::RoomPowerLevels, String::new())), Some(&pl_id));
 }
 
@@ -94,7 +104,55 @@ fn unconflicted_state_passes_through() {
 }
 
 #[test]
-fn room_version_1_is_refused() {
-    let rules = RoomVersionId::V1.rules().unwrap();
-    assert!(resolve(&rules, &[], &|_| None).is_err());
+fn ban_beats_concurrent_membership_v1() {
+    ban_races_rename(&RoomVersionId::V1);
+}
+
+#[test]
+fn ban_beats_concurrent_rename_v2() {
+    ban_races_rename(&RoomVersionId::V2);
+}
+
+/// v1: of two names set on both sides, the deeper one wins when allowed; one its sender may
+/// no longer set loses to the older one.
+#[test]
+fn v1_conflicts_go_to_the_newest_allowed_event() {
+    let alice = owned_user_id!("@alice:example.org");
+    let bob = owned_user_id!("@bob:example.org");
+    let mut g = Graph::new(&RoomVersionId::V1);
+    g.room_id = Some(RoomId::parse("!room:example.org").unwrap());
+    let (create, s) = g.add(&StateMap::new(), &[], &alice, "m.room.create", "", json!({"creator": alice}));
+    let (join, s) =
+        g.add(&s, &[create], &alice, "m.room.member", alice.as_str(), json!({"membership": "join"}));
+    let pl =
+        json!({"users": {"@alice:example.org": 100}, "state_default": 50, "events": {"m.room.name": 50}});
+    let (pl, s) = g.add(&s, &[join], &alice, "m.room.power_levels", "", pl);
+    let (jr, s) = g.add(&s, &[pl], &alice, "m.room.join_rules", "", json!({"join_rule": "public"}));
+    let (b_join, s) = g.add(&s, &[jr], &bob, "m.room.member", bob.as_str(), json!({"membership": "join"}));
+    let (name_a, s1) =
+        g.add(&s, std::slice::from_ref(&b_join), &alice, "m.room.name", "", json!({"name": "a"}));
+    let (topic, s2) =
+        g.add(&s, std::slice::from_ref(&b_join), &alice, "m.room.topic", "", json!({"topic": "t"}));
+    let (name_b, s2) =
+        g.add(&s2, std::slice::from_ref(&topic), &alice, "m.room.name", "", json!({"name": "b"}));
+    let events = g.events.clone();
+    let fetch = move |id: &EventId| events.get(id).cloned();
+    let resolved = resolve(&g.rules, &[s1.clone(), s2.clone()], &fetch).unwrap();
+    let name_key = (StateEventType::RoomName, String::new());
+    assert_eq!(resolved.get(&name_key), Some(&name_b), "the deeper name wins over {name_a}");
+
+    // Bob (power 0) cannot set a name: his deeper one is not allowed, so Alice's stands.
+    let (name_c, s3) =
+        g.add(&s2, std::slice::from_ref(&name_b), &alice, "m.room.name", "", json!({"name": "c"}));
+    let mut forged = s3.clone();
+    let bobs = NewEvent::state(TimelineEventType::RoomName, "", json!({"name": "bob's"}));
+    let bob_pdu = g.build(&s3, &[name_c], &bob, &bobs);
+    let bob_name = bob_pdu.event_id.clone();
+    g.events.insert(bob_name.clone(), bob_pdu);
+    forged.insert(name_key.clone(), bob_name.clone());
+    let events = g.events.clone();
+    let fetch = move |id: &EventId| events.get(id).cloned();
+    let resolved = resolve(&g.rules, &[s1, forged], &fetch).unwrap();
+    assert_eq!(resolved.get(&name_key), Some(&name_a), "not {bob_name}: the next allowed is the oldest");
+    assert_eq!(resolved.get(&(StateEventType::RoomTopic, String::new())), Some(&topic));
 }
