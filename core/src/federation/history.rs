@@ -231,10 +231,6 @@ impl Homeserver {
         self.rooms.store_backfilled(room_id, events, known_before).await
     }
 
-    fn has_state_after(&self, event_id: &EventId) -> bool {
-        self.rooms.pdu_record(event_id).ok().flatten().is_some_and(|r| r.state_group != 0)
-    }
-
     /// The state before an event, as the remote server has it: its events verified and stored
     /// as outliers.
     async fn fetch_state_before(
