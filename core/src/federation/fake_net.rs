@@ -27,6 +27,7 @@ use crate::{
     homeserver::Backends,
 };
 
+type Rewrite = Box<dyn Fn(&ServerName, &str, &mut Value) + Send + Sync>;
 type Hook = Box<dyn Fn(&ServerName, &str) -> Option<Result<http::Response<Vec<u8>>>> + Send + Sync>;
 
 #[derive(Default)]
@@ -35,6 +36,7 @@ pub struct FakeNet {
     /// Every request: destination, then method and path with query.
     log: Mutex<Vec<(OwnedServerName, String)>>,
     hooks: Mutex<Vec<Hook>>,
+    rewrites: Arc<Mutex<Vec<Rewrite>>>,
 }
 
 impl FakeNet {
@@ -65,6 +67,11 @@ impl FakeNet {
         hook: impl Fn(&ServerName, &str) -> Option<Result<http::Response<Vec<u8>>>> + Send + Sync + 'static,
     ) {
         self.hooks.lock().unwrap().push(Box::new(hook));
+    }
+
+    /// Changes the JSON body of successful answers: `rewrite(destination, request line, body)`.
+    pub fn rewrite(&self, rewrite: impl Fn(&ServerName, &str, &mut Value) + Send + Sync + 'static) {
+        self.rewrites.lock().unwrap().push(Box::new(rewrite));
     }
 
     /// The requests made so far whose "METHOD /path" contains `part`.
@@ -215,6 +222,8 @@ impl Transport for FakeNet {
         self.log.lock().unwrap().push((destination.to_owned(), line.clone()));
         let hooked = self.hooks.lock().unwrap().iter().find_map(|hook| hook(destination, &line));
         let hs = self.servers.lock().unwrap().get(destination).and_then(WeakHomeserver::upgrade);
+        let rewrites = self.rewrites.clone();
+        let destination = destination.to_owned();
         Box::pin(async move {
             if let Some(answer) = hooked {
                 return answer;
@@ -224,6 +233,14 @@ impl Transport for FakeNet {
             };
             let origin = origin_of(&request);
             match dispatch(hs, origin, request).await {
+                Ok(response) if response.status().is_success() => {
+                    let (parts, body) = response.into_parts();
+                    let mut json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    for rewrite in rewrites.lock().unwrap().iter() {
+                        rewrite(&destination, &line, &mut json);
+                    }
+                    Ok(http::Response::from_parts(parts, serde_json::to_vec(&json).unwrap()))
+                }
                 Ok(response) => Ok(response),
                 Err(error) => {
                     let (status, _) = error.code().status_and_kind();

@@ -1,7 +1,8 @@
 //! Events pushed with prev events we lack, between two in-memory servers on a [`FakeNet`]: the
 //! gap is closed with `get_missing_events`, or with the state at it (`/state_ids`, then
 //! `/event` or `/state`); a broken auth chain never reaches the room's state; a lying server's
-//! state is resolved against ours; a server that does not answer is left alone for a while.
+//! state is resolved against ours; a server that does not answer is left alone for a while; a
+//! join whose `send_join` answer carries events that cannot be verified drops them and joins.
 //! The outbox sender does not run here, so nothing reaches the other server unless a test
 //! pushes it.
 
@@ -207,4 +208,70 @@ async fn a_server_that_does_not_answer_is_not_asked_again_at_once() {
     let second = p.say("second").await;
     assert!(p.push("t2", &second).await.is_err());
     assert_eq!(p.net.requests("get_missing_events"), asked, "A is in backoff");
+}
+
+/// Replaces the signatures of the events in a `send_join` answer for which `pick` says so.
+fn tamper(body: &mut serde_json::Value, pick: &dyn Fn(&serde_json::Value) -> Option<serde_json::Value>) {
+    for list in ["state", "auth_chain"] {
+        for event in body[list].as_array_mut().into_iter().flatten() {
+            if let Some(signatures) = pick(event) {
+                event["signatures"] = signatures;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_join_drops_the_events_it_cannot_verify_instead_of_failing() {
+    let net = FakeNet::new();
+    let (a, b) = (net.server(A), net.server(B));
+    let alice = user(&a, "alice").await;
+    let carol = user(&a, "carol").await;
+    let bob = user(&b, "bob").await;
+    let mut create = CreateRoom::new();
+    create.version = Some(RoomVersionId::V12);
+    create.public = true;
+    let room = a.rooms.create_room(&alice, json!({}), create).await.unwrap();
+    let state =
+        |kind: &str, key: &str, content: serde_json::Value| NewEvent::state(kind.into(), key, content);
+    a.rooms.append(&room, &alice, state("m.room.name", "", json!({"name": "unsigned"})), None).await.unwrap();
+    a.rooms
+        .append(&room, &alice, state("m.room.topic", "", json!({"topic": "unknown key"})), None)
+        .await
+        .unwrap();
+    a.rooms.join(&room, &carol, json!({}), None).await.unwrap();
+    let rename = state("m.room.member", carol.as_str(), json!({"membership": "join", "displayname": "c"}));
+    a.rooms.append(&room, &carol, rename, None).await.unwrap();
+
+    let key_id = a.signing_key.key_id.clone();
+    let carol_id = carol.to_string();
+    net.rewrite(move |_, line, body| {
+        if !line.contains("/send_join/") {
+            return;
+        }
+        tamper(body, &|event| match (event["type"].as_str(), event["state_key"].as_str()) {
+            // No signature at all.
+            (Some("m.room.name"), _) => Some(json!({})),
+            // Signed with a key its server does not have.
+            (Some("m.room.topic"), _) => Some(json!({ A: { "ed25519:bogus": "A".repeat(86) } })),
+            // A signature that does not match, on an event another one needs as an auth event.
+            (Some("m.room.member"), Some(key))
+                if key == carol_id && event["content"].get("displayname").is_none() =>
+            {
+                Some(json!({ A: { key_id.clone(): "A".repeat(86) } }))
+            }
+            _ => None,
+        });
+    });
+
+    b.join_room(&room, &bob, json!({}), None, &[ServerName::parse(A).unwrap()]).await.unwrap();
+    let current = |kind: &str, key: &str| b.rooms.current_state_event(&room, kind, key).unwrap();
+    assert!(current("m.room.member", bob.as_str()).is_some(), "bob joined");
+    assert!(current("m.room.join_rules", "").is_some());
+    assert!(current("m.room.name", "").is_none(), "the unsigned name was dropped");
+    assert!(current("m.room.topic", "").is_none(), "the topic signed with an unknown key was dropped");
+    assert!(
+        current("m.room.member", carol.as_str()).is_none(),
+        "carol's rename was dropped with the join it depends on"
+    );
 }

@@ -359,7 +359,19 @@ impl Homeserver {
             }
         }
         pending.sort_by(|(a, _), (b, _)| (a.depth, &a.event_id).cmp(&(b.depth, &b.event_id)));
-        let create = self.rooms.current_state_event(room_id, "m.room.create", "")?;
+        // From room version 12 no event lists the create event; it is the room's, or, for a
+        // room being joined, the one among these whose event ID the room ID is derived from.
+        let create = match self.rooms.current_state_event(room_id, "m.room.create", "")? {
+            Some(create) => Some(create),
+            None => pending
+                .iter()
+                .map(|(pdu, _)| pdu)
+                .find(|pdu| {
+                    pdu.kind == ruma::events::TimelineEventType::RoomCreate
+                        && pdu.event_id.as_str().get(1..) == room_id.as_str().get(1..)
+                })
+                .cloned(),
+        };
         let mut accepted: HashMap<OwnedEventId, Pdu> = HashMap::new();
         let mut to_store = Vec::new();
         loop {
