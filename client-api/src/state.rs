@@ -32,6 +32,15 @@ pub async fn send_state_event(
     if kind == TimelineEventType::RoomCanonicalAlias {
         check_canonical_alias(&hs, &b.room_id, &content)?;
     }
+    // Like Synapse, the same state again from the same member is not a new event.
+    if kind != TimelineEventType::RoomMember
+        && hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() == Some("join")
+        && let Some(existing) = hs.rooms.current_state_event(&b.room_id, &kind.to_string(), &b.state_key)?
+        && existing.sender == session.user_id
+        && serde_json::from_str::<serde_json::Value>(existing.content.get()).ok().as_ref() == Some(&content)
+    {
+        return Ok(send_state_event::v3::Response::new(existing.event_id));
+    }
     let event_id = hs
         .rooms
         .append(&b.room_id, &session.user_id, NewEvent::state(kind, b.state_key, content), None)

@@ -213,3 +213,20 @@ async fn restricted_rooms_admit_members_of_the_allowed_room() {
     assert_eq!(member.assert_ok()["join_authorised_via_users_server"], "@alice:localhost");
     carol.post(&format!("{V3}/join/{room}"), json!({})).await.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn the_same_state_again_is_not_a_new_event_and_public_rooms_have_no_guest_access_event() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    // As with Synapse, absent guest access means "forbidden": no event is sent for it.
+    alice.get(&format!("{V3}/rooms/{room}/state/m.room.guest_access")).await.assert_error(404, "M_NOT_FOUND");
+
+    let path = format!("{V3}/rooms/{room}/state/m.room.history_visibility");
+    let first = alice.put(&path, json!({"history_visibility": "joined"})).await;
+    let first = first.assert_ok()["event_id"].clone();
+    let again = alice.put(&path, json!({"history_visibility": "joined"})).await;
+    assert_eq!(again.assert_ok()["event_id"], first, "identical state is deduplicated");
+    let changed = alice.put(&path, json!({"history_visibility": "shared"})).await;
+    assert_ne!(changed.assert_ok()["event_id"], first);
+}

@@ -275,3 +275,51 @@ async fn a_join_drops_the_events_it_cannot_verify_instead_of_failing() {
         "carol's rename was dropped with the join it depends on"
     );
 }
+
+#[tokio::test]
+async fn missing_events_from_before_a_server_could_see_them_are_given_redacted() {
+    for (visibility, redacted) in
+        [("world_readable", false), ("shared", false), ("invited", true), ("joined", true)]
+    {
+        let net = FakeNet::new();
+        let (a, b) = (net.server(A), net.server(B));
+        let alice = user(&a, "alice").await;
+        let bob = user(&b, "bob").await;
+        let mut create = CreateRoom::new();
+        create.version = Some(RoomVersionId::V12);
+        create.public = true;
+        let room = a.rooms.create_room(&alice, json!({}), create).await.unwrap();
+        let hv = NewEvent::state(
+            "m.room.history_visibility".into(),
+            "",
+            json!({"history_visibility": visibility}),
+        );
+        a.rooms.append(&room, &alice, hv, None).await.unwrap();
+        let text =
+            NewEvent::message(TimelineEventType::RoomMessage, json!({"msgtype": "m.text", "body": "1"}));
+        a.rooms.append(&room, &alice, text, None).await.unwrap();
+        b.join_room(&room, &bob, json!({}), None, &[ServerName::parse(A).unwrap()]).await.unwrap();
+
+        let create_id = a.rooms.current_state_event(&room, "m.room.create", "").unwrap().unwrap().event_id;
+        let join_id =
+            a.rooms.current_state_event(&room, "m.room.member", bob.as_str()).unwrap().unwrap().event_id;
+        let events =
+            a.missing_events(&ServerName::parse(B).unwrap(), &room, &[create_id], &[join_id], 10).unwrap();
+        let events: Vec<serde_json::Value> =
+            events.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        // Oldest first, without the create event the request starts from; no guest access
+        // event in a public room.
+        let expected = [
+            "m.room.member",
+            "m.room.power_levels",
+            "m.room.join_rules",
+            "m.room.history_visibility",
+            "m.room.history_visibility",
+            "m.room.message",
+        ];
+        assert_eq!(kinds, expected, "{visibility}");
+        let message = events.last().unwrap();
+        assert_eq!(message["content"].get("body").is_none(), redacted, "{visibility}: {message}");
+    }
+}

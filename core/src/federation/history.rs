@@ -55,10 +55,11 @@ impl Homeserver {
             }
             let pdu = Pdu::from_json(id, &record.json)?;
             queue.extend(pdu.prev_events.iter().cloned());
-            found.push((pdu.depth, record.json));
+            found.push((pdu.depth, record));
         }
         found.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
-        Ok(found.into_iter().map(|(_, json)| json).collect())
+        let mut viewer = super::serve::ServerViewer::new(self, origin, room_id)?;
+        found.into_iter().map(|(_, record)| viewer.shown(record)).collect()
     }
 
     /// The stored JSON of events, skipping any we do not have.
