@@ -230,3 +230,31 @@ async fn the_same_state_again_is_not_a_new_event_and_public_rooms_have_no_guest_
     let changed = alice.put(&path, json!({"history_visibility": "shared"})).await;
     assert_ne!(changed.assert_ok()["event_id"], first);
 }
+
+#[tokio::test]
+async fn an_event_this_server_does_not_have_can_be_redacted() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let other = bob.create_room(json!({"preset": "public_chat"})).await;
+    let elsewhere = bob.send_text(&other, "b1", "in another room").await;
+
+    // Another server's event that has not reached us: the redaction is sent all the same.
+    let unknown = "$not-here-yet:remote.example";
+    let path = format!("{V3}/rooms/{room}/redact/{}/r1", urlencode(unknown));
+    let sent = alice.put(&path, json!({"reason": "spam"})).await;
+    let redaction = sent.assert_ok()["event_id"].as_str().unwrap().to_owned();
+    let got = alice.get(&format!("{V3}/rooms/{room}/event/{}", urlencode(&redaction))).await;
+    assert_eq!(got.assert_ok()["type"], "m.room.redaction");
+    let redacts = got.body["content"].get("redacts").unwrap_or(&got.body["redacts"]);
+    assert_eq!(redacts, unknown, "{}", got.body);
+
+    // An event this server has in another room stays out of reach.
+    let path = format!("{V3}/rooms/{room}/redact/{}/r2", urlencode(&elsewhere));
+    alice.put(&path, json!({})).await.assert_error(404, "M_NOT_FOUND");
+}
+
+fn urlencode(id: &str) -> String {
+    id.replace('$', "%24").replace(':', "%3A").replace('/', "%2F").replace('+', "%2B").replace('=', "%3D")
+}
