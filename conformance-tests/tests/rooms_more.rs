@@ -258,3 +258,28 @@ async fn an_event_this_server_does_not_have_can_be_redacted() {
 fn urlencode(id: &str) -> String {
     id.replace('$', "%24").replace(':', "%3A").replace('/', "%2F").replace('+', "%2B").replace('=', "%3D")
 }
+
+#[tokio::test]
+async fn public_room_entries_name_their_join_rule() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let knock = alice.create_room(json!({"preset": "private_chat", "room_version": "10"})).await;
+    alice
+        .put(
+            &format!("{V3}/rooms/{knock}/state/m.room.join_rules"),
+            json!({"join_rule": "knock_restricted", "allow": []}),
+        )
+        .await
+        .assert_ok();
+    let public = alice.create_room(json!({"preset": "public_chat"})).await;
+    for room in [&knock, &public] {
+        let path = format!("{V3}/directory/list/room/{room}");
+        alice.put(&path, json!({"visibility": "public"})).await.assert_ok();
+    }
+    let listed = alice.get(&format!("{V3}/publicRooms")).await;
+    let chunk = listed.assert_ok()["chunk"].as_array().unwrap().clone();
+    let rule = |room: &str| chunk.iter().find(|r| r["room_id"] == room).map(|r| r["join_rule"].clone());
+    assert_eq!(rule(&knock), Some(json!("knock_restricted")), "{chunk:?}");
+    // Even the default is said out loud: clients and Synapse's tests look for it.
+    assert_eq!(rule(&public), Some(json!("public")), "{chunk:?}");
+}
