@@ -205,11 +205,10 @@ impl Rooms {
         txn: Option<super::append::Txn>,
     ) -> Result<OwnedEventId> {
         match self.visible_event(room_id, event_id, user)? {
-            Some((target, _)) => {
-                if !self.may_redact(room_id, user, &target.sender)? {
-                    return Err(Error::forbidden("You may not redact this event"));
-                }
+            Some((target, _)) if !self.may_redact(room_id, user, &target.sender)? => {
+                return Err(Error::forbidden("You may not redact this event"));
             }
+            Some(_) => {}
             // Here but not for this user (another room, hidden history).
             None if self.has_event(event_id)? => return Err(Error::not_found("Event not found")),
             // Not here (yet): like Synapse, the redaction is still sent; each server applies it
