@@ -256,3 +256,29 @@ async fn a_user_banned_unbanned_and_invited_again_joins_from_another_server() {
     joined.assert_ok();
     wait_for_membership(&bob, &room, alice.user_id(), "join").await;
 }
+
+#[tokio::test]
+async fn only_the_inviter_can_take_back_an_invite_to_a_room_the_invitee_server_is_not_in() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let alice2 = Client::register(&a.base_url, "alice2", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    // A room bob is in, to know when B has processed what A sent before a later message.
+    let shared = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{shared}?via={A}"), json!({})).await.assert_ok();
+
+    let room = alice.create_room(json!({"preset": "private_chat", "invite": [alice2.user_id()]})).await;
+    alice2.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    alice2.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": bob.user_id()})).await.assert_ok();
+    bob.sync_until(None, "the invite", |b| b["rooms"]["invite"].get(&room).is_some()).await;
+
+    // Alice, who did not invite bob, kicks him: A's room says so, but B keeps the invite.
+    alice
+        .post(&format!("{V3}/rooms/{room}/kick"), json!({"user_id": bob.user_id(), "reason": "no"}))
+        .await
+        .assert_ok();
+    alice.send_text(&shared, "m1", "after the kick").await;
+    bob.wait_for_bodies(&shared, &["after the kick"]).await;
+    let now = bob.get(&format!("{V3}/sync?timeout=0")).await;
+    assert!(now.assert_ok()["rooms"]["invite"].get(&room).is_some(), "{}", now.body["rooms"]);
+}
