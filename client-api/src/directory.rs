@@ -2,39 +2,95 @@
 
 use hearth_core::{Error, Homeserver};
 use ruma::{
-    api::client::directory::{
-        get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+    api::{
+        IncomingRequest, Metadata,
+        client::directory::{
+            get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+        },
+        client::room::Visibility,
+        error::DeserializationError,
     },
-    api::client::room::Visibility,
+    directory::PublicRoomsChunk,
+};
+use serde_json::Value;
+
+use crate::{
+    extract::Ruma,
+    response::{ApiResult, Json},
 };
 
-use crate::{extract::Ruma, response::ApiResult};
+/// A `/publicRooms` request of ruma's, answered as JSON so that every entry names its
+/// `join_rule`: ruma leaves out the default, `public`, but clients (and Synapse, which always
+/// sends it) expect it.
+pub struct PublicRooms<R>(pub R);
+
+impl<R: Metadata> Metadata for PublicRooms<R> {
+    const METHOD: axum::http::Method = R::METHOD;
+    const RATE_LIMITED: bool = R::RATE_LIMITED;
+    type Authentication = R::Authentication;
+    type PathBuilder = R::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = R::PATH_BUILDER;
+}
+
+impl<R: IncomingRequest> IncomingRequest for PublicRooms<R> {
+    type EndpointError = R::EndpointError;
+    type OutgoingResponse = Json<Value>;
+
+    fn try_from_http_request_inner(
+        request: axum::http::Request<&[u8]>,
+        path_args: &[&str],
+    ) -> Result<Self, DeserializationError> {
+        R::try_from_http_request_inner(request, path_args).map(Self)
+    }
+}
+
+/// The page as JSON, each entry with its `join_rule`.
+fn with_join_rules(
+    chunk: Vec<PublicRoomsChunk>,
+    next_batch: Option<String>,
+    prev_batch: Option<String>,
+    total: Option<ruma::UInt>,
+) -> ApiResult<Json<Value>> {
+    let mut entries = Vec::new();
+    for room in chunk {
+        let join_rule = room.join_rule.as_str().to_owned();
+        let mut entry = serde_json::to_value(room).map_err(Error::internal)?;
+        entry["join_rule"] = Value::String(join_rule);
+        entries.push(entry);
+    }
+    let mut body = serde_json::json!({ "chunk": entries });
+    if let Some(next) = next_batch {
+        body["next_batch"] = Value::String(next);
+    }
+    if let Some(prev) = prev_batch {
+        body["prev_batch"] = Value::String(prev);
+    }
+    if let Some(total) = total {
+        body["total_room_count_estimate"] = Value::from(u64::from(total));
+    }
+    Ok(Json(body))
+}
 
 /// `GET /_matrix/client/v3/publicRooms`: this server's directory, or another server's.
 pub async fn get_public_rooms(
     hs: Homeserver,
-    req: Ruma<get_public_rooms::v3::Request>,
-) -> ApiResult<get_public_rooms::v3::Response> {
-    let b = &req.body;
+    req: Ruma<PublicRooms<get_public_rooms::v3::Request>>,
+) -> ApiResult<Json<Value>> {
+    let b = &req.body.0;
     let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), None).await?;
     let (chunk, next_batch, prev_batch, total) = page.into_parts();
-    let mut response = get_public_rooms::v3::Response::new(chunk);
-    (response.next_batch, response.prev_batch, response.total_room_count_estimate) =
-        (next_batch, prev_batch, total);
-    Ok(response)
+    with_join_rules(chunk, next_batch, prev_batch, total)
 }
 
 /// `POST /_matrix/client/v3/publicRooms`: this server's directory, or another server's.
 pub async fn get_public_rooms_filtered(
     hs: Homeserver,
-    req: Ruma<get_public_rooms_filtered::v3::Request>,
-) -> ApiResult<get_public_rooms_filtered::v3::Response> {
-    let b = req.body;
+    req: Ruma<PublicRooms<get_public_rooms_filtered::v3::Request>>,
+) -> ApiResult<Json<Value>> {
+    let b = req.body.0;
     let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), Some(b.filter)).await?;
-    let mut response = get_public_rooms_filtered::v3::Response::new();
-    (response.chunk, response.next_batch, response.prev_batch, response.total_room_count_estimate) =
-        page.into_parts();
-    Ok(response)
+    let (chunk, next_batch, prev_batch, total) = page.into_parts();
+    with_join_rules(chunk, next_batch, prev_batch, total)
 }
 
 /// `GET /_matrix/client/v3/directory/list/room/{roomId}`

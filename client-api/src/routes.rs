@@ -319,8 +319,11 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::voip::get_turn_server_info::v3::Request, _, _>(misc::get_turn_server_info, GUESTS)
         .ruma::<c::user_directory::search_users::v3::Request, _, _>(misc::search_users, GUESTS)
         // Room directory
-        .ruma::<c::directory::get_public_rooms::v3::Request, _, _>(directory::get_public_rooms, GUESTS)
-        .ruma::<c::directory::get_public_rooms_filtered::v3::Request, _, _>(
+        .ruma::<directory::PublicRooms<c::directory::get_public_rooms::v3::Request>, _, _>(
+            directory::get_public_rooms,
+            GUESTS,
+        )
+        .ruma::<directory::PublicRooms<c::directory::get_public_rooms_filtered::v3::Request>, _, _>(
             directory::get_public_rooms_filtered,
             GUESTS,
         )

@@ -128,6 +128,15 @@ async fn bad_federation_requests_get_matrix_errors() {
         "M_UNRECOGNIZED",
     )
     .await;
+    for (method, path) in [("PUT", "/_matrix/federation/v1/version"), ("PUT", "/_matrix/key/v2/query")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        check(
+            https.request(method, format!("https://{fed}{path}")).send().await.unwrap(),
+            405,
+            "M_UNRECOGNIZED",
+        )
+        .await;
+    }
     let bad = https.post(format!("https://{fed}/_matrix/key/v2/query")).body("{bad").send().await.unwrap();
     check(bad, 400, "M_BAD_JSON").await;
 }

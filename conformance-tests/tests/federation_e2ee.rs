@@ -324,3 +324,40 @@ async fn matrix_nio_users_on_two_servers_exchange_encrypted_messages() {
          \n{stdout}\n{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_device_list_change_made_while_the_other_server_was_down_reaches_it() {
+    let (a, b, alice, bob) = strangers().await;
+    let (alice_id, bob_id) = (alice.user_id().to_owned(), bob.user_id().to_owned());
+    let changed = |who: String| {
+        move |body: &Value| {
+            body["device_lists"]["changed"].as_array().is_some_and(|c| c.contains(&json!(who)))
+        }
+    };
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let alice_since = alice.since_now().await;
+    let bob_since = bob.since_now().await;
+    bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await.assert_ok();
+    // Sharing a room is itself a change of whose devices each must track.
+    let body =
+        alice.sync_until(Some(&alice_since), "bob's devices on joining", changed(bob_id.clone())).await;
+    assert_eq!(body["device_lists"]["changed"], json!([bob_id]), "{}", body["device_lists"]);
+    let body =
+        bob.sync_until(Some(&bob_since), "alice's devices on joining", changed(alice_id.clone())).await;
+    // Bob's own too, as Synapse does: his other devices learn whom he now shares a room with.
+    let mut both = vec![alice_id.clone(), bob_id.clone()];
+    both.sort();
+    assert_eq!(body["device_lists"]["changed"], json!(both), "{}", body["device_lists"]);
+    let bob_since = body["next_batch"].as_str().unwrap().to_owned();
+    let bob_token = bob.access_token.clone().unwrap();
+
+    // B goes away; alice logs in on a new device and uploads its keys; A restarts; B returns.
+    let (b_config, b_dir) = b.stop().await;
+    let second = Client::login(&a.base_url, "alice", "pw").await;
+    second.post(&format!("{V3}/keys/upload"), json!({"device_keys": second.device_keys()})).await.assert_ok();
+    let _a = a.restart().await;
+    let b = TestServer::start_in(b_config, b_dir).await;
+    let bob = Client::new(&b.base_url).with_token(&bob_token);
+    let body = bob.sync_until(Some(&bob_since), "alice's new device", changed(alice_id.clone())).await;
+    assert_eq!(body["device_lists"]["changed"], json!([alice_id]), "{}", body["device_lists"]);
+}

@@ -226,3 +226,59 @@ async fn a_server_acl_shuts_out_a_denied_server() {
     let join = bob.post(&format!("{V3}/join/{fenced}?via={A}"), json!({})).await;
     join.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn a_user_banned_unbanned_and_invited_again_joins_from_another_server() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = bob.create_room(json!({"preset": "public_chat"})).await;
+    alice.post(&format!("{V3}/join/{room}?via={B}"), json!({})).await.assert_ok();
+    wait_for_membership(&bob, &room, alice.user_id(), "join").await;
+
+    let since = alice.since_now().await;
+    bob.post(&format!("{V3}/rooms/{room}/ban"), json!({"user_id": alice.user_id()})).await.assert_ok();
+    // Alice's own server shows her the ban in the room's `leave` section.
+    let banned = |body: &Value| {
+        body["rooms"]["leave"][&room]["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == alice.user_id()
+                && e["content"]["membership"] == "ban"
+        })
+    };
+    alice.sync_until(Some(&since), "the ban", banned).await;
+    bob.post(&format!("{V3}/rooms/{room}/unban"), json!({"user_id": alice.user_id()})).await.assert_ok();
+    bob.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": alice.user_id()})).await.assert_ok();
+    let invited = alice.sync_until(None, "the invite", |b| b["rooms"]["invite"].get(&room).is_some()).await;
+    assert!(invited["rooms"]["invite"].get(&room).is_some());
+
+    let joined = alice.post(&format!("{V3}/join/{room}?via={B}"), json!({})).await;
+    joined.assert_ok();
+    wait_for_membership(&bob, &room, alice.user_id(), "join").await;
+}
+
+#[tokio::test]
+async fn only_the_inviter_can_take_back_an_invite_to_a_room_the_invitee_server_is_not_in() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let alice2 = Client::register(&a.base_url, "alice2", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    // A room bob is in, to know when B has processed what A sent before a later message.
+    let shared = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{shared}?via={A}"), json!({})).await.assert_ok();
+
+    let room = alice.create_room(json!({"preset": "private_chat", "invite": [alice2.user_id()]})).await;
+    alice2.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    alice2.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": bob.user_id()})).await.assert_ok();
+    bob.sync_until(None, "the invite", |b| b["rooms"]["invite"].get(&room).is_some()).await;
+
+    // Alice, who did not invite bob, kicks him: A's room says so, but B keeps the invite.
+    alice
+        .post(&format!("{V3}/rooms/{room}/kick"), json!({"user_id": bob.user_id(), "reason": "no"}))
+        .await
+        .assert_ok();
+    alice.send_text(&shared, "m1", "after the kick").await;
+    bob.wait_for_bodies(&shared, &["after the kick"]).await;
+    let now = bob.get(&format!("{V3}/sync?timeout=0")).await;
+    assert!(now.assert_ok()["rooms"]["invite"].get(&room).is_some(), "{}", now.body["rooms"]);
+}

@@ -161,9 +161,9 @@ async fn redaction() {
     let events = all_messages_backwards(&alice, &room, 50).await;
     let paged = events.iter().find(|e| e["event_id"] == json!(bobs)).unwrap();
     assert_eq!(paged["content"], json!({}));
-    bob.put(&format!("{V3}/rooms/{room}/redact/$nonexistent/r4"), json!({}))
-        .await
-        .assert_error(404, "M_NOT_FOUND");
+    // An event this server does not have is redacted all the same, as Synapse does (it may be
+    // another server's that has not arrived).
+    bob.put(&format!("{V3}/rooms/{room}/redact/$nonexistent/r4"), json!({})).await.assert_ok();
 }
 
 #[tokio::test]

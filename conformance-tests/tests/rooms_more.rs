@@ -213,3 +213,73 @@ async fn restricted_rooms_admit_members_of_the_allowed_room() {
     assert_eq!(member.assert_ok()["join_authorised_via_users_server"], "@alice:localhost");
     carol.post(&format!("{V3}/join/{room}"), json!({})).await.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn the_same_state_again_is_not_a_new_event_and_public_rooms_have_no_guest_access_event() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    // As with Synapse, absent guest access means "forbidden": no event is sent for it.
+    alice.get(&format!("{V3}/rooms/{room}/state/m.room.guest_access")).await.assert_error(404, "M_NOT_FOUND");
+
+    let path = format!("{V3}/rooms/{room}/state/m.room.history_visibility");
+    let first = alice.put(&path, json!({"history_visibility": "joined"})).await;
+    let first = first.assert_ok()["event_id"].clone();
+    let again = alice.put(&path, json!({"history_visibility": "joined"})).await;
+    assert_eq!(again.assert_ok()["event_id"], first, "identical state is deduplicated");
+    let changed = alice.put(&path, json!({"history_visibility": "shared"})).await;
+    assert_ne!(changed.assert_ok()["event_id"], first);
+}
+
+#[tokio::test]
+async fn an_event_this_server_does_not_have_can_be_redacted() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let other = bob.create_room(json!({"preset": "public_chat"})).await;
+    let elsewhere = bob.send_text(&other, "b1", "in another room").await;
+
+    // Another server's event that has not reached us: the redaction is sent all the same.
+    let unknown = "$not-here-yet:remote.example";
+    let path = format!("{V3}/rooms/{room}/redact/{}/r1", urlencode(unknown));
+    let sent = alice.put(&path, json!({"reason": "spam"})).await;
+    let redaction = sent.assert_ok()["event_id"].as_str().unwrap().to_owned();
+    let got = alice.get(&format!("{V3}/rooms/{room}/event/{}", urlencode(&redaction))).await;
+    assert_eq!(got.assert_ok()["type"], "m.room.redaction");
+    let redacts = got.body["content"].get("redacts").unwrap_or(&got.body["redacts"]);
+    assert_eq!(redacts, unknown, "{}", got.body);
+
+    // An event this server has in another room stays out of reach.
+    let path = format!("{V3}/rooms/{room}/redact/{}/r2", urlencode(&elsewhere));
+    alice.put(&path, json!({})).await.assert_error(404, "M_NOT_FOUND");
+}
+
+fn urlencode(id: &str) -> String {
+    id.replace('$', "%24").replace(':', "%3A").replace('/', "%2F").replace('+', "%2B").replace('=', "%3D")
+}
+
+#[tokio::test]
+async fn public_room_entries_name_their_join_rule() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let knock = alice.create_room(json!({"preset": "private_chat", "room_version": "10"})).await;
+    alice
+        .put(
+            &format!("{V3}/rooms/{knock}/state/m.room.join_rules"),
+            json!({"join_rule": "knock_restricted", "allow": []}),
+        )
+        .await
+        .assert_ok();
+    let public = alice.create_room(json!({"preset": "public_chat"})).await;
+    for room in [&knock, &public] {
+        let path = format!("{V3}/directory/list/room/{room}");
+        alice.put(&path, json!({"visibility": "public"})).await.assert_ok();
+    }
+    let listed = alice.get(&format!("{V3}/publicRooms")).await;
+    let chunk = listed.assert_ok()["chunk"].as_array().unwrap().clone();
+    let rule = |room: &str| chunk.iter().find(|r| r["room_id"] == room).map(|r| r["join_rule"].clone());
+    assert_eq!(rule(&knock), Some(json!("knock_restricted")), "{chunk:?}");
+    // Even the default is said out loud: clients and Synapse's tests look for it.
+    assert_eq!(rule(&public), Some(json!("public")), "{chunk:?}");
+}

@@ -55,10 +55,11 @@ impl Homeserver {
             }
             let pdu = Pdu::from_json(id, &record.json)?;
             queue.extend(pdu.prev_events.iter().cloned());
-            found.push((pdu.depth, record.json));
+            found.push((pdu.depth, record));
         }
         found.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
-        Ok(found.into_iter().map(|(_, json)| json).collect())
+        let mut viewer = super::serve::ServerViewer::new(self, origin, room_id)?;
+        found.into_iter().map(|(_, record)| viewer.shown(record)).collect()
     }
 
     /// The stored JSON of events, skipping any we do not have.
@@ -231,10 +232,6 @@ impl Homeserver {
         self.rooms.store_backfilled(room_id, events, known_before).await
     }
 
-    fn has_state_after(&self, event_id: &EventId) -> bool {
-        self.rooms.pdu_record(event_id).ok().flatten().is_some_and(|r| r.state_group != 0)
-    }
-
     /// The state before an event, as the remote server has it: its events verified and stored
     /// as outliers.
     async fn fetch_state_before(
@@ -253,21 +250,26 @@ impl Homeserver {
             }
         };
         let mut outliers = Vec::new();
-        let mut state = StateMap::new();
-        for raw_event in &response.auth_chain {
+        let mut state_ids = Vec::new();
+        for (is_state, raw_event) in
+            response.auth_chain.iter().map(|e| (false, e)).chain(response.pdus.iter().map(|e| (true, e)))
+        {
             if let Ok((id, json)) = self.verify_pdu(raw_event, rules).await {
+                if is_state {
+                    state_ids.push(id.clone());
+                }
                 outliers.push((id, json));
             }
         }
-        for raw_event in &response.pdus {
-            let Ok((id, json)) = self.verify_pdu(raw_event, rules).await else { return None };
-            let pdu = Pdu::from_json(id.clone(), &json).ok()?;
+        // Only what passes its auth checks is stored, and only what is stored is state.
+        self.store_checked_outliers(room_id, outliers, rules).await.ok()?;
+        let mut state = StateMap::new();
+        for id in state_ids {
+            let Some(pdu) = self.rooms.pdu(&id).ok().flatten() else { continue };
             if let Some(key) = pdu.state_key {
-                state.insert((pdu.kind.to_string(), key), id.clone());
+                state.insert((pdu.kind.to_string(), key), id);
             }
-            outliers.push((id, json));
         }
-        self.rooms.store_outliers(room_id, outliers).await.ok()?;
         Some(state)
     }
 }

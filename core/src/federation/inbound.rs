@@ -7,10 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use hearth_storage::schema::InboundTxns;
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, ServerName, UserId,
-    api::federation::{
-        event::{get_event, get_missing_events, get_room_state},
-        transactions::edu::Edu,
-    },
+    api::federation::transactions::edu::Edu,
     canonical_json::redact,
     room_version_rules::RoomVersionRules,
     serde::Raw,
@@ -27,9 +24,6 @@ use crate::{
     json,
     rooms::remote::Received,
 };
-
-/// How many missing events one incoming event may make us fetch.
-const MAX_FETCH: usize = 20;
 
 impl Homeserver {
     /// Parses, identifies and verifies a PDU for a room of the given rules: the version's format
@@ -161,94 +155,19 @@ impl Homeserver {
             return Err((event_id, Error::forbidden(format!("{origin} is denied by the room's server ACL"))));
         }
         let (event_id, json) = self.verify_identified_pdu(raw, &rules).await?;
-        let state_before = self.fill_gaps(origin, room_id, &event_id, &json, &rules).await;
-        match self.rooms.receive_pdu_with_state(room_id, &event_id, json, state_before).await {
+        let pdu = crate::events::Pdu::from_json(event_id.clone(), &json)
+            .map_err(|e| (Some(event_id.clone()), Error::bad_json(e.to_string())))?;
+        if let Err(error) = self.fill_gaps(origin, room_id, &pdu, &rules).await {
+            return Err((Some(event_id), error));
+        }
+        match self.rooms.receive_pdu(room_id, &event_id, json).await {
             Ok(Received::Accepted | Received::SoftFailed | Received::Duplicate) => Ok(event_id),
             Err(error) => Err((Some(event_id), error)),
         }
     }
 
-    /// Fetches what the event refers to and we lack: missing auth events one by one as
-    /// outliers, missing prev events through `get_missing_events` (persisted in order before
-    /// it), and, when a gap remains, the room's state at the event (`/state`), which is then
-    /// returned as the state before it. Bounded; what cannot be had is left for the auth checks.
-    async fn fill_gaps(
-        &self,
-        origin: &ServerName,
-        room_id: &RoomId,
-        event_id: &EventId,
-        json: &str,
-        rules: &RoomVersionRules,
-    ) -> Option<crate::rooms::state::StateMap> {
-        let Ok(pdu) = crate::events::Pdu::from_json(event_id.to_owned(), json) else { return None };
-        let mut budget = MAX_FETCH;
-        let missing_auth: Vec<OwnedEventId> =
-            pdu.auth_events.iter().filter(|id| !self.rooms.has_event(id).unwrap_or(true)).cloned().collect();
-        for id in missing_auth {
-            self.fetch_outlier(origin, room_id, &id, rules, &mut budget).await;
-        }
-        let missing_prev = pdu.prev_events.iter().any(|id| !self.rooms.has_event(id).unwrap_or(true));
-        if !missing_prev {
-            return None;
-        }
-        let Ok(Some(room)) = self.rooms.room(room_id) else { return None };
-        let mut request = get_missing_events::v1::Request::new(
-            room_id.to_owned(),
-            room.forward_extremities.clone(),
-            vec![event_id.to_owned()],
-        );
-        request.limit = ruma::UInt::from(10u32);
-        let mut fetched = Vec::new();
-        let response = self.federation_request(origin, request).await;
-        let events = response.map(|r| r.events).unwrap_or_default();
-        for raw in events.iter().take(MAX_FETCH) {
-            if let Ok((id, json)) = self.verify_pdu(raw, rules).await
-                && let Ok(pdu) = crate::events::Pdu::from_json(id.clone(), &json)
-            {
-                fetched.push((pdu.depth, id, json));
-            }
-        }
-        fetched.sort_by_key(|(depth, _, _)| *depth);
-        for (_, id, json) in fetched {
-            if let Err(error) = self.rooms.receive_pdu(room_id, &id, json).await {
-                tracing::info!(%id, %error, "a fetched missing event was rejected");
-            }
-        }
-        if pdu.prev_events.iter().all(|id| self.rooms.has_event(id).unwrap_or(false)) {
-            return None;
-        }
-        self.state_at_gap(origin, room_id, event_id, rules).await
-    }
-
-    /// The room's state before `event_id` as `origin` has it, every event verified and stored.
-    async fn state_at_gap(
-        &self,
-        origin: &ServerName,
-        room_id: &RoomId,
-        event_id: &EventId,
-        rules: &RoomVersionRules,
-    ) -> Option<crate::rooms::state::StateMap> {
-        let request = get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned());
-        let response = self.federation_request(origin, request).await.ok()?;
-        let mut outliers = Vec::new();
-        let mut state = crate::rooms::state::StateMap::new();
-        for raw in response.auth_chain.iter().chain(response.pdus.iter()) {
-            let (id, json) = self.verify_pdu(raw, rules).await.ok()?;
-            outliers.push((id, json));
-        }
-        for (id, json) in outliers.iter().skip(response.auth_chain.len()) {
-            let pdu = crate::events::Pdu::from_json(id.clone(), json).ok()?;
-            if let Some(key) = pdu.state_key {
-                state.insert((pdu.kind.to_string(), key), id.clone());
-            }
-        }
-        self.rooms.store_outliers(room_id, outliers).await.ok()?;
-        tracing::info!(%room_id, %event_id, %origin, "filled a gap with the state at the event");
-        Some(state)
-    }
-
     /// Fetches one event and, recursively within `budget`, its missing auth events, storing
-    /// them as outliers.
+    /// those that pass their auth checks as outliers.
     pub(super) async fn fetch_outlier(
         &self,
         origin: &ServerName,
@@ -257,28 +176,8 @@ impl Homeserver {
         rules: &RoomVersionRules,
         budget: &mut usize,
     ) {
-        let mut queue = vec![event_id.to_owned()];
-        let mut got = Vec::new();
-        while let Some(id) = queue.pop() {
-            if *budget == 0 {
-                break;
-            }
-            *budget -= 1;
-            let Ok(response) = self.federation_request(origin, get_event::v1::Request::new(id.clone())).await
-            else {
-                continue;
-            };
-            let Ok((verified_id, json)) = self.verify_pdu(&response.pdu, rules).await else { continue };
-            if verified_id != id {
-                continue;
-            }
-            if let Ok(pdu) = crate::events::Pdu::from_json(id.clone(), &json) {
-                queue
-                    .extend(pdu.auth_events.into_iter().filter(|a| !self.rooms.has_event(a).unwrap_or(true)));
-            }
-            got.push((id, json));
-        }
-        if let Err(error) = self.rooms.store_outliers(room_id, got).await {
+        let got = self.fetch_events(origin, vec![event_id.to_owned()], &[], rules, budget).await;
+        if let Err(error) = self.store_checked_outliers(room_id, got, rules).await {
             tracing::warn!(%error, "could not store fetched auth events");
         }
     }

@@ -24,6 +24,9 @@ use crate::{
     util::now_ms,
 };
 
+/// Most events of a `send_join` answer (state and auth chain) we look at.
+const MAX_JOIN_EVENTS: usize = 100_000;
+
 fn raw(json: String) -> Result<Box<RawValue>> {
     RawValue::from_string(json).map_err(Error::internal)
 }
@@ -299,18 +302,41 @@ impl Homeserver {
         let response = self.federation_request(server, request).await?;
         let room_state = response.room_state;
 
+        // Events that cannot be verified (no or bad signatures, keys that cannot be had) are
+        // dropped rather than failing the join, as are those whose auth events are dropped or
+        // that fail their auth checks; what remains is the state we join on.
         let mut outliers = Vec::new();
-        let mut state = BTreeMap::new();
-        for raw_event in room_state.auth_chain.iter().chain(room_state.state.iter()) {
-            let (id, json) = self.verify_pdu(raw_event, &rules).await?;
-            outliers.push((id, json));
-        }
-        for raw_event in &room_state.state {
-            let (id, json) = self.verify_pdu(raw_event, &rules).await?;
-            let pdu = Pdu::from_json(id.clone(), &json)?;
-            if let Some(key) = pdu.state_key {
-                state.insert((pdu.kind.to_string(), key), id);
+        let mut state_ids = BTreeSet::new();
+        let state_count = room_state.state.len();
+        let events = room_state
+            .auth_chain
+            .iter()
+            .map(|e| (false, e))
+            .chain(room_state.state.iter().map(|e| (true, e)));
+        for (is_state, raw_event) in events.take(MAX_JOIN_EVENTS) {
+            match self.verify_pdu(raw_event, &rules).await {
+                Ok((id, json)) => {
+                    if is_state {
+                        state_ids.insert(id.clone());
+                    }
+                    outliers.push((id, json));
+                }
+                Err(error) => {
+                    tracing::info!(%room_id, %server, %error, "dropped an unverifiable event of a join");
+                }
             }
+        }
+        self.store_checked_outliers(room_id, outliers, &rules).await?;
+        let mut state = BTreeMap::new();
+        for id in &state_ids {
+            // Stored now, or before: checked either way.
+            let Some(pdu) = self.rooms.pdu(id)? else { continue };
+            if let Some(key) = pdu.state_key {
+                state.insert((pdu.kind.to_string(), key), id.clone());
+            }
+        }
+        if state.len() < state_count {
+            tracing::info!(%room_id, kept = state.len(), of = state_count, "joined on the state events that could be checked");
         }
         let (event_id, join_json) = match &room_state.event {
             // For restricted rooms the resident server countersigns; its copy is the one to keep.
@@ -326,7 +352,6 @@ impl Homeserver {
             }
             None => (event_id, join_json),
         };
-        self.rooms.store_outliers(room_id, outliers).await?;
         self.rooms.persist_remote_join(room_id, &version, state, (event_id, join_json)).await?;
         self.rooms.clear_outside_room(user, room_id).await?;
         tracing::info!(%room_id, %user, via = %server, "joined a room over federation");

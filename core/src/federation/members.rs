@@ -402,11 +402,29 @@ impl Homeserver {
             ));
         }
         if let Some(membership @ ("leave" | "ban")) = pdu.content_str("membership").as_deref() {
+            // As with Synapse, only the user or whoever invited them may take back an invite
+            // here: anyone else's kick would need the room's state, which we do not have.
+            if pdu.sender != target
+                && let Some(inviter) = self.pending_inviter(&target, room_id).map_err(|e| (None, e))?
+                && inviter != pdu.sender
+            {
+                return Err((Some(event_id), Error::forbidden("Only the inviter can rescind an invite")));
+            }
             self.rooms
                 .record_outside_membership(room_id, &target, event_id.clone(), json, membership, None)
                 .await
                 .map_err(|e| (Some(event_id.clone()), e))?;
         }
         Ok(event_id)
+    }
+
+    /// Who invited `user` to a room this server is not in, while the invite stands.
+    fn pending_inviter(&self, user: &UserId, room_id: &RoomId) -> Result<Option<ruma::OwnedUserId>> {
+        let key = (user.to_owned(), room_id.to_owned());
+        let Some(record) = self.db.get::<hearth_storage::schema::UserRooms>(&key)? else { return Ok(None) };
+        if record.membership != "invite" {
+            return Ok(None);
+        }
+        Ok(self.rooms.pdu(&record.event_id)?.map(|invite| invite.sender))
     }
 }

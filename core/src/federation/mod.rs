@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod e2ee;
 pub mod edus;
+pub mod gaps;
 pub mod history;
 pub mod inbound;
 pub mod join;
@@ -57,6 +58,8 @@ pub struct Federation {
     /// Per room, the backfill frontier whose last fetch brought nothing new, so paging at the
     /// start of such a room does not ask again every time. Forgotten at restart.
     dead_ends: Mutex<HashMap<OwnedRoomId, Vec<OwnedEventId>>>,
+    /// Servers not asked again for a while after failing to answer our gap-filling requests.
+    pub backoff: gaps::Backoff,
 }
 
 impl std::fmt::Debug for Federation {
@@ -78,6 +81,7 @@ impl Federation {
             pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             dead_ends: Mutex::default(),
+            backoff: gaps::Backoff::default(),
         })
     }
 
@@ -210,5 +214,9 @@ impl Homeserver {
     }
 }
 
+#[cfg(test)]
+mod fake_net;
+#[cfg(test)]
+mod gap_tests;
 #[cfg(test)]
 mod tests;

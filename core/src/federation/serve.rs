@@ -1,10 +1,11 @@
 //! Reads other servers may make of our rooms: single events, the events they missed, and the
-//! state at an event. Only servers with a member in the room may read it.
+//! state at an event. Only servers with a member in the room may read it, and events from when
+//! history was hidden from all of a server's users come redacted (`ServerViewer`).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use hearth_storage::schema::RoomMembers;
-use ruma::{EventId, OwnedEventId, RoomId, ServerName};
+use hearth_storage::{records::PduRecord, schema::RoomMembers};
+use ruma::{CanonicalJsonObject, EventId, OwnedEventId, RoomId, ServerName, canonical_json::redact};
 
 use crate::{Error, Homeserver, Result, events::state_res::auth_chain};
 
@@ -73,10 +74,11 @@ impl Homeserver {
             }
             let pdu = crate::events::Pdu::from_json(id.clone(), &record.json)?;
             queue.extend(pdu.prev_events.iter().cloned());
-            found.push((pdu.depth, record.json));
+            found.push((pdu.depth, record));
         }
         found.sort_by_key(|(depth, _)| *depth);
-        Ok(found.into_iter().map(|(_, json)| json).collect())
+        let mut viewer = ServerViewer::new(self, origin, room_id)?;
+        found.into_iter().map(|(_, record)| viewer.shown(record)).collect()
     }
 
     /// `GET /state_ids`: the state before `event_id` and the auth chain of that state.
@@ -104,5 +106,68 @@ impl Homeserver {
         let fetch = |id: &EventId| self.rooms.pdu(id).ok().flatten();
         let chain = auth_chain(ids.iter(), &fetch).into_iter().collect();
         Ok((chain, ids))
+    }
+}
+
+/// What another server may see of a room's events: an event its users could not see when it
+/// was sent (history visibility `joined` or `invited` and none of them joined, or invited, at
+/// the time) is given redacted, as Synapse does, so the graph stays whole.
+pub(crate) struct ServerViewer<'a> {
+    hs: &'a Homeserver,
+    server: &'a ServerName,
+    rules: ruma::room_version_rules::RoomVersionRules,
+    memo: HashMap<u64, bool>,
+}
+
+impl<'a> ServerViewer<'a> {
+    pub(crate) fn new(hs: &'a Homeserver, server: &'a ServerName, room_id: &RoomId) -> Result<Self> {
+        Ok(Self { hs, server, rules: hs.room_rules(room_id)?, memo: HashMap::new() })
+    }
+
+    fn visible(&mut self, group: u64) -> Result<bool> {
+        if let Some(visible) = self.memo.get(&group) {
+            return Ok(*visible);
+        }
+        let db = &self.hs.db;
+        let rooms = &self.hs.rooms;
+        let visibility = crate::rooms::state::lookup(db, group, "m.room.history_visibility", "")?
+            .and_then(|id| rooms.pdu(&id).ok().flatten())
+            .and_then(|pdu| pdu.content_str("history_visibility"))
+            .unwrap_or_else(|| "shared".to_owned());
+        let allowed: &[&str] = match visibility.as_str() {
+            "joined" => &["join"],
+            "invited" => &["join", "invite"],
+            // "world_readable", "shared", and unknown values, which count as "shared".
+            _ => {
+                self.memo.insert(group, true);
+                return Ok(true);
+            }
+        };
+        let mut visible = false;
+        for ((kind, key), id) in crate::rooms::state::load(db, group)? {
+            let ours = kind == "m.room.member"
+                && ruma::UserId::parse(&key).is_ok_and(|user| user.server_name() == self.server);
+            if ours
+                && rooms
+                    .pdu(&id)?
+                    .and_then(|pdu| pdu.content_str("membership"))
+                    .is_some_and(|m| allowed.contains(&m.as_str()))
+            {
+                visible = true;
+                break;
+            }
+        }
+        self.memo.insert(group, visible);
+        Ok(visible)
+    }
+
+    /// The event's JSON as the server may have it.
+    pub(crate) fn shown(&mut self, record: PduRecord) -> Result<String> {
+        if record.state_group == 0 || self.visible(record.state_group)? {
+            return Ok(record.json);
+        }
+        let object: CanonicalJsonObject = serde_json::from_str(&record.json).map_err(Error::internal)?;
+        let redacted = redact(object, &self.rules.redaction, None).map_err(Error::internal)?;
+        crate::events::pdu::to_json_string(&redacted)
     }
 }

@@ -214,8 +214,11 @@ impl Rooms {
             .await?;
         let visibility = state("m.room.history_visibility", "", json!({"history_visibility": "shared"}));
         self.append(&room_id, creator, visibility, None).await?;
-        let guests = state("m.room.guest_access", "", json!({"guest_access": guest_access}));
-        self.append(&room_id, creator, guests, None).await?;
+        // Like Synapse, only a room guests may join says so: no event means "forbidden".
+        if guest_access == "can_join" {
+            let guests = state("m.room.guest_access", "", json!({"guest_access": guest_access}));
+            self.append(&room_id, creator, guests, None).await?;
+        }
 
         for (kind, key, content) in req.initial_state {
             self.append(&room_id, creator, state(&kind, &key, content), None).await?;

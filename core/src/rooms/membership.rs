@@ -211,6 +211,7 @@ pub enum MembershipAction {
 impl Rooms {
     /// Redacts an event as `user`: allowed for one's own events, and for others' with the
     /// redact power level (a check the auth rules leave to the server since room version 3).
+    /// An event this server does not have can be redacted too, as with Synapse.
     pub async fn redact(
         &self,
         room_id: &RoomId,
@@ -219,11 +220,16 @@ impl Rooms {
         reason: Option<String>,
         txn: Option<super::append::Txn>,
     ) -> Result<OwnedEventId> {
-        let (target, _) = self
-            .visible_event(room_id, event_id, user)?
-            .ok_or_else(|| Error::not_found("Event not found"))?;
-        if !self.may_redact(room_id, user, &target.sender)? {
-            return Err(Error::forbidden("You may not redact this event"));
+        match self.visible_event(room_id, event_id, user)? {
+            Some((target, _)) if !self.may_redact(room_id, user, &target.sender)? => {
+                return Err(Error::forbidden("You may not redact this event"));
+            }
+            Some(_) => {}
+            // Here but not for this user (another room, hidden history).
+            None if self.has_event(event_id)? => return Err(Error::not_found("Event not found")),
+            // Not here (yet): like Synapse, the redaction is still sent; each server applies it
+            // to the event, if it has it, under its own checks.
+            None => {}
         }
         let mut content = json!({});
         if let Some(reason) = reason {

@@ -52,6 +52,14 @@ impl Rooms {
         |id| self.pdu(id).ok().flatten()
     }
 
+    /// The resolution of several states of the room (state resolution v2 or v2.1).
+    pub fn resolve_states(&self, rules: &RoomVersionRules, states: &[StateMap]) -> Result<StateMap> {
+        let maps: Vec<_> = states.iter().map(to_res).collect();
+        resolve(rules, &maps, &self.fetch())
+            .map(from_res)
+            .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
+    }
+
     /// Whether the event is stored (as an outlier or in a timeline).
     pub fn has_event(&self, event_id: &EventId) -> Result<bool> {
         Ok(self.db().contains::<Pdus>(&event_id.to_owned())?)

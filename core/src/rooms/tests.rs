@@ -84,7 +84,7 @@ async fn every_stored_pdu_verifies_with_the_server_key() {
         }
         checked += 1;
     }
-    assert!(checked > 80, "only {checked} PDUs checked");
+    assert!(checked > 20, "only {checked} PDUs checked");
 }
 
 #[tokio::test]

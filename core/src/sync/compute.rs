@@ -167,6 +167,9 @@ impl Homeserver {
         // they no longer share a room with.
         let mut newly_sharing: BTreeSet<OwnedUserId> = BTreeSet::new();
         let mut maybe_left: BTreeSet<OwnedUserId> = BTreeSet::new();
+        // Whether the user joined a room in this window: then their own devices are listed too,
+        // as Synapse does, for their other devices to learn who now shares a room with them.
+        let mut joined_now = false;
         for (room_id, record) in memberships {
             if record.stream_pos > now || record.forgotten {
                 continue;
@@ -192,6 +195,7 @@ impl Homeserver {
                         if since.is_some() {
                             if membership_changed {
                                 newly_sharing.extend(self.rooms.members_with(&room_id, "join")?);
+                                joined_now = true;
                             }
                             for event in value["timeline"]["events"].as_array().into_iter().flatten() {
                                 if event["type"] != "m.room.member" {
@@ -281,7 +285,9 @@ impl Homeserver {
                 let sharing = sharing()?;
                 let mut changed: BTreeSet<OwnedUserId> =
                     changes.keys_changed.iter().filter(|u| sharing.contains(*u)).cloned().collect();
-                changed.extend(newly_sharing.into_iter().filter(|u| u != user && sharing.contains(u)));
+                changed.extend(
+                    newly_sharing.into_iter().filter(|u| (u != user || joined_now) && sharing.contains(u)),
+                );
                 let left = maybe_left.into_iter().filter(|u| u != user && !sharing.contains(u)).collect();
                 (changed.into_iter().collect(), left)
             };
