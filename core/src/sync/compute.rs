@@ -162,13 +162,23 @@ impl Homeserver {
         };
         let filter = &req.filter;
         let memberships = self.user_memberships(user)?;
+        // Invites from users this one ignores are never shown (the spec's "Ignoring Users").
+        let ignored = self.account_data.ignored_users(user)?;
+        let invited_by_ignored = |record: &MembershipRecord| -> Result<bool> {
+            if ignored.is_empty() {
+                return Ok(false);
+            }
+            let Some(own) = self.rooms.pdu_record(&record.event_id)? else { return Ok(false) };
+            let pdu = Pdu::from_json(record.event_id.clone(), &own.json)?;
+            Ok(ignored.contains(&pdu.sender))
+        };
         let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
         // Device-list bookkeeping for clients that encrypt: whose keys to (re)fetch, and whom
         // they no longer share a room with.
         let mut newly_sharing: BTreeSet<OwnedUserId> = BTreeSet::new();
         let mut maybe_left: BTreeSet<OwnedUserId> = BTreeSet::new();
         for (room_id, record) in memberships {
-            if record.stream_pos > now || record.forgotten {
+            if record.stream_pos > now {
                 continue;
             }
             if filter.room.not_rooms.contains(&room_id)
@@ -177,6 +187,11 @@ impl Homeserver {
                 continue;
             }
             let membership_changed = since.is_none_or(|s| record.stream_pos > s);
+            // A forgotten room is gone from the user's view, except that a leave made since the
+            // last sync is still reported, so the user's other devices learn of it.
+            if record.forgotten && !(membership_changed && since.is_some()) {
+                continue;
+            }
             match record.membership.as_str() {
                 "join" => {
                     let touched = initial
@@ -188,7 +203,9 @@ impl Homeserver {
                         // A room joined within the window is new to the client: send it whole.
                         let from = if membership_changed { None } else { since };
                         let full = initial || membership_changed;
-                        let value = self.joined_room(user, device, &room_id, from, now, full, req)?;
+                        let newly_joined = membership_changed && since.is_some();
+                        let value =
+                            self.joined_room(user, device, &room_id, from, now, full, newly_joined, req)?;
                         if since.is_some() {
                             if membership_changed {
                                 newly_sharing.extend(self.rooms.members_with(&room_id, "join")?);
@@ -216,7 +233,7 @@ impl Homeserver {
                         join.insert(room_id.to_string(), value);
                     }
                 }
-                "invite" if membership_changed => {
+                "invite" if membership_changed && !invited_by_ignored(&record)? => {
                     invite.insert(
                         room_id.to_string(),
                         json!({"invite_state": events(self.stripped_state(user, &room_id, &record)?)}),
@@ -240,6 +257,25 @@ impl Homeserver {
                         room_id.to_string(),
                         json!({
                             "timeline": {"events": [leave_event], "limited": false},
+                            "state": events(Vec::new()),
+                            "account_data": events(Vec::new()),
+                        }),
+                    );
+                }
+                "leave" | "ban" if record.forgotten => {
+                    maybe_left.extend(self.rooms.members_with(&room_id, "join")?);
+                    // Its history is no longer readable: the leave itself is all there is.
+                    let own = self.rooms.pdu_record(&record.event_id)?;
+                    let leave_event = match own {
+                        Some(own) => {
+                            vec![self.rooms.client_event(&record.event_id, &own, user, Some(device))?]
+                        }
+                        None => Vec::new(),
+                    };
+                    leave.insert(
+                        room_id.to_string(),
+                        json!({
+                            "timeline": {"events": leave_event, "limited": false},
                             "state": events(Vec::new()),
                             "account_data": events(Vec::new()),
                         }),
@@ -272,8 +308,13 @@ impl Homeserver {
             let set = self.users_sharing_rooms(user)?;
             Ok(sharing_cell.get_or_init(|| set))
         };
-        let presence =
-            self.presence_events(since.is_none(), &changes.presence, &filter.presence, &sharing)?;
+        let presence = self.presence_events(
+            since.is_none(),
+            &changes.presence,
+            &newly_sharing,
+            &filter.presence,
+            &sharing,
+        )?;
         let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
             if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
                 (Vec::new(), Vec::new())
@@ -307,11 +348,14 @@ impl Homeserver {
         Ok((response, empty))
     }
 
-    /// Presence of users sharing a room: all known ones initially, the changed ones after.
+    /// Presence of users sharing a room: all known ones initially; after that, the changed
+    /// ones and the known ones the user has just come to share a room with (whose earlier
+    /// changes the client was never sent).
     fn presence_events<'s>(
         &self,
         initial: bool,
         changed: &BTreeSet<OwnedUserId>,
+        newly_sharing: &BTreeSet<OwnedUserId>,
         filter: &ruma::api::client::filter::Filter,
         sharing: &dyn Fn() -> Result<&'s BTreeSet<OwnedUserId>>,
     ) -> Result<Vec<Value>> {
@@ -319,20 +363,24 @@ impl Homeserver {
             !filter.not_types.iter().any(|p| type_matches(p, t))
                 && filter.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, t)))
         };
-        if !self.config.presence.enabled || !wanted("m.presence") || (!initial && changed.is_empty()) {
+        if !self.config.presence.enabled
+            || !wanted("m.presence")
+            || (!initial && changed.is_empty() && newly_sharing.is_empty())
+        {
             return Ok(Vec::new());
         }
         let sharing = sharing()?;
-        let users: Vec<&OwnedUserId> = if initial {
-            sharing.iter().collect()
+        let known = |u: &OwnedUserId| self.presence(u).last_active_ago_ms.is_some();
+        let users: BTreeSet<&OwnedUserId> = if initial {
+            sharing.iter().filter(|u| known(u)).collect()
         } else {
-            changed.iter().filter(|u| sharing.contains(*u)).collect()
+            changed
+                .iter()
+                .filter(|u| sharing.contains(*u))
+                .chain(newly_sharing.iter().filter(|u| sharing.contains(*u) && known(u)))
+                .collect()
         };
-        Ok(users
-            .into_iter()
-            .filter(|u| !initial || self.presence(u).last_active_ago_ms.is_some())
-            .map(|u| self.presence_event(u))
-            .collect())
+        Ok(users.into_iter().map(|u| self.presence_event(u)).collect())
     }
 
     fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
@@ -386,10 +434,11 @@ impl Homeserver {
         since: Option<u64>,
         now: u64,
         full: bool,
+        newly_joined: bool,
         req: &SyncRequest,
     ) -> Result<Value> {
         let (timeline, state_events, _) =
-            self.room_timeline_and_state(user, device, room_id, since, now, full, req)?;
+            self.room_timeline_and_state(user, device, room_id, since, now, full, newly_joined, req)?;
         let mut room = Map::new();
         room.insert("timeline".into(), timeline);
         let state_key = if req.use_state_after { "state_after" } else { "state" };
@@ -414,7 +463,7 @@ impl Homeserver {
         req: &SyncRequest,
     ) -> Result<Value> {
         let (timeline, state_events, _) =
-            self.room_timeline_and_state(user, device, room_id, since, left_at, since.is_none(), req)?;
+            self.room_timeline_and_state(user, device, room_id, since, left_at, since.is_none(), false, req)?;
         let state_key = if req.use_state_after { "state_after" } else { "state" };
         Ok(json!({"timeline": timeline, state_key: events(state_events), "account_data": events(Vec::new())}))
     }
@@ -430,6 +479,7 @@ impl Homeserver {
         since: Option<u64>,
         until: u64,
         full: bool,
+        gap_before: bool,
         req: &SyncRequest,
     ) -> Result<(Value, Vec<Value>, usize)> {
         let filter = &req.filter.room;
@@ -439,13 +489,30 @@ impl Homeserver {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| {
                 usize::try_from(u64::from(l)).unwrap_or(DEFAULT_TIMELINE_LIMIT)
             })
-            .clamp(1, 1000);
+            .min(1000);
         let keep = |pdu: &Pdu| event_passes(&filter.timeline, pdu);
-        let page =
-            self.rooms.page(room_id, user, Some(until), since, PageDirection::Backward, limit, &keep)?;
-        let limited = page.next.is_some();
-        let mut page_events = page.events;
+        // A limit of 0 asks for no events, but `limited` still says whether there were any.
+        let page = self.rooms.page(
+            room_id,
+            user,
+            Some(until),
+            since,
+            PageDirection::Backward,
+            limit.max(1),
+            &keep,
+        )?;
+        let (mut page_events, more) = if limit == 0 {
+            (Vec::new(), !page.events.is_empty())
+        } else {
+            (page.events, page.next.is_some())
+        };
         page_events.reverse();
+        // A room new to the client in an incremental sync has history before this timeline
+        // that the client never saw unless the timeline goes back to the room's creation: mark
+        // the gap, as Synapse does, so clients paginate instead of assuming they have it all.
+        let limited = more
+            || (gap_before
+                && page_events.first().is_none_or(|(_, pdu, _)| pdu.kind != TimelineEventType::RoomCreate));
         let first_pos = page_events.first().map(|(pos, ..)| *pos);
         let prev_batch = match first_pos {
             Some(pos) => pos.saturating_sub(1),
