@@ -479,7 +479,7 @@ impl Homeserver {
         since: Option<u64>,
         until: u64,
         full: bool,
-        gap_before: bool,
+        new_to_client: bool,
         req: &SyncRequest,
     ) -> Result<(Value, Vec<Value>, usize)> {
         let filter = &req.filter.room;
@@ -507,11 +507,21 @@ impl Homeserver {
             (page.events, page.next.is_some())
         };
         page_events.reverse();
+        // History this server never received sits before a gap event: what precedes it is not
+        // continuous with what follows, so the timeline starts at the latest gap, and is limited.
+        let gap = match page_events.iter().rposition(|(_, _, record)| record.gap_before) {
+            Some(cut) => {
+                page_events.drain(..cut);
+                true
+            }
+            None => false,
+        };
         // A room new to the client in an incremental sync has history before this timeline
         // that the client never saw unless the timeline goes back to the room's creation: mark
         // the gap, as Synapse does, so clients paginate instead of assuming they have it all.
         let limited = more
-            || (gap_before
+            || gap
+            || (new_to_client
                 && page_events.first().is_none_or(|(_, pdu, _)| pdu.kind != TimelineEventType::RoomCreate));
         let first_pos = page_events.first().map(|(pos, ..)| *pos);
         let prev_batch = match first_pos {

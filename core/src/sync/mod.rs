@@ -5,3 +5,6 @@ pub mod notifier;
 pub mod stream;
 
 pub use compute::SyncRequest;
+
+#[cfg(test)]
+mod tests;
