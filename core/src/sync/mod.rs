@@ -3,6 +3,7 @@
 pub mod compute;
 pub mod notifier;
 pub mod stream;
+pub mod unread;
 
 pub use compute::SyncRequest;
 
