@@ -125,11 +125,15 @@ impl Rooms {
             return Err(Error::bad_request("event is for another room"));
         }
 
-        // Read before anything is written: a prev event outside the timeline (unknown, or only
-        // an outlier) means history is missing here.
+        // Read before anything is written: a prev event that is unknown, or only an outlier
+        // (no place in the timeline, no state), means history is missing here. A soft-failed
+        // prev event is no gap: it was received, just not shown.
         let mut gap_before = false;
         for prev in &pdu.prev_events {
-            if self.pdu_record(prev)?.is_none_or(|r| super::timeline::timeline_key(&r).is_none()) {
+            let missing = self
+                .pdu_record(prev)?
+                .is_none_or(|r| super::timeline::timeline_key(&r).is_none() && r.state_group == 0);
+            if missing {
                 gap_before = true;
             }
         }
