@@ -48,7 +48,8 @@ pub async fn set_display_name(
     let session = req.session()?;
     check_owner(session, &req.body.user_id)?;
     let value = req.body.displayname.filter(|n| !n.is_empty()).map(serde_json::Value::String);
-    hs.users.set_profile_field(&req.body.user_id, "displayname", value).await?;
+    hs.users.set_profile_field(&req.body.user_id, "displayname", value.clone()).await?;
+    hs.rooms.propagate_profile_field(&req.body.user_id, "displayname", value.as_ref()).await?;
     Ok(set_display_name::v3::Response::new())
 }
 
@@ -70,6 +71,7 @@ pub async fn set_avatar_url(
     let session = req.session()?;
     check_owner(session, &req.body.user_id)?;
     let value = req.body.avatar_url.map(|u| serde_json::Value::String(u.to_string()));
-    hs.users.set_profile_field(&req.body.user_id, "avatar_url", value).await?;
+    hs.users.set_profile_field(&req.body.user_id, "avatar_url", value.clone()).await?;
+    hs.rooms.propagate_profile_field(&req.body.user_id, "avatar_url", value.as_ref()).await?;
     Ok(set_avatar_url::v3::Response::new())
 }

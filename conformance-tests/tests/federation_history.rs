@@ -309,3 +309,35 @@ async fn federation_media_endpoints_serve_only_signed_requests() {
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNAUTHORIZED");
 }
+
+#[tokio::test]
+async fn a_page_larger_than_what_backfill_brings_in_its_rounds_still_leads_to_the_rest() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    // More than one /messages request backfills before answering (a few rounds of 50).
+    let sent: Vec<String> = (0..180).map(|i| format!("filler {i}")).collect();
+    for (i, text) in sent.iter().enumerate() {
+        alice.send_text(&room, &format!("t{i}"), text).await;
+    }
+    bob.post(&format!("{V3}/join/{room}?via={A}"), json!({})).await.assert_ok();
+
+    let mut from: Option<String> = None;
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..20 {
+        let path = match &from {
+            Some(token) => format!("{V3}/rooms/{room}/messages?dir=b&limit=200&from={token}"),
+            None => format!("{V3}/rooms/{room}/messages?dir=b&limit=200"),
+        };
+        let body = bob.get(&path).await.assert_ok().clone();
+        events.extend(body["chunk"].as_array().unwrap().iter().cloned());
+        match body["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = sent.iter().rev().cloned().collect();
+    assert_eq!(bodies(&events), expected);
+    assert_eq!(events.last().unwrap()["type"], "m.room.create", "history reaches the creation");
+}

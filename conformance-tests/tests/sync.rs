@@ -223,3 +223,42 @@ async fn filters_and_lazy_loading() {
         sync(&alice, None, "&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D").await;
     assert_eq!(inline["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn state_changed_by_events_the_timeline_filter_drops_still_arrives() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let room = alice.create_room(json!({"name": "first"})).await;
+    let filter = r#"{"room":{"timeline":{"not_types":["m.room.name"],"limit":5}}}"#;
+    let filter: String = filter
+        .chars()
+        .map(|c| match c {
+            '{' => "%7B".to_owned(),
+            '}' => "%7D".to_owned(),
+            '"' => "%22".to_owned(),
+            '[' => "%5B".to_owned(),
+            ']' => "%5D".to_owned(),
+            ':' => "%3A".to_owned(),
+            ',' => "%2C".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    let extra = format!("&filter={filter}");
+    let since = sync(&alice, None, &extra).await["next_batch"].as_str().unwrap().to_owned();
+    alice.send_text(&room, "m1", "hello").await;
+    alice.put(&format!("{V3}/rooms/{room}/state/m.room.name/"), json!({"name": "second"})).await.assert_ok();
+
+    let name_in_state = |response: &Value| -> Option<String> {
+        response["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "m.room.name")
+            .map(|e| e["content"]["name"].as_str().unwrap().to_owned())
+    };
+    for response in [sync(&alice, Some(&since), &extra).await, sync(&alice, None, &extra).await] {
+        let timeline = &response["rooms"]["join"][&room]["timeline"]["events"];
+        assert!(timeline.as_array().unwrap().iter().all(|e| e["type"] != "m.room.name"), "{timeline}");
+        assert_eq!(name_in_state(&response).as_deref(), Some("second"), "{response}");
+    }
+}

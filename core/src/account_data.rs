@@ -1,13 +1,13 @@
 //! Per-user account data, global and per room, and the user's saved sync filters.
 
-use std::sync::Arc;
+use std::{collections::BTreeSet, sync::Arc};
 
 use hearth_storage::{
     Db,
     records::{AccountDataRecord, StreamEntry},
     schema::{Filters, GlobalAccountData, RoomAccountData},
 };
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId, events::ignored_user_list::IgnoredUserListEventContent};
 
 use crate::{Error, ErrorCode, Result, sync::stream::Streams, users::blocking};
 
@@ -82,6 +82,19 @@ impl AccountData {
     pub fn global(&self, user: &UserId, event_type: &str) -> Result<Option<serde_json::Value>> {
         let key = (user.to_owned(), event_type.to_owned());
         Ok(self.db.get_lenient::<GlobalAccountData>(&key)?.map(|r| r.content))
+    }
+
+    /// Whom the user ignores (`m.ignored_user_list`). Content that does not parse ignores
+    /// nobody: it is the client's own data, and a bad copy must not break its syncs.
+    pub fn ignored_users(&self, user: &UserId) -> Result<BTreeSet<OwnedUserId>> {
+        let Some(content) = self.global(user, "m.ignored_user_list")? else { return Ok(BTreeSet::new()) };
+        match serde_json::from_value::<IgnoredUserListEventContent>(content) {
+            Ok(list) => Ok(list.ignored_users.into_keys().collect()),
+            Err(err) => {
+                tracing::warn!(%user, %err, "m.ignored_user_list does not parse; ignoring nobody");
+                Ok(BTreeSet::new())
+            }
+        }
     }
 
     pub fn room(&self, user: &UserId, room: &RoomId, event_type: &str) -> Result<Option<serde_json::Value>> {

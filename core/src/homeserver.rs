@@ -59,7 +59,7 @@ pub struct Services {
     /// `None` when JWT login is off.
     pub jwt: Option<JwtLogin>,
     pub account_data: AccountData,
-    pub unread: crate::sync::compute::UnreadCache,
+    pub unread: crate::sync::unread::UnreadCache,
     pub claim_lock: crate::keys::e2ee::ClaimLock,
     pub presence_store: crate::presence::PresenceStore,
     pub ticket_keys: crate::tickets::TicketKeys,
@@ -172,7 +172,7 @@ impl Homeserver {
             sso,
             jwt,
             account_data,
-            unread: crate::sync::compute::UnreadCache::default(),
+            unread: crate::sync::unread::UnreadCache::default(),
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
             presence_store: crate::presence::PresenceStore::default(),
             ticket_keys: crate::tickets::TicketKeys::default(),

@@ -163,6 +163,10 @@ pub struct PduRecord {
     /// stream position, so sync never sends it as new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<u64>,
+    /// Received while some of its prev events were not in the timeline here: history is
+    /// missing just before it, so sync marks its timeline as `limited` from this event on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap_before: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

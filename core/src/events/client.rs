@@ -16,6 +16,8 @@ pub struct Unsigned {
     pub prev_content: Option<Value>,
     pub replaces_state: Option<OwnedEventId>,
     pub redacted_because: Option<Value>,
+    /// The requesting user's membership at the event (MSC4115, spec v1.11).
+    pub membership: Option<String>,
 }
 
 pub fn client_event(
@@ -45,6 +47,9 @@ pub fn client_event(
     }
     if let Some(replaces) = extra.replaces_state {
         unsigned.insert("replaces_state".into(), Value::String(replaces.to_string()));
+    }
+    if let Some(membership) = extra.membership {
+        unsigned.insert("membership".into(), Value::String(membership));
     }
     if let Some(because) = extra.redacted_because {
         unsigned.insert("redacted_because".into(), because);

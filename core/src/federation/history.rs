@@ -137,19 +137,25 @@ impl Homeserver {
             }
             return Ok(page);
         }
+        let mut stalled = false;
         for _ in 0..MAX_ROUNDS {
             if self.backfill(room_id).await? == 0 {
+                stalled = true;
                 break;
             }
             page = self.rooms.history_page(room_id, user, from, until, direction, limit, keep)?;
-            if page.next.is_some() {
+            if page.next.is_some() || page.events.len() >= limit {
                 break;
             }
-            if page.events.len() >= limit {
-                if !self.rooms.backfill_frontier(room_id)?.is_empty() {
-                    page.next = page.events.last().map(|(key, ..)| key.saturating_sub(1));
-                }
-                break;
+        }
+        // Whether the page is full or the rounds ran out before it was, history that other
+        // servers are still giving means this is not the start of the room: the client must
+        // come back for the rest, so the page ends with a token rather than none. A round that
+        // brought nothing ends it (no token to loop on while no server can help).
+        if page.next.is_none() && !stalled {
+            let frontier = self.rooms.backfill_frontier(room_id)?;
+            if !frontier.is_empty() && !self.federation.is_dead_end(room_id, &frontier) {
+                page.next = page.events.last().map(|(key, ..)| key.saturating_sub(1)).or(from);
             }
         }
         Ok(page)

@@ -300,6 +300,7 @@ impl Rooms {
                 txn: None,
                 replaces_state: None,
                 backfill: None,
+                gap_before: false,
             };
             batch.put::<Pdus>(&event_id, &record)?;
             batch.put::<RoomTimeline>(&(room_id.clone(), ticket.pos), &event_id)?;

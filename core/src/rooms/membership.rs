@@ -181,6 +181,40 @@ impl Rooms {
             .ok_or_else(|| Error::internal("membership without its event"))
     }
 
+    /// Carries a changed profile field (`displayname`, `avatar_url`) into the user's membership
+    /// in every room they are joined to, as a new `m.room.member` event, so room members see
+    /// it. A room that refuses the event is logged and skipped: the profile itself changed.
+    pub async fn propagate_profile_field(
+        &self,
+        user: &UserId,
+        field: &str,
+        value: Option<&Value>,
+    ) -> Result<()> {
+        for room_id in self.joined_rooms(user)? {
+            let Some(current) = self.current_state_event(&room_id, "m.room.member", user.as_str())? else {
+                continue;
+            };
+            let mut content = current.content_json();
+            if content.get(field) == value
+                || content.get("membership").and_then(Value::as_str) != Some("join")
+            {
+                continue;
+            }
+            let Some(object) = content.as_object_mut() else { continue };
+            // What belonged to the join itself (who authorised it, why) does not carry over.
+            object.remove("join_authorised_via_users_server");
+            object.remove("reason");
+            match value {
+                Some(v) => object.insert(field.to_owned(), v.clone()),
+                None => object.remove(field),
+            };
+            if let Err(err) = self.append(&room_id, user, member_event(user, content, None), None).await {
+                tracing::warn!(%room_id, %user, %err, "profile change not carried into the room");
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a room the user has left: it no longer appears for them.
     pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
         let key = (user.to_owned(), room_id.to_owned());

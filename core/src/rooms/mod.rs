@@ -80,6 +80,7 @@ fn event_record(room_id: &RoomId, json: String, state_group: u64) -> PduRecord {
         txn: None,
         replaces_state: None,
         backfill: None,
+        gap_before: false,
     }
 }
 

@@ -133,6 +133,18 @@ impl Rooms {
             return Err(Error::bad_request("event is for another room"));
         }
 
+        // Read before anything is written: a prev event that is unknown, or only an outlier
+        // (no place in the timeline, no state), means history is missing here. A soft-failed
+        // prev event is no gap: it was received, just not shown.
+        let mut gap_before = false;
+        for prev in &pdu.prev_events {
+            let missing = self
+                .pdu_record(prev)?
+                .is_none_or(|r| super::timeline::timeline_key(&r).is_none() && r.state_group == 0);
+            if missing {
+                gap_before = true;
+            }
+        }
         let mut batch = Batch::new();
         let (before, after, after_group) = self.authorize(&mut batch, room_id, &pdu, &rules, state_before)?;
 
@@ -186,6 +198,7 @@ impl Rooms {
                 .state_key
                 .as_ref()
                 .and_then(|key| before.get(&(pdu.kind.to_string(), key.clone())).cloned()),
+            gap_before,
             ..super::timeline_record(room_id, json, pos, after_group)
         };
         super::put_timeline_event(&mut batch, event_id, &record)?;

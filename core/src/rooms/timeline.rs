@@ -83,7 +83,14 @@ impl Rooms {
                 let record = self
                     .db()
                     .get::<hearth_storage::schema::UserRooms>(&(user.to_owned(), room_id.to_owned()))?;
-                Ok(record.map_or(0, |r| r.stream_pos))
+                match record {
+                    // Forgetting a room gives up its history too, until the user comes back.
+                    Some(r) if r.forgotten => {
+                        Err(Error::forbidden(format!("User {user} has forgotten room {room_id}")))
+                    }
+                    Some(r) => Ok(r.stream_pos),
+                    None => Ok(0),
+                }
             }
             _ => {
                 let world_readable = self
@@ -286,6 +293,12 @@ impl Rooms {
             let because = parse_object(&redaction_record.json)?;
             extra.redacted_because =
                 Some(client_event(redaction, &redaction_record.room_id, &because, Unsigned::default()));
+        }
+        // The viewer's membership after the event: "leave" before they ever joined. Outliers
+        // have no place in the room's history, so no membership at them either.
+        if timeline_key(record).is_some() {
+            let membership = self.membership_at(record.state_group, viewer)?;
+            extra.membership = Some(membership.unwrap_or_else(|| "leave".to_owned()));
         }
         let owned: OwnedEventId = event_id.to_owned();
         Ok(client_event(&owned, &record.room_id, &object, extra))

@@ -9,6 +9,16 @@ use ruma::UserId;
 use super::{Rooms, state};
 use crate::Result;
 
+impl Rooms {
+    /// `user`'s membership in the state group `group` (the state after some event), if any.
+    pub(super) fn membership_at(&self, group: u64, user: &UserId) -> Result<Option<String>> {
+        let Some(id) = state::lookup(self.db(), group, "m.room.member", user.as_str())? else {
+            return Ok(None);
+        };
+        Ok(self.pdu(&id)?.and_then(|p| p.content_str("membership")))
+    }
+}
+
 /// Decides visibility of many events of one room for one user.
 pub struct Viewer<'a> {
     rooms: &'a Rooms,
@@ -35,7 +45,7 @@ impl<'a> Viewer<'a> {
         };
         let visibility = content_field("m.room.history_visibility", "", "history_visibility")?
             .unwrap_or_else(|| "shared".to_owned());
-        let membership = content_field("m.room.member", self.user.as_str(), "membership")?;
+        let membership = self.rooms.membership_at(group, self.user)?;
         let at = membership.as_deref();
         let visible = match visibility.as_str() {
             "world_readable" => true,

@@ -162,6 +162,16 @@ impl Homeserver {
         };
         let filter = &req.filter;
         let memberships = self.user_memberships(user)?;
+        // Invites from users this one ignores are never shown (the spec's "Ignoring Users").
+        let ignored = self.account_data.ignored_users(user)?;
+        let invited_by_ignored = |record: &MembershipRecord| -> Result<bool> {
+            if ignored.is_empty() {
+                return Ok(false);
+            }
+            let Some(own) = self.rooms.pdu_record(&record.event_id)? else { return Ok(false) };
+            let pdu = Pdu::from_json(record.event_id.clone(), &own.json)?;
+            Ok(ignored.contains(&pdu.sender))
+        };
         let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
         // Device-list bookkeeping for clients that encrypt: whose keys to (re)fetch, and whom
         // they no longer share a room with.
@@ -171,7 +181,7 @@ impl Homeserver {
         // as Synapse does, for their other devices to learn who now shares a room with them.
         let mut joined_now = false;
         for (room_id, record) in memberships {
-            if record.stream_pos > now || record.forgotten {
+            if record.stream_pos > now {
                 continue;
             }
             if filter.room.not_rooms.contains(&room_id)
@@ -180,6 +190,11 @@ impl Homeserver {
                 continue;
             }
             let membership_changed = since.is_none_or(|s| record.stream_pos > s);
+            // A forgotten room is gone from the user's view, except that a leave made since the
+            // last sync is still reported, so the user's other devices learn of it.
+            if record.forgotten && !(membership_changed && since.is_some()) {
+                continue;
+            }
             match record.membership.as_str() {
                 "join" => {
                     let touched = initial
@@ -191,7 +206,9 @@ impl Homeserver {
                         // A room joined within the window is new to the client: send it whole.
                         let from = if membership_changed { None } else { since };
                         let full = initial || membership_changed;
-                        let value = self.joined_room(user, device, &room_id, from, now, full, req)?;
+                        let newly_joined = membership_changed && since.is_some();
+                        let value =
+                            self.joined_room(user, device, &room_id, from, now, full, newly_joined, req)?;
                         if since.is_some() {
                             if membership_changed {
                                 newly_sharing.extend(self.rooms.members_with(&room_id, "join")?);
@@ -220,7 +237,7 @@ impl Homeserver {
                         join.insert(room_id.to_string(), value);
                     }
                 }
-                "invite" if membership_changed => {
+                "invite" if membership_changed && !invited_by_ignored(&record)? => {
                     invite.insert(
                         room_id.to_string(),
                         json!({"invite_state": events(self.stripped_state(user, &room_id, &record)?)}),
@@ -244,6 +261,25 @@ impl Homeserver {
                         room_id.to_string(),
                         json!({
                             "timeline": {"events": [leave_event], "limited": false},
+                            "state": events(Vec::new()),
+                            "account_data": events(Vec::new()),
+                        }),
+                    );
+                }
+                "leave" | "ban" if record.forgotten => {
+                    maybe_left.extend(self.rooms.members_with(&room_id, "join")?);
+                    // Its history is no longer readable: the leave itself is all there is.
+                    let own = self.rooms.pdu_record(&record.event_id)?;
+                    let leave_event = match own {
+                        Some(own) => {
+                            vec![self.rooms.client_event(&record.event_id, &own, user, Some(device))?]
+                        }
+                        None => Vec::new(),
+                    };
+                    leave.insert(
+                        room_id.to_string(),
+                        json!({
+                            "timeline": {"events": leave_event, "limited": false},
                             "state": events(Vec::new()),
                             "account_data": events(Vec::new()),
                         }),
@@ -276,8 +312,13 @@ impl Homeserver {
             let set = self.users_sharing_rooms(user)?;
             Ok(sharing_cell.get_or_init(|| set))
         };
-        let presence =
-            self.presence_events(since.is_none(), &changes.presence, &filter.presence, &sharing)?;
+        let presence = self.presence_events(
+            since.is_none(),
+            &changes.presence,
+            &newly_sharing,
+            &filter.presence,
+            &sharing,
+        )?;
         let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
             if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
                 (Vec::new(), Vec::new())
@@ -313,11 +354,14 @@ impl Homeserver {
         Ok((response, empty))
     }
 
-    /// Presence of users sharing a room: all known ones initially, the changed ones after.
+    /// Presence of users sharing a room: all known ones initially; after that, the changed
+    /// ones and the known ones the user has just come to share a room with (whose earlier
+    /// changes the client was never sent).
     fn presence_events<'s>(
         &self,
         initial: bool,
         changed: &BTreeSet<OwnedUserId>,
+        newly_sharing: &BTreeSet<OwnedUserId>,
         filter: &ruma::api::client::filter::Filter,
         sharing: &dyn Fn() -> Result<&'s BTreeSet<OwnedUserId>>,
     ) -> Result<Vec<Value>> {
@@ -325,20 +369,24 @@ impl Homeserver {
             !filter.not_types.iter().any(|p| type_matches(p, t))
                 && filter.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, t)))
         };
-        if !self.config.presence.enabled || !wanted("m.presence") || (!initial && changed.is_empty()) {
+        if !self.config.presence.enabled
+            || !wanted("m.presence")
+            || (!initial && changed.is_empty() && newly_sharing.is_empty())
+        {
             return Ok(Vec::new());
         }
         let sharing = sharing()?;
-        let users: Vec<&OwnedUserId> = if initial {
-            sharing.iter().collect()
+        let known = |u: &OwnedUserId| self.presence(u).last_active_ago_ms.is_some();
+        let users: BTreeSet<&OwnedUserId> = if initial {
+            sharing.iter().filter(|u| known(u)).collect()
         } else {
-            changed.iter().filter(|u| sharing.contains(*u)).collect()
+            changed
+                .iter()
+                .filter(|u| sharing.contains(*u))
+                .chain(newly_sharing.iter().filter(|u| sharing.contains(*u) && known(u)))
+                .collect()
         };
-        Ok(users
-            .into_iter()
-            .filter(|u| !initial || self.presence(u).last_active_ago_ms.is_some())
-            .map(|u| self.presence_event(u))
-            .collect())
+        Ok(users.into_iter().map(|u| self.presence_event(u)).collect())
     }
 
     fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
@@ -392,10 +440,11 @@ impl Homeserver {
         since: Option<u64>,
         now: u64,
         full: bool,
+        newly_joined: bool,
         req: &SyncRequest,
     ) -> Result<Value> {
         let (timeline, state_events, _) =
-            self.room_timeline_and_state(user, device, room_id, since, now, full, req)?;
+            self.room_timeline_and_state(user, device, room_id, since, now, full, newly_joined, req)?;
         let mut room = Map::new();
         room.insert("timeline".into(), timeline);
         let state_key = if req.use_state_after { "state_after" } else { "state" };
@@ -420,7 +469,7 @@ impl Homeserver {
         req: &SyncRequest,
     ) -> Result<Value> {
         let (timeline, state_events, _) =
-            self.room_timeline_and_state(user, device, room_id, since, left_at, since.is_none(), req)?;
+            self.room_timeline_and_state(user, device, room_id, since, left_at, since.is_none(), false, req)?;
         let state_key = if req.use_state_after { "state_after" } else { "state" };
         Ok(json!({"timeline": timeline, state_key: events(state_events), "account_data": events(Vec::new())}))
     }
@@ -436,6 +485,7 @@ impl Homeserver {
         since: Option<u64>,
         until: u64,
         full: bool,
+        new_to_client: bool,
         req: &SyncRequest,
     ) -> Result<(Value, Vec<Value>, usize)> {
         let filter = &req.filter.room;
@@ -445,13 +495,40 @@ impl Homeserver {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| {
                 usize::try_from(u64::from(l)).unwrap_or(DEFAULT_TIMELINE_LIMIT)
             })
-            .clamp(1, 1000);
+            .min(1000);
         let keep = |pdu: &Pdu| event_passes(&filter.timeline, pdu);
-        let page =
-            self.rooms.page(room_id, user, Some(until), since, PageDirection::Backward, limit, &keep)?;
-        let limited = page.next.is_some();
-        let mut page_events = page.events;
+        // A limit of 0 asks for no events, but `limited` still says whether there were any.
+        let page = self.rooms.page(
+            room_id,
+            user,
+            Some(until),
+            since,
+            PageDirection::Backward,
+            limit.max(1),
+            &keep,
+        )?;
+        let (mut page_events, more) = if limit == 0 {
+            (Vec::new(), !page.events.is_empty())
+        } else {
+            (page.events, page.next.is_some())
+        };
         page_events.reverse();
+        // History this server never received sits before a gap event: what precedes it is not
+        // continuous with what follows, so the timeline starts at the latest gap, and is limited.
+        let gap = match page_events.iter().rposition(|(_, _, record)| record.gap_before) {
+            Some(cut) => {
+                page_events.drain(..cut);
+                true
+            }
+            None => false,
+        };
+        // A room new to the client in an incremental sync has history before this timeline
+        // that the client never saw unless the timeline goes back to the room's creation: mark
+        // the gap, as Synapse does, so clients paginate instead of assuming they have it all.
+        let limited = more
+            || gap
+            || (new_to_client
+                && page_events.first().is_none_or(|(_, pdu, _)| pdu.kind != TimelineEventType::RoomCreate));
         let first_pos = page_events.first().map(|(pos, ..)| *pos);
         let prev_batch = match first_pos {
             Some(pos) => pos.saturating_sub(1),
@@ -511,6 +588,24 @@ impl Homeserver {
                     {
                         chosen.insert(key, event_id);
                     }
+                }
+            }
+            // State changed after the last event the timeline shows (by events the filter left
+            // out, or by a merge of forks) would otherwise never reach the client: send the
+            // state at the end of the window for what differs from the state after that event.
+            if !req.use_state_after
+                && let Some((_, _, last)) = page_events.last()
+                && let Some(end_group) = self.rooms.state_group_at_position(room_id, until)?
+                && end_group != last.state_group
+            {
+                let shown = self.rooms.state_map(last.state_group)?;
+                for (key, event_id) in self.rooms.state_map(end_group)? {
+                    if shown.get(&key) == Some(&event_id)
+                        || (lazy && key.0 == "m.room.member" && !senders.contains(&key.1))
+                    {
+                        continue;
+                    }
+                    chosen.insert(key, event_id);
                 }
             }
             for event_id in chosen.into_values() {
@@ -659,76 +754,5 @@ impl Homeserver {
             "m.joined_member_count": joined.len(),
             "m.invited_member_count": invited.len(),
         }))
-    }
-
-    /// Messages from others after the user's read receipt. An approximation until push rules
-    /// are evaluated (which decides what notifies); it never counts the user's own events.
-    /// Counts are cached per user and room and extended by the new events only.
-    fn unread_count(&self, user: &UserId, room_id: &RoomId, now: u64) -> Result<u64> {
-        const MAX_COUNT: usize = 100;
-        let read_at = self
-            .rooms
-            .receipts(room_id)?
-            .into_iter()
-            .filter(|(kind, reader, ..)| reader == user && kind.starts_with("m.read"))
-            .filter_map(|(.., record)| self.rooms.pdu_record(&record.event_id).ok().flatten()?.stream_pos)
-            .max();
-        let notifying = |pdu: &Pdu| {
-            pdu.sender != user
-                && matches!(pdu.kind, TimelineEventType::RoomMessage | TimelineEventType::RoomEncrypted)
-        };
-        let key = (user.to_owned(), room_id.to_owned());
-        let count = match self.unread.get(&key) {
-            Some(c) if c.read_at == read_at && c.pos <= now => {
-                let page = self.rooms.page(
-                    room_id,
-                    user,
-                    Some(c.pos),
-                    Some(now),
-                    PageDirection::Forward,
-                    MAX_COUNT,
-                    &notifying,
-                )?;
-                (c.count + page.events.len()).min(MAX_COUNT)
-            }
-            _ => {
-                let page = self.rooms.page(
-                    room_id,
-                    user,
-                    Some(now),
-                    read_at,
-                    PageDirection::Backward,
-                    MAX_COUNT,
-                    &notifying,
-                )?;
-                page.events.len()
-            }
-        };
-        self.unread.put(key, UnreadCount { read_at, pos: now, count });
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-}
-
-/// A cached unread count: valid while the read receipt stays at `read_at`, up to `pos`.
-#[derive(Debug, Clone, Copy)]
-pub struct UnreadCount {
-    read_at: Option<u64>,
-    pos: u64,
-    count: usize,
-}
-
-/// Unread counts per user and room, so a sync extends the last count instead of recounting.
-#[derive(Debug, Default)]
-pub struct UnreadCache {
-    counts: std::sync::Mutex<std::collections::HashMap<(OwnedUserId, OwnedRoomId), UnreadCount>>,
-}
-
-impl UnreadCache {
-    fn get(&self, key: &(OwnedUserId, OwnedRoomId)) -> Option<UnreadCount> {
-        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied()
-    }
-
-    fn put(&self, key: (OwnedUserId, OwnedRoomId), value: UnreadCount) {
-        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, value);
     }
 }

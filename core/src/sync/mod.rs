@@ -3,5 +3,9 @@
 pub mod compute;
 pub mod notifier;
 pub mod stream;
+pub mod unread;
 
 pub use compute::SyncRequest;
+
+#[cfg(test)]
+mod tests;
