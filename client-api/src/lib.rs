@@ -15,6 +15,8 @@ mod directory;
 mod discovery;
 mod extract;
 mod filter;
+#[cfg(test)]
+mod fuzz_tests;
 mod keys;
 mod media;
 mod membership;

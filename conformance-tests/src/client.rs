@@ -99,6 +99,22 @@ impl Client {
         self.request(Method::PUT, path, Some(body)).await
     }
 
+    /// A PUT that may meet a server going away: the status and, on 200, the `event_id` it
+    /// answered; `None` when the connection was refused or cut before a whole answer.
+    pub async fn try_put_event(&self, path: &str, body: &Value) -> Option<(u16, Option<String>)> {
+        let mut req = self.http.put(format!("{}{path}", self.base_url)).json(body);
+        if let Some(token) = &self.access_token {
+            req = req.bearer_auth(token);
+        }
+        let reply = req.send().await.ok()?;
+        let status = reply.status().as_u16();
+        if status != 200 {
+            return Some((status, None));
+        }
+        let value: Value = reply.json().await.ok()?;
+        Some((status, value["event_id"].as_str().map(str::to_owned)))
+    }
+
     /// Registers with the dummy flow: first a request without auth (expecting the 401 with
     /// flows and a session), then the same request completing `m.login.dummy`.
     pub async fn register(base_url: &str, username: &str, password: &str) -> Self {

@@ -254,19 +254,10 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
             for i in 0..400 {
                 let path = format!("{V3}/rooms/{room}/send/m.room.message/w{worker}-{i}");
                 let body = json!({"msgtype": "m.text", "body": format!("{worker}-{i}")});
-                let request = alice
-                    .http
-                    .put(format!("{}{path}", alice.base_url))
-                    .bearer_auth(alice.access_token.as_deref().unwrap())
-                    .json(&body);
-                let Ok(reply) = request.send().await else {
-                    // Refused or closed by the shutdown: not acknowledged, fine.
-                    break;
-                };
-                let status = reply.status().as_u16();
-                if status == 200 {
-                    let value: serde_json::Value = reply.json().await.unwrap();
-                    acked.lock().unwrap().push(value["event_id"].as_str().unwrap().to_owned());
+                // Refused or closed by the shutdown: not acknowledged, fine.
+                let Some((status, id)) = alice.try_put_event(&path, &body).await else { break };
+                if let Some(id) = id {
+                    acked.lock().unwrap().push(id);
                 } else if status >= 500 {
                     server_errors += 1;
                 }

@@ -86,3 +86,65 @@ fn version_help_and_bad_config() {
     assert_ne!(code, 0);
     assert!(err.contains("no_such_key"), "{err}");
 }
+
+#[tokio::test]
+async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let env = [("HEARTH_STORAGE__PATH", db.to_str().unwrap())];
+    let process = HearthProcess::spawn(&[], &env);
+    let alice = Client::register(&process.base_url, "loader", "pw").await;
+    let room = alice.create_room(json!({})).await;
+
+    // Messages and state events from several writers at once; each is recorded only
+    // once the server has answered 200.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for worker in 0..6 {
+        let (alice, room, acked) = (alice.clone(), room.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let (path, body) = match worker % 3 {
+                    0 | 1 => (
+                        format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w{worker}-{i}"),
+                        json!({"msgtype": "m.text", "body": format!("{worker}-{i}")}),
+                    ),
+                    _ => (
+                        format!("/_matrix/client/v3/rooms/{room}/state/org.example.k/w{worker}-{i}"),
+                        json!({"i": i}),
+                    ),
+                };
+                let Some((status, id)) = alice.try_put_event(&path, &body).await else { break };
+                let Some(id) = id else { continue };
+                assert_eq!(status, 200);
+                acked.lock().unwrap().push((worker, i, id));
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    process.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let process = HearthProcess::spawn(&[], &env);
+    let alice = Client { base_url: process.base_url.clone(), ..alice };
+    let acked = acked.lock().unwrap().clone();
+    for (worker, i, event_id) in &acked {
+        let event = alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}")).await;
+        let event = event.assert_ok();
+        if worker % 3 == 2 {
+            assert_eq!(event["content"], json!({"i": i}));
+            let path = format!("/_matrix/client/v3/rooms/{room}/state/org.example.k/w{worker}-{i}");
+            assert_eq!(alice.get(&path).await.assert_ok(), &json!({"i": i}), "state after kill -9");
+        } else {
+            assert_eq!(event["content"]["body"], json!(format!("{worker}-{i}")));
+        }
+    }
+    // The server that came back takes writes as before.
+    alice.send_text(&room, "after", "after the crash").await;
+}

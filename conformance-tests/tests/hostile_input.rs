@@ -1,8 +1,9 @@
-//! Hostile input that must hurt no one else: JSON nested at the limit - 1, the limit and the
-//! limit + 1 for every endpoint that stores what it is given (what is accepted is readable
+//! Hostile input that must hurt no one else: JSON nested at every depth from 1 to the limit + 1
+//! for every endpoint that stores what it is given (what is accepted is readable
 //! back through every path that serves it, what is refused gets 400 `M_BAD_JSON`); an
 //! unsendable federation item that must not hold back the rest; server names outside the
-//! spec's grammar refused before any lookup.
+//! spec's grammar refused before any lookup; malformed bodies of every kind on every endpoint
+//! that takes one answered with a Matrix error.
 
 // Helpers in this file are test code too.
 #![allow(clippy::unwrap_used)]
@@ -284,7 +285,7 @@ async fn events_over_the_pdu_size_limit_are_too_large_and_those_under_it_read_ba
 type BodyAround = fn(Value) -> Value;
 
 #[tokio::test]
-async fn every_endpoint_that_takes_a_body_refuses_one_past_the_limit() {
+async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_past_the_limit() {
     let server = TestServer::start().await;
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let me = alice.user_id().to_owned();
@@ -325,7 +326,7 @@ async fn every_endpoint_that_takes_a_body_refuses_one_past_the_limit() {
         ),
     ];
     for (method, path, body) in endpoints {
-        for levels in [LIMIT, LIMIT + 1] {
+        for levels in 1..=LIMIT + 1 {
             let reply = alice.request(method.clone(), &path, Some(body(nest(levels - 1)))).await;
             if levels > LIMIT {
                 assert_eq!(reply.status.as_u16(), 400, "{method} {path}: {}", reply.body);
@@ -350,19 +351,36 @@ async fn at_every_depth_up_to_the_limit_what_is_accepted_reads_back() {
     let me = alice.user_id().to_owned();
     let room = alice.create_room(json!({"preset": "public_chat"})).await;
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    // State in a room of its own, so that the messages' room holds fewer events than a page.
+    let state_room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{state_room}"), json!({})).await.assert_ok();
 
+    let (bob_id, bob_device) = (bob.user_id().to_owned(), bob.device_id.clone().unwrap());
+    let bob_since = bob.since_now().await;
     let mut sent = Vec::new();
     for levels in 1..=LIMIT + 1 {
         let path = format!("{V3}/rooms/{room}/send/m.room.message/every{levels}");
         let reply = alice.put(&path, message(levels)).await;
         assert_accepted_or_refused(&reply, levels, "a message");
-        let path = format!("{V3}/user/{me}/rooms/{room}/account_data/org.example.every{levels}");
         let content = if levels == 1 { json!({}) } else { json!({"d": nest(levels - 1)}) };
-        assert_accepted_or_refused(&alice.put(&path, content).await, levels, "room account data");
+        let path = format!("{V3}/user/{me}/rooms/{room}/account_data/org.example.every{levels}");
+        assert_accepted_or_refused(&alice.put(&path, content.clone()).await, levels, "room account data");
+        let path = format!("{V3}/user/{me}/account_data/org.example.every{levels}");
+        assert_accepted_or_refused(&alice.put(&path, content.clone()).await, levels, "account data");
+        let path = format!("{V3}/rooms/{state_room}/state/org.example.every/k{levels}");
+        assert_accepted_or_refused(&alice.put(&path, content).await, levels, "a state event");
+        // messages -> user -> device -> content: the body is at least four deep.
+        if levels >= 4 {
+            let content = if levels == 4 { json!({}) } else { json!({"d": nest(levels - 4)}) };
+            let body = json!({"messages": {bob_id.clone(): {bob_device.clone(): content}}});
+            let path = format!("{V3}/sendToDevice/org.example.every/t{levels}");
+            assert_accepted_or_refused(&alice.put(&path, body).await, levels, "a to-device message");
+        }
         if levels <= LIMIT {
             sent.push((levels, reply.body["event_id"].as_str().unwrap().to_owned()));
         }
     }
+    let expected = |levels: usize| if levels == 1 { json!({}) } else { json!({"d": nest(levels - 1)}) };
 
     // {"room":{"timeline":{"limit":100}}}
     let filter = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A100%7D%7D%7D";
@@ -377,11 +395,98 @@ async fn at_every_depth_up_to_the_limit_what_is_accepted_reads_back() {
         }
     }
     let sync = alice.get(&format!("{V3}/sync?timeout=0")).await;
-    let in_room =
-        sync.assert_ok()["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap().clone();
+    let sync = sync.assert_ok();
+    let in_room = sync["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap().clone();
+    let global = sync["account_data"]["events"].as_array().unwrap().clone();
     for levels in 1..=LIMIT {
         let kind = format!("org.example.every{levels}");
-        assert!(in_room.iter().any(|e| e["type"] == json!(kind)), "{kind} in /sync");
+        for (place, events) in [("room", &in_room), ("global", &global)] {
+            let event = events.iter().find(|e| e["type"] == json!(kind));
+            assert_eq!(event.map(|e| &e["content"]), Some(&expected(levels)), "{place} {kind} in /sync");
+        }
+    }
+
+    // State: the whole state, each event alone, and the state a new member's /sync carries.
+    let state = bob.get(&format!("{V3}/rooms/{state_room}/state")).await;
+    let state = state.assert_ok().as_array().unwrap().clone();
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    carol.post(&format!("{V3}/join/{state_room}"), json!({})).await.assert_ok();
+    let first = carol.get(&format!("{V3}/sync?timeout=0")).await;
+    let first = first.assert_ok();
+    let mut joined =
+        first["rooms"]["join"][&state_room]["state"]["events"].as_array().cloned().unwrap_or_default();
+    joined.extend(timeline_events(first, &state_room));
+    for levels in 1..=LIMIT {
+        let key = format!("k{levels}");
+        let event = state.iter().find(|e| e["type"] == "org.example.every" && e["state_key"] == json!(key));
+        assert_eq!(event.map(|e| &e["content"]), Some(&expected(levels)), "state {key} in /state");
+        let one = bob.get(&format!("{V3}/rooms/{state_room}/state/org.example.every/{key}")).await;
+        assert_eq!(one.assert_ok(), &expected(levels), "state {key} alone");
+        let event = joined.iter().find(|e| e["type"] == "org.example.every" && e["state_key"] == json!(key));
+        assert_eq!(event.map(|e| &e["content"]), Some(&expected(levels)), "state {key} in a joiner's /sync");
+    }
+
+    // The recipient's /sync carries every accepted to-device message.
+    let accepted = LIMIT - 3;
+    let mut since = bob_since;
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        let sync = bob.get(&format!("{V3}/sync?timeout=1000&since={since}")).await;
+        let sync = sync.assert_ok();
+        received.extend(sync["to_device"]["events"].as_array().cloned().unwrap_or_default());
+        since = sync["next_batch"].as_str().unwrap().to_owned();
+        if received.len() >= accepted {
+            break;
+        }
+    }
+    assert_eq!(received.len(), accepted, "to-device messages received");
+    for levels in 4..=LIMIT {
+        let content = if levels == 4 { json!({}) } else { json!({"d": nest(levels - 4)}) };
+        assert!(received.iter().any(|e| e["content"] == content), "to-device at depth {levels}");
+    }
+}
+
+#[tokio::test]
+async fn at_every_depth_what_is_accepted_reaches_the_other_server() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}?via=hs-a.test"), json!({})).await.assert_ok();
+
+    let mut sent = Vec::new();
+    for levels in 1..=LIMIT + 1 {
+        let reply =
+            alice.put(&format!("{V3}/rooms/{room}/send/m.room.message/f{levels}"), message(levels)).await;
+        assert_accepted_or_refused(&reply, levels, "a message");
+        let state = if levels == 1 { json!({}) } else { json!({"d": nest(levels - 1)}) };
+        let path = format!("{V3}/rooms/{room}/state/org.example.fed/k{levels}");
+        assert_accepted_or_refused(&alice.put(&path, state).await, levels, "a state event");
+        if levels <= LIMIT {
+            sent.push((levels, reply.body["event_id"].as_str().unwrap().to_owned()));
+        }
+    }
+    alice.send_text(&room, "last", "after every depth").await;
+    bob.wait_for_bodies(&room, &["after every depth"]).await;
+
+    let page = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=200")).await;
+    let chunk = page.assert_ok()["chunk"].as_array().unwrap().clone();
+    for (levels, id) in &sent {
+        let event = chunk.iter().find(|e| e["event_id"] == json!(id));
+        assert_eq!(
+            event.map(|e| &e["content"]),
+            Some(&message(*levels)),
+            "depth {levels} on the other server"
+        );
+    }
+    let state = bob.get(&format!("{V3}/rooms/{room}/state")).await;
+    let state = state.assert_ok().as_array().unwrap().clone();
+    for levels in 1..=LIMIT {
+        let key = format!("k{levels}");
+        assert!(
+            state.iter().any(|e| e["type"] == "org.example.fed" && e["state_key"] == json!(key)),
+            "state at depth {levels} on the other server"
+        );
     }
 }
 
@@ -402,5 +507,160 @@ async fn federation_bodies_are_held_to_the_limit_too() {
             let error: Value = reply.json().await.unwrap();
             assert_eq!(error["errcode"], "M_BAD_JSON");
         }
+    }
+}
+
+/// Bodies no client should send, as raw bytes: each must get a Matrix error (or, where the
+/// bytes happen to be acceptable JSON, an ordinary answer), never a 5xx or a hang.
+fn malformed_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("invalid UTF-8", b"{\"body\":\"\xff\xfe\"}".to_vec()),
+        ("a byte-order mark", "\u{feff}{\"body\":\"x\"}".as_bytes().to_vec()),
+        ("a raw NUL", b"{\"body\":\"a\0b\"}".to_vec()),
+        ("an escaped NUL", br#"{"body":"a\u0000b","msgtype":"m.text"}"#.to_vec()),
+        ("a lone surrogate", br#"{"body":"\ud800"}"#.to_vec()),
+        ("a lone trailing surrogate", br#"{"body":"\udc00x"}"#.to_vec()),
+        ("duplicate keys", br#"{"body":"a","body":"b","msgtype":"m.text","msgtype":1}"#.to_vec()),
+        ("a number out of range", br#"{"body":"x","n":1e400}"#.to_vec()),
+        ("a huge integer", br#"{"body":"x","n":123456789012345678901234567890}"#.to_vec()),
+        ("a float", br#"{"body":"x","n":1.5}"#.to_vec()),
+        ("an array", b"[]".to_vec()),
+        ("a number", b"1".to_vec()),
+        ("a string", b"\"body\"".to_vec()),
+        ("null", b"null".to_vec()),
+        ("nothing", Vec::new()),
+        ("not JSON at all", b"not json at all".to_vec()),
+        (
+            "fields of the wrong types",
+            br#"{"type": {}, "user_id": [], "room_id": 5, "content": null}"#.to_vec(),
+        ),
+        ("truncated JSON", b"{\"body\":".to_vec()),
+        ("trailing garbage", b"{} {}".to_vec()),
+        (
+            "one past the nesting limit",
+            format!("{}0{}", "[".repeat(LIMIT + 1), "]".repeat(LIMIT + 1)).into_bytes(),
+        ),
+        (
+            "nested far past any limit",
+            format!("{}0{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let (me, bob_id) = (alice.user_id().to_owned(), bob.user_id().to_owned());
+    let device = alice.device_id.clone().unwrap();
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let event = alice.send_text(&room, "t0", "target").await;
+    let t = |n: usize| format!("txn{n}");
+    let endpoints: Vec<(Method, String)> = vec![
+        (Method::POST, format!("{V3}/register")),
+        (Method::POST, format!("{V3}/login")),
+        (Method::POST, format!("{V3}/refresh")),
+        (Method::POST, format!("{V3}/account/password")),
+        (Method::POST, format!("{V3}/account/deactivate")),
+        (Method::POST, format!("{V3}/createRoom")),
+        (Method::PUT, format!("{V3}/rooms/{room}/send/m.room.message/TXN")),
+        (Method::PUT, format!("{V3}/rooms/{room}/state/org.example.k/k")),
+        (Method::PUT, format!("{V3}/rooms/{room}/state/m.room.power_levels/")),
+        (Method::PUT, format!("{V3}/rooms/{room}/redact/{event}/TXN")),
+        (Method::POST, format!("{V3}/rooms/{room}/invite")),
+        (Method::POST, format!("{V3}/rooms/{room}/kick")),
+        (Method::POST, format!("{V3}/rooms/{room}/ban")),
+        (Method::POST, format!("{V3}/rooms/{room}/unban")),
+        (Method::POST, format!("{V3}/rooms/{room}/upgrade")),
+        (Method::POST, format!("{V3}/rooms/{room}/receipt/m.read/{event}")),
+        (Method::POST, format!("{V3}/rooms/{room}/read_markers")),
+        (Method::PUT, format!("{V3}/rooms/{room}/typing/{me}")),
+        (Method::POST, format!("{V3}/rooms/{room}/report/{event}")),
+        (Method::POST, format!("{V3}/rooms/{room}/report")),
+        (Method::POST, format!("{V3}/join/{room}")),
+        (Method::POST, format!("{V3}/knock/{room}")),
+        (Method::PUT, format!("{V3}/user/{me}/account_data/org.example.k")),
+        (Method::PUT, format!("{V3}/user/{me}/rooms/{room}/account_data/org.example.k")),
+        (Method::PUT, format!("{V3}/user/{me}/rooms/{room}/tags/u.work")),
+        (Method::POST, format!("{V3}/user/{me}/filter")),
+        (Method::PUT, format!("{V3}/profile/{me}/displayname")),
+        (Method::PUT, format!("{V3}/profile/{me}/avatar_url")),
+        (Method::PUT, format!("{V3}/sendToDevice/org.example.k/TXN")),
+        (Method::POST, format!("{V3}/keys/upload")),
+        (Method::POST, format!("{V3}/keys/query")),
+        (Method::POST, format!("{V3}/keys/claim")),
+        (Method::POST, format!("{V3}/keys/device_signing/upload")),
+        (Method::POST, format!("{V3}/keys/signatures/upload")),
+        (Method::POST, format!("{V3}/room_keys/version")),
+        (Method::PUT, format!("{V3}/room_keys/keys?version=1")),
+        (Method::PUT, format!("{V3}/pushrules/global/override/org.example.rule")),
+        (Method::PUT, format!("{V3}/pushrules/global/override/org.example.rule/enabled")),
+        (Method::POST, format!("{V3}/pushers/set")),
+        (Method::PUT, format!("{V3}/presence/{me}/status")),
+        (Method::POST, format!("{V3}/user_directory/search")),
+        (Method::PUT, format!("{V3}/directory/room/%23malformed:localhost")),
+        (Method::PUT, format!("{V3}/directory/list/room/{room}")),
+        (Method::POST, format!("{V3}/publicRooms")),
+        (Method::PUT, format!("{V3}/devices/{device}")),
+        (Method::POST, format!("{V3}/delete_devices")),
+        (Method::POST, format!("{V3}/user/{bob_id}/openid/request_token")),
+        (Method::POST, "/_matrix/client/v1/register/m.login.registration_token/validity".to_owned()),
+        (Method::PUT, format!("{V3}/rooms/{room}/state/m.room.name")),
+        (Method::PUT, format!("{V3}/room_keys/version/1")),
+        (Method::PUT, format!("{V3}/room_keys/keys/{room}?version=1")),
+        (Method::PUT, format!("{V3}/room_keys/keys/{room}/s?version=1")),
+        (Method::PUT, format!("{V3}/pushrules/global/room/{room}")),
+        (Method::PUT, format!("{V3}/pushrules/global/override/.m.rule.master/actions")),
+        (Method::POST, format!("{V3}/rooms/{room}/join")),
+        (Method::POST, "/_synapse/admin/v1/register".to_owned()),
+    ];
+    let mut txn = 0;
+    for (method, path) in &endpoints {
+        for (what, bytes) in malformed_bodies() {
+            txn += 1;
+            let path = path.replace("TXN", &t(txn));
+            let request = alice
+                .http
+                .request(method.clone(), format!("{}{path}", server.base_url))
+                .bearer_auth(alice.access_token.as_deref().unwrap())
+                .header("content-type", "application/json")
+                .body(bytes);
+            let reply = tokio::time::timeout(std::time::Duration::from_secs(10), request.send())
+                .await
+                .unwrap_or_else(|_| panic!("{method} {path} with {what}: no answer in 10 s"))
+                .expect("request sent");
+            let reply = Client::reply(reply).await;
+            assert!(
+                reply.status.as_u16() < 500,
+                "{method} {path} with {what}: {} {}",
+                reply.status,
+                reply.body
+            );
+            // A user-interactive auth challenge (401 with flows) is an answer, not an error.
+            let challenge = reply.status.as_u16() == 401 && reply.body.get("flows").is_some();
+            if reply.status.is_client_error() && !challenge {
+                assert!(reply.errcode().starts_with("M_"), "{method} {path} with {what}: {}", reply.body);
+            }
+        }
+        // The right body under the wrong content type (Synapse reads the body regardless).
+        for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"] {
+            txn += 1;
+            let path = path.replace("TXN", &t(txn));
+            let request = bob
+                .http
+                .request(method.clone(), format!("{}{path}", server.base_url))
+                .bearer_auth(bob.access_token.as_deref().unwrap())
+                .header("content-type", content_type)
+                .body("{}");
+            let reply = Client::reply(request.send().await.expect("request sent")).await;
+            assert!(reply.status.as_u16() < 500, "{method} {path} as {content_type}: {}", reply.body);
+        }
+    }
+    // Everyone still reads the room.
+    for client in [&alice, &bob] {
+        client.get(&format!("{V3}/sync?timeout=0")).await.assert_ok();
+        client.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50")).await.assert_ok();
     }
 }

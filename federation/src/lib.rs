@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod devices;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod history;
 mod legacy;
 pub mod media;

@@ -5,6 +5,8 @@ pub mod auth;
 #[cfg(test)]
 mod auth_tests;
 pub mod client;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod pdu;
 pub mod state_res;
 #[cfg(test)]

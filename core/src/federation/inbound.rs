@@ -52,8 +52,10 @@ impl Homeserver {
             .map_err(|e| (Some(event_id.clone()), e))?;
         // The version's format (sizes, fields, references) before anything is stored, so that
         // nothing malformed can fail a reader later.
-        let malformed = |e: String| (Some(event_id.clone()), Error::bad_json(format!("PDU {event_id} malformed: {e}")));
-        ruma::state_res::check_pdu_format(&object, &rules.event_format).map_err(|e| malformed(e.to_string()))?;
+        let malformed =
+            |e: String| (Some(event_id.clone()), Error::bad_json(format!("PDU {event_id} malformed: {e}")));
+        ruma::state_res::check_pdu_format(&object, &rules.event_format)
+            .map_err(|e| malformed(e.to_string()))?;
         Pdu::from_json(event_id.clone(), raw.get()).map_err(|_| malformed("unreadable fields".to_owned()))?;
         let keys = self.key_map_for(&object).await.map_err(|e| (Some(event_id.clone()), e))?;
         let object = match verify_event(&keys, &object, rules) {

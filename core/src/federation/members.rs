@@ -29,7 +29,7 @@ use crate::{
         NewEvent, Pdu,
         pdu::{event_id_of, to_json_string},
     },
-    rooms::{CREATABLE_VERSIONS, MembershipAction},
+    rooms::CREATABLE_VERSIONS,
     sync::compute::STRIPPED_STATE,
 };
 use hearth_storage::records::OutsideRoomRecord;
