@@ -14,9 +14,19 @@ use hearth_core::Homeserver;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
-/// The complete application: the client API with its middleware.
+/// The complete application: the client API with its middleware. With federation on, the
+/// federation and key APIs are served here too (as Synapse does on its main listener), for
+/// deployments that put both behind one TLS-terminating proxy and delegate to it.
 pub fn app(hs: Homeserver, client_api: ClientApiConfig) -> Router {
-    hearth_client_api::router(hs, client_api)
+    let mut router = hearth_client_api::router(hs.clone(), client_api);
+    if hs.federation.enabled() {
+        // As a service (not nested) it sees the full path, as on its own listener.
+        let federation = hearth_federation::server::router(hs).into_service::<Body>();
+        router = router
+            .route_service("/_matrix/federation/{*rest}", federation.clone())
+            .route_service("/_matrix/key/{*rest}", federation);
+    }
+    router
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(hearth_client_api::cors))
         .layer(middleware::from_fn(request_span))

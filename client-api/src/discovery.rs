@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// The spec versions whose Client-Server API Hearth targets. Which areas are complete is in the
-/// README's feature table; `unstable_features` lists only what is implemented (nothing yet).
+/// README's feature table; `unstable_features` lists only what is implemented.
 const SPEC_VERSIONS: &[&str] = &[
     "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
     "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
@@ -34,7 +34,10 @@ pub async fn get_supported_versions(
 ) -> ApiResult<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::new();
+    // Cross-signing has been stable since v1.1, but Element only runs its automatic set-up of a
+    // new account's cross-signing keys when the server still names the unstable flag (as
+    // Synapse does); without it a user's devices all stay unverified.
+    response.unstable_features = BTreeMap::from([("org.matrix.e2e_cross_signing".to_owned(), true)]);
     Ok(response)
 }
 

@@ -289,8 +289,20 @@ pub async fn get_media_preview_legacy(
 
 /// The deprecated unauthenticated downloads serve media only when the config allows them, and
 /// never fetch remote media for a caller who said not to.
-fn legacy_allowed(hs: &Homeserver, server: &ServerName, allow_remote: bool) -> Result<(), Error> {
+async fn legacy_allowed(
+    hs: &Homeserver,
+    server: &ServerName,
+    media_id: &str,
+    allow_remote: bool,
+    timeout: std::time::Duration,
+) -> Result<(), Error> {
     if !hs.media.config().legacy_unauthenticated_download {
+        // As Synapse: local media still being uploaded is waited for (and answered 504
+        // M_NOT_YET_UPLOADED if it does not come), so that a client learns the same about an
+        // asynchronous upload on either path; only what exists is then withheld.
+        if server == hs.server_name() {
+            hs.media.await_local_upload(media_id, timeout).await?;
+        }
         return Err(Error::not_found(
             "Media is served only through the authenticated /_matrix/client/v1/media endpoints",
         ));
@@ -304,7 +316,7 @@ fn legacy_allowed(hs: &Homeserver, server: &ServerName, allow_remote: bool) -> R
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}`
 pub async fn get_content_legacy(hs: Homeserver, req: Ruma<get_content::v3::Request>) -> ApiResult<Response> {
     let b = req.body;
-    legacy_allowed(&hs, &b.server_name, b.allow_remote)?;
+    legacy_allowed(&hs, &b.server_name, &b.media_id, b.allow_remote, b.timeout_ms).await?;
     serve(hs.media.content(&b.server_name, &b.media_id, b.timeout_ms).await?, None)
 }
 
@@ -314,7 +326,7 @@ pub async fn get_content_as_filename_legacy(
     req: Ruma<get_content_as_filename::v3::Request>,
 ) -> ApiResult<Response> {
     let b = req.body;
-    legacy_allowed(&hs, &b.server_name, b.allow_remote)?;
+    legacy_allowed(&hs, &b.server_name, &b.media_id, b.allow_remote, b.timeout_ms).await?;
     serve(hs.media.content(&b.server_name, &b.media_id, b.timeout_ms).await?, Some(b.filename))
 }
 
@@ -324,7 +336,7 @@ pub async fn get_content_thumbnail_legacy(
     req: Ruma<get_content_thumbnail::v3::Request>,
 ) -> ApiResult<Response> {
     let b = req.body;
-    legacy_allowed(&hs, &b.server_name, b.allow_remote)?;
+    legacy_allowed(&hs, &b.server_name, &b.media_id, b.allow_remote, b.timeout_ms).await?;
     thumbnail(
         &hs,
         &b.server_name,

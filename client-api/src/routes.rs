@@ -203,6 +203,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         // Rooms
         .ruma::<c::room::create_room::v3::Request, _, _>(room::create_room, NO_GUESTS)
         .ruma::<c::room::get_room_event::v3::Request, _, _>(room::get_room_event, GUESTS)
+        .ruma::<c::room::get_summary::v1::Request, _, _>(room::get_summary, GUESTS)
         .ruma::<c::room::aliases::v3::Request, _, _>(room::aliases, GUESTS)
         .ruma::<c::alias::get_alias::v3::Request, _, _>(room::get_alias, GUESTS)
         .ruma::<c::alias::create_alias::v3::Request, _, _>(room::create_alias, NO_GUESTS)

@@ -1,9 +1,13 @@
 //! A hand-rolled remote homeserver, for tests that need another server to send what Hearth
 //! would never send itself (malformed or mismatched membership events). It publishes an
 //! ed25519 key over HTTPS (self-signed) on a loopback address, accepts every transaction, and
-//! lets the test sign events and X-Matrix requests with that key. Everything else is 404.
+//! lets the test sign events and X-Matrix requests with that key; the transactions it got are
+//! kept for the test to read. Everything else is 404.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use axum::{Json, Router, routing::get, routing::put};
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
@@ -27,6 +31,7 @@ pub struct FakeRemote {
     pub addr: SocketAddr,
     key: Arc<Ed25519KeyPair>,
     task: JoinHandle<()>,
+    transactions: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Drop for FakeRemote {
@@ -62,9 +67,18 @@ impl FakeRemote {
                 Json(serde_json::to_value(body).expect("JSON"))
             }
         };
+        let transactions = Arc::new(Mutex::new(Vec::new()));
+        let kept = transactions.clone();
+        let send = move |Json(body): Json<Value>| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().expect("the transaction log").push(body);
+                Json(json!({"pdus": {}}))
+            }
+        };
         let app = Router::new()
             .route("/_matrix/key/v2/server", get(keys))
-            .route("/_matrix/federation/v1/send/{txn}", put(|| async { Json(json!({"pdus": {}})) }))
+            .route("/_matrix/federation/v1/send/{txn}", put(send))
             .fallback(|| async {
                 (axum::http::StatusCode::NOT_FOUND, Json(json!({"errcode": "M_UNRECOGNIZED", "error": "no"})))
             });
@@ -94,7 +108,13 @@ impl FakeRemote {
                 });
             }
         });
-        Self { name: name.to_owned(), addr, key, task }
+        Self { name: name.to_owned(), addr, key, task, transactions }
+    }
+
+    /// The EDUs of every transaction received so far.
+    pub fn edus(&self) -> Vec<Value> {
+        let transactions = self.transactions.lock().expect("the transaction log");
+        transactions.iter().flat_map(|t| t["edus"].as_array().cloned().unwrap_or_default()).collect()
     }
 
     /// A user ID on this server.

@@ -12,10 +12,9 @@ async fn versions_well_known_and_capabilities() {
     let body = versions.assert_ok();
     let list: Vec<&str> = body["versions"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
     assert!(list.contains(&"v1.19"), "{list:?}");
-    // Nothing unstable is implemented, so nothing is advertised.
-    assert!(
-        body.get("unstable_features").is_none_or(|f| f.as_object().is_some_and(serde_json::Map::is_empty))
-    );
+    // Only what is implemented is advertised: cross-signing, which Element's account set-up
+    // looks for under its unstable name.
+    assert_eq!(body["unstable_features"], json!({"org.matrix.e2e_cross_signing": true}));
 
     let wk = anon.get("/.well-known/matrix/client").await;
     assert_eq!(wk.assert_ok()["m.homeserver"]["base_url"], json!("http://127.0.0.1:8008/"));

@@ -139,4 +139,46 @@ async fn bad_federation_requests_get_matrix_errors() {
     }
     let bad = https.post(format!("https://{fed}/_matrix/key/v2/query")).body("{bad").send().await.unwrap();
     check(bad, 400, "M_BAD_JSON").await;
+
+    // The client listener serves the federation and key APIs too (for one proxy in front of
+    // both), with the same answers.
+    let http = reqwest::Client::new();
+    let client_port = &a.base_url;
+    let version: Value = http
+        .get(format!("{client_port}/_matrix/federation/v1/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["server"]["name"], "Hearth");
+    let keys: Value =
+        http.get(format!("{client_port}/_matrix/key/v2/server")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(keys["server_name"], "hs-a.test");
+    for (method, path) in [("PUT", "/_matrix/federation/v1/version"), ("PUT", "/_matrix/key/v2/query")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        check(
+            http.request(method, format!("{client_port}{path}")).send().await.unwrap(),
+            405,
+            "M_UNRECOGNIZED",
+        )
+        .await;
+    }
+    // Requests that need a server's signature still need it here.
+    let path = "/_matrix/federation/v1/query/profile?user_id=@a:hs-a.test";
+    let unsigned = http.get(format!("{client_port}{path}")).send().await.unwrap();
+    assert!(unsigned.status().is_client_error(), "{}", unsigned.status());
+    let body: Value = unsigned.json().await.unwrap();
+    assert!(body["errcode"].as_str().is_some_and(|e| e.starts_with("M_")), "{body}");
+}
+
+#[tokio::test]
+async fn without_federation_the_client_listener_does_not_answer_for_it() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let reply = http.get(format!("{}/_matrix/federation/v1/version", server.base_url)).send().await.unwrap();
+    assert_eq!(reply.status().as_u16(), 404);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNRECOGNIZED");
 }

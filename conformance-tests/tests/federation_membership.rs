@@ -36,10 +36,10 @@ async fn an_invite_from_another_server_shows_in_sync_and_is_accepted() {
     let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
-    let room = alice.create_room(json!({"preset": "private_chat", "name": "plans"})).await;
     let since = bob.since_now().await;
-
-    alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": bob.user_id()})).await.assert_ok();
+    let create =
+        json!({"preset": "private_chat", "name": "plans", "invite": [bob.user_id()], "is_direct": true});
+    let room = alice.create_room(create).await;
 
     // B is not in the room, yet bob sees the invite with the room's stripped state.
     let body =
@@ -60,8 +60,27 @@ async fn an_invite_from_another_server_shows_in_sync_and_is_accepted() {
     wait_for_membership(&alice, &room, bob.user_id(), "invite").await;
 
     // Accepting needs no `via`: the inviting server is known.
+    let since = bob.since_now().await;
     bob.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
     wait_for_membership(&alice, &room, bob.user_id(), "join").await;
+    // Bob's join shows what it replaced: the invite, its `is_direct`, and who sent it.
+    let is_own_join = |e: &Value| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == bob.user_id()
+            && e["content"]["membership"] == "join"
+    };
+    let body = bob
+        .sync_until(Some(&since), "bob's join", |b| {
+            b["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(is_own_join))
+        })
+        .await;
+    let events = body["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap();
+    let join = events.iter().find(|e| is_own_join(e)).unwrap();
+    assert_eq!(join["unsigned"]["prev_content"]["membership"], "invite", "{join}");
+    assert_eq!(join["unsigned"]["prev_content"]["is_direct"], true, "{join}");
+    assert_eq!(join["unsigned"]["prev_sender"], alice.user_id(), "{join}");
     let name = bob.get(&format!("{V3}/rooms/{room}/state/m.room.name")).await;
     assert_eq!(name.assert_ok()["name"], "plans");
     alice.send_text(&room, "a1", "welcome, bob").await;

@@ -263,3 +263,37 @@ async fn a_restricted_join_is_countersigned_only_for_users_the_rules_allow() {
     assert!(body["event"]["signatures"][FAKE].is_object(), "{body}");
     s.wait_for_membership(&room, &charlie, "join").await;
 }
+
+#[tokio::test]
+async fn a_local_join_announces_the_joiners_devices_to_servers_new_to_them() {
+    let s = Setup::start().await;
+    let room = s.alice.create_room(json!({"preset": "public_chat"})).await;
+    let charlie = s.fake.user("charlie");
+    let (version, join) = s.template("join", &room, &charlie).await;
+    let (status, body) = s.send("v2/send_join", &room, &version, &join).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for_membership(&room, &charlie, "join").await;
+
+    // Bob shares no room with fake.test until he joins this one; he has uploaded no keys.
+    let bob = Client::register(&s.a.base_url, "bob", "pw").await;
+    let device = bob.device_id.clone().unwrap();
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let announced = |edus: &[Value]| {
+        edus.iter().any(|edu| {
+            edu["edu_type"] == "m.device_list_update"
+                && edu["content"]["user_id"] == bob.user_id()
+                && edu["content"]["device_id"] == device.as_str()
+        })
+    };
+    for _ in 0..100 {
+        if announced(&s.fake.edus()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(announced(&s.fake.edus()), "no device list update for bob: {:?}", s.fake.edus());
+    // Alice joined before fake.test was in the room: nothing is announced for her.
+    let for_alice =
+        |e: &Value| e["edu_type"] == "m.device_list_update" && e["content"]["user_id"] == s.alice.user_id();
+    assert!(!s.fake.edus().iter().any(for_alice), "{:?}", s.fake.edus());
+}

@@ -322,6 +322,10 @@ async fn asynchronous_uploads() {
 
     let early = alice.get(&format!("{V1}/download/{}?timeout_ms=0", mxc_path(&uri))).await;
     early.assert_error(504, "M_NOT_YET_UPLOADED");
+    // The deprecated unauthenticated path (off by default) says the same about media still on
+    // its way, and only withholds what exists.
+    let legacy = format!("/_matrix/media/v3/download/{}?timeout_ms=0", mxc_path(&uri));
+    alice.get(&legacy).await.assert_error(504, "M_NOT_YET_UPLOADED");
     bob.request_raw(Method::PUT, &path, b"mine".to_vec()).await.assert_error(403, "M_FORBIDDEN");
     alice.request_raw(Method::PUT, &path, b"content".to_vec()).await.assert_ok();
     alice
@@ -329,6 +333,9 @@ async fn asynchronous_uploads() {
         .await
         .assert_error(409, "M_CANNOT_OVERWRITE_MEDIA");
     assert_eq!(download(&bob, &uri).await.1, b"content");
+    alice.get(&legacy).await.assert_error(404, "M_NOT_FOUND");
+    let unknown = "/_matrix/media/v3/download/localhost/nothing-here?timeout_ms=0";
+    alice.get(unknown).await.assert_error(404, "M_NOT_FOUND");
 }
 
 /// A tiny web server for previews: a page with Open Graph tags and the image it names,

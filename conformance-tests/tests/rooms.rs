@@ -290,6 +290,7 @@ async fn state_aliases_and_room_versions() {
     updated.assert_ok();
     let topic = alice.get(&format!("{V3}/rooms/{room}/state/m.room.topic?format=event")).await;
     assert_eq!(topic.assert_ok()["unsigned"]["prev_content"]["topic"], "Say hi");
+    assert_eq!(topic.body["unsigned"]["prev_sender"], json!(alice.user_id()));
 
     // Aliases: resolve, join by alias, duplicates, deletion rights.
     let resolved = bob.get(&format!("{V3}/directory/room/%23lobby:localhost")).await;

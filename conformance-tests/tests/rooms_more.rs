@@ -283,3 +283,57 @@ async fn public_room_entries_name_their_join_rule() {
     // Even the default is said out loud: clients and Synapse's tests look for it.
     assert_eq!(rule(&public), Some(json!("public")), "{chunk:?}");
 }
+
+#[tokio::test]
+async fn room_summaries_show_what_a_caller_may_see_before_joining() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let space = alice
+        .create_room(json!({"preset": "public_chat", "name": "Space", "room_alias_name": "space",
+            "creation_content": {"type": "m.space"}}))
+        .await;
+    bob.post(&format!("{V3}/join/{space}"), json!({})).await.assert_ok();
+    let restricted = alice
+        .create_room(json!({"room_version": "8", "name": "Inner", "topic": "members of the space",
+            "initial_state": [{"type": "m.room.join_rules", "state_key": "",
+            "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]}))
+        .await;
+    let private = alice.create_room(json!({"preset": "private_chat"})).await;
+    let summary = "/_matrix/client/v1/room_summary";
+
+    // A restricted room: its allowed rooms, to a member of one of them.
+    let inner = bob.get(&format!("{summary}/{restricted}")).await;
+    let inner = inner.assert_ok();
+    assert_eq!(inner["room_id"], json!(restricted));
+    assert_eq!(inner["join_rule"], "restricted");
+    assert_eq!(inner["allowed_room_ids"], json!([space]));
+    assert_eq!(inner["name"], "Inner");
+    assert_eq!(inner["topic"], "members of the space");
+    assert_eq!(inner["room_version"], "8");
+    assert_eq!(inner["num_joined_members"], 1);
+    assert!(inner.get("membership").is_none(), "{inner}");
+    // Someone in none of them cannot see it, as if it did not exist.
+    carol.get(&format!("{summary}/{restricted}")).await.assert_error(404, "M_NOT_FOUND");
+
+    // An invite-only room: to its members (with their membership), no allowed rooms.
+    let own = alice.get(&format!("{summary}/{private}")).await;
+    let own = own.assert_ok();
+    assert_eq!(own["join_rule"], "invite");
+    assert_eq!(own["membership"], "join");
+    assert!(own.get("allowed_room_ids").is_none(), "{own}");
+    bob.get(&format!("{summary}/{private}")).await.assert_error(404, "M_NOT_FOUND");
+    alice.post(&format!("{V3}/rooms/{private}/invite"), json!({"user_id": bob.user_id()})).await.assert_ok();
+    assert_eq!(bob.get(&format!("{summary}/{private}")).await.assert_ok()["membership"], "invite");
+
+    // A public space, by alias and without a token.
+    let anonymous = Client::new(&server.base_url);
+    let public = anonymous.get(&format!("{summary}/%23space:localhost")).await;
+    let public = public.assert_ok();
+    assert_eq!(public["room_id"], json!(space));
+    assert_eq!(public["room_type"], "m.space");
+    assert_eq!(public["num_joined_members"], 2);
+    anonymous.get(&format!("{summary}/{private}")).await.assert_error(404, "M_NOT_FOUND");
+    alice.get(&format!("{summary}/!nowhere:localhost")).await.assert_error(404, "M_NOT_FOUND");
+}

@@ -247,3 +247,38 @@ async fn profile_changes_reach_the_rooms_member_events() {
         bob.get(&format!("{V3}/rooms/{room}/state/m.room.member/@alice:localhost")).await.assert_ok().clone();
     assert_eq!(state["displayname"], "LemurLover");
 }
+
+#[tokio::test]
+async fn a_full_sync_shows_bans_and_kicks_but_not_rooms_left_by_choice() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let mut rooms = Vec::new();
+    for _ in 0..3 {
+        let room = alice.create_room(json!({"preset": "public_chat"})).await;
+        bob.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
+        rooms.push(room);
+    }
+    let (banned, kicked, left) = (&rooms[0], &rooms[1], &rooms[2]);
+    alice.post(&format!("{V3}/rooms/{banned}/ban"), json!({"user_id": bob.user_id()})).await.assert_ok();
+    alice.post(&format!("{V3}/rooms/{kicked}/kick"), json!({"user_id": bob.user_id()})).await.assert_ok();
+    bob.post(&format!("{V3}/rooms/{left}/leave"), json!({})).await.assert_ok();
+
+    let full = sync(&bob, None, None).await;
+    let shown = &full["rooms"]["leave"];
+    let membership = |room: &str| {
+        let events = shown[room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+        // The last word on bob's membership in what the timeline shows.
+        events
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id())
+            .map(|e| e["content"]["membership"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(membership(banned).as_deref(), Some("ban"), "{shown}");
+    assert_eq!(membership(kicked).as_deref(), Some("leave"), "{shown}");
+    assert!(shown.get(left).is_none(), "{shown}");
+    // Asked for, the room left by choice is there too.
+    let with_leave = sync(&bob, None, Some(json!({"room": {"include_leave": true}}))).await;
+    assert!(with_leave["rooms"]["leave"].get(left).is_some(), "{with_leave}");
+}

@@ -441,6 +441,10 @@ async function main() {
         // Element warns that the homeserver is too old unless this holds.
         if (!(await anon.isVersionSupported(sdk.MINIMUM_MATRIX_VERSION)))
             fail(`versions ${JSON.stringify(v.versions)} lack ${sdk.MINIMUM_MATRIX_VERSION}, the SDK's minimum`);
+        // Element's post-login flow opens its cross-signing set-up for a new account only when
+        // this flag is advertised; without it the account's devices all stay unverified.
+        if (!(await anon.doesServerSupportUnstableFeature("org.matrix.e2e_cross_signing")))
+            fail(`unstable_features ${JSON.stringify(v.unstable_features)} lack org.matrix.e2e_cross_signing`);
         return `${v.versions.length} versions, latest ${v.versions[v.versions.length - 1]} (matrix-js-sdk ${SDK_VERSION}, node ${process.version}${polyfilled.length ? `, polyfilled ${polyfilled.join(",")}` : ""})`;
     });
 

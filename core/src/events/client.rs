@@ -14,6 +14,8 @@ const SERVER_ONLY: &[&str] =
 pub struct Unsigned {
     pub transaction_id: Option<String>,
     pub prev_content: Option<Value>,
+    /// Who sent the state event this one replaced (as Synapse gives with `prev_content`).
+    pub prev_sender: Option<String>,
     pub replaces_state: Option<OwnedEventId>,
     pub redacted_because: Option<Value>,
     /// The requesting user's membership at the event (MSC4115, spec v1.11).
@@ -44,6 +46,9 @@ pub fn client_event(
     }
     if let Some(prev) = extra.prev_content {
         unsigned.insert("prev_content".into(), prev);
+    }
+    if let Some(sender) = extra.prev_sender {
+        unsigned.insert("prev_sender".into(), Value::String(sender));
     }
     if let Some(replaces) = extra.replaces_state {
         unsigned.insert("replaces_state".into(), Value::String(replaces.to_string()));

@@ -159,6 +159,35 @@ impl Homeserver {
         self.send_edu(servers, Edu::DeviceListUpdate(content)).await
     }
 
+    /// A local user joined a room that brings in `servers` they shared no room with before:
+    /// each gets an `m.device_list_update` per device (as Synapse sends), so that it learns of
+    /// the user's devices at once instead of at the first encrypted message. The updates carry
+    /// the user's current stream position and no `prev_id`: a receiver that did not track the
+    /// user fetches the whole list.
+    pub(crate) async fn announce_devices_to(
+        &self,
+        user: &UserId,
+        servers: BTreeSet<OwnedServerName>,
+    ) -> Result<()> {
+        if !self.federation.enabled() || servers.is_empty() {
+            return Ok(());
+        }
+        let stream_id = self.db.get::<DeviceListStreamIds>(&user.to_owned())?.unwrap_or(0);
+        for device in self.users.devices(user)? {
+            let mut content = DeviceListUpdateContent::new(
+                user.to_owned(),
+                device.device_id.clone(),
+                UInt::new_saturating(stream_id),
+            );
+            content.device_display_name = device.display_name;
+            if let Some(keys) = self.db.get::<DeviceKeys>(&(user.to_owned(), device.device_id))? {
+                content.keys = Some(raw(&keys)?);
+            }
+            self.send_edu(servers.clone(), Edu::DeviceListUpdate(content)).await?;
+        }
+        Ok(())
+    }
+
     /// A local user's cross-signing keys changed: other servers sharing a room get an
     /// `m.signing_key_update` with the public master and self-signing keys.
     pub(crate) async fn send_signing_key_update(&self, user: &UserId) -> Result<()> {

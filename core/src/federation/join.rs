@@ -480,14 +480,27 @@ impl Homeserver {
         via: &[OwnedServerName],
     ) -> Result<()> {
         check_names(room_id, via)?;
-        if !self.federation.enabled() || self.rooms.resident(room_id)? {
+        if !self.federation.enabled() {
             return self.rooms.join(room_id, user, profile, reason).await;
         }
-        if self.rooms.membership(room_id, user)?.as_deref() == Some("join") {
-            return Ok(());
+        let known = self.servers_sharing_rooms(user)?;
+        if self.rooms.resident(room_id)? {
+            self.rooms.join(room_id, user, profile, reason).await?;
+        } else {
+            if self.rooms.membership(room_id, user)?.as_deref() == Some("join") {
+                return Ok(());
+            }
+            let servers = self.servers_to_ask(room_id, user, via)?;
+            self.join_remote(room_id, user, &servers, with_reason(profile, reason)).await?;
         }
-        let servers = self.servers_to_ask(room_id, user, via)?;
-        self.join_remote(room_id, user, &servers, with_reason(profile, reason)).await
+        let new: BTreeSet<_> =
+            self.servers_in_room(room_id)?.into_iter().filter(|s| !known.contains(s)).collect();
+        // The join stands whatever happens to this courtesy; a failure only delays what the
+        // other servers would otherwise learn at the first encrypted message.
+        if let Err(error) = self.announce_devices_to(user, new).await {
+            tracing::warn!(%error, %user, %room_id, "could not announce devices to the room's servers");
+        }
+        Ok(())
     }
 
     /// Servers that may let a local user into (or out of) a room this server is not in: those

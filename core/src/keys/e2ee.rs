@@ -290,7 +290,11 @@ impl Homeserver {
                         user_out.insert(device.to_string(), json!({ format!("{algorithm}:{key_id}"): key }));
                     }
                 }
-                out.insert(user.to_string(), Value::Object(user_out));
+                // A user none of whose devices had a key left is not named at all (as Synapse):
+                // clients read an empty entry as "claimed nothing" only by accident.
+                if !user_out.is_empty() {
+                    out.insert(user.to_string(), Value::Object(user_out));
+                }
             }
             // Written while the lock is held: a second claim sees the first one's deletions.
             this.db.write(batch)?;

@@ -400,6 +400,13 @@ impl Media {
         Ok((record, stored.sha256))
     }
 
+    /// Waits, like a download would, for a local media item to be uploaded, without reading it:
+    /// `NotYetUploaded` when the wait runs out, not found when there is no such item.
+    pub async fn await_local_upload(&self, media_id: &str, timeout: Duration) -> Result<()> {
+        let server = self.server_name.clone();
+        self.resolve(&server, media_id, timeout).await.map(drop)
+    }
+
     /// A media item's content, for downloads (and, later, federation's media endpoint).
     pub async fn content(&self, server: &ServerName, media_id: &str, timeout: Duration) -> Result<Served> {
         let (record, sha256) = self.resolve(server, media_id, timeout).await?;

@@ -24,6 +24,19 @@ pub struct PublicRoom {
     pub room_type: Option<String>,
 }
 
+/// A room summary as one viewer may see it ([`Rooms::summary_for`]).
+#[derive(Debug, Clone)]
+pub struct RoomSummaryView {
+    pub room: PublicRoom,
+    pub join_rule: String,
+    /// The rooms whose members a restricted join rule lets in.
+    pub allowed_room_ids: Vec<OwnedRoomId>,
+    pub encryption: Option<String>,
+    pub version: RoomVersionId,
+    /// The viewer's own membership, if any.
+    pub membership: Option<String>,
+}
+
 impl From<PublicRoom> for ruma::directory::PublicRoomsChunk {
     fn from(room: PublicRoom) -> Self {
         let mut chunk: Self = ruma::directory::PublicRoomsChunkInit {
@@ -79,6 +92,53 @@ impl Rooms {
             join_rule: self.state_field(room_id, "m.room.join_rules", "join_rule")?,
             room_type: self.state_field(room_id, "m.room.create", "type")?,
         })
+    }
+
+    /// What `GET /room_summary` shows `viewer` (`None`: a caller without a token) of a room
+    /// this server is in, or `None` when they may not see it, so that it reads as not found:
+    /// members (joined, invited, knocking), anyone for a world-readable room or one whose join
+    /// rule lets them ask in (public, knock), and for a restricted room members of a room it
+    /// allows (the spec's room summary rules).
+    pub fn summary_for(&self, room_id: &RoomId, viewer: Option<&UserId>) -> Result<Option<RoomSummaryView>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        if !self.resident(room_id)? {
+            return Ok(None);
+        }
+        let summary = self.summary(room_id)?;
+        let membership = viewer.map(|v| self.membership(room_id, v)).transpose()?.flatten();
+        let rules = self.current_state_event(room_id, "m.room.join_rules", "")?.map(|p| p.content_json());
+        let allowed_room_ids: Vec<OwnedRoomId> = rules
+            .as_ref()
+            .and_then(|r| r["allow"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|rule| rule["type"] == "m.room_membership")
+            .filter_map(|rule| rule["room_id"].as_str().and_then(|id| RoomId::parse(id).ok()))
+            .collect();
+        let join_rule = summary.join_rule.clone().unwrap_or_else(|| "invite".to_owned());
+        let mut visible = matches!(membership.as_deref(), Some("join" | "invite" | "knock"))
+            || summary.world_readable
+            || matches!(join_rule.as_str(), "public" | "knock" | "knock_restricted");
+        if let (false, "restricted", Some(viewer)) = (visible, join_rule.as_str(), viewer) {
+            for allowed in &allowed_room_ids {
+                if self.membership(allowed, viewer)?.as_deref() == Some("join") {
+                    visible = true;
+                    break;
+                }
+            }
+        }
+        if !visible {
+            return Ok(None);
+        }
+        let (version, _) = self.version(&room)?;
+        Ok(Some(RoomSummaryView {
+            encryption: self.state_field(room_id, "m.room.encryption", "algorithm")?,
+            version,
+            membership,
+            join_rule,
+            allowed_room_ids,
+            room: summary,
+        }))
     }
 
     /// Published rooms, most joined members first, then by room ID for a stable order.

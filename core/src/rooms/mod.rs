@@ -37,7 +37,7 @@ use ruma::{EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersi
 
 pub use self::{
     create::{CreateRoom, Preset},
-    directory::PublicRoom,
+    directory::{PublicRoom, RoomSummaryView},
     membership::MembershipAction,
     timeline::{Page, PageDirection, TimelineKey, timeline_key},
 };

@@ -283,8 +283,10 @@ impl Rooms {
         }
         if let Some(replaced) = &record.replaces_state {
             extra.replaces_state = Some(replaced.clone());
-            extra.prev_content =
-                self.pdu_record(replaced)?.and_then(|r| servable(replaced, &r)).map(|p| p.content_json());
+            if let Some(prev) = self.pdu_record(replaced)?.and_then(|r| servable(replaced, &r)) {
+                extra.prev_content = Some(prev.content_json());
+                extra.prev_sender = Some(prev.sender.to_string());
+            }
         }
         if let Some(redaction) = &record.redacted_by
             && let Some(redaction_record) = self.pdu_record(redaction)?

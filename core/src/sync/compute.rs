@@ -172,6 +172,17 @@ impl Homeserver {
             let pdu = Pdu::from_json(record.event_id.clone(), &own.json)?;
             Ok(ignored.contains(&pdu.sender))
         };
+        // A full sync leaves out rooms the user left of their own accord unless the filter asks
+        // for them, but always shows a ban or a kick (as Synapse does): a client starting afresh
+        // must still learn it was put out.
+        let left_of_own_accord = |record: &MembershipRecord| -> Result<bool> {
+            if record.membership != "leave" {
+                return Ok(false);
+            }
+            let Some(own) = self.rooms.pdu_record(&record.event_id)? else { return Ok(true) };
+            let pdu = Pdu::from_json(record.event_id.clone(), &own.json)?;
+            Ok(pdu.sender.as_str() == user.as_str())
+        };
         let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
         // Device-list bookkeeping for clients that encrypt: whose keys to (re)fetch, and whom
         // they no longer share a room with.
@@ -290,7 +301,9 @@ impl Homeserver {
                     let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
                     leave.insert(room_id.to_string(), value);
                 }
-                "leave" | "ban" if membership_changed && filter.room.include_leave => {
+                "leave" | "ban"
+                    if membership_changed && (filter.room.include_leave || !left_of_own_accord(&record)?) =>
+                {
                     let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
                     leave.insert(room_id.to_string(), value);
                 }
