@@ -30,6 +30,7 @@ mod response;
 mod room;
 mod routes;
 mod session;
+mod space;
 mod sso;
 mod state;
 mod sync;

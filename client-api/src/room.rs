@@ -11,7 +11,7 @@ use ruma::{
         room::{aliases, create_room, get_room_event, get_summary},
     },
     events::room::member::MembershipState,
-    room::{JoinRuleSummary, RestrictedSummary, RoomSummary, RoomType},
+    room::RoomType,
     serde::Raw,
 };
 use serde_json::Value;
@@ -205,43 +205,35 @@ pub async fn report_content(
 }
 
 /// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`: what a client shows before joining
-/// (a room link, a space child). Rooms this server is not in, and rooms the caller may not
-/// see, are not found alike, so that the answer does not tell which.
+/// (a room link, a space child). Rooms elsewhere are asked of the servers in `via`; rooms no
+/// server describes and rooms the caller may not see are not found alike.
 pub async fn get_summary(
     hs: Homeserver,
     req: Ruma<get_summary::v1::Request>,
 ) -> ApiResult<get_summary::v1::Response> {
     let viewer = req.session.as_ref().map(|s| s.user_id.clone());
+    let mut via = req.body.via.clone();
     let room_id = match OwnedRoomId::try_from(req.body.room_id_or_alias.clone()) {
         Ok(room_id) => room_id,
-        Err(alias) => hs.resolve_room_alias(&alias).await?.0,
+        Err(alias) => {
+            let (room_id, servers) = hs.resolve_room_alias(&alias).await?;
+            via.extend(servers);
+            room_id
+        }
     };
     let not_found = || Error::not_found("Room not found or not accessible");
+    if !hs.rooms.resident(&room_id)? {
+        // Another server's room: as that server describes it to us.
+        let summary = hs.remote_room_summary(viewer.as_deref(), &room_id, &via).await?;
+        let mut response = get_summary::v1::Response::new(summary.ok_or_else(not_found)?);
+        if let Some(viewer) = &viewer {
+            response.membership =
+                hs.rooms.membership(&room_id, viewer)?.map(|m| MembershipState::from(m.as_str()));
+        }
+        return Ok(response);
+    }
     let view = hs.rooms.summary_for(&room_id, viewer.as_deref())?.ok_or_else(not_found)?;
-    let join_rule = match view.join_rule.as_str() {
-        "public" => JoinRuleSummary::Public,
-        "knock" => JoinRuleSummary::Knock,
-        "private" => JoinRuleSummary::Private,
-        "restricted" => JoinRuleSummary::Restricted(RestrictedSummary::new(view.allowed_room_ids)),
-        "knock_restricted" => JoinRuleSummary::KnockRestricted(RestrictedSummary::new(view.allowed_room_ids)),
-        _ => JoinRuleSummary::Invite,
-    };
-    let room = view.room;
-    let mut summary = RoomSummary::new(
-        room_id,
-        join_rule,
-        room.guest_can_join,
-        ruma::UInt::new_saturating(room.joined_members),
-        room.world_readable,
-    );
-    summary.canonical_alias = room.canonical_alias.and_then(|a| a.try_into().ok());
-    summary.name = room.name;
-    summary.topic = room.topic;
-    summary.avatar_url = room.avatar_url.map(Into::into);
-    summary.room_type = room.room_type.map(|t| RoomType::from(t.as_str()));
-    summary.encryption = view.encryption.map(|a| a.as_str().into());
-    summary.room_version = Some(view.version);
-    let mut response = get_summary::v1::Response::new(summary);
+    let mut response = get_summary::v1::Response::new(view.to_summary());
     response.membership = view.membership.map(|m| MembershipState::from(m.as_str()));
     Ok(response)
 }

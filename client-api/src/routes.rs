@@ -17,7 +17,7 @@ use crate::{
     extract::{AuthPolicy, BodyRequired, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
     filter, keys, media, membership, message, misc, presence, profile, push, receipt,
     response::{ApiError, ApiResult, JsonAnswered, RumaResponse},
-    room, session, sso, state, sync, ws,
+    room, session, space, sso, state, sync, ws,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
@@ -204,6 +204,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::room::create_room::v3::Request, _, _>(room::create_room, NO_GUESTS)
         .ruma::<c::room::get_room_event::v3::Request, _, _>(room::get_room_event, GUESTS)
         .ruma::<c::room::get_summary::v1::Request, _, _>(room::get_summary, GUESTS)
+        .ruma::<c::space::get_hierarchy::v1::Request, _, _>(space::get_hierarchy, GUESTS)
         .ruma::<c::room::aliases::v3::Request, _, _>(room::aliases, GUESTS)
         .ruma::<c::alias::get_alias::v3::Request, _, _>(room::get_alias, GUESTS)
         .ruma::<c::alias::create_alias::v3::Request, _, _>(room::create_alias, NO_GUESTS)

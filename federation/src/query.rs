@@ -1,9 +1,11 @@
-//! Lookups other servers make: profiles, room aliases and the public room directory.
+//! Lookups other servers make: profiles, room aliases, the public room directory and space
+//! hierarchies.
 
 use hearth_core::Homeserver;
 use ruma::api::federation::{
     directory::{get_public_rooms, get_public_rooms_filtered},
     query::{get_profile_information, get_room_information},
+    space::get_hierarchy,
 };
 
 use crate::server::{Fed, FedResult};
@@ -57,4 +59,13 @@ pub async fn get_public_rooms_filtered(
     (response.chunk, response.next_batch, response.prev_batch, response.total_room_count_estimate) =
         page.into_parts();
     Ok(response)
+}
+
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}`
+pub async fn get_hierarchy(
+    hs: Homeserver,
+    req: Fed<get_hierarchy::v1::Request>,
+) -> FedResult<get_hierarchy::v1::Response> {
+    let origin = req.origin()?;
+    Ok(hs.hierarchy_for_server(origin, &req.body.room_id, req.body.suggested_only)?)
 }

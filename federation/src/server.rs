@@ -228,6 +228,7 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_content::v1::Request, _, _>(crate::media::get_content)
         .fed::<get_content_thumbnail::v1::Request, _, _>(crate::media::get_content_thumbnail)
         .fed::<get_room_information::v1::Request, _, _>(crate::query::get_room_information)
+        .fed::<ruma::api::federation::space::get_hierarchy::v1::Request, _, _>(crate::query::get_hierarchy)
         .fed::<get_public_rooms::v1::Request, _, _>(crate::query::get_public_rooms)
         .fed::<get_public_rooms_filtered::v1::Request, _, _>(crate::query::get_public_rooms_filtered)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })

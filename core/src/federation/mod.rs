@@ -9,6 +9,7 @@ pub mod acl;
 pub mod e2ee;
 pub mod edus;
 pub mod gaps;
+pub mod hierarchy;
 pub mod history;
 pub mod inbound;
 pub mod join;

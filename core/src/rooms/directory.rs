@@ -37,6 +37,38 @@ pub struct RoomSummaryView {
     pub membership: Option<String>,
 }
 
+impl RoomSummaryView {
+    /// The summary in the spec's shape (`allowed_room_ids` only for restricted join rules).
+    pub fn to_summary(&self) -> ruma::room::RoomSummary {
+        use ruma::room::{JoinRuleSummary, RestrictedSummary};
+        let allowed = || RestrictedSummary::new(self.allowed_room_ids.clone());
+        let join_rule = match self.join_rule.as_str() {
+            "public" => JoinRuleSummary::Public,
+            "knock" => JoinRuleSummary::Knock,
+            "private" => JoinRuleSummary::Private,
+            "restricted" => JoinRuleSummary::Restricted(allowed()),
+            "knock_restricted" => JoinRuleSummary::KnockRestricted(allowed()),
+            _ => JoinRuleSummary::Invite,
+        };
+        let room = &self.room;
+        let mut summary = ruma::room::RoomSummary::new(
+            room.room_id.clone(),
+            join_rule,
+            room.guest_can_join,
+            ruma::UInt::new_saturating(room.joined_members),
+            room.world_readable,
+        );
+        summary.canonical_alias = room.canonical_alias.as_deref().and_then(|a| a.try_into().ok());
+        summary.name.clone_from(&room.name);
+        summary.topic.clone_from(&room.topic);
+        summary.avatar_url = room.avatar_url.as_deref().map(Into::into);
+        summary.room_type = room.room_type.as_deref().map(ruma::room::RoomType::from);
+        summary.encryption = self.encryption.as_deref().map(Into::into);
+        summary.room_version = Some(self.version.clone());
+        summary
+    }
+}
+
 impl From<PublicRoom> for ruma::directory::PublicRoomsChunk {
     fn from(room: PublicRoom) -> Self {
         let mut chunk: Self = ruma::directory::PublicRoomsChunkInit {
@@ -94,18 +126,13 @@ impl Rooms {
         })
     }
 
-    /// What `GET /room_summary` shows `viewer` (`None`: a caller without a token) of a room
-    /// this server is in, or `None` when they may not see it, so that it reads as not found:
-    /// members (joined, invited, knocking), anyone for a world-readable room or one whose join
-    /// rule lets them ask in (public, knock), and for a restricted room members of a room it
-    /// allows (the spec's room summary rules).
-    pub fn summary_for(&self, room_id: &RoomId, viewer: Option<&UserId>) -> Result<Option<RoomSummaryView>> {
+    /// A room this server is in, as summaries show it, before any question of who asks.
+    pub fn room_view(&self, room_id: &RoomId) -> Result<Option<RoomSummaryView>> {
         let Some(room) = self.room(room_id)? else { return Ok(None) };
         if !self.resident(room_id)? {
             return Ok(None);
         }
         let summary = self.summary(room_id)?;
-        let membership = viewer.map(|v| self.membership(room_id, v)).transpose()?.flatten();
         let rules = self.current_state_event(room_id, "m.room.join_rules", "")?.map(|p| p.content_json());
         let allowed_room_ids: Vec<OwnedRoomId> = rules
             .as_ref()
@@ -115,30 +142,37 @@ impl Rooms {
             .filter(|rule| rule["type"] == "m.room_membership")
             .filter_map(|rule| rule["room_id"].as_str().and_then(|id| RoomId::parse(id).ok()))
             .collect();
-        let join_rule = summary.join_rule.clone().unwrap_or_else(|| "invite".to_owned());
-        let mut visible = matches!(membership.as_deref(), Some("join" | "invite" | "knock"))
-            || summary.world_readable
-            || matches!(join_rule.as_str(), "public" | "knock" | "knock_restricted");
-        if let (false, "restricted", Some(viewer)) = (visible, join_rule.as_str(), viewer) {
-            for allowed in &allowed_room_ids {
+        let (version, _) = self.version(&room)?;
+        Ok(Some(RoomSummaryView {
+            encryption: self.state_field(room_id, "m.room.encryption", "algorithm")?,
+            version,
+            membership: None,
+            join_rule: summary.join_rule.clone().unwrap_or_else(|| "invite".to_owned()),
+            allowed_room_ids,
+            room: summary,
+        }))
+    }
+
+    /// What a room summary (`GET /room_summary`, a space hierarchy) shows `viewer` (`None`: a
+    /// caller without a token) of a room this server is in, or `None` when they may not see
+    /// it, so that it reads as not found: members (joined, invited, knocking), anyone for a
+    /// world-readable room or one whose join rule lets them ask in (public, knock), and for a
+    /// restricted room members of a room it allows (the spec's room summary rules).
+    pub fn summary_for(&self, room_id: &RoomId, viewer: Option<&UserId>) -> Result<Option<RoomSummaryView>> {
+        let Some(mut view) = self.room_view(room_id)? else { return Ok(None) };
+        view.membership = viewer.map(|v| self.membership(room_id, v)).transpose()?.flatten();
+        let mut visible = matches!(view.membership.as_deref(), Some("join" | "invite" | "knock"))
+            || view.room.world_readable
+            || matches!(view.join_rule.as_str(), "public" | "knock" | "knock_restricted");
+        if let (false, "restricted", Some(viewer)) = (visible, view.join_rule.as_str(), viewer) {
+            for allowed in &view.allowed_room_ids {
                 if self.membership(allowed, viewer)?.as_deref() == Some("join") {
                     visible = true;
                     break;
                 }
             }
         }
-        if !visible {
-            return Ok(None);
-        }
-        let (version, _) = self.version(&room)?;
-        Ok(Some(RoomSummaryView {
-            encryption: self.state_field(room_id, "m.room.encryption", "algorithm")?,
-            version,
-            membership,
-            join_rule,
-            allowed_room_ids,
-            room: summary,
-        }))
+        Ok(visible.then_some(view))
     }
 
     /// Published rooms, most joined members first, then by room ID for a stable order.

@@ -11,6 +11,7 @@ mod backfill;
 mod create;
 mod directory;
 mod ephemeral;
+mod hierarchy;
 mod membership;
 mod outside;
 mod power;
@@ -38,6 +39,7 @@ use ruma::{EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersi
 pub use self::{
     create::{CreateRoom, Preset},
     directory::{PublicRoom, RoomSummaryView},
+    hierarchy::{SpaceChild, valid_via},
     membership::MembershipAction,
     timeline::{Page, PageDirection, TimelineKey, timeline_key},
 };
