@@ -262,3 +262,36 @@ async fn state_changed_by_events_the_timeline_filter_drops_still_arrives() {
         assert_eq!(name_in_state(&response).as_deref(), Some("second"), "{response}");
     }
 }
+
+#[tokio::test]
+async fn members_at_a_full_syncs_prev_batch_are_those_the_timeline_ends_with() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    alice.send_text(&room, "t1", "Hello world!").await;
+    // The whole history fits in the timeline: as with Synapse, prev_batch is the sync's own
+    // position, not a point before the room existed.
+    let full = sync(&alice, None, "").await;
+    let timeline = &full["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], false, "{timeline}");
+    let at = timeline["prev_batch"].as_str().unwrap().to_owned();
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    bob.send_text(&room, "t2", "Hello back").await;
+
+    let members = alice.get(&format!("{V3}/rooms/{room}/members?at={at}")).await;
+    let chunk = members.assert_ok()["chunk"].as_array().unwrap().clone();
+    let who: Vec<&str> = chunk.iter().map(|e| e["state_key"].as_str().unwrap()).collect();
+    assert_eq!(who, [alice.user_id()]);
+    assert!(chunk.iter().all(|e| e["room_id"] == json!(room)));
+
+    // A timeline cut short keeps a prev_batch that leads to what it left out.
+    let limited =
+        sync(&alice, None, "&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A1%7D%7D%7D").await;
+    let timeline = &limited["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], true, "{timeline}");
+    let from = timeline["prev_batch"].as_str().unwrap();
+    let back = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=1&from={from}")).await;
+    let chunk = back.assert_ok()["chunk"].as_array().unwrap().clone();
+    assert_eq!(chunk[0]["type"], "m.room.member", "{chunk:?}");
+}

@@ -543,7 +543,11 @@ impl Homeserver {
             || (new_to_client
                 && page_events.first().is_none_or(|(_, pdu, _)| pdu.kind != TimelineEventType::RoomCreate));
         let first_pos = page_events.first().map(|(pos, ..)| *pos);
+        // A full sync whose timeline holds all the history the user may see points its
+        // `prev_batch` at the sync's own position, as Synapse does: `/members?at=` it gives the
+        // members the timeline ends with rather than the nobody before the room's creation.
         let prev_batch = match first_pos {
+            Some(_) if since.is_none() && !limited => until,
             Some(pos) => pos.saturating_sub(1),
             None => until,
         };
