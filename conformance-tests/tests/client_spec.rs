@@ -353,3 +353,69 @@ async fn a_join_body_adds_to_the_member_event() {
     assert_eq!(member(room.clone()).await, json!({"membership": "join", "displayname": "Bobby"}));
     bob.post(&format!("{V3}/rooms/{room}/join"), json!([])).await.assert_error(400, "M_BAD_JSON");
 }
+
+/// Complement's power-level, re-invite and alias tests name the creator in `users`, which room
+/// version 12 forbids (creators are above power levels); in a room of version 10, the default
+/// of Synapse and of Complement's expectations, each behaves as they check.
+#[tokio::test]
+async fn power_levels_reinvites_and_alias_rights_in_a_version_10_room() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let (a, b) = (alice.user_id().to_owned(), bob.user_id().to_owned());
+    let v10 = |preset: &str| json!({"preset": preset, "room_version": "10"});
+
+    // Levels are numbers, and the creator's is above the default.
+    let room = alice.create_room(v10("private_chat")).await;
+    let levels = alice.get(&format!("{V3}/rooms/{room}/state/m.room.power_levels")).await;
+    let levels = levels.assert_ok().clone();
+    for key in ["ban", "kick", "redact", "state_default", "events_default", "users_default"] {
+        assert!(levels[key].is_i64(), "{key}: {levels}");
+    }
+    assert!(levels["users"][&a].as_i64() > levels["users_default"].as_i64(), "{levels}");
+    // Set as given, read back as given.
+    let content = json!({"invite": 100, "users": {&a: 100, "@random-other-user:their.home": 20}});
+    let path = format!("{V3}/rooms/{room}/state/m.room.power_levels");
+    let id = alice.put(&path, content.clone()).await.assert_ok()["event_id"].as_str().unwrap().to_owned();
+    let event = alice.get(&format!("{V3}/rooms/{room}/event/{id}")).await;
+    assert_eq!(event.assert_ok()["content"], content);
+    // Without "events", then without "users": alice gives up her power, and then may not
+    // change the levels (403, not a failure of the server).
+    alice.put(&path, json!({"users": {&a: 100}})).await.assert_ok();
+    alice.put(&path, json!({})).await.assert_ok();
+    alice.put(&path, json!({"users": {}})).await.assert_error(403, "M_FORBIDDEN");
+    let now = alice.get(&path).await;
+    assert!(now.assert_ok().get("users").is_none(), "{}", now.body);
+
+    // The creator, having left, is invited back by a member with power, and joins.
+    let room = alice.create_room(v10("private_chat")).await;
+    alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": &b})).await.assert_ok();
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let path = format!("{V3}/rooms/{room}/state/m.room.power_levels");
+    alice.put(&path, json!({"invite": 100, "users": {&a: 100, &b: 100}})).await.assert_ok();
+    alice.post(&format!("{V3}/rooms/{room}/leave"), json!({})).await.assert_ok();
+    bob.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": &a})).await.assert_ok();
+    alice.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+
+    // Aliases: any member may add one when m.room.aliases is restricted (it no longer gates
+    // aliases), and delete their own; one with enough power deletes another's.
+    let room = alice.create_room(v10("private_chat")).await;
+    alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": &b})).await.assert_ok();
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let path = format!("{V3}/rooms/{room}/state/m.room.power_levels");
+    alice.put(&path, json!({"users": {&a: 100}, "events": {"m.room.aliases": 50}})).await.assert_ok();
+    let alias = format!("{V3}/directory/room/%23restricted_aliases:localhost");
+    bob.put(&alias, json!({"room_id": room})).await.assert_ok();
+    assert_eq!(alice.get(&alias).await.assert_ok()["room_id"], json!(room));
+    bob.request(reqwest::Method::DELETE, &alias, None).await.assert_ok();
+
+    let room = alice.create_room(v10("private_chat")).await;
+    alice.post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": &b})).await.assert_ok();
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let path = format!("{V3}/rooms/{room}/state/m.room.power_levels");
+    alice.put(&path, json!({"users": {&a: 100, &b: 100}})).await.assert_ok();
+    let alias = format!("{V3}/directory/room/%23powerful_delete:localhost");
+    alice.put(&alias, json!({"room_id": room})).await.assert_ok();
+    assert_eq!(bob.get(&alias).await.assert_ok()["room_id"], json!(room));
+    bob.request(reqwest::Method::DELETE, &alias, None).await.assert_ok();
+}
