@@ -295,3 +295,24 @@ async fn members_at_a_full_syncs_prev_batch_are_those_the_timeline_ends_with() {
     let chunk = back.assert_ok()["chunk"].as_array().unwrap().clone();
     assert_eq!(chunk[0]["type"], "m.room.member", "{chunk:?}");
 }
+
+#[tokio::test]
+async fn the_room_summary_is_sent_when_membership_may_have_moved() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let first = sync(&alice, None, "").await;
+    assert_eq!(first["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 1);
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    // A message alone moves no membership: the client keeps the summary it has.
+    alice.send_text(&room, "t1", "hello").await;
+    let quiet = sync(&alice, Some(&since), "").await;
+    assert_eq!(quiet["rooms"]["join"][&room]["summary"], json!({}), "{quiet}");
+    let since = quiet["next_batch"].as_str().unwrap().to_owned();
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let joined = sync(&alice, Some(&since), "").await;
+    let summary = &joined["rooms"]["join"][&room]["summary"];
+    assert_eq!(summary["m.joined_member_count"], 2, "{joined}");
+    assert_eq!(summary["m.heroes"], json!([bob.user_id()]));
+}

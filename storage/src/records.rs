@@ -188,6 +188,10 @@ pub struct StateGroupRecord {
     pub chain_len: u32,
     /// `(type, state_key, event_id)`.
     pub entries: Vec<(String, String, OwnedEventId)>,
+    /// A snapshot whose entries are rows of `state_snapshot_entries` (one lookup reads one row)
+    /// rather than `entries` (snapshots written before that table existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rows: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -77,6 +77,9 @@ tables! {
     Rooms "rooms": OwnedRoomId => RoomRecord;
     /// Room state as snapshots and deltas; a PDU points at the group of the state after it.
     StateGroups "state_groups": u64 => StateGroupRecord;
+    /// The entries of snapshot state groups, `(group, type, state_key)`, so that one entry of
+    /// a big room's snapshot is one read, not a decode of the whole state.
+    StateSnapshotEntries "state_snapshot_entries": (u64, String, String) => OwnedEventId;
     /// The current state of each room by `(type, state_key)`, kept in step with its state group.
     CurrentState "current_state": (OwnedRoomId, String, String) => OwnedEventId;
     /// Every member of each room (any server) with their current membership.

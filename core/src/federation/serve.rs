@@ -130,8 +130,11 @@ impl<'a> ServerViewer<'a> {
         }
         let db = &self.hs.db;
         let rooms = &self.hs.rooms;
-        let visibility = crate::rooms::state::lookup(db, group, "m.room.history_visibility", "")?
-            .and_then(|id| rooms.pdu(&id).ok().flatten())
+        let visibility = rooms
+            .state_entry(group, "m.room.history_visibility", "")?
+            .map(|id| rooms.pdu(&id))
+            .transpose()?
+            .flatten()
             .and_then(|pdu| pdu.content_str("history_visibility"))
             .unwrap_or_else(|| "shared".to_owned());
         let allowed: &[&str] = match visibility.as_str() {

@@ -216,8 +216,9 @@ impl Rooms {
 
         let mut wake = self.members_with(room_id, "join")?;
         // Read before this event's membership change lands: a server whose last member leaves
-        // still receives the leave.
-        let destinations = self.queue_for_servers(&mut batch, room_id, &pdu)?;
+        // still receives the leave. From the same read of the members: in a big room that
+        // read is most of a send's cost.
+        let destinations = self.queue_for_servers(&mut batch, &wake, &pdu)?;
         if pdu.kind == TimelineEventType::RoomMember {
             let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
             let membership = pdu.content_str("membership").unwrap_or_default();
@@ -243,15 +244,20 @@ impl Rooms {
 
     /// Other servers with a member joined to the room.
     pub fn other_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
+        Ok(self.servers_of(&self.members_with(room_id, "join")?))
+    }
+
+    /// The servers of `members` other than this one.
+    fn servers_of(&self, members: &[OwnedUserId]) -> BTreeSet<OwnedServerName> {
         let own = &self.inner.server_name;
-        Ok(self
-            .members_with(room_id, "join")?
-            .into_iter()
-            .map(|u| u.server_name().to_owned())
+        members
+            .iter()
+            .map(|u| u.server_name())
             // A name no request could reach (a member whose server is outside the grammar)
             // would only fill a queue that never drains.
-            .filter(|s| s != own && crate::server_name::is_valid_server_name(s.as_str()))
-            .collect())
+            .filter(|s| *s != own && crate::server_name::is_valid_server_name(s.as_str()))
+            .map(ToOwned::to_owned)
+            .collect()
     }
 
     /// Queues a local event for every other server in the room, in the event's own batch, so an
@@ -259,7 +265,7 @@ impl Rooms {
     fn queue_for_servers(
         &self,
         batch: &mut Batch,
-        room_id: &OwnedRoomId,
+        joined: &[OwnedUserId],
         pdu: &Pdu,
     ) -> Result<BTreeSet<OwnedServerName>> {
         let federation = &self.inner.federation;
@@ -267,7 +273,7 @@ impl Rooms {
             return Ok(BTreeSet::new());
         }
         let own = &self.inner.server_name;
-        let mut servers = self.other_servers(room_id)?;
+        let mut servers = self.servers_of(joined);
         // A remote user kicked or banned is told too. An invite has reached the invitee's
         // server already, through the invite request that server signed it in.
         if pdu.kind == TimelineEventType::RoomMember

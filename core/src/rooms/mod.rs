@@ -62,6 +62,7 @@ struct Inner {
     next_state_group: AtomicU64,
     typing: ephemeral::Typing,
     federation: Arc<Federation>,
+    state_lookups: state::LookupCache,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -159,12 +160,23 @@ impl Rooms {
                 next_state_group: AtomicU64::new(last_group),
                 typing: ephemeral::Typing::default(),
                 federation,
+                state_lookups: state::LookupCache::default(),
             }),
         })
     }
 
     fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// One entry of a state group's state, through the lookup cache.
+    pub(crate) fn state_lookup(
+        &self,
+        group: u64,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<ruma::OwnedEventId>> {
+        self.inner.state_lookups.lookup(self.db(), group, kind, key)
     }
 
     pub fn default_version(&self) -> &RoomVersionId {

@@ -367,7 +367,7 @@ impl Rooms {
 
     /// One entry of a group's state.
     pub fn state_entry(&self, group: u64, kind: &str, key: &str) -> Result<Option<OwnedEventId>> {
-        super::state::lookup(self.db(), group, kind, key)
+        self.state_lookup(group, kind, key)
     }
 
     /// The state events of a state group.

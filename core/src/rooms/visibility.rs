@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use hearth_storage::records::PduRecord;
 use ruma::UserId;
 
-use super::{Rooms, state};
+use super::Rooms;
 use crate::Result;
 
 impl Rooms {
     /// `user`'s membership in the state group `group` (the state after some event), if any.
     pub(super) fn membership_at(&self, group: u64, user: &UserId) -> Result<Option<String>> {
-        let Some(id) = state::lookup(self.db(), group, "m.room.member", user.as_str())? else {
+        let Some(id) = self.state_lookup(group, "m.room.member", user.as_str())? else {
             return Ok(None);
         };
         Ok(self.pdu(&id)?.and_then(|p| p.content_str("membership")))
@@ -37,10 +37,9 @@ impl<'a> Viewer<'a> {
         if let Some(seen) = self.memo.get(&record.state_group) {
             return Ok(*seen);
         }
-        let db = self.rooms.db();
         let group = record.state_group;
         let content_field = |kind: &str, key: &str, field: &str| -> Result<Option<String>> {
-            let Some(id) = state::lookup(db, group, kind, key)? else { return Ok(None) };
+            let Some(id) = self.rooms.state_lookup(group, kind, key)? else { return Ok(None) };
             Ok(self.rooms.pdu(&id)?.and_then(|p| p.content_str(field)))
         };
         let visibility = content_field("m.room.history_visibility", "", "history_visibility")?

@@ -316,33 +316,38 @@ impl Homeserver {
             Vec::new()
         };
         let to_device = self.to_device_messages(user, device, since, now)?;
-        // Who shares a room with the user: read at most once per response, and only if needed.
-        let sharing_cell = std::cell::OnceCell::new();
-        let sharing = || -> Result<&BTreeSet<OwnedUserId>> {
-            if let Some(set) = sharing_cell.get() {
-                return Ok(set);
-            }
-            let set = self.users_sharing_rooms(user)?;
-            Ok(sharing_cell.get_or_init(|| set))
-        };
+        // Whether someone shares a room with the user, asked of the user's rooms one member at
+        // a time: in a big room, reading every member for each sync would cost more than the
+        // rest of the sync together.
+        let shares = Sharing::new(self, user);
         let presence = self.presence_events(
             since.is_none(),
             &changes.presence,
             &newly_sharing,
             &filter.presence,
-            &sharing,
+            &shares,
         )?;
         let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
             if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
                 (Vec::new(), Vec::new())
             } else {
-                let sharing = sharing()?;
-                let mut changed: BTreeSet<OwnedUserId> =
-                    changes.keys_changed.iter().filter(|u| sharing.contains(*u)).cloned().collect();
-                changed.extend(
-                    newly_sharing.into_iter().filter(|u| (u != user || joined_now) && sharing.contains(u)),
-                );
-                let left = maybe_left.into_iter().filter(|u| u != user && !sharing.contains(u)).collect();
+                let mut changed = BTreeSet::new();
+                for u in &changes.keys_changed {
+                    if shares.with(u)? {
+                        changed.insert(u.clone());
+                    }
+                }
+                for u in newly_sharing {
+                    if (u != user || joined_now) && shares.with(&u)? {
+                        changed.insert(u);
+                    }
+                }
+                let mut left = Vec::new();
+                for u in maybe_left {
+                    if u != user && !shares.with(&u)? {
+                        left.push(u);
+                    }
+                }
                 (changed.into_iter().collect(), left)
             };
         let empty = join.is_empty()
@@ -370,13 +375,13 @@ impl Homeserver {
     /// Presence of users sharing a room: all known ones initially; after that, the changed
     /// ones and the known ones the user has just come to share a room with (whose earlier
     /// changes the client was never sent).
-    fn presence_events<'s>(
+    fn presence_events(
         &self,
         initial: bool,
         changed: &BTreeSet<OwnedUserId>,
         newly_sharing: &BTreeSet<OwnedUserId>,
         filter: &ruma::api::client::filter::Filter,
-        sharing: &dyn Fn() -> Result<&'s BTreeSet<OwnedUserId>>,
+        shares: &Sharing<'_>,
     ) -> Result<Vec<Value>> {
         let wanted = |t: &str| {
             !filter.not_types.iter().any(|p| type_matches(p, t))
@@ -388,18 +393,23 @@ impl Homeserver {
         {
             return Ok(Vec::new());
         }
-        let sharing = sharing()?;
         let known = |u: &OwnedUserId| self.presence(u).last_active_ago_ms.is_some();
-        let users: BTreeSet<&OwnedUserId> = if initial {
-            sharing.iter().filter(|u| known(u)).collect()
+        let mut users: BTreeSet<OwnedUserId> = BTreeSet::new();
+        if initial {
+            users.extend(self.users_sharing_rooms(shares.user)?.into_iter().filter(|u| known(u)));
         } else {
-            changed
-                .iter()
-                .filter(|u| sharing.contains(*u))
-                .chain(newly_sharing.iter().filter(|u| sharing.contains(*u) && known(u)))
-                .collect()
-        };
-        Ok(users.into_iter().map(|u| self.presence_event(u)).collect())
+            for u in changed {
+                if shares.with(u)? {
+                    users.insert(u.clone());
+                }
+            }
+            for u in newly_sharing {
+                if known(u) && shares.with(u)? {
+                    users.insert(u.clone());
+                }
+            }
+        }
+        Ok(users.iter().map(|u| self.presence_event(u)).collect())
     }
 
     fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
@@ -459,12 +469,21 @@ impl Homeserver {
         let (timeline, state_events, _) =
             self.room_timeline_and_state(user, device, room_id, since, now, full, newly_joined, req)?;
         let mut room = Map::new();
-        room.insert("timeline".into(), timeline);
         let state_key = if req.use_state_after { "state_after" } else { "state" };
-        room.insert(state_key.into(), events(state_events));
         room.insert("ephemeral".into(), events(self.ephemeral_events(user, room_id, since)?));
         room.insert("account_data".into(), events(self.room_account_data(user, room_id, since)?));
-        room.insert("summary".into(), self.room_summary(user, room_id)?);
+        // Recounted, as Synapse does, only when the membership may have moved: a full sync, or
+        // member events in the timeline or state. Clients keep the last summary they were sent;
+        // counting a big room's members for every sync would cost more than the sync.
+        let is_member_event = |e: &Value| e["type"] == "m.room.member";
+        let membership_moved = since.is_none()
+            || full
+            || timeline["events"].as_array().is_some_and(|events| events.iter().any(is_member_event))
+            || state_events.iter().any(is_member_event);
+        let summary = if membership_moved { self.room_summary(user, room_id)? } else { json!({}) };
+        room.insert("summary".into(), summary);
+        room.insert("timeline".into(), timeline);
+        room.insert(state_key.into(), events(state_events));
         room.insert(
             "unread_notifications".into(),
             json!({"highlight_count": 0, "notification_count": self.unread_count(user, room_id, now)?}),
@@ -771,5 +790,45 @@ impl Homeserver {
             "m.joined_member_count": joined.len(),
             "m.invited_member_count": invited.len(),
         }))
+    }
+}
+
+/// Whether others share a room with one user, answered per person from that user's joined
+/// rooms and remembered for the response.
+struct Sharing<'a> {
+    hs: &'a Homeserver,
+    user: &'a UserId,
+    rooms: std::cell::OnceCell<Vec<OwnedRoomId>>,
+    answers: std::cell::RefCell<std::collections::HashMap<OwnedUserId, bool>>,
+}
+
+impl<'a> Sharing<'a> {
+    fn new(hs: &'a Homeserver, user: &'a UserId) -> Self {
+        Self { hs, user, rooms: std::cell::OnceCell::new(), answers: std::cell::RefCell::default() }
+    }
+
+    fn with(&self, other: &UserId) -> Result<bool> {
+        if other == self.user {
+            return Ok(true);
+        }
+        if let Some(known) = self.answers.borrow().get(other) {
+            return Ok(*known);
+        }
+        let rooms = match self.rooms.get() {
+            Some(rooms) => rooms,
+            None => {
+                let rooms = self.hs.rooms.joined_rooms(self.user)?;
+                self.rooms.get_or_init(|| rooms)
+            }
+        };
+        let mut shared = false;
+        for room in rooms {
+            if self.hs.rooms.membership(room, other)?.as_deref() == Some("join") {
+                shared = true;
+                break;
+            }
+        }
+        self.answers.borrow_mut().insert(other.to_owned(), shared);
+        Ok(shared)
     }
 }

@@ -7,12 +7,16 @@
 //! `--websockets N [--room-size R] --pid PID` opens N of Hearth's WebSocket connections instead and reports the
 //! server's memory per connection and the push latency to all of them (see `websockets.rs`).
 //!
+//! `--big-room N [--remote URL --via NAME]` measures a room of N members instead: sends,
+//! fan-out, syncs, member lists, and a join over federation (see `big_room.rs`).
+//!
 //! `--memory --pid PID` instead samples the server's resident memory through a registration
 //! burst, a login burst and a workload of sends and syncs, then idle (see `memory.rs`).
 //!
 //! `bench --homeserver http://127.0.0.1:8008 [--label hearth] [--quick]`. The server must allow
 //! registration with the dummy flow and must not rate-limit loopback. Bounded in count and time.
 
+mod big_room;
 mod memory;
 mod websockets;
 
@@ -151,6 +155,22 @@ async fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--memory") {
         let pid = arg("--pid").context("--memory needs --pid of the server")?;
         return memory::run(&http, &base, &run, &pid).await;
+    }
+    if let Some(n) = arg("--big-room") {
+        let opts = big_room::Options {
+            members: n.parse().context("--big-room takes a number")?,
+            remote: arg("--remote"),
+            via: arg("--via"),
+            pid: arg("--pid"),
+            remote_pid: arg("--remote-pid"),
+        };
+        if let Some(remote) = &opts.remote {
+            let host = url_host(remote);
+            if !host.starts_with("127.") {
+                bail!("bench only targets loopback addresses, not {host}");
+            }
+        }
+        return big_room::run(&http, &base, &run, opts).await;
     }
     if let Some(n) = arg("--websockets") {
         let n = n.parse().context("--websockets takes a number")?;
