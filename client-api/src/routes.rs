@@ -74,6 +74,21 @@ fn method_filter<T: Metadata>() -> MethodFilter {
     MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods")
 }
 
+/// The method route of a handler that takes and answers a ruma request.
+fn ruma_route<T, H, F>(handler: &H) -> MethodRouter<Homeserver>
+where
+    T: IncomingRequest + Send + 'static,
+    T::Authentication: AuthPolicy,
+    T::OutgoingResponse: Send,
+    H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static,
+{
+    let handler = handler.clone();
+    on(method_filter::<T>(), move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
+        handler(hs, req).await.map(RumaResponse)
+    })
+}
+
 impl RouterExt for Router<Homeserver> {
     fn ruma<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
     where
@@ -83,13 +98,7 @@ impl RouterExt for Router<Homeserver> {
         H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static,
     {
-        let make = || {
-            let handler = handler.clone();
-            on(method_filter::<T>(), move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
-                handler(hs, req).await.map(RumaResponse)
-            })
-        };
-        add_paths::<T>(self, make, guests)
+        add_paths::<T>(self, || ruma_route(&handler), guests)
     }
 
     fn ruma_with_body<T, H, F>(self, handler: H, guests: GuestAccess) -> Self
@@ -100,14 +109,7 @@ impl RouterExt for Router<Homeserver> {
         H: Fn(Homeserver, Ruma<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = ApiResult<T::OutgoingResponse>> + Send + 'static,
     {
-        let make = || {
-            let handler = handler.clone();
-            on(method_filter::<T>(), move |State(hs): State<Homeserver>, req: Ruma<T>| async move {
-                handler(hs, req).await.map(RumaResponse)
-            })
-            .layer(Extension(BodyRequired))
-        };
-        add_paths::<T>(self, make, guests)
+        add_paths::<T>(self, || ruma_route(&handler).layer(Extension(BodyRequired)), guests)
     }
 
     fn ruma_raw<T, X, H, F>(self, handler: H, guests: GuestAccess) -> Self

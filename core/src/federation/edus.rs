@@ -145,18 +145,37 @@ impl Homeserver {
         if servers.is_empty() {
             return Ok(());
         }
+        let mut content = if deleted {
+            let mut content = DeviceListUpdateContent::new(
+                user.to_owned(),
+                device.to_owned(),
+                UInt::new_saturating(stream_id),
+            );
+            content.deleted = Some(true);
+            content
+        } else {
+            let name = self.users.device(user, device)?.and_then(|d| d.display_name);
+            self.device_list_content(user, device, name, stream_id)?
+        };
+        content.prev_id = prev.into_iter().map(UInt::new_saturating).collect();
+        self.send_edu(servers, Edu::DeviceListUpdate(content)).await
+    }
+
+    /// An `m.device_list_update` describing a device as it is: its name and its keys.
+    fn device_list_content(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        display_name: Option<String>,
+        stream_id: u64,
+    ) -> Result<DeviceListUpdateContent> {
         let mut content =
             DeviceListUpdateContent::new(user.to_owned(), device.to_owned(), UInt::new_saturating(stream_id));
-        content.prev_id = prev.into_iter().map(UInt::new_saturating).collect();
-        if deleted {
-            content.deleted = Some(true);
-        } else {
-            content.device_display_name = self.users.device(user, device)?.and_then(|d| d.display_name);
-            if let Some(keys) = self.db.get::<DeviceKeys>(&(user.to_owned(), device.to_owned()))? {
-                content.keys = Some(raw(&keys)?);
-            }
+        content.device_display_name = display_name;
+        if let Some(keys) = self.db.get::<DeviceKeys>(&(user.to_owned(), device.to_owned()))? {
+            content.keys = Some(raw(&keys)?);
         }
-        self.send_edu(servers, Edu::DeviceListUpdate(content)).await
+        Ok(content)
     }
 
     /// A local user joined a room that brings in `servers` they shared no room with before:
@@ -174,15 +193,8 @@ impl Homeserver {
         }
         let stream_id = self.db.get::<DeviceListStreamIds>(&user.to_owned())?.unwrap_or(0);
         for device in self.users.devices(user)? {
-            let mut content = DeviceListUpdateContent::new(
-                user.to_owned(),
-                device.device_id.clone(),
-                UInt::new_saturating(stream_id),
-            );
-            content.device_display_name = device.display_name;
-            if let Some(keys) = self.db.get::<DeviceKeys>(&(user.to_owned(), device.device_id))? {
-                content.keys = Some(raw(&keys)?);
-            }
+            let content =
+                self.device_list_content(user, &device.device_id, device.display_name, stream_id)?;
             self.send_edu(servers.clone(), Edu::DeviceListUpdate(content)).await?;
         }
         Ok(())

@@ -44,6 +44,21 @@ pub struct HierarchyRoom {
     pub children_state: Vec<Value>,
 }
 
+/// A room the walk reached: its summary and links, and what its server said of its children
+/// (summaries of those it is in, and those the asker may not see).
+struct Entry {
+    summary: RoomSummary,
+    children_state: Vec<Value>,
+    known: BTreeMap<OwnedRoomId, RoomSummary>,
+    inaccessible: BTreeSet<OwnedRoomId>,
+}
+
+impl Entry {
+    fn bare(summary: RoomSummary, children_state: Vec<Value>) -> Self {
+        Self { summary, children_state, known: BTreeMap::new(), inaccessible: BTreeSet::new() }
+    }
+}
+
 struct Pending {
     room_id: OwnedRoomId,
     via: Vec<OwnedServerName>,
@@ -97,9 +112,6 @@ impl Homeserver {
     ) -> Result<(Vec<HierarchyRoom>, Option<String>)> {
         let skip = skip_of(query)?;
         let limit = query.limit.clamp(1, MAX_PAGE);
-        if self.rooms.resident(root)? && self.rooms.summary_for(root, Some(user))?.is_none() {
-            return Err(Error::forbidden("You may not see this room's hierarchy"));
-        }
         let via: Vec<OwnedServerName> = root.server_name().map(ToOwned::to_owned).into_iter().collect();
         let mut stack = vec![Pending { room_id: root.to_owned(), via, depth: 0, remote: None }];
         let (mut processed, mut passed, mut asks) = (BTreeSet::new(), 0_usize, 0_usize);
@@ -111,20 +123,26 @@ impl Homeserver {
             let at_bottom = query.max_depth.is_some_and(|max| next.depth >= max);
             let found = if self.rooms.resident(&next.room_id)? {
                 self.local_entry(user, &next.room_id, query.suggested_only)?
-            } else if let Some(summary) = next.remote.clone().filter(|s| !is_space(s) || at_bottom) {
-                Some((summary, Vec::new(), BTreeMap::new(), BTreeSet::new()))
-            } else if asks < MAX_REMOTE_ASKS {
-                asks += 1;
-                self.remote_entry(&next.room_id, &next.via, query.suggested_only).await
             } else {
-                None
+                let described =
+                    if let Some(summary) = next.remote.clone().filter(|s| !is_space(s) || at_bottom) {
+                        Some(Entry::bare(summary, Vec::new()))
+                    } else if asks < MAX_REMOTE_ASKS {
+                        asks += 1;
+                        self.remote_entry(&next.room_id, &next.via, query.suggested_only).await
+                    } else {
+                        None
+                    };
+                match described {
+                    Some(entry) if self.may_see_remote(Some(user), &next.room_id, &entry.summary)? => {
+                        Some(entry)
+                    }
+                    _ => None,
+                }
             };
-            let Some((summary, children_state, known, inaccessible)) = found else { continue };
-            if !self.rooms.resident(&next.room_id)?
-                && !self.may_see_remote(Some(user), &next.room_id, &summary)?
-            {
-                continue;
-            }
+            // A room the user may not see is passed over, and so is what lies under it; the
+            // root among them, when nothing at all was found (below).
+            let Some(Entry { summary, children_state, known, inaccessible }) = found else { continue };
             if !at_bottom {
                 for link in children_state.iter().rev() {
                     let Some(child) = link["state_key"].as_str().and_then(|k| RoomId::parse(k).ok()) else {
@@ -159,33 +177,20 @@ impl Homeserver {
 
     /// A room this server is in, if `user` may see it: summary, links, and nothing learnt of
     /// other rooms (their summaries are read here when the walk reaches them).
-    #[allow(clippy::type_complexity)]
-    fn local_entry(
-        &self,
-        user: &UserId,
-        room_id: &RoomId,
-        suggested_only: bool,
-    ) -> Result<Option<(RoomSummary, Vec<Value>, BTreeMap<OwnedRoomId, RoomSummary>, BTreeSet<OwnedRoomId>)>>
-    {
+    fn local_entry(&self, user: &UserId, room_id: &RoomId, suggested_only: bool) -> Result<Option<Entry>> {
         let Some(view) = self.rooms.summary_for(room_id, Some(user))? else { return Ok(None) };
         let children = self.rooms.space_children(room_id, suggested_only)?;
-        Ok(Some((
-            view.to_summary(),
-            children.into_iter().map(|c| c.stripped).collect(),
-            BTreeMap::new(),
-            BTreeSet::new(),
-        )))
+        Ok(Some(Entry::bare(view.to_summary(), children.into_iter().map(|c| c.stripped).collect())))
     }
 
     /// A room this server is not in, from the first of its link's servers that answers; an
     /// error or a refusal from all of them leaves it out (and is not remembered).
-    #[allow(clippy::type_complexity)]
     async fn remote_entry(
         &self,
         room_id: &RoomId,
         via: &[OwnedServerName],
         suggested_only: bool,
-    ) -> Option<(RoomSummary, Vec<Value>, BTreeMap<OwnedRoomId, RoomSummary>, BTreeSet<OwnedRoomId>)> {
+    ) -> Option<Entry> {
         for server in via.iter().filter(|s| *s != self.server_name()).take(VIA_TRIED) {
             let mut request = get_hierarchy::v1::Request::new(room_id.to_owned());
             request.suggested_only = suggested_only;
@@ -200,7 +205,7 @@ impl Homeserver {
             let children_state = remote_children(&response.room);
             let known = response.children.into_iter().map(|c| (c.room_id.clone(), c)).collect();
             let inaccessible = response.inaccessible_children.into_iter().collect();
-            return Some((response.room.summary, children_state, known, inaccessible));
+            return Some(Entry { summary: response.room.summary, children_state, known, inaccessible });
         }
         None
     }
@@ -238,7 +243,9 @@ impl Homeserver {
     ) -> Result<Option<RoomSummary>> {
         let mut servers = via.to_vec();
         servers.extend(room_id.server_name().map(ToOwned::to_owned));
-        let Some((summary, ..)) = self.remote_entry(room_id, &servers, false).await else { return Ok(None) };
+        let Some(Entry { summary, .. }) = self.remote_entry(room_id, &servers, false).await else {
+            return Ok(None);
+        };
         Ok(self.may_see_remote(viewer, room_id, &summary)?.then_some(summary))
     }
 
