@@ -54,6 +54,7 @@ const TEMPLATES: &[&str] = &[
     "/_matrix/client/v3/rooms/{}/initialSync",
     "/_matrix/client/v1/rooms/{}/timestamp_to_event",
     "/_matrix/client/v1/room_summary/{}",
+    "/_matrix/client/v1/rooms/{}/hierarchy",
     "/_matrix/client/v3/profile/{}",
     "/_matrix/client/v3/profile/{}/displayname",
     "/_matrix/client/v3/profile/{}/avatar_url",
@@ -132,6 +133,7 @@ fn path(room: &str, event: &str) -> impl Strategy<Value = String> + use<> {
     let query = prop_oneof![
         Just(String::new()),
         Just("?limit=10&dir=b".to_owned()),
+        Just("?from=zz&max_depth=-1&suggested_only=maybe&limit=0&via=..".to_owned()),
         Just("?limit=-1&from=zz&timeout=notanumber".to_owned()),
         Just("?filter=%7B%22room%22%3A1%7D&since=s99999999999999999999".to_owned()),
         Just("?dir=f&ts=99999999999999999999&at=x&membership=nope".to_owned()),

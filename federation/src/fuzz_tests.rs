@@ -24,6 +24,7 @@ fn path() -> impl Strategy<Value = String> {
         "/_matrix/federation/v1/backfill/!room:localhost",
         "/_matrix/federation/v1/get_missing_events/!room:localhost",
         "/_matrix/federation/v1/query/profile",
+        "/_matrix/federation/v1/hierarchy/!room:localhost",
         "/_matrix/federation/v1/user/keys/query",
         "/_matrix/federation/v1/media/download/abc",
         "/_matrix/federation/v1/version",
