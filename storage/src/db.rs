@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Error, Result,
-    codec::{HasPrefix, KeyCodec, ValueCodec},
+    codec::{DecodeError, HasPrefix, KeyCodec, ValueCodec},
     engine::{KvEngine, WriteOp, memory::MemEngine, prefix_successor},
     error::hex,
     schema::{ALL_TABLES, Meta, Table},
@@ -310,6 +310,15 @@ impl Batch {
 
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// The keys of `T` this batch puts or deletes, so that a cache over `T` can follow the
+    /// write. An `Err` is a key that does not decode: the cache cannot tell what it covers.
+    pub fn keys<T: Table>(&self) -> impl Iterator<Item = std::result::Result<T::Key, DecodeError>> + '_ {
+        self.ops.iter().filter_map(|op| {
+            let (WriteOp::Put { cf, key, .. } | WriteOp::Delete { cf, key }) = op;
+            (*cf == T::CF).then(|| T::Key::from_key_bytes(key))
+        })
     }
 
     pub fn is_empty(&self) -> bool {

@@ -77,9 +77,7 @@ impl Homeserver {
     pub fn local_users_sharing_rooms(&self, user: &UserId) -> Result<Vec<OwnedUserId>> {
         let mut out = BTreeSet::new();
         for room in self.rooms_of_member(user)? {
-            out.extend(
-                self.rooms.members_with(&room, "join")?.into_iter().filter(|u| self.users.is_local(u)),
-            );
+            out.extend(self.rooms.members(&room)?.local.iter().cloned());
         }
         Ok(out.into_iter().collect())
     }

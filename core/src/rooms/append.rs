@@ -1,6 +1,9 @@
 //! The local write path: build, authorize and persist one event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use hearth_storage::{
     Batch,
@@ -43,7 +46,7 @@ fn txn_key(sender: &UserId, room_id: &RoomId, new: &NewEvent, (device, txn_id): 
 pub(super) struct Appended {
     pub event_id: OwnedEventId,
     pub ticket: Ticket,
-    pub wake: Vec<OwnedUserId>,
+    pub wake: Arc<[OwnedUserId]>,
     /// Servers whose outbox received the event in the same batch.
     pub destinations: BTreeSet<OwnedServerName>,
 }
@@ -214,17 +217,19 @@ impl Rooms {
             batch.put::<TxnIds>(&key, &event_id)?;
         }
 
-        let mut wake = self.members_with(room_id, "join")?;
+        let joined = self.members(room_id)?;
         // Read before this event's membership change lands: a server whose last member leaves
-        // still receives the leave. From the same read of the members: in a big room that
-        // read is most of a send's cost.
-        let destinations = self.queue_for_servers(&mut batch, &wake, &pdu)?;
+        // still receives the leave.
+        let destinations = self.queue_for_servers(&mut batch, &joined.servers, &pdu)?;
+        let mut wake = joined.local.clone();
         if pdu.kind == TimelineEventType::RoomMember {
             let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
             let membership = pdu.content_str("membership").unwrap_or_default();
             if let Some(target) = target {
                 self.record_membership(&mut batch, &mut room, room_id, &target, &membership, &event_id, pos)?;
-                wake.push(target);
+                if target.server_name() == self.inner.server_name && wake.binary_search(&target).is_err() {
+                    wake = wake.iter().cloned().chain([target]).collect();
+                }
             }
         }
         if pdu.kind == TimelineEventType::RoomRedaction
@@ -236,28 +241,13 @@ impl Rooms {
         room.forward_extremities = vec![event_id.clone()];
         room.max_depth += 1;
         batch.put::<RoomsTable>(room_id, &room)?;
-        db.write(batch)?;
-        wake.sort();
-        wake.dedup();
+        self.commit(batch)?;
         Ok(Appended { event_id, ticket, wake, destinations })
     }
 
     /// Other servers with a member joined to the room.
     pub fn other_servers(&self, room_id: &RoomId) -> Result<BTreeSet<OwnedServerName>> {
-        Ok(self.servers_of(&self.members_with(room_id, "join")?))
-    }
-
-    /// The servers of `members` other than this one.
-    fn servers_of(&self, members: &[OwnedUserId]) -> BTreeSet<OwnedServerName> {
-        let own = &self.inner.server_name;
-        members
-            .iter()
-            .map(|u| u.server_name())
-            // A name no request could reach (a member whose server is outside the grammar)
-            // would only fill a queue that never drains.
-            .filter(|s| *s != own && crate::server_name::is_valid_server_name(s.as_str()))
-            .map(ToOwned::to_owned)
-            .collect()
+        Ok(self.members(room_id)?.servers.clone())
     }
 
     /// Queues a local event for every other server in the room, in the event's own batch, so an
@@ -265,7 +255,7 @@ impl Rooms {
     fn queue_for_servers(
         &self,
         batch: &mut Batch,
-        joined: &[OwnedUserId],
+        joined_servers: &BTreeSet<OwnedServerName>,
         pdu: &Pdu,
     ) -> Result<BTreeSet<OwnedServerName>> {
         let federation = &self.inner.federation;
@@ -273,7 +263,7 @@ impl Rooms {
             return Ok(BTreeSet::new());
         }
         let own = &self.inner.server_name;
-        let mut servers = self.servers_of(joined);
+        let mut servers = joined_servers.clone();
         // A remote user kicked or banned is told too. An invite has reached the invitee's
         // server already, through the invite request that server signed it in.
         if pdu.kind == TimelineEventType::RoomMember

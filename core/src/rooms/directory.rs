@@ -114,7 +114,7 @@ impl Rooms {
             topic: self.state_field(room_id, "m.room.topic", "topic")?,
             canonical_alias: self.state_field(room_id, "m.room.canonical_alias", "alias")?,
             avatar_url: self.state_field(room_id, "m.room.avatar", "url")?,
-            joined_members: u64::try_from(self.members_with(room_id, "join")?.len()).unwrap_or(u64::MAX),
+            joined_members: u64::try_from(self.members(room_id)?.joined.len()).unwrap_or(u64::MAX),
             world_readable: self
                 .state_field(room_id, "m.room.history_visibility", "history_visibility")?
                 .as_deref()

@@ -208,9 +208,9 @@ impl Rooms {
         extra: Option<Extra>,
         wake: Option<Vec<OwnedUserId>>,
     ) -> Result<()> {
-        let wake = match wake {
-            Some(users) => users,
-            None => self.members_with(room_id, "join")?,
+        let wake: std::sync::Arc<[OwnedUserId]> = match wake {
+            Some(users) => users.into(),
+            None => self.members(room_id)?.local.clone(),
         };
         self.inner
             .streams

@@ -12,6 +12,7 @@ mod create;
 mod directory;
 mod ephemeral;
 mod hierarchy;
+mod members;
 mod membership;
 mod outside;
 mod power;
@@ -40,6 +41,7 @@ pub use self::{
     create::{CreateRoom, Preset},
     directory::{PublicRoom, RoomSummaryView},
     hierarchy::{SpaceChild, valid_via},
+    members::Members,
     membership::MembershipAction,
     timeline::{Page, PageDirection, TimelineKey, timeline_key},
 };
@@ -63,6 +65,7 @@ struct Inner {
     typing: ephemeral::Typing,
     federation: Arc<Federation>,
     state_lookups: state::LookupCache,
+    members: members::MembersCache,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -161,6 +164,7 @@ impl Rooms {
                 typing: ephemeral::Typing::default(),
                 federation,
                 state_lookups: state::LookupCache::default(),
+                members: members::MembersCache::default(),
             }),
         })
     }
@@ -245,8 +249,14 @@ impl Rooms {
         Ok(self.db().get::<RoomMembers>(&(room_id.to_owned(), user_id.to_owned()))?)
     }
 
-    /// Members with the given membership.
+    /// Members with the given membership (see [`Rooms::members`] for joined and invited ones
+    /// without a copy).
     pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
+        match membership {
+            "join" => return Ok(self.members(room_id)?.joined.clone()),
+            "invite" => return Ok(self.members(room_id)?.invited.clone()),
+            _ => {}
+        }
         let mut out = Vec::new();
         for entry in self.db().scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
             let ((_, user), m) = entry?;

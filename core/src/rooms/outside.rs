@@ -31,7 +31,6 @@ impl Rooms {
         let (room_id, user, membership) = (room_id.to_owned(), user.to_owned(), membership.to_owned());
         let woken = user.clone();
         let ticket = blocking(move || {
-            let db = this.db();
             let mut batch = Batch::new();
             // A copy already in a timeline stays where it is.
             if this.pdu_record(&event_id)?.is_none_or(|r| r.stream_pos.is_none()) {
@@ -51,7 +50,7 @@ impl Rooms {
                 Some(outside) => batch.put::<OutsideRooms>(&key, &outside)?,
                 None => batch.delete::<OutsideRooms>(&key),
             }
-            db.write(batch)?;
+            this.commit(batch)?;
             Ok(ticket)
         })
         .await?;

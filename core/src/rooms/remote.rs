@@ -3,7 +3,10 @@
 //! state before them, soft-failing against the current state) and, when the room's graph has
 //! forked, through state resolution before they change the current state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use hearth_storage::{
     Batch,
@@ -153,7 +156,7 @@ impl Rooms {
         if auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&current, k, s)).is_err() {
             let record = super::event_record(room_id, json, after_group);
             batch.put::<Pdus>(event_id, &record)?;
-            db.write(batch)?;
+            self.commit(batch)?;
             tracing::info!(%event_id, %room_id, "soft-failed a remote event");
             return Ok(Outcome::Done(Received::SoftFailed));
         }
@@ -183,8 +186,18 @@ impl Rooms {
 
         let ticket = self.inner.streams.allocate();
         let pos = ticket.pos;
-        let mut wake: BTreeSet<OwnedUserId> = self.members_with(room_id, "join")?.into_iter().collect();
-        self.apply_state_diff(&mut batch, &mut room, room_id, &current, &new_current, pos, &mut wake, &pdu)?;
+        let members = self.members(room_id)?.local.clone();
+        let mut targets = BTreeSet::new();
+        self.apply_state_diff(
+            &mut batch,
+            &mut room,
+            room_id,
+            &current,
+            &new_current,
+            pos,
+            &mut targets,
+            &pdu,
+        )?;
         if pdu.kind == TimelineEventType::RoomRedaction
             && let Some(target) = &pdu.redacts
             && self.pdu(target)?.is_some_and(|t| t.sender.server_name() == pdu.sender.server_name())
@@ -206,10 +219,8 @@ impl Rooms {
         room.max_depth = room.max_depth.max(pdu.depth);
         room.current_state_group = new_group;
         batch.put::<RoomsTable>(room_id, &room)?;
-        db.write(batch)?;
-        let local = &self.inner.server_name;
-        let wake = wake.into_iter().filter(|u| u.server_name() == local).collect();
-        Ok(Outcome::Timeline { ticket, wake })
+        self.commit(batch)?;
+        Ok(Outcome::Timeline { ticket, wake: self.local_wake(members, targets) })
     }
 
     /// The spec's checks of an event against its own auth events and against the state before
@@ -308,6 +319,22 @@ impl Rooms {
                 let resolved = resolve(rules, &maps, &self.fetch())
                     .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
                 Ok((from_res(resolved), None))
+            }
+        }
+    }
+
+    /// Whom a received event wakes: the room's local members before it, and local users whose
+    /// membership it changed. Shares the cached member list when that is all.
+    fn local_wake(&self, members: Arc<[OwnedUserId]>, targets: BTreeSet<OwnedUserId>) -> Arc<[OwnedUserId]> {
+        let own = &self.inner.server_name;
+        let mut extra =
+            targets.into_iter().filter(|u| u.server_name() == own && members.binary_search(u).is_err());
+        match extra.next() {
+            None => members,
+            Some(first) => {
+                let mut all: Vec<OwnedUserId> = members.iter().cloned().chain([first]).chain(extra).collect();
+                all.sort();
+                all.into()
             }
         }
     }
@@ -420,14 +447,12 @@ impl Rooms {
         room.max_depth = room.max_depth.max(pdu.depth);
         room.current_state_group = after_group;
         batch.put::<RoomsTable>(room_id, &room)?;
-        db.write(batch)?;
-        let local = &self.inner.server_name;
-        let wake = wake.into_iter().filter(|u| u.server_name() == local).collect();
-        Ok(Outcome::Timeline { ticket, wake })
+        self.commit(batch)?;
+        Ok(Outcome::Timeline { ticket, wake: self.local_wake(Arc::new([]), wake) })
     }
 }
 
 enum Outcome {
     Done(Received),
-    Timeline { ticket: crate::sync::stream::Ticket, wake: Vec<OwnedUserId> },
+    Timeline { ticket: crate::sync::stream::Ticket, wake: Arc<[OwnedUserId]> },
 }

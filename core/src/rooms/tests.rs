@@ -171,3 +171,63 @@ async fn a_stored_event_too_deep_to_serve_is_skipped_and_can_still_be_redacted()
     let redacted = hs.rooms.visible_event(&room_id, &bad, &alice).unwrap().expect("servable once redacted");
     assert!(!redacted.1.json.contains("buried"));
 }
+
+/// The cached joined-member list against a fresh read of the membership table.
+fn assert_joined_matches_storage(hs: &Homeserver, room_id: &ruma::RoomId) -> Vec<ruma::OwnedUserId> {
+    let mut stored = Vec::new();
+    for entry in hs.db.scan_prefix::<hearth_storage::schema::RoomMembers, _>(&room_id.to_owned()).unwrap() {
+        let ((_, user), membership) = entry.unwrap();
+        if membership == "join" {
+            stored.push(user);
+        }
+    }
+    let members = hs.rooms.members(room_id).unwrap();
+    assert_eq!(members.joined, stored);
+    assert_eq!(&*members.local, stored.as_slice(), "every member is local here");
+    assert!(members.servers.is_empty());
+    stored
+}
+
+#[tokio::test]
+async fn the_joined_member_cache_follows_every_membership_change() {
+    use super::MembershipAction::{Ban, Invite, Kick, Unban};
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    let carol = user(&hs, "carol").await;
+    let room_id = room(&hs, &alice, RoomVersionId::V12).await;
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone()]);
+
+    let mut bob_wakes = hs.notifier.subscribe(&bob);
+    hs.rooms.join(&room_id, &bob, json!({}), None).await.unwrap();
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone(), bob.clone()]);
+    // A send right after the join (the list was cached before it) wakes the new member.
+    bob_wakes.mark_unchanged();
+    hs.rooms.append(&room_id, &alice, text("welcome"), None).await.unwrap();
+    assert!(bob_wakes.has_changed().unwrap(), "the joiner's /sync is woken");
+
+    let change = |target: &ruma::OwnedUserId, action| {
+        let (hs, room_id, alice, target) = (hs.clone(), room_id.clone(), alice.clone(), target.clone());
+        async move { hs.rooms.change_membership(&room_id, &alice, &target, action, None, false).await.unwrap() }
+    };
+    change(&carol, Invite).await;
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id).len(), 2, "an invite is no join");
+    assert_eq!(hs.rooms.members(&room_id).unwrap().invited, [carol.clone()]);
+    hs.rooms.join(&room_id, &carol, json!({}), None).await.unwrap();
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id).len(), 3);
+    assert!(hs.rooms.members(&room_id).unwrap().invited.is_empty(), "the invitee joined");
+    change(&bob, Kick).await;
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone(), carol.clone()]);
+    change(&carol, Ban).await;
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone()]);
+    change(&carol, Unban).await;
+    hs.rooms.join(&room_id, &bob, json!({}), None).await.unwrap();
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone(), bob.clone()]);
+
+    // A member who left is no longer woken by the room.
+    hs.rooms.leave(&room_id, &bob, None).await.unwrap();
+    assert_joined_matches_storage(&hs, &room_id);
+    bob_wakes.mark_unchanged();
+    hs.rooms.append(&room_id, &alice, text("gone"), None).await.unwrap();
+    assert!(!bob_wakes.has_changed().unwrap(), "a leaver's /sync is not woken");
+}

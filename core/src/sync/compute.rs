@@ -779,16 +779,18 @@ impl Homeserver {
 
     /// Heroes and member counts, for clients that name rooms without a name.
     fn room_summary(&self, user: &UserId, room_id: &RoomId) -> Result<Value> {
-        let joined = self.rooms.members_with(room_id, "join")?;
-        let invited = self.rooms.members_with(room_id, "invite")?;
+        let members = self.rooms.members(room_id)?;
+        // Both lists are sorted: the first five of each hold the first five of both.
+        let others =
+            |list: &[OwnedUserId]| list.iter().filter(|u| *u != user).take(5).cloned().collect::<Vec<_>>();
         let mut heroes: Vec<OwnedUserId> =
-            joined.iter().chain(invited.iter()).filter(|u| *u != user).cloned().collect();
+            others(&members.joined).into_iter().chain(others(&members.invited)).collect();
         heroes.sort();
         heroes.truncate(5);
         Ok(json!({
             "m.heroes": heroes,
-            "m.joined_member_count": joined.len(),
-            "m.invited_member_count": invited.len(),
+            "m.joined_member_count": members.joined.len(),
+            "m.invited_member_count": members.invited.len(),
         }))
     }
 }

@@ -28,8 +28,9 @@ struct State {
     last_allocated: u64,
     pending: BTreeSet<u64>,
     published: u64,
-    /// Wake-ups waiting for their position to be published.
-    wakeups: BTreeMap<u64, Vec<OwnedUserId>>,
+    /// Wake-ups waiting for their position to be published (shared lists: a room's members
+    /// are woken from its cached member list, not a copy of it).
+    wakeups: BTreeMap<u64, Vec<Arc<[OwnedUserId]>>>,
 }
 
 /// A reserved position. Dropping it without [`Streams::finish`] (a failed write) releases it.
@@ -61,17 +62,17 @@ impl Streams {
     }
 
     /// Marks the ticket's write as durable and wakes `users` once it is published.
-    pub fn finish(&self, mut ticket: Ticket, users: Vec<OwnedUserId>) {
+    pub fn finish(&self, mut ticket: Ticket, users: impl Into<Arc<[OwnedUserId]>>) {
         ticket.done = true;
-        self.release(ticket.pos, users);
+        self.release(ticket.pos, users.into());
     }
 
-    fn release(&self, pos: u64, users: Vec<OwnedUserId>) {
+    fn release(&self, pos: u64, users: Arc<[OwnedUserId]>) {
         let (published, wake) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             state.pending.remove(&pos);
             if !users.is_empty() {
-                state.wakeups.entry(pos).or_default().extend(users);
+                state.wakeups.entry(pos).or_default().push(users);
             }
             let published = match state.pending.first() {
                 Some(first) => first - 1,
@@ -80,12 +81,12 @@ impl Streams {
             state.published = state.published.max(published);
             let first_unpublished = state.published + 1;
             let later = state.wakeups.split_off(&first_unpublished);
-            let wake: Vec<OwnedUserId> =
+            let wake: Vec<Arc<[OwnedUserId]>> =
                 std::mem::replace(&mut state.wakeups, later).into_values().flatten().collect();
             (state.published, wake)
         };
         if !wake.is_empty() {
-            self.notifier.notify(wake.iter().map(AsRef::as_ref), published);
+            self.notifier.notify(wake.iter().flat_map(|users| users.iter()).map(AsRef::as_ref), published);
         }
     }
 }
@@ -94,7 +95,12 @@ impl Streams {
     /// The usual write at a new position: `build` fills a batch for the position and names its
     /// stream log entry; the batch lands atomically with that entry, then the position is
     /// published and `wake` woken.
-    pub async fn write<F>(self: &Arc<Self>, db: &Db, wake: Vec<OwnedUserId>, build: F) -> Result<u64>
+    pub async fn write<F>(
+        self: &Arc<Self>,
+        db: &Db,
+        wake: impl Into<Arc<[OwnedUserId]>>,
+        build: F,
+    ) -> Result<u64>
     where
         F: FnOnce(&mut Batch, u64) -> Result<StreamEntry> + Send + 'static,
     {
@@ -116,7 +122,7 @@ impl Streams {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.done {
-            self.streams.release(self.pos, Vec::new());
+            self.streams.release(self.pos, Arc::new([]));
         }
     }
 }

@@ -103,6 +103,8 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
     let small = owner.create_room(&[]).await?;
     users[1].join(&small).await?;
 
+    // Phase markers on stderr, so that a profiler can be attached to one phase.
+    eprintln!("big-room: set up {n} members; phase: sends");
     // (2) Send latency, big room and small room interleaved.
     let (mut big, mut two) = (Vec::new(), Vec::new());
     for i in 0..SENDS {
@@ -150,6 +152,7 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
         }));
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    eprintln!("big-room: phase: delivery");
     let mut sent_at = HashMap::new();
     for i in 0..DELIVERIES {
         let id = owner.send(&room, &format!("fan{i}"), "to everyone").await?;
@@ -179,6 +182,7 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
     }
 
     // (4) A member's initial sync, lazy and full; (5) the member lists.
+    eprintln!("big-room: phase: syncs and member lists");
     let reader = &users[n - 1];
     let mut lazy = Vec::new();
     for round in 1..=5 {
@@ -211,6 +215,7 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
     }
 
     // (6) A user of another server joins over federation and sends.
+    eprintln!("big-room: phase: remote join");
     let remote = match (&opts.remote, &opts.via) {
         (Some(remote), Some(via)) => {
             let joiner = Api::register(http, remote, &format!("{run}_remote")).await?;
