@@ -196,7 +196,7 @@ async fn the_joined_member_cache_follows_every_membership_change() {
     let bob = user(&hs, "bob").await;
     let carol = user(&hs, "carol").await;
     let room_id = room(&hs, &alice, RoomVersionId::V12).await;
-    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone()]);
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), std::slice::from_ref(&alice));
 
     let mut bob_wakes = hs.notifier.subscribe(&bob);
     hs.rooms.join(&room_id, &bob, json!({}), None).await.unwrap();
@@ -212,14 +212,14 @@ async fn the_joined_member_cache_follows_every_membership_change() {
     };
     change(&carol, Invite).await;
     assert_eq!(assert_joined_matches_storage(&hs, &room_id).len(), 2, "an invite is no join");
-    assert_eq!(hs.rooms.members(&room_id).unwrap().invited, [carol.clone()]);
+    assert_eq!(hs.rooms.members(&room_id).unwrap().invited, std::slice::from_ref(&carol));
     hs.rooms.join(&room_id, &carol, json!({}), None).await.unwrap();
     assert_eq!(assert_joined_matches_storage(&hs, &room_id).len(), 3);
     assert!(hs.rooms.members(&room_id).unwrap().invited.is_empty(), "the invitee joined");
     change(&bob, Kick).await;
     assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone(), carol.clone()]);
     change(&carol, Ban).await;
-    assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone()]);
+    assert_eq!(assert_joined_matches_storage(&hs, &room_id), std::slice::from_ref(&alice));
     change(&carol, Unban).await;
     hs.rooms.join(&room_id, &bob, json!({}), None).await.unwrap();
     assert_eq!(assert_joined_matches_storage(&hs, &room_id), [alice.clone(), bob.clone()]);
