@@ -217,21 +217,19 @@ impl Rooms {
             batch.put::<TxnIds>(&key, &event_id)?;
         }
 
-        let joined = self.members(room_id)?;
+        let members = self.members(room_id)?;
         // Read before this event's membership change lands: a server whose last member leaves
         // still receives the leave.
-        let destinations = self.queue_for_servers(&mut batch, &joined.servers, &pdu)?;
-        let mut wake = joined.local.clone();
+        let destinations = self.queue_for_servers(&mut batch, &members.servers, &pdu)?;
+        let mut target = None;
         if pdu.kind == TimelineEventType::RoomMember {
-            let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+            target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
             let membership = pdu.content_str("membership").unwrap_or_default();
-            if let Some(target) = target {
-                self.record_membership(&mut batch, &mut room, room_id, &target, &membership, &event_id, pos)?;
-                if target.server_name() == self.inner.server_name && wake.binary_search(&target).is_err() {
-                    wake = wake.iter().cloned().chain([target]).collect();
-                }
+            if let Some(target) = &target {
+                self.record_membership(&mut batch, &mut room, room_id, target, &membership, &event_id, pos)?;
             }
         }
+        let wake = self.local_wake(members.local.clone(), target);
         if pdu.kind == TimelineEventType::RoomRedaction
             && let Some(target) = &pdu.redacts
         {

@@ -163,6 +163,27 @@ impl Rooms {
         Ok(members)
     }
 
+    /// Whom an event wakes: the room's local members before it, and local users whose
+    /// membership it changed. Shares the cached member list when that is all.
+    pub(super) fn local_wake(
+        &self,
+        members: Arc<[OwnedUserId]>,
+        targets: impl IntoIterator<Item = OwnedUserId>,
+    ) -> Arc<[OwnedUserId]> {
+        let own = &self.inner.server_name;
+        let mut extra =
+            targets.into_iter().filter(|u| u.server_name() == own && members.binary_search(u).is_err());
+        match extra.next() {
+            None => members,
+            Some(first) => {
+                let mut all: Vec<OwnedUserId> = members.iter().cloned().chain([first]).chain(extra).collect();
+                all.sort();
+                all.dedup();
+                all.into()
+            }
+        }
+    }
+
     /// Writes a batch of room data: every write that may touch `RoomMembers` goes through
     /// here, so the member cache follows it.
     pub(super) fn commit(&self, batch: Batch) -> Result<()> {

@@ -323,22 +323,6 @@ impl Rooms {
         }
     }
 
-    /// Whom a received event wakes: the room's local members before it, and local users whose
-    /// membership it changed. Shares the cached member list when that is all.
-    fn local_wake(&self, members: Arc<[OwnedUserId]>, targets: BTreeSet<OwnedUserId>) -> Arc<[OwnedUserId]> {
-        let own = &self.inner.server_name;
-        let mut extra =
-            targets.into_iter().filter(|u| u.server_name() == own && members.binary_search(u).is_err());
-        match extra.next() {
-            None => members,
-            Some(first) => {
-                let mut all: Vec<OwnedUserId> = members.iter().cloned().chain([first]).chain(extra).collect();
-                all.sort();
-                all.into()
-            }
-        }
-    }
-
     /// Brings `CurrentState` and the membership tables from `old` to `new`.
     #[allow(clippy::too_many_arguments)]
     fn apply_state_diff(
