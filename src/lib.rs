@@ -151,6 +151,16 @@ pub async fn run_with(
             }
         })
     };
+    let push_sender = {
+        let hs = hs.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            hs.run_push_sender(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await;
+        })
+    };
     let app = router::app(hs.clone(), config.client_api.clone());
     {
         let hs = hs.clone();
@@ -166,6 +176,7 @@ pub async fn run_with(
     sweeper.abort();
     let _ = sweeper.await;
     // Both stop on the same signal as the client listener and release their handles.
+    let _ = push_sender.await;
     for task in federation_tasks {
         let _ = task.await;
     }

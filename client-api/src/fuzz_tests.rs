@@ -84,6 +84,7 @@ const TEMPLATES: &[&str] = &[
     "/_matrix/client/v3/pushrules/global/{}/{}/enabled",
     "/_matrix/client/v3/pushers",
     "/_matrix/client/v3/pushers/set",
+    "/_matrix/client/v3/notifications",
     "/_matrix/client/v3/presence/{}/status",
     "/_matrix/client/v3/user_directory/search",
     "/_matrix/client/v3/events",

@@ -1,13 +1,17 @@
 //! Push rules (stored per user, starting from the spec's default set) and pushers.
 
-use hearth_core::{Error, Homeserver, account_data::ruleset_json};
+use hearth_core::{Error, Homeserver, account_data::ruleset_json, push as hs_core_push};
 use ruma::{
+    MilliSecondsSinceUnixEpoch, UInt,
     api::client::push::{
-        PushRule, delete_pushrule, get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
-        get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
-        set_pushrule_enabled,
+        PushRule, delete_pushrule,
+        get_notifications::{self, v3::Notification},
+        get_pushers, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
+        get_pushrules_global_scope,
+        set_pusher::{self, v3::PusherAction},
+        set_pushrule, set_pushrule_actions, set_pushrule_enabled,
     },
-    push::{InsertPushRuleError, RemovePushRuleError, RuleKind, Ruleset},
+    push::{Action, InsertPushRuleError, RemovePushRuleError, RuleKind, Ruleset},
 };
 
 use serde_json::{Value, json};
@@ -15,6 +19,7 @@ use serde_json::{Value, json};
 use crate::{
     extract::Ruma,
     response::{ApiResult, Json, JsonAnswered},
+    room::raw,
 };
 
 fn rule_not_found() -> Error {
@@ -131,12 +136,68 @@ pub async fn set_pushrule_actions(
     Ok(set_pushrule_actions::v3::Response::new())
 }
 
-/// `GET /_matrix/client/v3/pushers`: pushers are registered with the push issue; until then
-/// no user has any.
+/// `GET /_matrix/client/v3/pushers`
 pub async fn get_pushers(
-    _hs: Homeserver,
+    hs: Homeserver,
     req: Ruma<get_pushers::v3::Request>,
 ) -> ApiResult<get_pushers::v3::Response> {
-    req.session()?;
-    Ok(get_pushers::v3::Response::new(Vec::new()))
+    let session = req.session()?;
+    Ok(get_pushers::v3::Response::new(hs.pushers(&session.user_id)?))
+}
+
+/// `POST /_matrix/client/v3/pushers/set`: create, replace or (with `kind: null`) delete.
+pub async fn set_pusher(
+    hs: Homeserver,
+    req: Ruma<set_pusher::v3::Request>,
+) -> ApiResult<set_pusher::v3::Response> {
+    let session = req.session()?.clone();
+    match req.body.action {
+        PusherAction::Post(post) => {
+            hs.set_pusher(&session.user_id, Some(&session.device_id), post.pusher, post.append).await?;
+        }
+        PusherAction::Delete(ids) => hs.delete_pusher(&session.user_id, &ids.app_id, &ids.pushkey).await?,
+        _ => return Err(Error::invalid_param("unknown pusher action").into()),
+    }
+    Ok(set_pusher::v3::Response::new())
+}
+
+/// The most notifications one page holds.
+const MAX_NOTIFICATIONS: usize = 100;
+
+/// `GET /_matrix/client/v3/notifications`: newest first; `next_token` continues below the page.
+pub async fn get_notifications(
+    hs: Homeserver,
+    req: Ruma<get_notifications::v3::Request>,
+) -> ApiResult<get_notifications::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    let from = match b.from.as_deref() {
+        None | Some("") => None,
+        Some(token) => Some(token.parse::<u64>().map_err(|_| Error::invalid_param("Invalid from token"))?),
+    };
+    let limit = b.limit.map_or(20, |l| usize::try_from(u64::from(l)).unwrap_or(MAX_NOTIFICATIONS));
+    let limit = limit.clamp(1, MAX_NOTIFICATIONS);
+    let only_highlight = b.only.as_deref() == Some("highlight");
+    let user = session.user_id;
+    let (page, next) = hs_core_push::notifications(&hs.db, &user, from, limit, only_highlight)?;
+    let mut notifications = Vec::with_capacity(page.len());
+    for n in page {
+        let Some(record) = hs.rooms.pdu_record(&n.record.event_id)? else {
+            tracing::warn!(event_id = %n.record.event_id, "a notification's event is gone; skipped");
+            continue;
+        };
+        let event = hs.rooms.client_event(&n.record.event_id, &record, &user, None)?;
+        let actions: Vec<Action> = match serde_json::from_value(n.record.actions) {
+            Ok(actions) => actions,
+            Err(error) => {
+                tracing::warn!(%error, "stored notification actions do not parse; skipped");
+                continue;
+            }
+        };
+        let ts = MilliSecondsSinceUnixEpoch(UInt::try_from(n.record.ts).unwrap_or_default());
+        notifications.push(Notification::new(actions, raw(&event)?, n.read, n.record.room_id, ts));
+    }
+    let mut response = get_notifications::v3::Response::new(notifications);
+    response.next_token = next.map(|pos| pos.to_string());
+    Ok(response)
 }

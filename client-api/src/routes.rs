@@ -318,6 +318,8 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::push::get_pushrule_actions::v3::Request, _, _>(push::get_pushrule_actions, GUESTS)
         .ruma::<c::push::set_pushrule_actions::v3::Request, _, _>(push::set_pushrule_actions, NO_GUESTS)
         .ruma::<c::push::get_pushers::v3::Request, _, _>(push::get_pushers, GUESTS)
+        .ruma::<c::push::set_pusher::v3::Request, _, _>(push::set_pusher, NO_GUESTS)
+        .ruma::<c::push::get_notifications::v3::Request, _, _>(push::get_notifications, NO_GUESTS)
         // Start-up lookups
         .ruma::<c::thirdparty::get_protocols::v3::Request, _, _>(misc::get_protocols, GUESTS)
         .ruma::<c::voip::get_turn_server_info::v3::Request, _, _>(misc::get_turn_server_info, GUESTS)

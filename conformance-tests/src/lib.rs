@@ -5,6 +5,7 @@ pub mod binary;
 pub mod client;
 pub mod fake_remote;
 pub mod idp;
+pub mod push_gateway;
 pub mod redis;
 pub mod server;
 

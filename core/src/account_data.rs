@@ -9,7 +9,12 @@ use hearth_storage::{
 };
 use ruma::{OwnedUserId, RoomId, UserId, events::ignored_user_list::IgnoredUserListEventContent};
 
-use crate::{Error, ErrorCode, Result, sync::stream::Streams, users::blocking};
+use crate::{
+    Error, ErrorCode, Result,
+    push::{RulesCache, rules::PUSH_RULES},
+    sync::stream::Streams,
+    users::blocking,
+};
 
 /// Event types the server maintains itself; clients change them through their own endpoints.
 const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
@@ -21,6 +26,7 @@ const MAX_CONTENT_BYTES: usize = 65_536;
 pub struct AccountData {
     db: Db,
     streams: Arc<Streams>,
+    push_rules: RulesCache,
 }
 
 impl std::fmt::Debug for AccountData {
@@ -47,8 +53,8 @@ fn check_content(event_type: &str, content: &serde_json::Value) -> Result<()> {
 }
 
 impl AccountData {
-    pub fn new(db: Db, streams: Arc<Streams>) -> Self {
-        Self { db, streams }
+    pub fn new(db: Db, streams: Arc<Streams>, push_rules: RulesCache) -> Self {
+        Self { db, streams, push_rules }
     }
 
     /// Writes one account data event at a new stream position and wakes the user's syncs.
@@ -138,19 +144,15 @@ impl AccountData {
     /// The user's push rules: the stored set, or the spec's defaults for a user who never
     /// changed them.
     pub fn push_rules(&self, user: &UserId) -> Result<ruma::push::Ruleset> {
-        match self.global(user, "m.push_rules")? {
-            Some(content) => {
-                let global = content.get("global").cloned().unwrap_or(content);
-                serde_json::from_value(global).map_err(Error::internal)
-            }
-            None => Ok(ruma::push::Ruleset::server_default(user)),
-        }
+        Ok(self.push_rules.get(&self.db, user)?.as_ref().clone())
     }
 
     /// Stores the user's push rules (server-managed `m.push_rules` account data).
     pub async fn set_push_rules(&self, user: &UserId, rules: &ruma::push::Ruleset) -> Result<()> {
         let content = serde_json::json!({ "global": ruleset_json(rules)? });
-        self.write(user, None, "m.push_rules", content).await
+        self.write(user, None, PUSH_RULES, content).await?;
+        self.push_rules.stored(user, rules.clone());
+        Ok(())
     }
 
     /// Stores a filter and returns its ID. Filters are immutable once created.
@@ -208,7 +210,8 @@ mod tests {
     #[tokio::test]
     async fn set_get_and_rules() {
         let notifier = Arc::new(Notifier::new(0));
-        let data = AccountData::new(Db::in_memory(), Streams::new(0, notifier.clone()));
+        let data =
+            AccountData::new(Db::in_memory(), Streams::new(0, notifier.clone()), RulesCache::default());
         let alice = user_id!("@alice:example.org");
         let mut rx = notifier.subscribe(alice);
         data.set_global(alice, "m.direct", json!({"@b:x": ["!r:x"]})).await.unwrap();
@@ -229,7 +232,11 @@ mod tests {
 
     #[tokio::test]
     async fn filters_are_per_user() {
-        let data = AccountData::new(Db::in_memory(), Streams::new(0, Arc::new(Notifier::new(0))));
+        let data = AccountData::new(
+            Db::in_memory(),
+            Streams::new(0, Arc::new(Notifier::new(0))),
+            RulesCache::default(),
+        );
         let (alice, bob) = (user_id!("@alice:x"), user_id!("@bob:x"));
         let id = data.create_filter(alice, json!({"room": {"timeline": {"limit": 5}}})).await.unwrap();
         assert!(data.filter(alice, &id).unwrap().is_some());

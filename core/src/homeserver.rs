@@ -59,12 +59,15 @@ pub struct Services {
     /// `None` when JWT login is off.
     pub jwt: Option<JwtLogin>,
     pub account_data: AccountData,
-    pub unread: crate::sync::unread::UnreadCache,
+    /// Woken when a pusher may have work: a new pusher, a restart of delivery.
+    pub pusher_wake: Arc<tokio::sync::Notify>,
     pub claim_lock: crate::keys::e2ee::ClaimLock,
     pub presence_store: crate::presence::PresenceStore,
     pub ticket_keys: crate::tickets::TicketKeys,
     pub federation: Arc<crate::federation::Federation>,
     pub media: Media,
+    /// Outbound HTTP (identity providers, push gateways).
+    pub http: Arc<dyn HttpClient>,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -135,7 +138,7 @@ impl Homeserver {
         let sso = Sso::new(
             &config.sso,
             config.public_baseurl.clone(),
-            http,
+            http.clone(),
             ephemeral.clone(),
             users.clone(),
             uiaa.clone(),
@@ -143,7 +146,8 @@ impl Homeserver {
         .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
         let jwt = JwtLogin::from_config(&config.jwt)
             .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
-        let account_data = AccountData::new(db.clone(), streams.clone());
+        let push = crate::push::PushShared::default();
+        let account_data = AccountData::new(db.clone(), streams.clone(), push.rules.clone());
         let rooms = Rooms::new(
             db.clone(),
             config.server_name.clone(),
@@ -151,6 +155,7 @@ impl Homeserver {
             streams.clone(),
             config.rooms.default_version.clone(),
             federation.clone(),
+            push.clone(),
         )?;
         let media = Media::new(
             db.clone(),
@@ -172,12 +177,13 @@ impl Homeserver {
             sso,
             jwt,
             account_data,
-            unread: crate::sync::unread::UnreadCache::default(),
+            pusher_wake: push.wake,
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
             presence_store: crate::presence::PresenceStore::default(),
             ticket_keys: crate::tickets::TicketKeys::default(),
             federation,
             media,
+            http,
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -18,6 +18,7 @@ pub mod json;
 pub mod keys;
 pub mod media;
 pub mod presence;
+pub mod push;
 pub mod rooms;
 pub mod server_name;
 pub mod sync;

@@ -264,7 +264,51 @@ pub struct ThumbnailRecord {
     pub height: u32,
 }
 
+/// An unread notification of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushActionRecord {
+    /// The thread root when the event is in a thread; `None` for the main timeline.
+    pub thread: Option<OwnedEventId>,
+    pub highlight: bool,
+}
+
+/// A notification as `GET /notifications` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    /// The push rule actions that applied, as JSON.
+    pub actions: serde_json::Value,
+    pub highlight: bool,
+    pub ts: u64,
+}
+
+/// A pusher as the client set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PusherRecord {
+    /// The client's pusher fields (`kind`, `app_display_name`, `data`, ...), validated.
+    pub pusher: serde_json::Value,
+    /// The device whose access token set it: logging that device out deletes the pusher.
+    pub device_id: Option<OwnedDeviceId>,
+    pub created_ts: u64,
+}
+
+/// A notification queued for one pusher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushQueueItem {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    /// The push rule actions that applied, as JSON (they carry the tweaks sent to the gateway).
+    pub actions: serde_json::Value,
+    /// When it was queued (ms since the epoch), to give up on very old ones.
+    pub ts: u64,
+}
+
 json_value!(
+    PushActionRecord,
+    NotificationRecord,
+    PusherRecord,
+    PushQueueItem,
     RemoteKeyRecord,
     OutsideRoomRecord,
     OutboxItem,

@@ -7,9 +7,10 @@ use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
-        FallbackKeyRecord, MediaRecord, MembershipRecord, OutboxItem, OutsideRoomRecord, PduRecord,
-        ReceiptRecord, RefreshTokenRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord,
-        StateGroupRecord, StreamEntry, ThumbnailRecord, ToDeviceRecord,
+        FallbackKeyRecord, MediaRecord, MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord,
+        PduRecord, PushActionRecord, PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord,
+        RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
+        ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -150,6 +151,21 @@ tables! {
     /// Thumbnails by the SHA-256 of their source content, width, height and method (`crop`,
     /// `scale`), so identical uploads share them.
     MediaThumbnails "media_thumbnails": (String, u32, u32, String) => ThumbnailRecord;
+    /// Unread notifications: each event whose push rules notified a local user, by user, room
+    /// and the event's stream position, until a read receipt (or the user's own message) covers
+    /// it. The unread counts of /sync are these rows.
+    PushActions "push_actions": (OwnedUserId, OwnedRoomId, u64) => PushActionRecord;
+    /// Every notification of a local user by stream position, read or not, for
+    /// `GET /notifications`.
+    Notifications "notifications": (OwnedUserId, u64) => NotificationRecord;
+    /// Pushers by user, app ID and pushkey.
+    Pushers "pushers": (OwnedUserId, String, String) => PusherRecord;
+    /// The users with a pusher of an app ID and pushkey, so that a new pusher without `append`
+    /// can replace other users' pushers of the same device.
+    PusherKeys "pusher_keys": (String, String, OwnedUserId) => ();
+    /// Notifications waiting for a pusher, by user, app ID, pushkey and stream position: each
+    /// pusher's own queue, deleted once delivered or with the pusher.
+    PushQueue "push_queue": (OwnedUserId, String, String, u64) => PushQueueItem;
 }
 
 #[cfg(test)]

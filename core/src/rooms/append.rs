@@ -206,6 +206,9 @@ impl Rooms {
         }
         let ticket = self.inner.streams.allocate();
         let pos = ticket.pos;
+        let members = self.members(room_id)?;
+        let landing = super::notify::Landing { pdu: &pdu, json: &json, pos };
+        self.record_push_actions(&mut batch, room_id, landing, &members, &rules)?;
         let (txn_key, txn) = txn.unzip();
         let record = PduRecord {
             txn,
@@ -217,7 +220,6 @@ impl Rooms {
             batch.put::<TxnIds>(&key, &event_id)?;
         }
 
-        let members = self.members(room_id)?;
         // Read before this event's membership change lands: a server whose last member leaves
         // still receives the leave.
         let destinations = self.queue_for_servers(&mut batch, &members.servers, &pdu)?;
@@ -305,6 +307,10 @@ impl Rooms {
                 forgotten: false,
             };
             batch.put::<UserRooms>(&(target.clone(), room_id.clone()), &record)?;
+            if !is_joined && membership != "invite" {
+                // Nothing is unread in a room one has left.
+                crate::push::forget_room(self.db(), batch, target, room_id)?;
+            }
         }
         batch.put::<RoomMembers>(&(room_id.clone(), target.clone()), &membership.to_owned())?;
         Ok(())

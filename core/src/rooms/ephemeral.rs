@@ -18,7 +18,7 @@ use ruma::{
 };
 
 use super::Rooms;
-use crate::{Error, Result, users::blocking, util::now_ms};
+use crate::{Error, Result, push::ReadScope, users::blocking, util::now_ms};
 
 /// More writes for the batch of a stream entry, given its position.
 type Extra = Box<dyn FnOnce(&mut Batch, u64) -> Result<()> + Send>;
@@ -154,8 +154,17 @@ impl Rooms {
         let event_id = event_id.to_owned();
         // Private receipts wake only their owner.
         let only = (receipt_type == "m.read.private").then(|| vec![user.to_owned()]);
+        // A read receipt reads the notifications up to its event, in its thread.
+        let read = match (receipt_type, record.stream_pos, ReadScope::of_receipt_thread(thread)) {
+            ("m.read" | "m.read.private", Some(up_to), Some(scope)) => Some((up_to, scope)),
+            _ => None,
+        };
+        let (db, reader, room) = (self.db().clone(), user.to_owned(), room_id.to_owned());
         let extra: Extra = Box::new(move |batch: &mut Batch, pos| {
             batch.put::<Receipts>(&key, &ReceiptRecord { event_id, ts: now_ms(), stream_pos: pos })?;
+            if let Some((up_to, scope)) = read {
+                crate::push::mark_read(&db, batch, &reader, &room, up_to, &scope)?;
+            }
             queued.write(batch)
         });
         self.write_stream_entry(room_id, entry, Some(extra), only).await?;

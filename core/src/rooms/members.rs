@@ -15,7 +15,7 @@ use std::{
 };
 
 use hearth_storage::{Batch, schema::RoomMembers};
-use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 
 use super::Rooms;
 use crate::Result;
@@ -37,6 +37,10 @@ pub struct Members {
     /// The other servers with a joined member, leaving out names no request could reach (a
     /// member whose server is outside the grammar would only fill a queue that never drains).
     pub servers: BTreeSet<OwnedServerName>,
+    /// Display names of local members, read when first asked for (push rules match them).
+    /// Filled only after this list was read, and the list is dropped by any membership write,
+    /// so a name kept here is never older than the last member event.
+    names: Mutex<HashMap<OwnedUserId, Option<Arc<str>>>>,
 }
 
 impl Members {
@@ -51,7 +55,7 @@ impl Members {
             .filter(|s| *s != own && crate::server_name::is_valid_server_name(s.as_str()))
             .map(ToOwned::to_owned)
             .collect();
-        Self { joined, invited, local, servers }
+        Self { joined, invited, local, servers, names: Mutex::default() }
     }
 
     fn size(&self) -> usize {
@@ -163,6 +167,25 @@ impl Rooms {
         Ok(members)
     }
 
+    /// A member's display name in the room, from their member event.
+    pub(crate) fn display_name(
+        &self,
+        members: &Members,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<Arc<str>>> {
+        if let Some(name) = members.names.lock().unwrap_or_else(PoisonError::into_inner).get(user) {
+            return Ok(name.clone());
+        }
+        let name = self
+            .current_state_event(room_id, "m.room.member", user.as_str())?
+            .and_then(|event| event.content_str("displayname"))
+            .filter(|name| !name.is_empty())
+            .map(Arc::<str>::from);
+        members.names.lock().unwrap_or_else(PoisonError::into_inner).insert(user.to_owned(), name.clone());
+        Ok(name)
+    }
+
     /// Whom an event wakes: the room's local members before it, and local users whose
     /// membership it changed. Shares the cached member list when that is all.
     pub(super) fn local_wake(
@@ -197,6 +220,7 @@ impl Rooms {
                 Err(_) => undecodable = true,
             }
         }
+        let queued_pushes = batch.keys::<hearth_storage::schema::PushQueue>().next().is_some();
         let written = self.db().write(batch);
         // Forgotten whether or not the write went through: a failed write may still have
         // landed in part of an engine, and forgetting costs one read.
@@ -205,7 +229,11 @@ impl Rooms {
         } else {
             self.inner.members.forget(changed);
         }
-        Ok(written?)
+        written?;
+        if queued_pushes {
+            self.inner.push.wake.notify_one();
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ mod ephemeral;
 mod hierarchy;
 mod members;
 mod membership;
+mod notify;
 mod outside;
 mod power;
 pub mod remote;
@@ -66,6 +67,9 @@ struct Inner {
     federation: Arc<Federation>,
     state_lookups: state::LookupCache,
     members: members::MembersCache,
+    /// Push rules for evaluation, and the push sender to wake after a write that queued
+    /// notifications.
+    push: crate::push::PushShared,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -142,6 +146,7 @@ impl Rooms {
         streams: Arc<Streams>,
         default_version: RoomVersionId,
         federation: Arc<Federation>,
+        push: crate::push::PushShared,
     ) -> Result<Self> {
         let last_group = db
             .range::<StateGroups>(
@@ -165,6 +170,7 @@ impl Rooms {
                 federation,
                 state_lookups: state::LookupCache::default(),
                 members: members::MembersCache::default(),
+                push,
             }),
         })
     }

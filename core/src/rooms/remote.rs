@@ -186,7 +186,10 @@ impl Rooms {
 
         let ticket = self.inner.streams.allocate();
         let pos = ticket.pos;
-        let members = self.members(room_id)?.local.clone();
+        let members = self.members(room_id)?;
+        let landing = super::notify::Landing { pdu: &pdu, json: &json, pos };
+        self.record_push_actions(&mut batch, room_id, landing, &members, &rules)?;
+        let members = members.local.clone();
         let mut targets = BTreeSet::new();
         self.apply_state_diff(
             &mut batch,

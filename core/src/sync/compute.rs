@@ -484,10 +484,18 @@ impl Homeserver {
         room.insert("summary".into(), summary);
         room.insert("timeline".into(), timeline);
         room.insert(state_key.into(), events(state_events));
-        room.insert(
-            "unread_notifications".into(),
-            json!({"highlight_count": 0, "notification_count": self.unread_count(user, room_id, now)?}),
-        );
+        let unread = crate::push::unread_counts(&self.db, user, room_id, now)?;
+        let counts = |c: crate::push::Counts| json!({"highlight_count": c.highlights, "notification_count": c.notifications});
+        if req.filter.room.timeline.unread_thread_notifications {
+            room.insert("unread_notifications".into(), counts(unread.main));
+            let threads: Map<String, Value> =
+                unread.threads.iter().map(|(root, c)| (root.to_string(), counts(*c))).collect();
+            if !threads.is_empty() {
+                room.insert("unread_thread_notifications".into(), Value::Object(threads));
+            }
+        } else {
+            room.insert("unread_notifications".into(), counts(unread.total()));
+        }
         Ok(Value::Object(room))
     }
 

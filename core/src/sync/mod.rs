@@ -3,7 +3,6 @@
 pub mod compute;
 pub mod notifier;
 pub mod stream;
-pub mod unread;
 
 pub use compute::SyncRequest;
 

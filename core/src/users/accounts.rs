@@ -257,6 +257,7 @@ impl Users {
                 let (key, _) = entry?;
                 batch.delete::<ProfileFields>(&key);
             }
+            crate::push::pushers::delete_for_devices(&users.db, &mut batch, &uid, None)?;
             users.db.write(batch)?;
             Ok(())
         })

@@ -210,13 +210,15 @@ impl Users {
         let device_ids = device_ids.to_vec();
         blocking(move || {
             let mut batch = Batch::new();
-            for device_id in device_ids {
-                let key = (user_id.clone(), device_id);
+            for device_id in &device_ids {
+                let key = (user_id.clone(), device_id.clone());
                 if let Some(record) = users.db.get::<Devices>(&key)? {
                     end_tokens(&mut batch, &record);
                     batch.delete::<Devices>(&key);
                 }
             }
+            // Pushers belong to the session that set them: a device that is gone gets nothing.
+            crate::push::pushers::delete_for_devices(&users.db, &mut batch, &user_id, Some(&device_ids))?;
             users.db.write(batch)?;
             Ok(())
         })
