@@ -10,8 +10,8 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
-    HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig, RegistrationConfig,
-    RoomsConfig, SessionConfig, SsoConfig, VoipConfig,
+    EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig,
+    RegistrationConfig, RoomsConfig, SessionConfig, SmsConfig, SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -37,6 +37,8 @@ pub struct Config {
     pub passwords: PasswordConfig,
     pub sso: SsoConfig,
     pub jwt: JwtConfig,
+    pub email: EmailConfig,
+    pub sms: SmsConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -145,6 +147,8 @@ impl Default for Config {
             passwords: PasswordConfig::default(),
             sso: SsoConfig::default(),
             jwt: JwtConfig::default(),
+            email: EmailConfig::default(),
+            sms: SmsConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -215,6 +219,14 @@ impl Config {
             );
         }
         self.validate_media()?;
+        if self.email.smtp_host.is_some() && self.email.from.parse::<lettre::message::Mailbox>().is_err() {
+            bail!("invalid configuration: email.from is not a mailbox: {:?}", self.email.from);
+        }
+        if let Some(url) = &self.sms.api_url
+            && url::Url::parse(url).is_err()
+        {
+            bail!("invalid configuration: sms.api_url is not a URL: {url:?}");
+        }
         if self.session.refreshable_access_token_lifetime_secs == 0 {
             bail!("invalid configuration: session.refreshable_access_token_lifetime_secs must be at least 1");
         }
@@ -272,6 +284,8 @@ impl Config {
             sso: self.sso.clone(),
             jwt: self.jwt.clone(),
             trusted_key_servers: self.federation.trusted_key_servers.clone(),
+            email: self.email.clone(),
+            sms: self.sms.clone(),
         }
     }
 }

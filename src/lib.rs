@@ -6,6 +6,7 @@
 pub mod config;
 mod federation_listener;
 mod http_client;
+mod mailer;
 mod redis_ephemeral;
 mod router;
 mod serve;
@@ -73,6 +74,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         },
         federation,
         http: Arc::new(http_client::ReqwestHttp::new().context("building the outbound HTTP client")?),
+        mailer: mailer::SmtpMailer::from_config(&config.email)
+            .context("invalid configuration")?
+            .map(|m| Arc::new(m) as Arc<dyn hearth_core::push::mail::Mailer>),
     };
     let hs = Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?;
     if let Some(fetcher) = remote_media {

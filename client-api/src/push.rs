@@ -1,6 +1,6 @@
 //! Push rules (stored per user, starting from the spec's default set) and pushers.
 
-use hearth_core::{Error, Homeserver, account_data::ruleset_json, push as hs_core_push};
+use hearth_core::{Error, Homeserver, account_data::ruleset_json, push as core_push};
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt,
     api::client::push::{
@@ -20,6 +20,7 @@ use crate::{
     extract::Ruma,
     response::{ApiResult, Json, JsonAnswered},
     room::raw,
+    sso::{Page, esc, page},
 };
 
 fn rule_not_found() -> Error {
@@ -161,6 +162,71 @@ pub async fn set_pusher(
     Ok(set_pusher::v3::Response::new())
 }
 
+/// `GET /_matrix/client/unstable/io.hearth/push/unsubscribe`: the link in notification e-mails,
+/// which works without logging in (the server signed it for one pusher).
+pub async fn unsubscribe(hs: Homeserver, req: Ruma<Unsubscribe>) -> ApiResult<Page> {
+    let b = req.body;
+    let user = ruma::UserId::parse(&b.user_id).map_err(|_| Error::invalid_param("Invalid user_id"))?;
+    hs.unsubscribe(&user, &b.app_id, &b.pushkey, &b.token).await?;
+    Ok(Page::Html {
+        body: page(
+            "Unsubscribed",
+            &format!("<p>{} will no longer receive these e-mails.</p>", esc(&b.pushkey)),
+        ),
+    })
+}
+
+/// Hearth's own endpoint, declared against ruma's endpoint traits like the single sign-on
+/// pages.
+mod endpoint {
+    use hearth_core::push::mail::UNSUBSCRIBE_PATH;
+    use ruma::api::{
+        IncomingRequest, Metadata,
+        auth_scheme::NoAuthentication,
+        error::{DeserializationError, Error as MatrixError},
+        path_builder::SinglePath,
+    };
+
+    use crate::sso::{Page, param, query};
+
+    /// `GET ...?user_id=&app_id=&pushkey=&token=`
+    pub struct Unsubscribe {
+        pub user_id: String,
+        pub app_id: String,
+        pub pushkey: String,
+        pub token: String,
+    }
+
+    impl Metadata for Unsubscribe {
+        const METHOD: http::Method = http::Method::GET;
+        const RATE_LIMITED: bool = true;
+        type Authentication = NoAuthentication;
+        type PathBuilder = SinglePath;
+        const PATH_BUILDER: SinglePath = SinglePath::new(UNSUBSCRIBE_PATH);
+    }
+
+    impl IncomingRequest for Unsubscribe {
+        type EndpointError = MatrixError;
+        type OutgoingResponse = Page;
+
+        fn try_from_http_request_inner(
+            request: http::Request<&[u8]>,
+            _path_args: &[&str],
+        ) -> Result<Self, DeserializationError> {
+            let pairs = query(&request);
+            let get = |name| param(&pairs, name).unwrap_or_default();
+            Ok(Self {
+                user_id: get("user_id"),
+                app_id: get("app_id"),
+                pushkey: get("pushkey"),
+                token: get("token"),
+            })
+        }
+    }
+}
+
+pub use endpoint::Unsubscribe;
+
 /// The most notifications one page holds.
 const MAX_NOTIFICATIONS: usize = 100;
 
@@ -179,7 +245,7 @@ pub async fn get_notifications(
     let limit = limit.clamp(1, MAX_NOTIFICATIONS);
     let only_highlight = b.only.as_deref() == Some("highlight");
     let user = session.user_id;
-    let (page, next) = hs_core_push::notifications(&hs.db, &user, from, limit, only_highlight)?;
+    let (page, next) = core_push::notifications(&hs.db, &user, from, limit, only_highlight)?;
     let mut notifications = Vec::with_capacity(page.len());
     for n in page {
         let Some(record) = hs.rooms.pdu_record(&n.record.event_id)? else {

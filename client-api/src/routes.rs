@@ -320,6 +320,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::push::get_pushers::v3::Request, _, _>(push::get_pushers, GUESTS)
         .ruma::<c::push::set_pusher::v3::Request, _, _>(push::set_pusher, NO_GUESTS)
         .ruma::<c::push::get_notifications::v3::Request, _, _>(push::get_notifications, NO_GUESTS)
+        .ruma::<push::Unsubscribe, _, _>(push::unsubscribe, GUESTS)
         // Start-up lookups
         .ruma::<c::thirdparty::get_protocols::v3::Request, _, _>(misc::get_protocols, GUESTS)
         .ruma::<c::voip::get_turn_server_info::v3::Request, _, _>(misc::get_turn_server_info, GUESTS)

@@ -32,12 +32,12 @@ mod endpoint {
     use super::COOKIE_NAME;
 
     /// The query parameters of a request, decoded.
-    fn query(request: &http::Request<&[u8]>) -> Vec<(String, String)> {
+    pub(crate) fn query(request: &http::Request<&[u8]>) -> Vec<(String, String)> {
         let raw = request.uri().query().unwrap_or("");
         url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
     }
 
-    fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pub(crate) fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
         pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
@@ -162,11 +162,11 @@ mod endpoint {
     }
 }
 
-use endpoint::Page;
 pub use endpoint::{Confirm, ProviderCallback};
+pub(crate) use endpoint::{Page, param, query};
 
 /// Escapes text for HTML element content and double-quoted attributes.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '&' => "&amp;".to_owned(),
@@ -179,7 +179,7 @@ fn esc(text: &str) -> String {
         .collect()
 }
 
-fn page(title: &str, content: &str) -> String {
+pub(crate) fn page(title: &str, content: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

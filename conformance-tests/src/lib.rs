@@ -8,6 +8,7 @@ pub mod idp;
 pub mod push_gateway;
 pub mod redis;
 pub mod server;
+pub mod smtp_sink;
 
 pub use client::Client;
 pub use server::TestServer;

@@ -103,3 +103,66 @@ impl PushGateway {
         }
     }
 }
+
+/// A stand-in SMS gateway speaking Twilio's Messages API
+/// (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded, HTTP basic auth with
+/// the account SID and auth token): it records the messages it accepts.
+pub struct SmsGateway {
+    /// The API base URL (`sms.api_url`).
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    sent: Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SmsGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Sms = (String, String, Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>);
+
+async fn messages(
+    State((sid, token, sent)): State<Sms>,
+    axum::extract::Path(account): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+) -> impl IntoResponse {
+    use base64::Engine;
+    let expected =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}")));
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
+    if !authorized || account != sid {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"code": 20003, "message": "Authenticate"})));
+    }
+    let to = form.get("To").cloned().unwrap_or_default();
+    sent.lock().expect("lock").push(form);
+    (
+        StatusCode::CREATED,
+        Json(json!({"sid": "SM00000000000000000000000000000000", "status": "queued", "to": to})),
+    )
+}
+
+impl SmsGateway {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (account_sid, auth_token) = ("AC0123456789".to_owned(), "sms-token".to_owned());
+        let sent: Arc<Mutex<Vec<std::collections::HashMap<String, String>>>> = Arc::default();
+        let state: Sms = (account_sid.clone(), auth_token.clone(), sent.clone());
+        let app = Router::new()
+            .route("/2010-04-01/Accounts/{account}/Messages.json", post(messages))
+            .with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base_url, account_sid, auth_token, sent, task }
+    }
+
+    /// The form fields (`To`, `From`, `Body`) of every message accepted.
+    pub fn sent(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.sent.lock().expect("lock").clone()
+    }
+}

@@ -10,22 +10,36 @@ use std::process::Command;
 
 use hearth_conformance_tests::binary::HearthProcess;
 
-#[test]
-fn element_startup_with_matrix_js_sdk() {
+/// Runs one of the Node checks in `clients/js` against a fresh binary; returns its output.
+fn run_js(script: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let process = HearthProcess::spawn(&[], &[("HEARTH_STORAGE__PATH", db.to_str().unwrap())]);
     let js = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js");
     let out = Command::new("node")
         .current_dir(js)
-        .args(["element_startup.mjs", "--homeserver", &process.base_url])
+        .args([script, "--homeserver", &process.base_url])
         .output()
         .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "element_startup.mjs failed (run `npm ci` in conformance-tests/clients/js first):\n{stdout}\n{stderr}"
+        "{script} failed (run `npm ci` in conformance-tests/clients/js first):\n{stdout}\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn element_startup_with_matrix_js_sdk() {
+    let stdout = run_js("element_startup.mjs");
     assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
+}
+
+/// The room badges Element shows come from the server's counts: read through matrix-js-sdk
+/// after messages, a mention and a read receipt.
+#[test]
+fn unread_counts_with_matrix_js_sdk() {
+    let stdout = run_js("unread_counts.mjs");
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use hearth_conformance_tests::{
     Client, TestServer,
-    push_gateway::{Mode, PushGateway},
+    push_gateway::{Mode, PushGateway, SmsGateway},
+    smtp_sink::SmtpSink,
 };
 use serde_json::{Value, json};
 
@@ -266,4 +267,100 @@ async fn bad_pushers_get_matrix_errors() {
     assert_eq!(alice.get(&format!("{V3}/pushers")).await.assert_ok()["pushers"], json!([]));
     let bad_token = alice.get(&format!("{V3}/notifications?from=nonsense")).await;
     bad_token.assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn unread_messages_are_mailed_after_the_delay_and_the_link_unsubscribes() {
+    let sink = SmtpSink::start().await;
+    let port = sink.port;
+    let server = TestServer::start_at(|c, addr| {
+        hearth_conformance_tests::idp::own_baseurl(c, addr);
+        c.storage.sync_writes = false;
+        c.email.smtp_host = Some("127.0.0.1".into());
+        c.email.smtp_port = port;
+        c.email.tls = hearth_core::config::SmtpTls::None;
+        c.email.notif_delay_secs = 1;
+        c.email.app_name = "Hearth Test".into();
+    })
+    .await;
+    let (alice, bob, room) = pair(&server).await;
+    let pusher = json!({
+        "kind": "email", "app_id": "m.email", "pushkey": "alice@example.org",
+        "app_display_name": "E-mail", "device_display_name": "alice@example.org", "lang": "en", "data": {},
+    });
+    alice.post(&format!("{V3}/pushers/set"), pusher).await.assert_ok();
+
+    // Read within the delay: no mail.
+    let read = send(&bob, &room, "r", json!({"msgtype": "m.text", "body": "read in time"})).await;
+    alice.post(&format!("{V3}/rooms/{room}/receipt/m.read/{read}"), json!({})).await.assert_ok();
+    // Left unread: one mail for both.
+    send(&bob, &room, "u1", json!({"msgtype": "m.text", "body": "first unread"})).await;
+    send(&bob, &room, "u2", json!({"msgtype": "m.text", "body": "second unread"})).await;
+    let mails = sink.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    // Nothing more comes for what was already mailed or read.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail.to, ["alice@example.org"]);
+    assert!(mail.header("Subject").unwrap().contains("2 new messages in Team"), "{}", mail.data);
+    assert!(mail.header("Content-Type").unwrap().starts_with("multipart/alternative"), "{}", mail.data);
+    let decoded = mail.data.replace("=\r\n", "");
+    assert!(decoded.contains("first unread") && decoded.contains("second unread"), "{}", mail.data);
+    assert!(!decoded.contains("read in time"), "{}", mail.data);
+
+    // The link in List-Unsubscribe works without logging in, and only as signed.
+    let link = mail.header("List-Unsubscribe").unwrap();
+    let link = link.trim_start_matches('<').trim_end_matches('>').to_owned();
+    let anonymous = reqwest::Client::new();
+    let forged = anonymous.get(link.replace("token=", "token=x")).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(alice.get(&format!("{V3}/pushers")).await.assert_ok()["pushers"].as_array().unwrap().len(), 1);
+    let page = anonymous.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("alice@example.org"));
+    assert_eq!(alice.get(&format!("{V3}/pushers")).await.assert_ok()["pushers"], json!([]));
+}
+
+#[tokio::test]
+async fn mentions_send_a_text_message_and_other_messages_do_not() {
+    let gateway = SmsGateway::start().await;
+    let (api_url, sid, token) =
+        (gateway.base_url.clone(), gateway.account_sid.clone(), gateway.auth_token.clone());
+    let server = TestServer::start_with(|c| {
+        c.storage.sync_writes = false;
+        c.sms.api_url = Some(api_url);
+        c.sms.account_sid = sid;
+        c.sms.auth_token = token;
+        c.sms.from = "+15550000001".into();
+    })
+    .await;
+    let (alice, bob, room) = pair(&server).await;
+    let pusher = json!({
+        "kind": "io.hearth.sms", "app_id": "io.hearth.sms", "pushkey": "+15551234567",
+        "app_display_name": "SMS", "device_display_name": "Phone", "lang": "en", "data": {},
+    });
+    alice.post(&format!("{V3}/pushers/set"), pusher.clone()).await.assert_ok();
+    let mut bad = pusher;
+    bad["pushkey"] = json!("not a number");
+    alice.post(&format!("{V3}/pushers/set"), bad).await.assert_error(400, "M_INVALID_PARAM");
+
+    send(&bob, &room, "p", json!({"msgtype": "m.text", "body": "plain"})).await;
+    let mention = json!({"msgtype": "m.text", "body": "Alice, call me", "m.mentions": {"user_ids": ["@alice:localhost"]}});
+    send(&bob, &room, "m", mention).await;
+    let mut sent = Vec::new();
+    for _ in 0..500 {
+        sent = gateway.sent();
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = if sent.is_empty() { sent } else { gateway.sent() };
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["To"], "+15551234567");
+    assert_eq!(sent[0]["From"], "+15550000001");
+    assert!(sent[0]["Body"].contains("mentioned you in Team: Alice, call me"), "{sent:?}");
 }

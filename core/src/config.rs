@@ -328,6 +328,65 @@ pub struct TrustedKeyServer {
     pub verify_keys: std::collections::BTreeMap<String, String>,
 }
 
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS at all: only for a relay on the same machine.
+    None,
+}
+
+/// `[email]`: notification e-mails (pushers of kind `email`). Off until `smtp_host` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
+    /// The sender, e.g. `Hearth <noreply@example.org>`.
+    pub from: String,
+    /// How long a notification waits unread before it is mailed: read within this time, it
+    /// sends nothing. Everything unread by then goes in one mail.
+    pub notif_delay_secs: u64,
+    /// The name mails give the service.
+    pub app_name: String,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            tls: SmtpTls::Starttls,
+            smtp_user: None,
+            smtp_password: None,
+            from: "Hearth <noreply@localhost>".to_owned(),
+            notif_delay_secs: 600,
+            app_name: "Hearth".to_owned(),
+        }
+    }
+}
+
+/// `[sms]`: text messages for highlights (pushers of kind `io.hearth.sms`), sent through an
+/// SMS gateway speaking Twilio's Messages API. Off until `api_url` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// The API's base URL, e.g. `https://api.twilio.com`.
+    pub api_url: Option<String>,
+    pub account_sid: String,
+    pub auth_token: String,
+    /// The sending number (E.164) or sender ID.
+    pub from: String,
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -344,6 +403,8 @@ pub struct HomeserverConfig {
     pub sso: SsoConfig,
     pub jwt: JwtConfig,
     pub trusted_key_servers: Vec<TrustedKeyServer>,
+    pub email: EmailConfig,
+    pub sms: SmsConfig,
 }
 
 impl HomeserverConfig {
@@ -367,6 +428,8 @@ impl HomeserverConfig {
             sso: SsoConfig::default(),
             jwt: JwtConfig::default(),
             trusted_key_servers: Vec::new(),
+            email: EmailConfig::default(),
+            sms: SmsConfig::default(),
         }
     }
 }

@@ -29,13 +29,20 @@ pub struct Backends {
     pub media: MediaBackends,
     /// `None`: federation is off.
     pub federation: Option<Arc<dyn crate::federation::Transport>>,
-    /// Outbound HTTP for identity providers.
+    /// Outbound HTTP for identity providers and push gateways.
     pub http: Arc<dyn HttpClient>,
+    /// `None`: notification e-mails are off.
+    pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
 }
 
 impl Default for Backends {
     fn default() -> Self {
-        Self { media: MediaBackends::default(), federation: None, http: crate::auth::http::no_http() }
+        Self {
+            media: MediaBackends::default(),
+            federation: None,
+            http: crate::auth::http::no_http(),
+            mailer: None,
+        }
     }
 }
 
@@ -66,8 +73,9 @@ pub struct Services {
     pub ticket_keys: crate::tickets::TicketKeys,
     pub federation: Arc<crate::federation::Federation>,
     pub media: Media,
-    /// Outbound HTTP (identity providers, push gateways).
+    /// Outbound HTTP (identity providers, push gateways, SMS gateways).
     pub http: Arc<dyn HttpClient>,
+    pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -184,6 +192,7 @@ impl Homeserver {
             federation,
             media,
             http,
+            mailer: backends.mailer,
         };
         Ok(Self { inner: Arc::new(services) })
     }

@@ -7,6 +7,8 @@
 //! `GET /notifications`. Unread counts are therefore a scan of what is still unread, and a
 //! notification is read exactly when its `PushActions` row is gone.
 
+mod channels;
+pub mod mail;
 pub mod pushers;
 pub mod rules;
 pub mod sender;
@@ -194,6 +196,29 @@ pub fn notifications(
         page.push(Notification { pos, record, read });
     }
     Ok((page, next))
+}
+
+/// How long `GET /notifications` remembers a notification (as Synapse: 30 days).
+pub const KEEP_NOTIFICATIONS_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+
+/// Deletes the notification list's entries older than `before` (ms since the epoch), in
+/// batches; returns how many went. Unread counts are not touched.
+pub fn prune_notifications(db: &Db, before: u64) -> Result<usize> {
+    const BATCH: usize = 1000;
+    let mut batch = Batch::new();
+    let mut pruned = 0;
+    for row in db.scan_prefix_all::<Notifications>()?.lenient() {
+        let (key, record) = row?;
+        if record.is_none_or(|r| r.ts < before) {
+            batch.delete::<Notifications>(&key);
+            pruned += 1;
+            if batch.len() >= BATCH {
+                db.write(std::mem::take(&mut batch))?;
+            }
+        }
+    }
+    db.write(batch)?;
+    Ok(pruned)
 }
 
 /// Deletes every unread notification of a user in a room, for a user who left it.

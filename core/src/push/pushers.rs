@@ -262,6 +262,9 @@ impl Homeserver {
 
     /// The pusher kinds beyond HTTP this server is configured to deliver.
     pub fn push_channels(&self) -> Channels {
-        Channels::default()
+        Channels {
+            email: self.mailer.is_some() && self.config.email.smtp_host.is_some(),
+            sms: self.config.sms.api_url.is_some(),
+        }
     }
 }

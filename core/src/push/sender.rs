@@ -23,7 +23,10 @@ use ruma::{
     push::{Action, PushFormat, Tweak},
 };
 
-use super::pushers::{self, StoredPusher};
+use super::{
+    channels::MailNext,
+    pushers::{self, StoredPusher},
+};
 use crate::{Homeserver, Result, users::blocking, util::now_ms};
 
 /// Notifications older than this are dropped rather than delivered late (a day).
@@ -32,13 +35,15 @@ pub const MAX_AGE_MS: u64 = 24 * 60 * 60 * 1000;
 const PER_ROUND: usize = 50;
 /// How long a gateway may take to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often notifications older than [`super::KEEP_NOTIFICATIONS_MS`] are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 type PusherKey = (OwnedUserId, String, String);
 
 /// What one delivery attempt came to.
-enum Outcome {
+pub(super) enum Outcome {
     /// Delivered, or given up on for good (the gateway refused it): the next one can go.
     Done,
     /// The gateway named the pushkey as rejected: the pusher is deleted.
@@ -65,6 +70,11 @@ impl Backoffs {
         entry.0 = Instant::now() + entry.1;
     }
 
+    /// Holds a pusher back until `at` without counting a failure (a mail not yet due).
+    fn wait_until(&mut self, key: PusherKey, at: Instant) {
+        self.pushers.insert(key, (at, FIRST_BACKOFF / 2));
+    }
+
     fn succeeded(&mut self, key: &PusherKey) {
         self.pushers.remove(key);
     }
@@ -81,7 +91,18 @@ impl Homeserver {
     pub async fn run_push_sender(&self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let mut backoffs = Backoffs::default();
+        let mut prune_at = Instant::now();
         loop {
+            if Instant::now() >= prune_at {
+                prune_at = Instant::now() + PRUNE_EVERY;
+                let db = self.db.clone();
+                let before = now_ms().saturating_sub(super::KEEP_NOTIFICATIONS_MS);
+                match blocking(move || super::prune_notifications(&db, before)).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "pruned old notifications"),
+                    Err(error) => tracing::warn!(%error, "pruning old notifications failed"),
+                }
+            }
             let more = match self.push_round(&mut backoffs).await {
                 Ok(more) => more,
                 Err(error) => {
@@ -122,6 +143,19 @@ impl Homeserver {
                 self.drop_queued(&key, items.iter().map(|(pos, _)| *pos).collect()).await?;
                 continue;
             };
+            if pusher.kind() == pushers::EMAIL_KIND {
+                let round = self.deliver_mail(&pusher, &items).await?;
+                self.drop_queued(&key, round.delivered).await?;
+                match round.next {
+                    MailNext::Idle => backoffs.succeeded(&key),
+                    MailNext::At(at) => backoffs.wait_until(key.clone(), at),
+                    MailNext::Retry(reason) => {
+                        tracing::info!(%user, %reason, "notification e-mail failed; will retry");
+                        backoffs.failed(key.clone());
+                    }
+                }
+                continue;
+            }
             for (pos, item) in items {
                 let Some(item) = item else {
                     tracing::warn!(%user, pos, "dropped a queued notification that does not decode");
@@ -164,16 +198,20 @@ impl Homeserver {
         .await
     }
 
-    /// Sends one notification through one pusher.
+    /// Whether a queued notification no longer needs sending: read meanwhile, or too old.
+    pub(super) fn settled(&self, pusher: &StoredPusher, pos: u64, item: &PushQueueItem) -> Result<bool> {
+        let key = (pusher.user_id.clone(), item.room_id.clone(), pos);
+        Ok(!self.db.contains::<PushActions>(&key)? || now_ms().saturating_sub(item.ts) > MAX_AGE_MS)
+    }
+
+    /// Sends one notification through one pusher (HTTP or SMS).
     async fn deliver(&self, pusher: &StoredPusher, pos: u64, item: &PushQueueItem) -> Result<Outcome> {
-        let user = &pusher.user_id;
-        let read = !self.db.contains::<PushActions>(&(user.clone(), item.room_id.clone(), pos))?;
-        if read || now_ms().saturating_sub(item.ts) > MAX_AGE_MS {
+        if self.settled(pusher, pos, item)? {
             return Ok(Outcome::Done);
         }
+        let user = &pusher.user_id;
         let PusherKind::Http(data) = &pusher.pusher.kind else {
-            // E-mail and SMS pushers are delivered by their own channels.
-            return Ok(Outcome::Done);
+            return self.deliver_sms(pusher, item).await;
         };
         let notification = self.gateway_notification(pusher, item)?;
         let body = serde_json::to_vec(&serde_json::json!({ "notification": notification }))
@@ -182,32 +220,43 @@ impl Homeserver {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
             .map_err(|e| crate::Error::internal(format!("push request: {e}")))?;
+        let response = match self.gateway_exchange(request, "push gateway", user).await {
+            Ok(response) => response,
+            Err(outcome) => return Ok(outcome),
+        };
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            rejected: Vec<String>,
+        }
+        let rejected =
+            serde_json::from_slice::<Answer>(response.body()).map(|a| a.rejected).unwrap_or_default();
+        Ok(if rejected.contains(&pusher.pusher.ids.pushkey) { Outcome::Rejected } else { Outcome::Done })
+    }
+
+    /// Sends a request to a gateway (push or SMS) and hands back a successful response. A
+    /// refusal of the request as such (4xx but 429) ends its delivery (logged): sending it
+    /// again would not help; anything else is retried later.
+    pub(super) async fn gateway_exchange(
+        &self,
+        request: http::Request<Vec<u8>>,
+        gateway: &str,
+        user: &UserId,
+    ) -> std::result::Result<http::Response<Vec<u8>>, Outcome> {
         let response = match tokio::time::timeout(REQUEST_TIMEOUT, self.http.send(request)).await {
-            Err(_) => return Ok(Outcome::Retry("the gateway did not answer in time".to_owned())),
-            Ok(Err(error)) => return Ok(Outcome::Retry(error.to_string())),
+            Err(_) => return Err(Outcome::Retry(format!("the {gateway} did not answer in time"))),
+            Ok(Err(error)) => return Err(Outcome::Retry(error.to_string())),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
         if status.is_success() {
-            #[derive(serde::Deserialize)]
-            struct Answer {
-                #[serde(default)]
-                rejected: Vec<String>,
-            }
-            let rejected =
-                serde_json::from_slice::<Answer>(response.body()).map(|a| a.rejected).unwrap_or_default();
-            return Ok(if rejected.contains(&pusher.pusher.ids.pushkey) {
-                Outcome::Rejected
-            } else {
-                Outcome::Done
-            });
+            return Ok(response);
         }
         if status.is_client_error() && status != http::StatusCode::TOO_MANY_REQUESTS {
-            // The gateway refuses this request as such: sending it again would not help.
-            tracing::info!(%status, %user, "push gateway refused a notification; dropped");
-            return Ok(Outcome::Done);
+            tracing::warn!(%status, %user, "the {gateway} refused a notification; dropped");
+            return Err(Outcome::Done);
         }
-        Ok(Outcome::Retry(format!("the gateway answered {status}")))
+        Err(Outcome::Retry(format!("the {gateway} answered {status}")))
     }
 
     /// The Push Gateway API's notification for one queued item.
@@ -241,10 +290,7 @@ impl Homeserver {
         let Some(event) = self.rooms.pdu(&item.event_id)? else { return Ok(notification) };
         notification.event_type = Some(event.kind.clone());
         notification.user_is_target = event.state_key.as_deref() == Some(pusher.user_id.as_str());
-        notification.sender_display_name = self
-            .rooms
-            .current_state_event(&item.room_id, "m.room.member", event.sender.as_str())?
-            .and_then(|member| member.content_str("displayname"));
+        notification.sender_display_name = self.display_name_in(&item.room_id, &event.sender)?;
         notification.sender = Some(event.sender.clone());
         let summary = self.rooms.summary(&item.room_id)?;
         notification.room_name = summary.name;
@@ -270,7 +316,7 @@ impl Homeserver {
 }
 
 /// Queued notifications of one pusher, by position; `None` for a row that does not decode.
-type Queued = Vec<(u64, Option<PushQueueItem>)>;
+pub(super) type Queued = Vec<(u64, Option<PushQueueItem>)>;
 
 /// Each pusher with queued notifications (leaving out those in `waiting`), with up to
 /// [`PER_ROUND`] of them in order.

@@ -107,3 +107,18 @@ async fn leaving_a_room_leaves_nothing_unread_in_it() {
     hs.rooms.leave(&room, &bob, None).await.unwrap();
     assert_eq!(counts(&hs, &bob, &room), c(0, 0));
 }
+
+#[tokio::test]
+async fn old_notifications_are_pruned_but_counts_stay() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
+    let room = room(&hs, &alice, &[(&bob, "Bob")]).await;
+    message(&hs, &room, &alice, json!({"msgtype": "m.text", "body": "one"})).await;
+    let (listed, _) = super::notifications(&hs.db, &bob, None, 10, false).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].read);
+    assert_eq!(super::prune_notifications(&hs.db, 0).unwrap(), 0, "nothing is that old");
+    assert_eq!(super::prune_notifications(&hs.db, u64::MAX).unwrap(), 1);
+    assert!(super::notifications(&hs.db, &bob, None, 10, false).unwrap().0.is_empty());
+    assert_eq!(counts(&hs, &bob, &room), c(1, 0));
+}

@@ -21,7 +21,7 @@ use std::{
 };
 
 use futures_util::{StreamExt, stream};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::{Api, median, ms, percentile};
@@ -39,6 +39,18 @@ pub struct Options {
     pub via: Option<String>,
     pub pid: Option<String>,
     pub remote_pid: Option<String>,
+}
+
+/// Turns every user's master push rule (`.m.rule.master`: nothing notifies) on or off.
+async fn set_master_rule(users: &[Api], enabled: bool) -> anyhow::Result<()> {
+    let path = "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled";
+    let done: Vec<anyhow::Result<Value>> = stream::iter(users)
+        .map(|u| async move { u.call(reqwest::Method::PUT, path, Some(json!({ "enabled": enabled }))).await })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    done.into_iter().collect::<anyhow::Result<Vec<Value>>>()?;
+    Ok(())
 }
 
 fn round2(v: f64) -> f64 {
@@ -116,6 +128,20 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
     }
     big.sort_by(f64::total_cmp);
     two.sort_by(f64::total_cmp);
+
+    // (2b) The same sends with every member's notifications off (the master rule on): the
+    // rules are still evaluated, but nothing notifies, so the difference is what the default
+    // rules' notifications for every member cost (counts, notification list).
+    eprintln!("big-room: phase: sends with notifications off");
+    set_master_rule(&users[1..], true).await?;
+    let mut muted = Vec::new();
+    for i in 0..SENDS {
+        let started = Instant::now();
+        owner.send(&room, &format!("muted{i}"), "latency").await?;
+        muted.push(ms(started.elapsed()));
+    }
+    muted.sort_by(f64::total_cmp);
+    set_master_rule(&users[1..], false).await?;
 
     // (3) Delivery to 1,000 long-polling members.
     let pollers = &users[1..=POLLERS];
@@ -256,6 +282,7 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
             "big_room": {"p50": round2(percentile(&big, 50.0)), "p99": round2(percentile(&big, 99.0))},
             "two_member_room": {"p50": round2(percentile(&two, 50.0)), "p99": round2(percentile(&two, 99.0))},
             "p99_ratio": round2(percentile(&big, 99.0) / percentile(&two, 99.0)),
+            "big_room_notifications_off": {"p50": round2(percentile(&muted, 50.0)), "p99": round2(percentile(&muted, 99.0))},
         },
         "delivery_to_1000_long_polls_ms": {
             "p50": round2(percentile(&delivery, 50.0)), "p99": round2(percentile(&delivery, 99.0)),
