@@ -41,6 +41,47 @@ pub struct Options {
     pub remote_pid: Option<String>,
 }
 
+/// One mention of `target` by `sender` in `room`, with `target`'s pusher at a stand-in push
+/// gateway.
+async fn mention_round(target: &Api, sender: &Api, room: &str) -> anyhow::Result<Value> {
+    let gateway = hearth_conformance_tests::push_gateway::PushGateway::start().await;
+    let pusher = json!({
+        "kind": "http", "app_id": "bench.app", "pushkey": "bench-key", "app_display_name": "Bench",
+        "device_display_name": "Bench", "lang": "en", "data": {"url": gateway.url},
+    });
+    target.call(reqwest::Method::POST, "/_matrix/client/v3/pushers/set", Some(pusher)).await?;
+    let (first, _) = target.timed_sync(None, 0, Some(LAZY)).await?;
+    let mut since = first["next_batch"].as_str().unwrap_or_default().to_owned();
+    let counts = |resp: &Value| resp["rooms"]["join"][room]["unread_notifications"].clone();
+    let started = Instant::now();
+    let content = json!({"msgtype": "m.text", "body": "ping", "m.mentions": {"user_ids": [target.user_id]}});
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/mention");
+    let sent = sender.call(reqwest::Method::PUT, &path, Some(content)).await?;
+    let event_id = sent["event_id"].as_str().unwrap_or_default().to_owned();
+    let received = gateway.wait_for(1, Duration::from_secs(10)).await;
+    let to_gateway_ms = (!received.is_empty()).then(|| round2(ms(started.elapsed())));
+    let mut highlight_with_event = None;
+    for _ in 0..20 {
+        let (resp, _) = target.timed_sync(Some(&since), 5000, Some(LAZY)).await?;
+        since = resp["next_batch"].as_str().unwrap_or_default().to_owned();
+        let events =
+            resp["rooms"]["join"][room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e["event_id"] == json!(event_id)) {
+            highlight_with_event = Some(counts(&resp)["highlight_count"].clone());
+            break;
+        }
+    }
+    let receipt = format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}");
+    target.call(reqwest::Method::POST, &receipt, Some(json!({}))).await?;
+    let (after, _) = target.timed_sync(Some(&since), 5000, Some(LAZY)).await?;
+    Ok(json!({
+        "to_push_gateway_ms": to_gateway_ms,
+        "gateway_counts": received.first().map(|n| n["counts"].clone()),
+        "highlight_count_in_the_sync_with_the_event": highlight_with_event,
+        "counts_after_read_receipt": counts(&after),
+    }))
+}
+
 /// Turns every user's master push rule (`.m.rule.master`: nothing notifies) on or off.
 async fn set_master_rule(users: &[Api], enabled: bool) -> anyhow::Result<()> {
     let path = "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled";
@@ -142,6 +183,11 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
     }
     muted.sort_by(f64::total_cmp);
     set_master_rule(&users[1..], false).await?;
+
+    // (2c) A mention of one member with a pusher: when the push gateway hears of it, whether
+    // the sync that brings the event already counts the highlight, and a read receipt clearing it.
+    eprintln!("big-room: phase: mention");
+    let mention = mention_round(&users[n - 1], owner, &room).await?;
 
     // (3) Delivery to 1,000 long-polling members.
     let pollers = &users[1..=POLLERS];
@@ -292,6 +338,7 @@ pub async fn run(http: &reqwest::Client, base: &str, run: &str, opts: Options) -
                             "all_members_bytes": full_bytes},
         "members_ms": round2(median(members)),
         "joined_members_ms": round2(median(joined_members)),
+        "mention": mention,
         "remote_join": remote,
         "server_rss_mib_after": rss,
     });

@@ -34,6 +34,7 @@ struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
+    user_id: String,
 }
 
 impl Api {
@@ -55,7 +56,8 @@ impl Api {
     }
 
     async fn register(http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<Self> {
-        let anon = Self { http: http.clone(), base: base.to_owned(), token: String::new() };
+        let anon =
+            Self { http: http.clone(), base: base.to_owned(), token: String::new(), user_id: String::new() };
         let body = json!({"username": name, "password": "bench-password", "inhibit_login": false});
         let resp = http.post(format!("{base}/_matrix/client/v3/register")).json(&body).send().await?;
         let challenge: Value = resp.json().await?;
@@ -67,6 +69,7 @@ impl Api {
             http: http.clone(),
             base: base.to_owned(),
             token: done["access_token"].as_str().context("no access_token")?.to_owned(),
+            user_id: done["user_id"].as_str().context("no user_id")?.to_owned(),
         })
     }
 
