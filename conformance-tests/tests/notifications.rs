@@ -364,3 +364,52 @@ async fn mentions_send_a_text_message_and_other_messages_do_not() {
     assert_eq!(sent[0]["From"], "+15550000001");
     assert!(sent[0]["Body"].contains("mentioned you in Team: Alice, call me"), "{sent:?}");
 }
+
+#[tokio::test]
+async fn events_from_another_server_notify_and_reach_the_gateway() {
+    let (a, b) = TestServer::federating_pair().await;
+    let gateway = PushGateway::start().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    alice.post(&format!("{V3}/pushers/set"), http_pusher(&gateway, "alice-phone")).await.assert_ok();
+    let room = alice.create_room(json!({"preset": "public_chat", "name": "Across"})).await;
+    let server_a = alice.user_id().split(':').nth(1).unwrap().to_owned();
+    bob.post(&format!("{V3}/join/{room}?via={server_a}"), json!({})).await.assert_ok();
+    let since = alice.since_now().await;
+
+    let content =
+        json!({"msgtype": "m.text", "body": "hi alice", "m.mentions": {"user_ids": [alice.user_id()]}});
+    let mention = send(&bob, &room, "m", content).await;
+    let synced = alice
+        .sync_until(Some(&since), "the remote mention", |s| {
+            s["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["event_id"] == json!(mention)))
+        })
+        .await;
+    assert_eq!(counts(&synced, &room), (1, 1), "{synced}");
+    let received = gateway.wait_for(1, Duration::from_secs(10)).await;
+    let last = received.last().unwrap();
+    assert_eq!(last["event_id"], json!(mention));
+    assert_eq!(last["sender"], json!(bob.user_id()));
+}
+
+#[tokio::test]
+async fn an_event_id_only_pusher_gets_no_content() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let gateway = PushGateway::start().await;
+    let (alice, bob, room) = pair(&server).await;
+    let mut pusher = http_pusher(&gateway, "private");
+    pusher["data"]["format"] = json!("event_id_only");
+    alice.post(&format!("{V3}/pushers/set"), pusher).await.assert_ok();
+    let event = send(&bob, &room, "s", json!({"msgtype": "m.text", "body": "secret"})).await;
+    let received = gateway.wait_for(1, Duration::from_secs(10)).await;
+    let only = &received[0];
+    assert_eq!(only["event_id"], json!(event));
+    assert_eq!(only["room_id"], json!(room));
+    assert_eq!(only["counts"]["unread"], json!(1));
+    for absent in ["content", "sender", "sender_display_name", "room_name", "type"] {
+        assert!(only.get(absent).is_none(), "{absent} in {only}");
+    }
+    assert_eq!(only["devices"][0]["data"]["format"], json!("event_id_only"));
+}
