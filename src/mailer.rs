@@ -10,7 +10,10 @@ use hearth_core::{
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
-    transport::smtp::authentication::Credentials,
+    transport::smtp::{
+        authentication::Credentials,
+        client::{Certificate, Tls, TlsParameters},
+    },
 };
 
 pub struct SmtpMailer {
@@ -22,14 +25,25 @@ impl SmtpMailer {
     /// The mailer `[email]` describes, or `None` when it names no SMTP server.
     pub fn from_config(config: &EmailConfig) -> anyhow::Result<Option<Self>> {
         let Some(host) = &config.smtp_host else { return Ok(None) };
-        let builder = match config.tls {
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                .with_context(|| format!("email.smtp_host {host:?}"))?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-                .with_context(|| format!("email.smtp_host {host:?}"))?,
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+        let params = || -> anyhow::Result<TlsParameters> {
+            let mut params = TlsParameters::builder(host.clone());
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path).with_context(|| format!("email.ca_file {}", path.display()))?;
+                let cert = Certificate::from_pem(&pem)
+                    .with_context(|| format!("email.ca_file {}", path.display()))?;
+                params = params.add_root_certificate(cert);
+            }
+            params.build_rustls().with_context(|| format!("email.smtp_host {host:?}"))
         };
-        let mut builder = builder.port(config.smtp_port).timeout(Some(std::time::Duration::from_secs(30)));
+        let tls = match config.tls {
+            SmtpTls::Starttls => Tls::Required(params()?),
+            SmtpTls::Tls => Tls::Wrapper(params()?),
+            SmtpTls::None => Tls::None,
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(config.smtp_port)
+            .tls(tls)
+            .timeout(Some(std::time::Duration::from_secs(30)));
         if let (Some(user), Some(password)) = (&config.smtp_user, &config.smtp_password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }

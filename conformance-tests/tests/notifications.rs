@@ -413,3 +413,35 @@ async fn an_event_id_only_pusher_gets_no_content() {
     }
     assert_eq!(only["devices"][0]["data"]["format"], json!("event_id_only"));
 }
+
+#[tokio::test]
+async fn mail_goes_over_starttls_and_over_tls_from_the_first_byte() {
+    use hearth_conformance_tests::smtp_sink::SinkTls;
+    use hearth_core::config::SmtpTls;
+    for (sink_tls, tls) in [(SinkTls::Starttls, SmtpTls::Starttls), (SinkTls::Implicit, SmtpTls::Tls)] {
+        let sink = SmtpSink::start_with(sink_tls).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("smtp.pem");
+        std::fs::write(&ca, &sink.cert_pem).unwrap();
+        let port = sink.port;
+        let server = TestServer::start_with(|c| {
+            c.storage.sync_writes = false;
+            c.email.smtp_host = Some("127.0.0.1".into());
+            c.email.smtp_port = port;
+            c.email.tls = tls;
+            c.email.ca_file = Some(ca.clone());
+            c.email.notif_delay_secs = 0;
+        })
+        .await;
+        let (alice, bob, room) = pair(&server).await;
+        let pusher = json!({
+            "kind": "email", "app_id": "m.email", "pushkey": "alice@example.org",
+            "app_display_name": "E-mail", "device_display_name": "alice@example.org", "lang": "en", "data": {},
+        });
+        alice.post(&format!("{V3}/pushers/set"), pusher).await.assert_ok();
+        send(&bob, &room, "t", json!({"msgtype": "m.text", "body": "over TLS"})).await;
+        let mails = sink.wait_for(1, Duration::from_secs(15)).await;
+        assert_eq!(mails.len(), 1, "{tls:?}: {mails:?}");
+        assert!(mails[0].data.contains("over TLS"), "{tls:?}: {}", mails[0].data);
+    }
+}

@@ -348,6 +348,9 @@ pub struct EmailConfig {
     pub smtp_host: Option<String>,
     pub smtp_port: u16,
     pub tls: SmtpTls,
+    /// A PEM certificate to trust for the SMTP server besides the usual roots (an internal CA,
+    /// or the server's own self-signed certificate).
+    pub ca_file: Option<std::path::PathBuf>,
     pub smtp_user: Option<String>,
     pub smtp_password: Option<String>,
     /// The sender, e.g. `Hearth <noreply@example.org>`.
@@ -365,6 +368,7 @@ impl Default for EmailConfig {
             smtp_host: None,
             smtp_port: 587,
             tls: SmtpTls::Starttls,
+            ca_file: None,
             smtp_user: None,
             smtp_password: None,
             from: "Hearth <noreply@localhost>".to_owned(),
