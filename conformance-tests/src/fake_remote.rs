@@ -83,18 +83,8 @@ impl FakeRemote {
                 (axum::http::StatusCode::NOT_FOUND, Json(json!({"errcode": "M_UNRECOGNIZED", "error": "no"})))
             });
 
-        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("a certificate");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.cert.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
-            )
-            .expect("the certificate");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let (tls, _) = crate::self_signed_tls(name);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };

@@ -169,18 +169,8 @@ impl SmtpSink {
     pub async fn start_with(tls: SinkTls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.cert.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
-            )
-            .expect("the certificate");
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (config, cert_pem) = crate::self_signed_tls("127.0.0.1");
+        let acceptor = TlsAcceptor::from(config);
         let mails: Arc<Mutex<Vec<Received>>> = Arc::default();
         let kept = mails.clone();
         let task = tokio::spawn(async move {
@@ -188,7 +178,7 @@ impl SmtpSink {
                 tokio::spawn(connection(stream, kept.clone(), tls, acceptor.clone()));
             }
         });
-        Self { port, cert_pem: cert.cert.pem(), mails, task }
+        Self { port, cert_pem, mails, task }
     }
 
     pub fn mails(&self) -> Vec<Received> {

@@ -28,6 +28,13 @@ fn http_pusher(gateway: &PushGateway, pushkey: &str) -> Value {
     })
 }
 
+fn email_pusher() -> Value {
+    json!({
+        "kind": "email", "app_id": "m.email", "pushkey": "alice@example.org",
+        "app_display_name": "E-mail", "device_display_name": "alice@example.org", "lang": "en", "data": {},
+    })
+}
+
 async fn pair(server: &TestServer) -> (Client, Client, String) {
     let alice = Client::register(&server.base_url, "alice", "pw").await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
@@ -284,11 +291,7 @@ async fn unread_messages_are_mailed_after_the_delay_and_the_link_unsubscribes() 
     })
     .await;
     let (alice, bob, room) = pair(&server).await;
-    let pusher = json!({
-        "kind": "email", "app_id": "m.email", "pushkey": "alice@example.org",
-        "app_display_name": "E-mail", "device_display_name": "alice@example.org", "lang": "en", "data": {},
-    });
-    alice.post(&format!("{V3}/pushers/set"), pusher).await.assert_ok();
+    alice.post(&format!("{V3}/pushers/set"), email_pusher()).await.assert_ok();
 
     // Read within the delay: no mail.
     let read = send(&bob, &room, "r", json!({"msgtype": "m.text", "body": "read in time"})).await;
@@ -434,11 +437,7 @@ async fn mail_goes_over_starttls_and_over_tls_from_the_first_byte() {
         })
         .await;
         let (alice, bob, room) = pair(&server).await;
-        let pusher = json!({
-            "kind": "email", "app_id": "m.email", "pushkey": "alice@example.org",
-            "app_display_name": "E-mail", "device_display_name": "alice@example.org", "lang": "en", "data": {},
-        });
-        alice.post(&format!("{V3}/pushers/set"), pusher).await.assert_ok();
+        alice.post(&format!("{V3}/pushers/set"), email_pusher()).await.assert_ok();
         send(&bob, &room, "t", json!({"msgtype": "m.text", "body": "over TLS"})).await;
         let mails = sink.wait_for(1, Duration::from_secs(15)).await;
         assert_eq!(mails.len(), 1, "{tls:?}: {mails:?}");
