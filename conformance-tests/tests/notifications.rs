@@ -260,6 +260,7 @@ async fn bad_pushers_get_matrix_errors() {
         (with(&|b| b["app_id"] = json!("a".repeat(65))), "M_INVALID_PARAM"),
         (with(&|b| b["pushkey"] = json!("k".repeat(513))), "M_INVALID_PARAM"),
         (with(&|b| b["device_display_name"] = json!("d".repeat(600))), "M_INVALID_PARAM"),
+        (with(&|b| b["data"]["blob"] = json!("x".repeat(9000))), "M_INVALID_PARAM"),
     ];
     for (body, errcode) in cases {
         let reply = alice.post(&path, body.clone()).await;

@@ -18,6 +18,9 @@ const MAX_APP_ID_CHARS: usize = 64;
 const MAX_PUSHKEY_BYTES: usize = 512;
 /// Limits Hearth sets on the other text fields, which gateways and mails repeat.
 const MAX_FIELD_BYTES: usize = 512;
+/// The most a whole pusher may take as JSON: its `data` goes to the gateway with every
+/// notification.
+const MAX_PUSHER_BYTES: usize = 8192;
 
 /// The pusher kind of the SMS channel.
 pub const SMS_KIND: &str = "io.hearth.sms";
@@ -78,6 +81,10 @@ pub fn validate(pusher: &Pusher, channels: Channels) -> Result<()> {
     let fields = [&pusher.app_display_name, &pusher.device_display_name, &pusher.lang];
     if fields.into_iter().chain(pusher.profile_tag.as_ref()).any(|f| f.len() > MAX_FIELD_BYTES) {
         return Err(invalid(format!("pusher fields are limited to {MAX_FIELD_BYTES} bytes")));
+    }
+    let size = serde_json::to_vec(pusher).map_or(usize::MAX, |json| json.len());
+    if size > MAX_PUSHER_BYTES {
+        return Err(invalid(format!("a pusher is limited to {MAX_PUSHER_BYTES} bytes of JSON")));
     }
     match kind_of(pusher).as_str() {
         HTTP_KIND => {

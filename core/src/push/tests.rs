@@ -122,3 +122,31 @@ async fn old_notifications_are_pruned_but_counts_stay() {
     assert!(super::notifications(&hs.db, &bob, None, 10, false).unwrap().0.is_empty());
     assert_eq!(counts(&hs, &bob, &room), c(1, 0));
 }
+
+#[tokio::test]
+async fn pushers_go_with_their_device_and_all_go_with_the_account() {
+    use ruma::api::client::push::{Pusher, PusherIds, PusherInit, PusherKind};
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let new = NewAccount { localpart: Some("alice".into()), ..Default::default() };
+    let registered = hs.users.register(new).await.unwrap();
+    let (alice, device) = (registered.user_id, registered.login.unwrap().device_id);
+    // One pusher from the session's device, one with no device (as an admin tool might set).
+    for (pushkey, from) in [("phone", Some(&*device)), ("other", None)] {
+        let data = ruma::push::HttpPusherData::new("https://push.example.org/_matrix/push/v1/notify".into());
+        let pusher = Pusher::from(PusherInit {
+            ids: PusherIds::new(pushkey.into(), "org.example.app".into()),
+            kind: PusherKind::Http(data),
+            app_display_name: "App".into(),
+            device_display_name: pushkey.into(),
+            profile_tag: None,
+            lang: "en".into(),
+        });
+        hs.set_pusher(&alice, from, pusher, false).await.unwrap();
+    }
+    assert_eq!(hs.pushers(&alice).unwrap().len(), 2);
+    hs.users.delete_devices(&alice, std::slice::from_ref(&device)).await.unwrap();
+    let left: Vec<String> = hs.pushers(&alice).unwrap().into_iter().map(|p| p.ids.pushkey).collect();
+    assert_eq!(left, ["other"]);
+    hs.users.deactivate(&alice).await.unwrap();
+    assert!(hs.pushers(&alice).unwrap().is_empty());
+}
