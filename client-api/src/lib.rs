@@ -26,6 +26,7 @@ mod presence;
 mod profile;
 mod push;
 mod receipt;
+mod relations;
 mod response;
 mod room;
 mod routes;

@@ -15,7 +15,7 @@ use ruma::api::{IncomingRequest, Metadata, client as c, path_builder::PathBuilde
 use crate::{
     account, admin, backup, config, device, directory, discovery,
     extract::{AuthPolicy, BodyRequired, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
-    filter, keys, media, membership, message, misc, presence, profile, push, receipt,
+    filter, keys, media, membership, message, misc, presence, profile, push, receipt, relations,
     response::{ApiError, ApiResult, JsonAnswered, RumaResponse},
     room, session, space, sso, state, sync, ws,
 };
@@ -247,6 +247,15 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::room::get_event_by_timestamp::v1::Request, _, _>(message::get_event_by_timestamp, GUESTS)
         .ruma::<c::room::upgrade_room::v3::Request, _, _>(room::upgrade_room, NO_GUESTS)
         .ruma::<c::room::report_content::v3::Request, _, _>(room::report_content, NO_GUESTS)
+        .ruma::<c::relations::get_relating_events::v1::Request, _, _>(relations::get_relating_events, GUESTS)
+        .ruma::<c::relations::get_relating_events_with_rel_type::v1::Request, _, _>(
+            relations::get_relating_events_with_rel_type,
+            GUESTS,
+        )
+        .ruma::<c::relations::get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            relations::get_relating_events_with_rel_type_and_event_type,
+            GUESTS,
+        )
         .ruma::<c::typing::create_typing_event::v3::Request, _, _>(receipt::create_typing_event, GUESTS)
         .ruma::<c::receipt::create_receipt::v3::Request, _, _>(receipt::create_receipt, GUESTS)
         .ruma::<c::read_marker::set_read_marker::v3::Request, _, _>(receipt::set_read_marker, GUESTS)

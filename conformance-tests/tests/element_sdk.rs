@@ -36,10 +36,10 @@ fn element_startup_with_matrix_js_sdk() {
     assert!(stdout.contains("17 passed, 0 failed"), "{stdout}");
 }
 
-/// The room badges Element shows come from the server's counts: read through matrix-js-sdk
-/// after messages, a mention and a read receipt.
+/// The room and thread badges Element shows come from the server's counts: read through
+/// matrix-js-sdk after messages, a mention, a read receipt and a thread reply.
 #[test]
 fn unread_counts_with_matrix_js_sdk() {
     let stdout = run_js("unread_counts.mjs");
-    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
 }

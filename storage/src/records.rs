@@ -304,7 +304,16 @@ pub struct PushQueueItem {
     pub ts: u64,
 }
 
+/// An event that relates to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationRecord {
+    pub event_id: OwnedEventId,
+    pub rel_type: String,
+    pub event_type: String,
+}
+
 json_value!(
+    RelationRecord,
     PushActionRecord,
     NotificationRecord,
     PusherRecord,

@@ -9,8 +9,8 @@ use crate::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
         FallbackKeyRecord, MediaRecord, MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord,
         PduRecord, PushActionRecord, PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord,
-        RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
-        ThumbnailRecord, ToDeviceRecord,
+        RelationRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord,
+        StreamEntry, ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -166,6 +166,9 @@ tables! {
     /// Notifications waiting for a pusher, by user, app ID, pushkey and stream position: each
     /// pusher's own queue, deleted once delivered or with the pusher.
     PushQueue "push_queue": (OwnedUserId, String, String, u64) => PushQueueItem;
+    /// Events that relate to an event (`m.relates_to` with a `rel_type`), by the related-to
+    /// event and the relating event's stream position.
+    Relations "relations": (OwnedEventId, u64) => RelationRecord;
 }
 
 #[cfg(test)]

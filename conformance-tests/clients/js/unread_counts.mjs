@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // Unread counts as Element shows them, read through matrix-js-sdk (the SDK Element Web is built
-// on): a room's badge after messages, a mention's highlight, and a read receipt clearing both.
-// (Per-thread counts are checked over HTTP by the Rust tests: the SDK's thread view also needs
-// /relations, which Hearth does not serve yet.)
+// on): a room's badge after messages, a mention's highlight, a read receipt clearing both, and a
+// thread reply counted in its thread.
 //
 // Usage: node unread_counts.mjs --homeserver http://127.0.0.1:PORT
 // Prints "ok <step>" per step and "N passed, M failed"; exit status 0 when all passed.
@@ -106,6 +105,17 @@ const event = await until("event", () => !!room()?.findEventById(mention.event_i
 check("the mention reached the client", event);
 await alice.sendReadReceipt(room().findEventById(mention.event_id));
 check("a read receipt clears both", await until("0", () => total() === 0 && highlight() === 0), `total=${total()} highlight=${highlight()}`);
+
+const root = await bob.sendTextMessage(roomId, "thread root");
+await until("root", () => !!room()?.findEventById(root.event_id));
+await alice.sendReadReceipt(room().findEventById(root.event_id));
+await bob.sendMessage(roomId, {
+    msgtype: "m.text",
+    body: "in the thread",
+    "m.relates_to": { rel_type: "m.thread", event_id: root.event_id },
+});
+const inThread = () => room()?.getThreadUnreadNotificationCount(root.event_id, NotificationCountType.Total) ?? -1;
+check("a thread reply counts in its thread", await until("t1", () => inThread() === 1), `thread=${inThread()}`);
 
 alice.stopClient();
 bob.stopClient();

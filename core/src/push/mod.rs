@@ -70,19 +70,8 @@ impl UnreadCounts {
 
 /// The thread an event belongs to: the root named by an `m.thread` relation.
 pub fn thread_of(pdu: &Pdu) -> Option<OwnedEventId> {
-    #[derive(serde::Deserialize)]
-    struct Content {
-        #[serde(rename = "m.relates_to")]
-        relates_to: Option<Relation>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Relation {
-        rel_type: Option<String>,
-        event_id: Option<OwnedEventId>,
-    }
-    let content: Content = serde_json::from_str(pdu.content.get()).ok()?;
-    let relation = content.relates_to?;
-    (relation.rel_type.as_deref() == Some("m.thread")).then_some(relation.event_id).flatten()
+    let (root, rel_type) = crate::rooms::relations::content_relation(pdu.content.get())?;
+    (rel_type == "m.thread").then_some(root)
 }
 
 /// A user's unread notifications in a room, by thread, up to a stream position (a sync counts

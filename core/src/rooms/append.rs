@@ -329,6 +329,7 @@ impl Rooms {
         if &record.room_id != room_id || record.redacted_by.is_some() {
             return Ok(());
         }
+        super::relations::unindex(batch, &record);
         let object = parse_for_redaction(target, &record.json)?;
         let redacted = redact(object, &rules.redaction, None).map_err(Error::internal)?;
         record.json = to_json_string(&redacted)?;

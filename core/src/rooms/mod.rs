@@ -17,6 +17,7 @@ mod membership;
 mod notify;
 mod outside;
 mod power;
+pub mod relations;
 pub mod remote;
 pub mod state;
 mod timeline;
@@ -114,6 +115,7 @@ fn put_timeline_event(
     let pos = record.stream_pos.ok_or_else(|| Error::internal("a timeline event needs a position"))?;
     let (room_id, event_id) = (record.room_id.clone(), event_id.to_owned());
     batch.put::<Pdus>(&event_id, record)?;
+    relations::index(batch, &event_id, record)?;
     batch.put::<hearth_storage::schema::RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
     batch.put::<hearth_storage::schema::StreamLog>(
         &pos,

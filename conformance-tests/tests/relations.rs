@@ -1,0 +1,107 @@
+//! `/relations`: thread replies, reactions and edits of an event, filtered by relation and
+//! event type, paged both ways, recursive, without what was redacted or what the requester
+//! may not see.
+
+// Helpers in this file are test code too.
+#![allow(clippy::unwrap_used)]
+
+use hearth_conformance_tests::{Client, TestServer};
+use serde_json::{Value, json};
+
+const V1: &str = "/_matrix/client/v1";
+const V3: &str = "/_matrix/client/v3";
+
+async fn send(client: &Client, room: &str, kind: &str, txn: &str, content: Value) -> String {
+    let reply = client.put(&format!("{V3}/rooms/{room}/send/{kind}/{txn}"), content).await;
+    reply.assert_ok()["event_id"].as_str().unwrap().to_owned()
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["chunk"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn relations_filter_page_recurse_and_forget_redacted_events() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let room = alice
+        .create_room(json!({"preset": "private_chat", "invite": ["@bob:localhost"],
+            "initial_state": [{"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}]}))
+        .await;
+    bob.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
+    let root =
+        send(&alice, &room, "m.room.message", "root", json!({"msgtype": "m.text", "body": "root"})).await;
+    let thread = |body: &str| json!({"msgtype": "m.text", "body": body, "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        replies
+            .push(send(&bob, &room, "m.room.message", &format!("t{i}"), thread(&format!("reply {i}"))).await);
+    }
+    let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}});
+    let react = send(&bob, &room, "m.reaction", "r", reaction).await;
+    let edit = json!({"msgtype": "m.text", "body": "* root!", "m.new_content": {"msgtype": "m.text", "body": "root!"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": root}});
+    let edited = send(&alice, &room, "m.room.message", "e", edit).await;
+    // A reaction to a thread reply: a relation of a relation.
+    let nested = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": replies[0], "key": "🎉"}});
+    let deep = send(&alice, &room, "m.reaction", "d", nested).await;
+    // A plain reply is no relation (`m.in_reply_to` has no rel_type).
+    let reply =
+        json!({"msgtype": "m.text", "body": "re", "m.relates_to": {"m.in_reply_to": {"event_id": root}}});
+    send(&bob, &room, "m.room.message", "p", reply).await;
+
+    let all = bob.get(&format!("{V1}/rooms/{room}/relations/{root}")).await;
+    let expected: Vec<String> =
+        [edited.clone(), react.clone(), replies[2].clone(), replies[1].clone(), replies[0].clone()].into();
+    assert_eq!(ids(all.assert_ok()), expected, "newest first");
+    assert!(all.body.get("next_batch").is_none());
+
+    let threads = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.thread?limit=2")).await;
+    assert_eq!(ids(threads.assert_ok()), [replies[2].clone(), replies[1].clone()]);
+    let next = threads.body["next_batch"].as_str().unwrap().to_owned();
+    let rest = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.thread?limit=2&from={next}")).await;
+    assert_eq!(ids(rest.assert_ok()), [replies[0].clone()]);
+    assert!(rest.body.get("next_batch").is_none(), "{}", rest.body);
+    let forward = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.thread?dir=f")).await;
+    assert_eq!(ids(forward.assert_ok()), replies);
+
+    let reactions = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.annotation/m.reaction")).await;
+    assert_eq!(ids(reactions.assert_ok()), std::slice::from_ref(&react));
+    let none = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.annotation/m.room.message")).await;
+    assert_eq!(ids(none.assert_ok()), Vec::<String>::new());
+
+    let recursive = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.annotation?recurse=true")).await;
+    assert_eq!(ids(recursive.assert_ok()), [deep.clone(), react.clone()]);
+    assert_eq!(recursive.body["recursion_depth"], json!(3));
+
+    // A redacted relation is no longer one.
+    bob.put(&format!("{V3}/rooms/{room}/redact/{}/x", replies[1]), json!({})).await.assert_ok();
+    let threads = bob.get(&format!("{V1}/rooms/{room}/relations/{root}/m.thread")).await;
+    assert_eq!(ids(threads.assert_ok()), [replies[2].clone(), replies[0].clone()]);
+
+    // Someone who may not read the room is refused, as by /messages; bad tokens are Matrix errors.
+    carol.get(&format!("{V1}/rooms/{room}/relations/{root}")).await.assert_error(403, "M_FORBIDDEN");
+    bob.get(&format!("{V1}/rooms/{room}/relations/{root}?from=nonsense"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn relations_from_another_server_are_indexed() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    let server_a = alice.user_id().split(':').nth(1).unwrap().to_owned();
+    bob.post(&format!("{V3}/join/{room}?via={server_a}"), json!({})).await.assert_ok();
+    let root =
+        send(&alice, &room, "m.room.message", "root", json!({"msgtype": "m.text", "body": "root"})).await;
+    bob.wait_for_bodies(&room, &["root"]).await;
+    let content = json!({"msgtype": "m.text", "body": "from b", "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let reply = send(&bob, &room, "m.room.message", "t", content).await;
+    alice.wait_for_bodies(&room, &["from b"]).await;
+    let threads = alice.get(&format!("{V1}/rooms/{room}/relations/{root}/m.thread")).await;
+    assert_eq!(ids(threads.assert_ok()), [reply]);
+}
