@@ -3,8 +3,11 @@
 use hearth_core::{Error, Homeserver, users::Session};
 use ruma::{
     UserId,
-    api::client::config::{
-        get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
+    api::client::{
+        config::{
+            get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
+        },
+        tag::{create_tag, delete_tag, get_tags},
     },
     serde::Raw,
 };
@@ -75,4 +78,38 @@ pub async fn set_room_account_data(
     let content = from_raw(&b.data)?;
     hs.account_data.set_room(&b.user_id, &b.room_id, &b.event_type.to_string(), content).await?;
     Ok(set_room_account_data::v3::Response::new())
+}
+
+/// `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
+pub async fn get_tags(hs: Homeserver, req: Ruma<get_tags::v3::Request>) -> ApiResult<get_tags::v3::Response> {
+    check_self(req.session()?, &req.body.user_id)?;
+    let tags = hs.account_data.tags(&req.body.user_id, &req.body.room_id)?;
+    // Stored tags were validated on the way in; one that no longer parses is left out.
+    let tags = tags
+        .into_iter()
+        .filter_map(|(name, info)| Some((name.into(), serde_json::from_value(info).ok()?)))
+        .collect();
+    Ok(get_tags::v3::Response::new(tags))
+}
+
+/// `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn create_tag(
+    hs: Homeserver,
+    req: Ruma<create_tag::v3::Request>,
+) -> ApiResult<create_tag::v3::Response> {
+    check_self(req.session()?, &req.body.user_id)?;
+    let b = req.body;
+    let info = serde_json::to_value(&b.tag_info).map_err(Error::internal)?;
+    hs.account_data.set_tag(&b.user_id, &b.room_id, &b.tag, info).await?;
+    Ok(create_tag::v3::Response::new())
+}
+
+/// `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn delete_tag(
+    hs: Homeserver,
+    req: Ruma<delete_tag::v3::Request>,
+) -> ApiResult<delete_tag::v3::Response> {
+    check_self(req.session()?, &req.body.user_id)?;
+    hs.account_data.delete_tag(&req.body.user_id, &req.body.room_id, &req.body.tag).await?;
+    Ok(delete_tag::v3::Response::new())
 }

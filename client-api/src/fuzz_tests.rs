@@ -45,6 +45,8 @@ const TEMPLATES: &[&str] = &[
     "/_matrix/client/v3/rooms/{}/joined_members",
     "/_matrix/client/v3/rooms/{}/context/{}",
     "/_matrix/client/v1/rooms/{}/relations/{}",
+    "/_matrix/client/v3/user/{}/rooms/{}/tags",
+    "/_matrix/client/v3/user/{}/rooms/{}/tags/{}",
     "/_matrix/client/v1/rooms/{}/relations/{}/{}",
     "/_matrix/client/v1/rooms/{}/relations/{}/{}/{}",
     "/_matrix/client/v3/rooms/{}/event/{}",

@@ -200,6 +200,9 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
             config::set_room_account_data,
             GUESTS,
         )
+        .ruma::<c::tag::get_tags::v3::Request, _, _>(config::get_tags, GUESTS)
+        .ruma::<c::tag::create_tag::v3::Request, _, _>(config::create_tag, GUESTS)
+        .ruma::<c::tag::delete_tag::v3::Request, _, _>(config::delete_tag, GUESTS)
         .ruma::<c::filter::create_filter::v3::Request, _, _>(filter::create_filter, GUESTS)
         .ruma::<c::filter::get_filter::v3::Request, _, _>(filter::get_filter, GUESTS)
         // Rooms

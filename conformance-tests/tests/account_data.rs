@@ -1,4 +1,7 @@
-//! Account data (global and per room) and filters.
+//! Account data (global and per room), room tags and filters.
+
+// Helpers in this file are test code too.
+#![allow(clippy::unwrap_used)]
 
 use hearth_conformance_tests::{Client, TestServer};
 use serde_json::json;
@@ -57,4 +60,39 @@ async fn filters() {
         )
         .await
         .assert_error(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn room_tags_are_set_listed_synced_and_removed() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "private_chat"})).await;
+    let tags = format!("/_matrix/client/v3/user/@alice:localhost/rooms/{room}/tags");
+    let since = alice.since_now().await;
+    alice.put(&format!("{tags}/m.favourite"), json!({"order": 0.25})).await.assert_ok();
+    alice.put(&format!("{tags}/u.work"), json!({})).await.assert_ok();
+    let listed = alice.get(&tags).await;
+    assert_eq!(listed.assert_ok()["tags"], json!({"m.favourite": {"order": 0.25}, "u.work": {}}));
+
+    // Delivered as m.tag room account data.
+    let synced = alice
+        .sync_until(Some(&since), "m.tag", |s| {
+            s["rooms"]["join"][&room]["account_data"]["events"].as_array().is_some_and(|events| {
+                events.iter().any(|e| e["type"] == "m.tag" && e["content"]["tags"]["u.work"].is_object())
+            })
+        })
+        .await;
+    let events = synced["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap().clone();
+    let tag_event = events.iter().find(|e| e["type"] == "m.tag").unwrap();
+    assert_eq!(tag_event["content"]["tags"]["m.favourite"], json!({"order": 0.25}));
+
+    alice.request(reqwest::Method::DELETE, &format!("{tags}/u.work"), None).await.assert_ok();
+    alice.request(reqwest::Method::DELETE, &format!("{tags}/never.set"), None).await.assert_ok();
+    assert_eq!(alice.get(&tags).await.assert_ok()["tags"], json!({"m.favourite": {"order": 0.25}}));
+
+    // Only one's own tags; names have a length.
+    bob.get(&tags).await.assert_error(403, "M_FORBIDDEN");
+    bob.put(&format!("{tags}/x"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+    alice.put(&format!("{tags}/{}", "t".repeat(256)), json!({})).await.assert_error(400, "M_INVALID_PARAM");
 }

@@ -19,6 +19,11 @@ use crate::{
 /// Event types the server maintains itself; clients change them through their own endpoints.
 const SERVER_MANAGED: &[&str] = &["m.fully_read", "m.push_rules"];
 
+/// The room account data type tags live in.
+const TAGS: &str = "m.tag";
+/// The longest tag name (as Synapse and the spec's grammar for identifiers suggest).
+const MAX_TAG_BYTES: usize = 255;
+
 /// Account data events are capped like other events.
 const MAX_CONTENT_BYTES: usize = 65_536;
 
@@ -27,6 +32,8 @@ pub struct AccountData {
     db: Db,
     streams: Arc<Streams>,
     push_rules: RulesCache,
+    /// Serializes tag edits, each a read-modify-write of `m.tag`, so that two at once both land.
+    tag_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for AccountData {
@@ -54,7 +61,7 @@ fn check_content(event_type: &str, content: &serde_json::Value) -> Result<()> {
 
 impl AccountData {
     pub fn new(db: Db, streams: Arc<Streams>, push_rules: RulesCache) -> Self {
-        Self { db, streams, push_rules }
+        Self { db, streams, push_rules, tag_lock: Arc::default() }
     }
 
     /// Writes one account data event at a new stream position and wakes the user's syncs.
@@ -139,6 +146,47 @@ impl AccountData {
         content: serde_json::Value,
     ) -> Result<()> {
         self.write(user, Some(room), event_type, content).await
+    }
+
+    /// A user's tags on a room (`m.tag` room account data): tag name → tag info. Content that
+    /// does not have the shape shows no tags rather than failing.
+    pub fn tags(&self, user: &UserId, room: &RoomId) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let content = self.room(user, room, TAGS)?;
+        Ok(match content.as_ref().and_then(|c| c.get("tags")) {
+            Some(serde_json::Value::Object(tags)) => tags.clone(),
+            _ => serde_json::Map::new(),
+        })
+    }
+
+    /// Adds or replaces one tag (`info`: `{"order": ...}` or `{}`).
+    pub async fn set_tag(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        tag: &str,
+        info: serde_json::Value,
+    ) -> Result<()> {
+        if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
+            return Err(Error::invalid_param(format!("A tag is 1 to {MAX_TAG_BYTES} bytes")));
+        }
+        let _guard = self.tag_lock.lock().await;
+        let mut tags = self.tags(user, room)?;
+        tags.insert(tag.to_owned(), info);
+        let content = serde_json::json!({ "tags": tags });
+        if serde_json::to_vec(&content).map_or(usize::MAX, |b| b.len()) > MAX_CONTENT_BYTES {
+            return Err(Error::too_large("Too many tags on this room"));
+        }
+        self.write(user, Some(room), TAGS, content).await
+    }
+
+    /// Removes one tag; removing one that is not there is not an error.
+    pub async fn delete_tag(&self, user: &UserId, room: &RoomId, tag: &str) -> Result<()> {
+        let _guard = self.tag_lock.lock().await;
+        let mut tags = self.tags(user, room)?;
+        if tags.remove(tag).is_none() {
+            return Ok(());
+        }
+        self.write(user, Some(room), TAGS, serde_json::json!({ "tags": tags })).await
     }
 
     /// The user's push rules: the stored set, or the spec's defaults for a user who never
