@@ -1,10 +1,12 @@
 //! Registration and account management.
 
-use hearth_core::{Error, Homeserver, users::NewAccount};
+use hearth_core::{Error, ErrorCode, Homeserver, users::NewAccount};
 use ruma::api::client::{
     account::{
-        ThirdPartyIdRemovalStatus, change_password, check_registration_token_validity, deactivate,
-        get_username_availability, register, register::RegistrationKind, whoami,
+        ThirdPartyIdRemovalStatus, add_3pid, change_password, check_registration_token_validity, deactivate,
+        delete_3pid, get_3pids, get_username_availability, register, register::RegistrationKind,
+        request_3pid_management_token_via_email, request_3pid_management_token_via_msisdn,
+        request_openid_token, whoami,
     },
     uiaa::AuthType,
 };
@@ -136,4 +138,78 @@ pub async fn deactivate(
     hs.users.deactivate(&session.user_id).await?;
     // No identity server binding is ever made, so there is nothing to unbind.
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+}
+
+/// `POST /_matrix/client/v3/user/{userId}/openid/request_token`: a token that lets a third
+/// party learn who the user is (through the federation API's `openid/userinfo`), nothing more.
+pub async fn request_openid_token(
+    hs: Homeserver,
+    req: Ruma<request_openid_token::v3::Request>,
+) -> ApiResult<request_openid_token::v3::Response> {
+    let session = req.session()?;
+    if session.user_id != req.body.user_id {
+        return Err(Error::forbidden("Cannot request an OpenID token for another user").into());
+    }
+    let token = hs.users.issue_openid_token(&session.user_id).await?;
+    Ok(request_openid_token::v3::Response::new(
+        token,
+        ruma::authentication::TokenType::Bearer,
+        hs.server_name().to_owned(),
+        hearth_core::users::OPENID_TOKEN_TTL,
+    ))
+}
+
+/// Hearth keeps no e-mail addresses or phone numbers on accounts (notification e-mails go to
+/// the address an e-mail pusher names): there is nothing to list, and no address can be
+/// verified for adding, which clients learn from MSC4178's errcode, as from Synapse without
+/// an e-mail configuration.
+fn no_threepids() -> Error {
+    Error::new(
+        ErrorCode::ThreepidMediumNotSupported,
+        "Adding third-party identifiers is not supported on this server",
+    )
+}
+
+/// `GET /_matrix/client/v3/account/3pid`
+pub async fn get_3pids(
+    _hs: Homeserver,
+    req: Ruma<get_3pids::v3::Request>,
+) -> ApiResult<get_3pids::v3::Response> {
+    req.session()?;
+    Ok(get_3pids::v3::Response::new(Vec::new()))
+}
+
+/// `POST /_matrix/client/v3/account/3pid/email/requestToken`
+pub async fn request_3pid_management_token_via_email(
+    _hs: Homeserver,
+    _req: Ruma<request_3pid_management_token_via_email::v3::Request>,
+) -> ApiResult<request_3pid_management_token_via_email::v3::Response> {
+    Err(no_threepids().into())
+}
+
+/// `POST /_matrix/client/v3/account/3pid/msisdn/requestToken`
+pub async fn request_3pid_management_token_via_msisdn(
+    _hs: Homeserver,
+    _req: Ruma<request_3pid_management_token_via_msisdn::v3::Request>,
+) -> ApiResult<request_3pid_management_token_via_msisdn::v3::Response> {
+    Err(no_threepids().into())
+}
+
+/// `POST /_matrix/client/v3/account/3pid/add`: no validation session can exist here.
+pub async fn add_3pid(
+    _hs: Homeserver,
+    req: Ruma<add_3pid::v3::Request>,
+) -> ApiResult<add_3pid::v3::Response> {
+    req.session()?;
+    Err(Error::new(ErrorCode::ThreepidAuthFailed, "No validated third-party identifier session matches")
+        .into())
+}
+
+/// `POST /_matrix/client/v3/account/3pid/delete`: the account has none, so none is left after.
+pub async fn delete_3pid(
+    _hs: Homeserver,
+    req: Ruma<delete_3pid::v3::Request>,
+) -> ApiResult<delete_3pid::v3::Response> {
+    req.session()?;
+    Ok(delete_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }

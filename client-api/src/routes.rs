@@ -200,6 +200,19 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
             config::set_room_account_data,
             GUESTS,
         )
+        .ruma::<c::account::request_openid_token::v3::Request, _, _>(account::request_openid_token, NO_GUESTS)
+        .ruma::<c::account::get_3pids::v3::Request, _, _>(account::get_3pids, GUESTS)
+        .ruma::<c::session::get_login_token::v1::Request, _, _>(session::get_login_token, NO_GUESTS)
+        .ruma::<c::account::request_3pid_management_token_via_email::v3::Request, _, _>(
+            account::request_3pid_management_token_via_email,
+            NO_GUESTS,
+        )
+        .ruma::<c::account::request_3pid_management_token_via_msisdn::v3::Request, _, _>(
+            account::request_3pid_management_token_via_msisdn,
+            NO_GUESTS,
+        )
+        .ruma::<c::account::add_3pid::v3::Request, _, _>(account::add_3pid, NO_GUESTS)
+        .ruma::<c::account::delete_3pid::v3::Request, _, _>(account::delete_3pid, NO_GUESTS)
         .ruma::<c::tag::get_tags::v3::Request, _, _>(config::get_tags, GUESTS)
         .ruma::<c::tag::create_tag::v3::Request, _, _>(config::create_tag, GUESTS)
         .ruma::<c::tag::delete_tag::v3::Request, _, _>(config::delete_tag, GUESTS)

@@ -175,3 +175,15 @@ pub async fn logout_all(
     hs.users.delete_devices(&session.user_id, &devices).await?;
     Ok(logout_all::v3::Response::new())
 }
+
+/// `POST /_matrix/client/v1/login/get_token`: signing in a new device from an existing session
+/// (MSC3882) is not offered (`m.get_login_token` is off in `/capabilities`), so it is refused
+/// rather than left unknown.
+pub async fn get_login_token(
+    _hs: Homeserver,
+    req: Ruma<ruma::api::client::session::get_login_token::v1::Request>,
+) -> ApiResult<ruma::api::client::session::get_login_token::v1::Response> {
+    req.session()?;
+    Err(Error::forbidden("Signing in with a token from an existing session is not enabled on this server")
+        .into())
+}

@@ -73,3 +73,38 @@ async fn deactivate_with_uia() {
     let profile = anon.get("/_matrix/client/v3/profile/@leaver:localhost").await;
     assert!(profile.assert_ok().get("displayname").is_none(), "{}", profile.body);
 }
+
+/// Third-party identifiers: none are kept, adding one is refused with MSC4178's errcode (what
+/// Synapse without e-mail says), and signing in from an existing session is refused, not
+/// unknown.
+#[tokio::test]
+async fn third_party_identifiers_and_login_tokens_answer_with_matrix_errors() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "threepid", "pw").await;
+    let listed = alice.get("/_matrix/client/v3/account/3pid").await;
+    assert!(listed.assert_ok()["threepids"].as_array().is_none_or(Vec::is_empty), "{}", listed.body);
+    let email = json!({"client_secret": "secret123", "email": "a@example.org", "send_attempt": 1});
+    alice
+        .post("/_matrix/client/v3/account/3pid/email/requestToken", email)
+        .await
+        .assert_error(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+    let msisdn = json!({"client_secret": "secret123", "country": "GB", "phone_number": "07700900000", "send_attempt": 1});
+    alice
+        .post("/_matrix/client/v3/account/3pid/msisdn/requestToken", msisdn)
+        .await
+        .assert_error(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+    let add = json!({"client_secret": "secret123", "sid": "nosuchsession"});
+    alice.post("/_matrix/client/v3/account/3pid/add", add).await.assert_error(400, "M_THREEPID_AUTH_FAILED");
+    let delete = alice
+        .post(
+            "/_matrix/client/v3/account/3pid/delete",
+            json!({"medium": "email", "address": "a@example.org"}),
+        )
+        .await;
+    assert_eq!(delete.assert_ok()["id_server_unbind_result"], "no-support");
+    alice.post("/_matrix/client/v1/login/get_token", json!({})).await.assert_error(403, "M_FORBIDDEN");
+    Client::new(&server.base_url)
+        .get("/_matrix/client/v3/account/3pid")
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+}

@@ -182,3 +182,31 @@ async fn without_federation_the_client_listener_does_not_answer_for_it() {
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNRECOGNIZED");
 }
+
+/// OpenID tokens for widgets and Element Call's media service: issued to the user through the
+/// client API, looked up by a third party through the federation API without a signature.
+#[tokio::test]
+async fn an_openid_token_tells_a_third_party_who_the_user_is() {
+    let (a, _b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&a.base_url, "bob", "pw").await;
+    let path = format!("{V3}/user/{}/openid/request_token", alice.user_id());
+    let issued = alice.post(&path, json!({})).await;
+    let issued = issued.assert_ok().clone();
+    assert_eq!(issued["token_type"], "Bearer");
+    assert_eq!(issued["matrix_server_name"], A);
+    assert_eq!(issued["expires_in"], 3600);
+    bob.post(&path, json!({})).await.assert_error(403, "M_FORBIDDEN");
+
+    let fed = a.config.listen.federation.unwrap();
+    let https = hearth_conformance_tests::insecure_https();
+    let token = issued["access_token"].as_str().unwrap();
+    let url = format!("https://{fed}/_matrix/federation/v1/openid/userinfo?access_token={token}");
+    let info: Value = https.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info, json!({"sub": alice.user_id()}));
+    let url = format!("https://{fed}/_matrix/federation/v1/openid/userinfo?access_token=hto_forged");
+    let refused = https.get(&url).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+}

@@ -57,6 +57,10 @@ pub enum ErrorCode {
     NotYetUploaded,
     /// An asynchronous upload sent twice.
     CannotOverwriteMedia,
+    /// A third-party identifier (e-mail, phone) this server cannot verify (MSC4178).
+    ThreepidMediumNotSupported,
+    /// No validated third-party identifier session matches.
+    ThreepidAuthFailed,
     /// A server this one fetched from (for a URL preview) failed or refused.
     Upstream,
     /// An identity provider (or another server Hearth had to ask) failed or answered nonsense.
@@ -112,6 +116,8 @@ impl ErrorCode {
             Self::RemoteUnavailable => (502, ErrorKind::Unknown),
             Self::NotYetUploaded => (504, ErrorKind::NotYetUploaded),
             Self::CannotOverwriteMedia => (409, ErrorKind::CannotOverwriteMedia),
+            Self::ThreepidMediumNotSupported => (400, ErrorKind::ThreepidMediumNotSupported),
+            Self::ThreepidAuthFailed => (400, ErrorKind::ThreepidAuthFailed),
             Self::Upstream => (502, ErrorKind::Unknown),
             Self::BadGateway => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),

@@ -1,9 +1,10 @@
-//! Lookups other servers make: profiles, room aliases, the public room directory and space
-//! hierarchies.
+//! Lookups other servers make: profiles, room aliases, the public room directory, space
+//! hierarchies, and whose an OpenID token is (asked by third parties, unsigned).
 
 use hearth_core::Homeserver;
 use ruma::api::federation::{
     directory::{get_public_rooms, get_public_rooms_filtered},
+    openid::get_openid_userinfo,
     query::{get_profile_information, get_room_information},
     space::get_hierarchy,
 };
@@ -68,4 +69,14 @@ pub async fn get_hierarchy(
 ) -> FedResult<get_hierarchy::v1::Response> {
     let origin = req.origin()?;
     Ok(hs.hierarchy_for_server(origin, &req.body.room_id, req.body.suggested_only)?)
+}
+
+/// `GET /_matrix/federation/v1/openid/userinfo`: whose an OpenID token is. Asked by whoever
+/// the user gave the token to, so it carries no server signature.
+pub async fn get_openid_userinfo(
+    hs: Homeserver,
+    req: Fed<get_openid_userinfo::v1::Request>,
+) -> FedResult<get_openid_userinfo::v1::Response> {
+    let user = hs.users.openid_user(&req.body.access_token).await?;
+    Ok(get_openid_userinfo::v1::Response::new(user))
 }

@@ -230,6 +230,9 @@ pub fn router(hs: Homeserver) -> Router {
         .fed::<get_room_information::v1::Request, _, _>(crate::query::get_room_information)
         .fed::<ruma::api::federation::space::get_hierarchy::v1::Request, _, _>(crate::query::get_hierarchy)
         .fed::<get_public_rooms::v1::Request, _, _>(crate::query::get_public_rooms)
+        .fed::<ruma::api::federation::openid::get_openid_userinfo::v1::Request, _, _>(
+            crate::query::get_openid_userinfo,
+        )
         .fed::<get_public_rooms_filtered::v1::Request, _, _>(crate::query::get_public_rooms_filtered)
         .fallback(|| async { FedError(Error::new(ErrorCode::Unrecognized, "Unrecognized request")) })
         .method_not_allowed_fallback(|| async {

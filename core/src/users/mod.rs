@@ -5,6 +5,7 @@ mod admin_register;
 mod devices;
 mod links;
 mod login_tokens;
+mod openid;
 pub mod password;
 mod profile;
 mod tokens;
@@ -23,6 +24,7 @@ pub use self::{
     devices::{Device, NewSession},
     links::{SsoAccount, sanitize_localpart},
     login_tokens::LOGIN_TOKEN_TTL,
+    openid::OPENID_TOKEN_TTL,
 };
 use crate::ephemeral::EphemeralStore;
 
