@@ -45,6 +45,7 @@ const TEMPLATES: &[&str] = &[
     "/_matrix/client/v3/rooms/{}/joined_members",
     "/_matrix/client/v3/rooms/{}/context/{}",
     "/_matrix/client/v1/rooms/{}/relations/{}",
+    "/_matrix/client/v1/rooms/{}/threads",
     "/_matrix/client/v3/user/{}/rooms/{}/tags",
     "/_matrix/client/v3/user/{}/openid/request_token",
     "/_matrix/client/v3/account/3pid",

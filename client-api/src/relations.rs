@@ -1,5 +1,5 @@
 //! `/relations`: the events that relate to an event (thread replies, edits, reactions,
-//! references), with what the requester may see.
+//! references), with what the requester may see; and `/threads`, a room's threads.
 
 use hearth_core::{
     Error, Homeserver,
@@ -12,9 +12,12 @@ use ruma::{
     EventId, OwnedRoomId, UInt, UserId,
     api::{
         Direction,
-        client::relations::{
-            get_relating_events, get_relating_events_with_rel_type,
-            get_relating_events_with_rel_type_and_event_type,
+        client::{
+            relations::{
+                get_relating_events, get_relating_events_with_rel_type,
+                get_relating_events_with_rel_type_and_event_type,
+            },
+            threads::get_threads::{self, v1::IncludeThreads},
         },
     },
     events::AnyMessageLikeEvent,
@@ -136,4 +139,36 @@ pub async fn get_relating_events_with_rel_type_and_event_type(
     let (rel_type, event_type) = (Some(req.body.rel_type.to_string()), Some(req.body.event_type.to_string()));
     let params = params!(req.body, rel_type, event_type);
     answer!(get_relating_events_with_rel_type_and_event_type, relations(&hs, &user, params)?)
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/threads`: threads by latest activity, each root with
+/// its thread summary (`unsigned.m.relations.m.thread`).
+pub async fn get_threads(
+    hs: Homeserver,
+    req: Ruma<get_threads::v1::Request>,
+) -> ApiResult<get_threads::v1::Response> {
+    let user = req.session()?.user_id.clone();
+    let b = req.body;
+    let limit = usize::try_from(b.limit.map_or(DEFAULT_LIMIT, u64::from).clamp(1, MAX_LIMIT)).unwrap_or(50);
+    let participated = matches!(b.include, IncludeThreads::Participated);
+    let (threads, next) =
+        hs.rooms.threads(&b.room_id, &user, position(b.from.as_deref())?, limit, participated)?;
+    let mut chunk = Vec::with_capacity(threads.len());
+    for thread in threads {
+        let (pdu, record) = &thread.root;
+        let mut root = hs.rooms.client_event(&pdu.event_id, record, &user, None)?;
+        let latest = match &thread.latest {
+            Some((pdu, record)) => Some(hs.rooms.client_event(&pdu.event_id, record, &user, None)?),
+            None => None,
+        };
+        root["unsigned"]["m.relations"]["m.thread"] = serde_json::json!({
+            "latest_event": latest,
+            "count": thread.count,
+            "current_user_participated": thread.viewer_participated,
+        });
+        chunk.push(raw(&root)?);
+    }
+    let mut response = get_threads::v1::Response::new(chunk);
+    response.next_batch = next.map(|pos| format!("r{pos}"));
+    Ok(response)
 }

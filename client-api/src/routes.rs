@@ -264,6 +264,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::room::upgrade_room::v3::Request, _, _>(room::upgrade_room, NO_GUESTS)
         .ruma::<c::room::report_content::v3::Request, _, _>(room::report_content, NO_GUESTS)
         .ruma::<c::relations::get_relating_events::v1::Request, _, _>(relations::get_relating_events, GUESTS)
+        .ruma::<c::threads::get_threads::v1::Request, _, _>(relations::get_threads, GUESTS)
         .ruma::<c::relations::get_relating_events_with_rel_type::v1::Request, _, _>(
             relations::get_relating_events_with_rel_type,
             GUESTS,

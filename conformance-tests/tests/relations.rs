@@ -105,3 +105,42 @@ async fn relations_from_another_server_are_indexed() {
     let threads = alice.get(&format!("{V1}/rooms/{room}/relations/{root}/m.thread")).await;
     assert_eq!(ids(threads.assert_ok()), [reply]);
 }
+
+#[tokio::test]
+async fn threads_list_by_latest_activity_with_their_summaries() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    let in_thread = |root: &str, body: &str| json!({"msgtype": "m.text", "body": body, "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let first = send(&alice, &room, "m.room.message", "r1", text("first root")).await;
+    let second = send(&bob, &room, "m.room.message", "r2", text("second root")).await;
+    send(&alice, &room, "m.room.message", "a", in_thread(&second, "on second")).await;
+    send(&bob, &room, "m.room.message", "b", in_thread(&first, "on first")).await;
+    let latest = send(&bob, &room, "m.room.message", "c", in_thread(&first, "again on first")).await;
+    send(&alice, &room, "m.room.message", "plain", text("no thread")).await;
+
+    let all = alice.get(&format!("{V1}/rooms/{room}/threads")).await;
+    assert_eq!(ids(all.assert_ok()), [first.clone(), second.clone()], "newest activity first");
+    let summary = &all.body["chunk"][0]["unsigned"]["m.relations"]["m.thread"];
+    assert_eq!(summary["count"], json!(2));
+    assert_eq!(summary["latest_event"]["event_id"], json!(latest));
+    assert_eq!(summary["current_user_participated"], json!(true), "alice wrote the root");
+
+    // Bob took part in both; a newcomer in none.
+    let bobs = bob.get(&format!("{V1}/rooms/{room}/threads?include=participated")).await;
+    assert_eq!(ids(bobs.assert_ok()).len(), 2);
+    carol.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
+    let carols = carol.get(&format!("{V1}/rooms/{room}/threads?include=participated")).await;
+    assert_eq!(ids(carols.assert_ok()), Vec::<String>::new());
+
+    let page = alice.get(&format!("{V1}/rooms/{room}/threads?limit=1")).await;
+    assert_eq!(ids(page.assert_ok()), std::slice::from_ref(&first));
+    let next = page.body["next_batch"].as_str().unwrap().to_owned();
+    let rest = alice.get(&format!("{V1}/rooms/{room}/threads?limit=1&from={next}")).await;
+    assert_eq!(ids(rest.assert_ok()), std::slice::from_ref(&second));
+    assert!(rest.body.get("next_batch").is_none(), "{}", rest.body);
+}

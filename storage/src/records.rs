@@ -308,6 +308,7 @@ pub struct PushQueueItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelationRecord {
     pub event_id: OwnedEventId,
+    pub sender: OwnedUserId,
     pub rel_type: String,
     pub event_type: String,
 }

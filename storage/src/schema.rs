@@ -169,6 +169,10 @@ tables! {
     /// Events that relate to an event (`m.relates_to` with a `rel_type`), by the related-to
     /// event and the relating event's stream position.
     Relations "relations": (OwnedEventId, u64) => RelationRecord;
+    /// Each thread's latest activity (the stream position of its newest reply), by room and root.
+    ThreadRoots "thread_roots": (OwnedRoomId, OwnedEventId) => u64;
+    /// Threads by room and latest activity, newest last: what `/threads` pages through.
+    ThreadActivity "thread_activity": (OwnedRoomId, u64) => OwnedEventId;
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ fn timeline_record(room_id: &RoomId, json: String, pos: u64, state_group: u64) -
 
 /// Adds an event to `batch` at its timeline position: record, timeline slot, stream entry.
 fn put_timeline_event(
+    db: &Db,
     batch: &mut hearth_storage::Batch,
     event_id: &EventId,
     record: &PduRecord,
@@ -115,7 +116,7 @@ fn put_timeline_event(
     let pos = record.stream_pos.ok_or_else(|| Error::internal("a timeline event needs a position"))?;
     let (room_id, event_id) = (record.room_id.clone(), event_id.to_owned());
     batch.put::<Pdus>(&event_id, record)?;
-    relations::index(batch, &event_id, record)?;
+    relations::index(db, batch, &event_id, record)?;
     batch.put::<hearth_storage::schema::RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
     batch.put::<hearth_storage::schema::StreamLog>(
         &pos,

@@ -2,15 +2,20 @@
 //! references), indexed when an event takes its place in the timeline and served by
 //! `/relations`, with what the viewer may see.
 
+use std::ops::Bound;
+
 use hearth_storage::{
-    Batch,
+    Batch, Db, Direction,
     records::{PduRecord, RelationRecord},
-    schema::Relations,
+    schema::{Relations, ThreadActivity, ThreadRoots},
 };
-use ruma::{EventId, OwnedEventId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 
 use super::{PageDirection, Rooms};
 use crate::{Error, Result, events::Pdu};
+
+/// The relation type of thread replies.
+const THREAD: &str = "m.thread";
 
 /// How deep `recurse` follows relations of relations (as Synapse).
 pub const MAX_RECURSION_DEPTH: usize = 3;
@@ -34,29 +39,41 @@ pub fn content_relation(content: &str) -> Option<(OwnedEventId, String)> {
     Some((relation.event_id?, relation.rel_type.filter(|t| !t.is_empty())?))
 }
 
-/// The relation a stored event declares, and the event's type.
-fn relation_of(json: &str) -> Option<(OwnedEventId, String, String)> {
+/// The relation a stored event declares, the event's type and its sender.
+fn relation_of(json: &str) -> Option<(OwnedEventId, String, String, OwnedUserId)> {
     #[derive(serde::Deserialize)]
     struct Event {
         #[serde(rename = "type")]
         kind: String,
+        sender: OwnedUserId,
         content: Option<Box<serde_json::value::RawValue>>,
     }
     let event: Event = serde_json::from_str(json).ok()?;
     let (parent, rel_type) = content_relation(event.content?.get())?;
-    Some((parent, rel_type, event.kind))
+    Some((parent, rel_type, event.kind, event.sender))
 }
 
-/// Indexes the relation of an event that takes a timeline position, in its batch.
-pub(super) fn index(batch: &mut Batch, event_id: &EventId, record: &PduRecord) -> Result<()> {
-    let (Some(pos), Some((parent, rel_type, event_type))) = (record.stream_pos, relation_of(&record.json))
+/// Indexes the relation of an event that takes a timeline position, in its batch; a thread
+/// reply also moves its thread to the front of the room's threads. Writers of one room are
+/// serialized by its lock, so the thread's previous place read here is still current.
+pub(super) fn index(db: &Db, batch: &mut Batch, event_id: &EventId, record: &PduRecord) -> Result<()> {
+    let (Some(pos), Some((parent, rel_type, event_type, sender))) =
+        (record.stream_pos, relation_of(&record.json))
     else {
         return Ok(());
     };
     if parent == event_id {
         return Ok(());
     }
-    let relation = RelationRecord { event_id: event_id.to_owned(), rel_type, event_type };
+    if rel_type == THREAD {
+        let room = record.room_id.clone();
+        if let Some(previous) = db.get::<ThreadRoots>(&(room.clone(), parent.clone()))? {
+            batch.delete::<ThreadActivity>(&(room.clone(), previous));
+        }
+        batch.put::<ThreadRoots>(&(room.clone(), parent.clone()), &pos)?;
+        batch.put::<ThreadActivity>(&(room, pos), &parent)?;
+    }
+    let relation = RelationRecord { event_id: event_id.to_owned(), sender, rel_type, event_type };
     batch.put::<Relations>(&(parent, pos), &relation)?;
     Ok(())
 }
@@ -168,5 +185,70 @@ impl Rooms {
         // The token names the last event returned: the next page starts after it.
         let next = next.and(events.last().and_then(|(_, record): &(Pdu, PduRecord)| record.stream_pos));
         Ok(RelationsPage { events, next })
+    }
+}
+
+/// A thread as `/threads` shows it: its root, and the summary clients show under it.
+#[derive(Debug)]
+pub struct Thread {
+    pub root: (Pdu, PduRecord),
+    /// The newest reply the viewer may see.
+    pub latest: Option<(Pdu, PduRecord)>,
+    pub count: u64,
+    pub viewer_participated: bool,
+}
+
+impl Rooms {
+    /// A room's threads, most recently active first, from before `from` (a position of
+    /// activity), at most `limit`; only those the viewer took part in when `participated`.
+    /// Returns the threads and the position to continue from.
+    pub fn threads(
+        &self,
+        room_id: &RoomId,
+        viewer: &UserId,
+        from: Option<u64>,
+        limit: usize,
+        participated: bool,
+    ) -> Result<(Vec<Thread>, Option<u64>)> {
+        // Refuses those who may not read the room at all, as /messages does.
+        self.read_access(room_id, viewer)?;
+        let upper = (room_id.to_owned(), from.unwrap_or(u64::MAX));
+        let upper = if from.is_some() { Bound::Excluded(&upper) } else { Bound::Included(&upper) };
+        let lower = (room_id.to_owned(), 0);
+        let mut threads: Vec<(u64, Thread)> = Vec::new();
+        let mut more = false;
+        for row in
+            self.db().range::<ThreadActivity>(Bound::Included(&lower), upper, Direction::Backward)?.lenient()
+        {
+            let ((_, pos), Some(root)) = row? else { continue };
+            if threads.len() == limit {
+                more = true;
+                break;
+            }
+            let Some(root_event) = self.visible_event(room_id, &root, viewer)? else { continue };
+            let replies: Vec<RelationRecord> = self
+                .db()
+                .scan_prefix::<Relations, _>(&root)?
+                .lenient()
+                .filter_map(|row| row.ok().and_then(|(_, r)| r))
+                .filter(|r| r.rel_type == THREAD)
+                .collect();
+            let viewer_participated =
+                root_event.0.sender == viewer || replies.iter().any(|r| r.sender == viewer);
+            if participated && !viewer_participated {
+                continue;
+            }
+            let mut latest = None;
+            for reply in replies.iter().rev() {
+                if let Some(found) = self.visible_event(room_id, &reply.event_id, viewer)? {
+                    latest = Some(found);
+                    break;
+                }
+            }
+            let count = u64::try_from(replies.len()).unwrap_or(u64::MAX);
+            threads.push((pos, Thread { root: root_event, latest, count, viewer_participated }));
+        }
+        let next = if more { threads.last().map(|(pos, _)| *pos) } else { None };
+        Ok((threads.into_iter().map(|(_, t)| t).collect(), next))
     }
 }
