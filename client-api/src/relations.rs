@@ -151,24 +151,12 @@ pub async fn get_threads(
     let b = req.body;
     let limit = usize::try_from(b.limit.map_or(DEFAULT_LIMIT, u64::from).clamp(1, MAX_LIMIT)).unwrap_or(50);
     let participated = matches!(b.include, IncludeThreads::Participated);
-    let (threads, next) =
-        hs.rooms.threads(&b.room_id, &user, position(b.from.as_deref())?, limit, participated)?;
-    let mut chunk = Vec::with_capacity(threads.len());
-    for thread in threads {
-        let (pdu, record) = &thread.root;
-        let mut root = hs.rooms.client_event(&pdu.event_id, record, &user, None)?;
-        let latest = match &thread.latest {
-            Some((pdu, record)) => Some(hs.rooms.client_event(&pdu.event_id, record, &user, None)?),
-            None => None,
-        };
-        root["unsigned"]["m.relations"]["m.thread"] = serde_json::json!({
-            "latest_event": latest,
-            "count": thread.count,
-            "current_user_participated": thread.viewer_participated,
-        });
-        chunk.push(raw(&root)?);
+    let page = hs.rooms.threads(&b.room_id, &user, position(b.from.as_deref())?, limit, participated)?;
+    let mut chunk = Vec::with_capacity(page.events.len());
+    for (pdu, record) in &page.events {
+        chunk.push(raw(&hs.rooms.client_event(&pdu.event_id, record, &user, None)?)?);
     }
     let mut response = get_threads::v1::Response::new(chunk);
-    response.next_batch = next.map(|pos| format!("r{pos}"));
+    response.next_batch = page.next.map(|pos| format!("r{pos}"));
     Ok(response)
 }

@@ -88,8 +88,9 @@ async fn relations_filter_page_recurse_and_forget_redacted_events() {
         .assert_error(400, "M_INVALID_PARAM");
 }
 
-#[tokio::test]
-async fn relations_from_another_server_are_indexed() {
+/// Two federating servers, alice on the first in a public room, bob from the second joined,
+/// and a root message from alice that bob has seen.
+async fn federated_room() -> ((TestServer, TestServer), Client, Client, String, String) {
     let (a, b) = TestServer::federating_pair().await;
     let alice = Client::register(&a.base_url, "alice", "pw").await;
     let bob = Client::register(&b.base_url, "bob", "pw").await;
@@ -99,6 +100,12 @@ async fn relations_from_another_server_are_indexed() {
     let root =
         send(&alice, &room, "m.room.message", "root", json!({"msgtype": "m.text", "body": "root"})).await;
     bob.wait_for_bodies(&room, &["root"]).await;
+    ((a, b), alice, bob, room, root)
+}
+
+#[tokio::test]
+async fn relations_from_another_server_are_indexed() {
+    let (_servers, alice, bob, room, root) = federated_room().await;
     let content = json!({"msgtype": "m.text", "body": "from b", "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
     let reply = send(&bob, &room, "m.room.message", "t", content).await;
     alice.wait_for_bodies(&room, &["from b"]).await;
@@ -143,4 +150,56 @@ async fn threads_list_by_latest_activity_with_their_summaries() {
     let rest = alice.get(&format!("{V1}/rooms/{room}/threads?limit=1&from={next}")).await;
     assert_eq!(ids(rest.assert_ok()), std::slice::from_ref(&second));
     assert!(rest.body.get("next_batch").is_none(), "{}", rest.body);
+}
+
+/// What relates to an event travels with it (`unsigned.m.relations`) wherever it is served:
+/// the thread summary, the newest edit by its sender, references; on another server too.
+#[tokio::test]
+async fn aggregations_come_with_the_event_everywhere_and_across_servers() {
+    let (_servers, alice, bob, room, root) = federated_room().await;
+    let reply = json!({"msgtype": "m.text", "body": "reply", "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let reply = send(&bob, &room, "m.room.message", "t", reply).await;
+    // An edit by someone else does not count; the sender's own does.
+    let forged = json!({"msgtype": "m.text", "body": "* hacked", "m.new_content": {"msgtype": "m.text", "body": "hacked"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": root}});
+    send(&bob, &room, "m.room.message", "f", forged).await;
+    let edit = json!({"msgtype": "m.text", "body": "* root!", "m.new_content": {"msgtype": "m.text", "body": "root!"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": root}});
+    let edit = send(&alice, &room, "m.room.message", "e", edit).await;
+    let reference = json!({"msgtype": "m.text", "body": "see above", "m.relates_to": {"rel_type": "m.reference", "event_id": root}});
+    let reference = send(&alice, &room, "m.room.message", "r", reference).await;
+    bob.wait_for_bodies(&room, &["see above"]).await;
+
+    let check = |event: &Value, who: &str| {
+        let relations = &event["unsigned"]["m.relations"];
+        assert_eq!(relations["m.thread"]["count"], json!(1), "{who}: {event}");
+        assert_eq!(relations["m.thread"]["latest_event"]["event_id"], json!(reply), "{who}");
+        assert_eq!(relations["m.replace"]["event_id"], json!(edit), "{who}: {event}");
+        assert_eq!(relations["m.reference"]["chunk"], json!([{"event_id": reference}]), "{who}");
+        assert_eq!(event["content"]["body"], json!("root"), "{who}: the content stays as sent");
+    };
+    for (client, name, participated) in [(&alice, "alice on A", true), (&bob, "bob on B", true)] {
+        let event = client.get(&format!("{V3}/rooms/{room}/event/{root}")).await;
+        check(event.assert_ok(), name);
+        assert_eq!(
+            event.body["unsigned"]["m.relations"]["m.thread"]["current_user_participated"],
+            json!(participated)
+        );
+        let context = client.get(&format!("{V3}/rooms/{room}/context/{root}?limit=0")).await;
+        check(&context.assert_ok()["event"], name);
+        let messages = client.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50")).await;
+        let found = messages.assert_ok()["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event_id"] == json!(root))
+            .cloned();
+        check(&found.unwrap(), name);
+        let synced = client.get(&format!("{V3}/sync?timeout=0")).await;
+        let events =
+            synced.assert_ok()["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+        if let Some(in_sync) = events.iter().find(|e| e["event_id"] == json!(root)) {
+            check(in_sync, name);
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub struct Unsigned {
     pub redacted_because: Option<Value>,
     /// The requesting user's membership at the event (MSC4115, spec v1.11).
     pub membership: Option<String>,
+    /// Bundled aggregations (`m.relations`: thread summary, latest edit, references).
+    pub relations: Option<Value>,
 }
 
 pub fn client_event(
@@ -58,6 +60,9 @@ pub fn client_event(
     }
     if let Some(because) = extra.redacted_because {
         unsigned.insert("redacted_because".into(), because);
+    }
+    if let Some(relations) = extra.relations {
+        unsigned.insert("m.relations".into(), relations);
     }
     out.insert("unsigned".into(), Value::Object(unsigned));
     Value::Object(out)

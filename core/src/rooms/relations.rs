@@ -85,7 +85,8 @@ pub(super) fn unindex(batch: &mut Batch, record: &PduRecord) {
     }
 }
 
-/// A page of relations, in the order asked for, and where the next page starts.
+/// A page of events (relations, or thread roots), in the order asked for, and where the next
+/// page starts.
 #[derive(Debug)]
 pub struct RelationsPage {
     pub events: Vec<(Pdu, PduRecord)>,
@@ -188,20 +189,11 @@ impl Rooms {
     }
 }
 
-/// A thread as `/threads` shows it: its root, and the summary clients show under it.
-#[derive(Debug)]
-pub struct Thread {
-    pub root: (Pdu, PduRecord),
-    /// The newest reply the viewer may see.
-    pub latest: Option<(Pdu, PduRecord)>,
-    pub count: u64,
-    pub viewer_participated: bool,
-}
-
 impl Rooms {
-    /// A room's threads, most recently active first, from before `from` (a position of
+    /// A room's thread roots, most recently active first, from before `from` (a position of
     /// activity), at most `limit`; only those the viewer took part in when `participated`.
-    /// Returns the threads and the position to continue from.
+    /// Returns the roots (whose bundled thread summary the client format adds) and the
+    /// position to continue from.
     pub fn threads(
         &self,
         room_id: &RoomId,
@@ -209,13 +201,13 @@ impl Rooms {
         from: Option<u64>,
         limit: usize,
         participated: bool,
-    ) -> Result<(Vec<Thread>, Option<u64>)> {
+    ) -> Result<RelationsPage> {
         // Refuses those who may not read the room at all, as /messages does.
         self.read_access(room_id, viewer)?;
         let upper = (room_id.to_owned(), from.unwrap_or(u64::MAX));
         let upper = if from.is_some() { Bound::Excluded(&upper) } else { Bound::Included(&upper) };
         let lower = (room_id.to_owned(), 0);
-        let mut threads: Vec<(u64, Thread)> = Vec::new();
+        let mut threads: Vec<(u64, (Pdu, PduRecord))> = Vec::new();
         let mut more = false;
         for row in
             self.db().range::<ThreadActivity>(Bound::Included(&lower), upper, Direction::Backward)?.lenient()
@@ -226,29 +218,99 @@ impl Rooms {
                 break;
             }
             let Some(root_event) = self.visible_event(room_id, &root, viewer)? else { continue };
-            let replies: Vec<RelationRecord> = self
-                .db()
-                .scan_prefix::<Relations, _>(&root)?
-                .lenient()
-                .filter_map(|row| row.ok().and_then(|(_, r)| r))
-                .filter(|r| r.rel_type == THREAD)
-                .collect();
-            let viewer_participated =
-                root_event.0.sender == viewer || replies.iter().any(|r| r.sender == viewer);
-            if participated && !viewer_participated {
+            if participated && root_event.0.sender != viewer && !self.took_part(&root, viewer)? {
                 continue;
             }
-            let mut latest = None;
-            for reply in replies.iter().rev() {
-                if let Some(found) = self.visible_event(room_id, &reply.event_id, viewer)? {
-                    latest = Some(found);
-                    break;
-                }
-            }
-            let count = u64::try_from(replies.len()).unwrap_or(u64::MAX);
-            threads.push((pos, Thread { root: root_event, latest, count, viewer_participated }));
+            threads.push((pos, root_event));
         }
         let next = if more { threads.last().map(|(pos, _)| *pos) } else { None };
-        Ok((threads.into_iter().map(|(_, t)| t).collect(), next))
+        Ok(RelationsPage { events: threads.into_iter().map(|(_, t)| t).collect(), next })
+    }
+
+    /// Whether `user` replied in the thread of `root`.
+    fn took_part(&self, root: &EventId, user: &UserId) -> Result<bool> {
+        for row in self.db().scan_prefix::<Relations, _>(&root.to_owned())?.lenient() {
+            if let (_, Some(r)) = row?
+                && r.rel_type == THREAD
+                && r.sender == user
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Rooms {
+    /// The bundled aggregations of an event for `viewer` (`unsigned.m.relations`): the thread
+    /// summary (count, the newest reply the viewer may see, whether they took part), the newest
+    /// edit by the event's own sender (the content stays as sent, as the spec says since 1.7
+    /// and Synapse does), and references. `None` when nothing relates to it.
+    pub(super) fn bundled_aggregations(
+        &self,
+        event_id: &EventId,
+        record: &PduRecord,
+        object: &ruma::CanonicalJsonObject,
+        viewer: &UserId,
+    ) -> Result<Option<serde_json::Value>> {
+        let mut relations: Vec<RelationRecord> = Vec::new();
+        for row in self.db().scan_prefix::<Relations, _>(&event_id.to_owned())?.lenient() {
+            if let (_, Some(relation)) = row? {
+                relations.push(relation);
+            }
+        }
+        if relations.is_empty() {
+            return Ok(None);
+        }
+        let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let (sender, kind) = (field("sender").unwrap_or_default(), field("type").unwrap_or_default());
+        let room_id = &record.room_id;
+        let mut out = serde_json::Map::new();
+
+        let replies: Vec<&RelationRecord> = relations.iter().filter(|r| r.rel_type == THREAD).collect();
+        if !replies.is_empty() {
+            let latest = self.newest_visible(room_id, replies.iter().copied(), viewer)?;
+            let participated = sender == viewer.as_str() || replies.iter().any(|r| r.sender == viewer);
+            out.insert(
+                THREAD.into(),
+                serde_json::json!({
+                    "latest_event": latest,
+                    "count": replies.len(),
+                    "current_user_participated": participated,
+                }),
+            );
+        }
+        // An edit counts only from the original sender and with the original's type.
+        let edits = relations
+            .iter()
+            .filter(|r| r.rel_type == "m.replace" && r.sender.as_str() == sender && r.event_type == kind);
+        if let Some(edit) = self.newest_visible(room_id, edits, viewer)? {
+            out.insert("m.replace".into(), edit);
+        }
+        let references: Vec<serde_json::Value> = relations
+            .iter()
+            .filter(|r| r.rel_type == "m.reference")
+            .map(|r| serde_json::json!({ "event_id": r.event_id }))
+            .collect();
+        if !references.is_empty() {
+            out.insert("m.reference".into(), serde_json::json!({ "chunk": references }));
+        }
+        Ok((!out.is_empty()).then_some(serde_json::Value::Object(out)))
+    }
+
+    /// The newest of some relations (given oldest first) that the viewer may see, as a client
+    /// event without aggregations of its own.
+    fn newest_visible<'a>(
+        &self,
+        room_id: &RoomId,
+        relations: impl DoubleEndedIterator<Item = &'a RelationRecord>,
+        viewer: &UserId,
+    ) -> Result<Option<serde_json::Value>> {
+        for relation in relations.rev() {
+            if let Some((_, record)) = self.visible_event(room_id, &relation.event_id, viewer)? {
+                return Ok(Some(self.client_event_with(&relation.event_id, &record, viewer, None, false)?));
+            }
+        }
+        Ok(None)
     }
 }

@@ -265,13 +265,27 @@ impl Rooms {
         Ok(Box::new(parts.into_iter().flatten()))
     }
 
-    /// An event in the client format, with `unsigned` as `viewer` (on `device`) should see it.
+    /// An event in the client format, with `unsigned` as `viewer` (on `device`) should see it,
+    /// bundled aggregations included.
     pub fn client_event(
         &self,
         event_id: &EventId,
         record: &PduRecord,
         viewer: &UserId,
         device: Option<&DeviceId>,
+    ) -> Result<Value> {
+        self.client_event_with(event_id, record, viewer, device, true)
+    }
+
+    /// [`Self::client_event`], with or without bundled aggregations (events inside an
+    /// aggregation carry none, as in Synapse).
+    pub(super) fn client_event_with(
+        &self,
+        event_id: &EventId,
+        record: &PduRecord,
+        viewer: &UserId,
+        device: Option<&DeviceId>,
+        bundle: bool,
     ) -> Result<Value> {
         let object = parse_object(&record.json)?;
         let mut extra = Unsigned::default();
@@ -301,6 +315,9 @@ impl Rooms {
         if timeline_key(record).is_some() {
             let membership = self.membership_at(record.state_group, viewer)?;
             extra.membership = Some(membership.unwrap_or_else(|| "leave".to_owned()));
+        }
+        if bundle && record.redacted_by.is_none() {
+            extra.relations = self.bundled_aggregations(event_id, record, &object, viewer)?;
         }
         let owned: OwnedEventId = event_id.to_owned();
         Ok(client_event(&owned, &record.room_id, &object, extra))
