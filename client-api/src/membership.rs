@@ -264,3 +264,37 @@ pub async fn knock_room(
     hs.knock_room(&room_id, &session.user_id, profile, b.reason, &via).await?;
     Ok(ruma::api::client::knock::knock_room::v3::Response::new(room_id))
 }
+
+/// The rooms the requester shares with another user (MSC2666, spec v1.19). All at once: one
+/// user's rooms fit in a page.
+fn mutual_rooms(
+    hs: &Homeserver,
+    me: &ruma::UserId,
+    other: &ruma::UserId,
+) -> Result<Vec<ruma::OwnedRoomId>, Error> {
+    if me == other {
+        return Err(Error::invalid_param("You cannot ask which rooms you share with yourself"));
+    }
+    hs.rooms.mutual_rooms(me, other)
+}
+
+/// `GET /_matrix/client/v1/mutual_rooms`
+pub async fn get_mutual_rooms(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::membership::get_mutual_rooms::v1::Request>,
+) -> ApiResult<ruma::api::client::membership::get_mutual_rooms::v1::Response> {
+    let me = req.session()?.user_id.clone();
+    let joined = mutual_rooms(&hs, &me, &req.body.user_id)?;
+    let count = ruma::UInt::try_from(joined.len()).unwrap_or(ruma::UInt::MAX);
+    Ok(ruma::api::client::membership::get_mutual_rooms::v1::Response::new(count, joined))
+}
+
+/// `GET /_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms`
+pub async fn get_mutual_rooms_unstable(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::membership::get_mutual_rooms::unstable::Request>,
+) -> ApiResult<ruma::api::client::membership::get_mutual_rooms::unstable::Response> {
+    let me = req.session()?.user_id.clone();
+    let joined = mutual_rooms(&hs, &me, &req.body.user_id)?;
+    Ok(ruma::api::client::membership::get_mutual_rooms::unstable::Response::new(joined))
+}

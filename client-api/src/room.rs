@@ -2,7 +2,7 @@
 
 use hearth_core::{
     Error, ErrorCode, Homeserver,
-    rooms::{CreateRoom, Preset},
+    rooms::{CreateRoom, Preset, ReportSubject},
 };
 use ruma::{
     OwnedRoomId, RoomAliasId,
@@ -200,8 +200,43 @@ pub async fn report_content(
     if hs.rooms.visible_event(&b.room_id, &b.event_id, &session.user_id)?.is_none() {
         return Err(Error::not_found("Event not found").into());
     }
-    hs.rooms.report(&b.room_id, &session.user_id, Some(&b.event_id), b.reason).await?;
+    hs.rooms.report(&session.user_id, ReportSubject::Event(&b.room_id, &b.event_id), b.reason).await?;
     Ok(ruma::api::client::room::report_content::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/rooms/{roomId}/report`: a room this server knows, reported to its
+/// admins (the reporter need not be in it: people report rooms they were invited to).
+pub async fn report_room(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::room::report_room::v3::Request>,
+) -> ApiResult<ruma::api::client::room::report_room::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    if hs.rooms.room(&b.room_id)?.is_none() {
+        return Err(Error::not_found("Room not found").into());
+    }
+    hs.rooms.report(&session.user_id, ReportSubject::Room(&b.room_id), Some(b.reason)).await?;
+    Ok(ruma::api::client::room::report_room::v3::Response::new())
+}
+
+/// `POST /_matrix/client/v3/users/{userId}/report`: a user of this server, or one the reporter
+/// shares a room with; anyone else is unknown here.
+pub async fn report_user(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::reporting::report_user::v3::Request>,
+) -> ApiResult<ruma::api::client::reporting::report_user::v3::Response> {
+    let session = req.session()?.clone();
+    let b = req.body;
+    let known = if b.user_id.server_name() == hs.server_name() {
+        hs.users.account(&b.user_id)?.is_some()
+    } else {
+        !hs.rooms.mutual_rooms(&session.user_id, &b.user_id)?.is_empty()
+    };
+    if !known {
+        return Err(Error::not_found("User not found").into());
+    }
+    hs.rooms.report(&session.user_id, ReportSubject::User(&b.user_id), Some(b.reason)).await?;
+    Ok(ruma::api::client::reporting::report_user::v3::Response::new())
 }
 
 /// `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}`: what a client shows before joining

@@ -263,6 +263,13 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::room::get_event_by_timestamp::v1::Request, _, _>(message::get_event_by_timestamp, GUESTS)
         .ruma::<c::room::upgrade_room::v3::Request, _, _>(room::upgrade_room, NO_GUESTS)
         .ruma::<c::room::report_content::v3::Request, _, _>(room::report_content, NO_GUESTS)
+        .ruma::<c::room::report_room::v3::Request, _, _>(room::report_room, NO_GUESTS)
+        .ruma::<c::reporting::report_user::v3::Request, _, _>(room::report_user, NO_GUESTS)
+        .ruma::<c::membership::get_mutual_rooms::v1::Request, _, _>(membership::get_mutual_rooms, NO_GUESTS)
+        .ruma::<c::membership::get_mutual_rooms::unstable::Request, _, _>(
+            membership::get_mutual_rooms_unstable,
+            NO_GUESTS,
+        )
         .ruma::<c::relations::get_relating_events::v1::Request, _, _>(relations::get_relating_events, GUESTS)
         .ruma::<c::threads::get_threads::v1::Request, _, _>(relations::get_threads, GUESTS)
         .ruma::<c::relations::get_relating_events_with_rel_type::v1::Request, _, _>(

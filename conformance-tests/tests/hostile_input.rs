@@ -579,6 +579,7 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::PUT, format!("{V3}/rooms/{room}/typing/{me}")),
         (Method::POST, format!("{V3}/rooms/{room}/report/{event}")),
         (Method::POST, format!("{V3}/rooms/{room}/report")),
+        (Method::POST, format!("{V3}/users/{me}/report")),
         (Method::POST, format!("{V3}/join/{room}")),
         (Method::POST, format!("{V3}/knock/{room}")),
         (Method::PUT, format!("{V3}/user/{me}/account_data/org.example.k")),

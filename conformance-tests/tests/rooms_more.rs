@@ -337,3 +337,55 @@ async fn room_summaries_show_what_a_caller_may_see_before_joining() {
     anonymous.get(&format!("{summary}/{private}")).await.assert_error(404, "M_NOT_FOUND");
     alice.get(&format!("{summary}/!nowhere:localhost")).await.assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn rooms_and_users_can_be_reported_and_shared_rooms_listed() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let shared = alice.create_room(json!({"preset": "public_chat"})).await;
+    let other = alice.create_room(json!({"preset": "public_chat"})).await;
+    alice.create_room(json!({"preset": "private_chat"})).await;
+    for room in [&shared, &other] {
+        bob.post(&format!("{V3}/rooms/{room}/join"), json!({})).await.assert_ok();
+    }
+    carol.post(&format!("{V3}/rooms/{shared}/join"), json!({})).await.assert_ok();
+
+    let mutual = alice.get("/_matrix/client/v1/mutual_rooms?user_id=@bob:localhost").await;
+    let mut joined: Vec<String> = mutual.assert_ok()["joined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    joined.sort();
+    let mut expected = vec![shared.clone(), other.clone()];
+    expected.sort();
+    assert_eq!(joined, expected);
+    assert_eq!(mutual.body["count"], json!(2));
+    let unstable = alice
+        .get("/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms?user_id=@carol:localhost")
+        .await;
+    assert_eq!(unstable.assert_ok()["joined"], json!([shared]));
+    alice
+        .get("/_matrix/client/v1/mutual_rooms?user_id=@alice:localhost")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+
+    // Reports: a room this server knows, a user it knows; anything else is not found.
+    carol.post(&format!("{V3}/rooms/{other}/report"), json!({"reason": "spam"})).await.assert_ok();
+    carol
+        .post(&format!("{V3}/rooms/!nope:localhost/report"), json!({"reason": "x"}))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    carol.post(&format!("{V3}/users/@bob:localhost/report"), json!({"reason": "rude"})).await.assert_ok();
+    carol
+        .post(&format!("{V3}/users/@ghost:localhost/report"), json!({"reason": "x"}))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    carol
+        .post(&format!("{V3}/users/@far:elsewhere.example/report"), json!({"reason": "x"}))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}

@@ -136,8 +136,13 @@ pub struct ReceiptRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportRecord {
     pub reporter: OwnedUserId,
-    pub room_id: OwnedRoomId,
+    /// The room reported, or the room of the event reported; `None` for a report of a user.
+    #[serde(default)]
+    pub room_id: Option<OwnedRoomId>,
     pub event_id: Option<OwnedEventId>,
+    /// The user reported (`/users/{userId}/report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<OwnedUserId>,
     pub reason: Option<String>,
     pub ts: u64,
 }

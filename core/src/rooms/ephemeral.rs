@@ -20,6 +20,14 @@ use ruma::{
 use super::Rooms;
 use crate::{Error, Result, push::ReadScope, users::blocking, util::now_ms};
 
+/// What a report is about.
+#[derive(Debug, Clone, Copy)]
+pub enum ReportSubject<'a> {
+    Event(&'a RoomId, &'a EventId),
+    Room(&'a RoomId),
+    User(&'a UserId),
+}
+
 /// More writes for the batch of a stream entry, given its position.
 type Extra = Box<dyn FnOnce(&mut Batch, u64) -> Result<()> + Send>;
 
@@ -182,29 +190,28 @@ impl Rooms {
             .collect()
     }
 
-    /// Stores a content report for the server's admins.
+    /// Stores a report (of an event, a room, or a user) for the server's admins.
     pub async fn report(
         &self,
-        room_id: &RoomId,
         reporter: &UserId,
-        event_id: Option<&EventId>,
+        subject: ReportSubject<'_>,
         reason: Option<String>,
     ) -> Result<()> {
         let db = self.db().clone();
-        let record = ReportRecord {
-            reporter: reporter.to_owned(),
-            room_id: room_id.to_owned(),
-            event_id: event_id.map(ToOwned::to_owned),
-            reason,
-            ts: now_ms(),
+        let (room_id, event_id, user_id) = match subject {
+            ReportSubject::Event(room, event) => (Some(room.to_owned()), Some(event.to_owned()), None),
+            ReportSubject::Room(room) => (Some(room.to_owned()), None, None),
+            ReportSubject::User(user) => (None, None, Some(user.to_owned())),
         };
+        let record =
+            ReportRecord { reporter: reporter.to_owned(), room_id, event_id, user_id, reason, ts: now_ms() };
         blocking(move || {
             let id = db.next_id("report")?;
             db.put::<Reports>(&id, &record)?;
             Ok(())
         })
         .await?;
-        tracing::info!(%room_id, %reporter, "content reported");
+        tracing::info!(%reporter, "report received");
         Ok(())
     }
 

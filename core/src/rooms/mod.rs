@@ -42,6 +42,7 @@ use ruma::{EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersi
 pub use self::{
     create::{CreateRoom, Preset},
     directory::{PublicRoom, RoomSummaryView},
+    ephemeral::ReportSubject,
     hierarchy::{SpaceChild, valid_via},
     members::Members,
     membership::MembershipAction,
@@ -282,6 +283,17 @@ impl Rooms {
         for entry in self.db().scan_prefix::<UserRooms, _>(&user_id.to_owned())? {
             let ((_, room), record) = entry?;
             if record.membership == "join" {
+                out.push(room);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rooms a local user is joined to that `other` is joined to as well.
+    pub fn mutual_rooms(&self, user_id: &UserId, other: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for room in self.joined_rooms(user_id)? {
+            if self.members(&room)?.joined.binary_search_by(|m| m.as_str().cmp(other.as_str())).is_ok() {
                 out.push(room);
             }
         }
