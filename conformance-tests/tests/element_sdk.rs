@@ -43,3 +43,11 @@ fn unread_counts_with_matrix_js_sdk() {
     let stdout = run_js("unread_counts.mjs");
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
 }
+
+/// A reaction, an edit and a thread reply made with matrix-js-sdk, as another user's client
+/// shows them after its first sync: the edit applied, the reaction counted, the thread known.
+#[test]
+fn reactions_edits_and_threads_with_matrix_js_sdk() {
+    let stdout = run_js("relations.mjs");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+}
