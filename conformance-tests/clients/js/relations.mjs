@@ -8,70 +8,14 @@
 // Prints "ok <step>" per step and "N passed, M failed"; exit status 0 when all passed.
 // Only loopback addresses are contacted; every wait is bounded.
 
-import { parseArgs } from "node:util";
-import { randomBytes } from "node:crypto";
+import { check, finish, homeserver, register, sdk, started, until, watchdog } from "./checks.mjs";
 
-const { values: args } = parseArgs({ options: { homeserver: { type: "string" } }, strict: true });
-const base = new URL(args.homeserver ?? "");
-if (base.hostname !== "localhost" && !/^127\./.test(base.hostname) && base.hostname !== "[::1]") {
-    console.error("refusing a non-loopback homeserver");
-    process.exit(2);
-}
-const BASE_URL = base.origin;
+const BASE_URL = homeserver();
+const { RelationType, EventType, MatrixEvent } = sdk;
+const timer = watchdog();
 
-// matrix-js-sdk >= 38 calls Promise.withResolvers (ES2024), which Node 20 lacks.
-if (typeof Promise.withResolvers !== "function") {
-    Promise.withResolvers = function withResolvers() {
-        let resolve, reject;
-        const promise = new this((res, rej) => ((resolve = res), (reject = rej)));
-        return { promise, resolve, reject };
-    };
-}
-for (const level of ["log", "debug", "info", "warn", "trace"]) console[level] = () => {};
-
-const sdk = await import("matrix-js-sdk");
-const { createClient, ClientEvent, SyncState, RelationType, EventType, MatrixEvent } = sdk;
-
-let passed = 0;
-let failed = 0;
-const check = (step, ok, detail = "") => {
-    if (ok) passed += 1;
-    else failed += 1;
-    process.stdout.write(`${ok ? "ok  " : "FAIL"} ${step}${ok ? "" : " " + detail}\n`);
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(fn, ms = 15000) {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-        if (fn()) return true;
-        await sleep(50);
-    }
-    return false;
-}
-
-async function register(name) {
-    const username = `${name}_${randomBytes(4).toString("hex")}`;
-    const body = { username, password: "relations-pw" };
-    const url = `${BASE_URL}/_matrix/client/v3/register`;
-    const { session } = await (await fetch(url, { method: "POST", body: JSON.stringify(body) })).json();
-    const done = await fetch(url, { method: "POST", body: JSON.stringify({ ...body, auth: { type: "m.login.dummy", session } }) });
-    const r = await done.json();
-    return createClient({ baseUrl: BASE_URL, accessToken: r.access_token, userId: r.user_id, deviceId: r.device_id });
-}
-
-async function started(client) {
-    const ready = new Promise((resolve) => client.on(ClientEvent.Sync, (s) => s === SyncState.Prepared && resolve()));
-    await client.startClient({ initialSyncLimit: 30, threadSupport: true });
-    await Promise.race([ready, sleep(30000)]);
-}
-
-const watchdog = setTimeout(() => {
-    process.stdout.write(`FAIL watchdog\n${passed} passed, ${failed + 1} failed\n`);
-    process.exit(1);
-}, 120000);
-
-const alice = await register("alice");
-const bob = await register("bob");
+const alice = await register(BASE_URL, "alice");
+const bob = await register(BASE_URL, "bob");
 const { room_id: roomId } = await alice.createRoom({ preset: "public_chat", name: "Relations" });
 await bob.joinRoom(roomId);
 const original = await alice.sendTextMessage(roomId, "hello");
@@ -92,7 +36,7 @@ await alice.sendMessage(roomId, {
 
 // Bob's client starts afterwards: everything arrives in its first sync, as when someone opens
 // Element and catches up.
-await started(bob);
+await started(bob, 30);
 const room = () => bob.getRoom(roomId);
 const event = () => room()?.findEventById(original.event_id);
 check("the message reached the client", await until(() => !!event()));
@@ -112,6 +56,4 @@ check("the server bundles the thread summary", summary?.count === 1 && summary?.
 
 alice.stopClient();
 bob.stopClient();
-clearTimeout(watchdog);
-process.stdout.write(`${passed} passed, ${failed} failed\n`);
-process.exit(failed === 0 ? 0 : 1);
+finish(timer);
