@@ -57,6 +57,9 @@ pub async fn get_capabilities(
     let mut capabilities = Capabilities::new();
     capabilities.change_password = ChangePasswordCapability::new(true);
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // Every profile field may be set by its owner (spec v1.16), within the profile's 64 KiB.
+    capabilities.profile_fields =
+        Some(ruma::api::client::discovery::get_capabilities::v3::ProfileFieldsCapability::new(true));
     // The room versions the rooms layer creates and joins.
     let available = hearth_core::rooms::CREATABLE_VERSIONS
         .iter()

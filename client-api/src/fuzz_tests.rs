@@ -54,6 +54,7 @@ const TEMPLATES: &[&str] = &[
     "/_matrix/client/v3/account/3pid/email/requestToken",
     "/_matrix/client/v1/login/get_token",
     "/_matrix/client/v1/mutual_rooms",
+    "/_matrix/client/v3/profile/{}/{}",
     "/_matrix/client/v3/users/{}/report",
     "/_matrix/client/v3/rooms/{}/report",
     "/_matrix/client/v3/user/{}/rooms/{}/tags/{}",

@@ -3,7 +3,11 @@
 use hearth_core::{Error, Homeserver, users::Session};
 use ruma::{
     OwnedMxcUri, UserId,
-    api::client::profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name},
+    api::client::profile::{
+        delete_profile_field, get_avatar_url, get_display_name, get_profile, get_profile_field,
+        set_avatar_url, set_display_name, set_profile_field,
+    },
+    profile::ProfileFieldValue,
 };
 
 use crate::{extract::Ruma, response::ApiResult};
@@ -74,4 +78,59 @@ pub async fn set_avatar_url(
     hs.users.set_profile_field(&req.body.user_id, "avatar_url", value.clone()).await?;
     hs.rooms.propagate_profile_field(&req.body.user_id, "avatar_url", value.as_ref()).await?;
     Ok(set_avatar_url::v3::Response::new())
+}
+
+/// Fields whose changes also go into the user's member events.
+const IN_MEMBER_EVENTS: &[&str] = &["displayname", "avatar_url"];
+
+/// Sets or removes one profile field of the requester, carrying the member-event fields into
+/// their rooms.
+async fn change_field(
+    hs: &Homeserver,
+    session: &Session,
+    user_id: &UserId,
+    field: &str,
+    value: Option<serde_json::Value>,
+) -> Result<(), Error> {
+    check_owner(session, user_id)?;
+    hs.users.set_profile_field(user_id, field, value.clone()).await?;
+    if IN_MEMBER_EVENTS.contains(&field) {
+        hs.rooms.propagate_profile_field(user_id, field, value.as_ref()).await?;
+    }
+    Ok(())
+}
+
+/// `GET /_matrix/client/v3/profile/{userId}/{keyName}` (spec v1.16): any field, `m.tz` and
+/// custom ones included.
+pub async fn get_profile_field(
+    hs: Homeserver,
+    req: Ruma<get_profile_field::v3::Request>,
+) -> ApiResult<get_profile_field::v3::Response> {
+    let field = req.body.field.as_str().to_owned();
+    let mut profile = hs.profile_of(&req.body.user_id).await?;
+    let value = profile.remove(&field).ok_or_else(|| Error::not_found("Profile field not found"))?;
+    let value = ProfileFieldValue::new(&field, value).map_err(Error::internal)?;
+    Ok(get_profile_field::v3::Response::new(value))
+}
+
+/// `PUT /_matrix/client/v3/profile/{userId}/{keyName}` (spec v1.16)
+pub async fn set_profile_field(
+    hs: Homeserver,
+    req: Ruma<set_profile_field::v3::Request>,
+) -> ApiResult<set_profile_field::v3::Response> {
+    let session = req.session()?.clone();
+    let field = req.body.value.field_name().as_str().to_owned();
+    let value = req.body.value.value().into_owned();
+    change_field(&hs, &session, &req.body.user_id, &field, Some(value)).await?;
+    Ok(set_profile_field::v3::Response::new())
+}
+
+/// `DELETE /_matrix/client/v3/profile/{userId}/{keyName}` (spec v1.16)
+pub async fn delete_profile_field(
+    hs: Homeserver,
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> ApiResult<delete_profile_field::v3::Response> {
+    let session = req.session()?.clone();
+    change_field(&hs, &session, &req.body.user_id, req.body.field.as_str(), None).await?;
+    Ok(delete_profile_field::v3::Response::new())
 }

@@ -186,6 +186,12 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma_with_body::<c::profile::set_display_name::v3::Request, _, _>(profile::set_display_name, GUESTS)
         .ruma::<c::profile::get_avatar_url::v3::Request, _, _>(profile::get_avatar_url, GUESTS)
         .ruma_with_body::<c::profile::set_avatar_url::v3::Request, _, _>(profile::set_avatar_url, GUESTS)
+        .ruma::<c::profile::get_profile_field::v3::Request, _, _>(profile::get_profile_field, GUESTS)
+        .ruma_with_body::<c::profile::set_profile_field::v3::Request, _, _>(
+            profile::set_profile_field,
+            GUESTS,
+        )
+        .ruma::<c::profile::delete_profile_field::v3::Request, _, _>(profile::delete_profile_field, GUESTS)
         // Account data and filters
         .ruma::<c::config::get_global_account_data::v3::Request, _, _>(
             config::get_global_account_data,

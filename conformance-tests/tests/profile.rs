@@ -1,4 +1,4 @@
-//! Profiles: display names and avatars.
+//! Profiles: display names, avatars and extended fields.
 
 use hearth_conformance_tests::{Client, TestServer};
 use serde_json::json;
@@ -45,4 +45,37 @@ async fn display_name_and_avatar() {
     anon.get("/_matrix/client/v3/profile/@someone:elsewhere.example/displayname")
         .await
         .assert_error(404, "M_NOT_FOUND");
+}
+
+/// Extended profile fields (spec v1.16): `m.tz` and custom fields set, read, listed in the whole
+/// profile and removed by their owner; the displayname through the same path reaches rooms.
+#[tokio::test]
+async fn extended_profile_fields_are_set_read_and_removed() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let caps = alice.get("/_matrix/client/v3/capabilities").await;
+    assert_eq!(caps.assert_ok()["capabilities"]["m.profile_fields"]["enabled"], json!(true));
+    let me = "/_matrix/client/v3/profile/@alice:localhost";
+    alice.put(&format!("{me}/m.tz"), json!({"m.tz": "Europe/London"})).await.assert_ok();
+    alice
+        .put(&format!("{me}/org.example.role"), json!({"org.example.role": {"team": "ops"}}))
+        .await
+        .assert_ok();
+    assert_eq!(bob.get(&format!("{me}/m.tz")).await.assert_ok()["m.tz"], json!("Europe/London"));
+    let whole = bob.get(me).await;
+    assert_eq!(whole.assert_ok()["org.example.role"], json!({"team": "ops"}));
+    assert_eq!(whole.body["m.tz"], json!("Europe/London"));
+
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    alice.put(&format!("{me}/displayname"), json!({"displayname": "Alice L."})).await.assert_ok();
+    let member =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@alice:localhost")).await;
+    assert_eq!(member.assert_ok()["displayname"], json!("Alice L."));
+
+    alice.request(reqwest::Method::DELETE, &format!("{me}/m.tz"), None).await.assert_ok();
+    bob.get(&format!("{me}/m.tz")).await.assert_error(404, "M_NOT_FOUND");
+    bob.put(&format!("{me}/m.tz"), json!({"m.tz": "UTC"})).await.assert_error(403, "M_FORBIDDEN");
+    let long = "k".repeat(256);
+    alice.put(&format!("{me}/{long}"), json!({ long.clone(): 1 })).await.assert_error(400, "M_INVALID_PARAM");
 }
