@@ -106,13 +106,16 @@ impl Homeserver {
         });
         let probe =
             Pdu::from_json(EventId::parse("$probe").map_err(Error::internal)?, &template.to_string())?;
-        auth::check(
+        let reads = crate::rooms::Reads::default();
+        let checked = auth::check(
             &rules,
             &probe,
-            |id| self.rooms.pdu(id).ok().flatten(),
-            |kind, key| self.rooms.current_state_event(room_id, &kind.to_string(), key).ok().flatten(),
-        )
-        .map_err(|reason| Error::forbidden(format!("You cannot {membership} here: {reason}")))?;
+            |id| reads.keep(self.rooms.pdu(id)),
+            |kind, key| reads.keep(self.rooms.current_state_event(room_id, &kind.to_string(), key)),
+        );
+        reads
+            .finish(checked)?
+            .map_err(|reason| Error::forbidden(format!("You cannot {membership} here: {reason}")))?;
         Ok((version, raw(template.to_string())?))
     }
 

@@ -137,11 +137,12 @@ impl Rooms {
             serde_json::value::to_raw_value(&new.content).map_err(|e| Error::bad_json(e.to_string()))?;
         let auth_types = auth::auth_types(&new.kind, sender, new.state_key.as_deref(), &content, &rules)
             .map_err(|e| Error::bad_json(format!("Invalid event content: {e}")))?;
-        let current = |kind: &str, key: &str| {
-            db.get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned())).ok().flatten()
-        };
-        let mut auth_events: Vec<OwnedEventId> =
-            auth_types.iter().filter_map(|(kind, key)| current(&kind.to_string(), key)).collect();
+        let mut auth_events = Vec::new();
+        for (kind, key) in &auth_types {
+            if let Some(id) = db.get::<CurrentState>(&(room_id.clone(), kind.to_string(), key.clone()))? {
+                auth_events.push(id);
+            }
+        }
         auth_events.sort();
         auth_events.dedup();
 
@@ -164,16 +165,22 @@ impl Rooms {
         pdu: &Pdu,
         rules: &ruma::room_version_rules::RoomVersionRules,
     ) -> Result<()> {
+        let reads = super::Reads::default();
         let current = |kind: &str, key: &str| {
-            self.db().get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned())).ok().flatten()
+            let id = reads.keep(
+                self.db()
+                    .get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned()))
+                    .map_err(Into::into),
+            )?;
+            reads.keep(self.pdu(&id))
         };
-        auth::check(
+        let checked = auth::check(
             rules,
             pdu,
-            |id| self.pdu(id).ok().flatten(),
-            |kind, key| current(&kind.to_string(), key).and_then(|id| self.pdu(&id).ok().flatten()),
-        )
-        .map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
+            |id| reads.keep(self.pdu(id)),
+            |kind, key| current(&kind.to_string(), key),
+        );
+        reads.finish(checked)?.map_err(|reason| Error::forbidden(format!("Event not allowed: {reason}")))
     }
 
     /// Stores a prepared event (as signed by us, and by whoever else had to) in one batch with
@@ -189,15 +196,11 @@ impl Rooms {
         let mut room = db.get::<RoomsTable>(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         let (_, rules) = self.version(&room)?;
         let pdu = Pdu::from_json(event_id.clone(), &json)?;
-        let current = |kind: &str, key: &str| {
-            db.get::<CurrentState>(&(room_id.clone(), kind.to_owned(), key.to_owned())).ok().flatten()
-        };
-
         let mut batch = Batch::new();
         let mut replaces_state = None;
         if let Some(key) = &pdu.state_key {
             let kind = pdu.kind.to_string();
-            replaces_state = current(&kind, key);
+            replaces_state = db.get::<CurrentState>(&(room_id.clone(), kind.clone(), key.clone()))?;
             let group = self.new_state_group_id();
             let change = [(kind.clone(), key.clone(), event_id.clone())];
             state::write_group(db, &mut batch, group, Some(room.current_state_group), &change)?;

@@ -107,6 +107,32 @@ fn timeline_record(room_id: &RoomId, json: String, pos: u64, state_group: u64) -
     PduRecord { stream_pos: Some(pos), ..event_record(room_id, json, state_group) }
 }
 
+/// Storage reads for ruma's callbacks (auth checks, state resolution), which can only answer
+/// "not found": the first storage error is kept and handed back after the call, so a disk
+/// error never passes for a missing event, which would reject a valid one for good.
+#[derive(Default)]
+pub(crate) struct Reads {
+    failure: std::cell::RefCell<Option<Error>>,
+}
+
+impl Reads {
+    /// The value of a read, or `None` (remembering the error) when it failed.
+    pub(crate) fn keep<T>(&self, read: Result<Option<T>>) -> Option<T> {
+        read.unwrap_or_else(|error| {
+            self.failure.borrow_mut().get_or_insert(error);
+            None
+        })
+    }
+
+    /// `result`, unless a read failed meanwhile: then that failure.
+    pub(crate) fn finish<T>(self, result: T) -> Result<T> {
+        match self.failure.into_inner() {
+            Some(error) => Err(error),
+            None => Ok(result),
+        }
+    }
+}
+
 /// Adds an event to `batch` at its timeline position: record, timeline slot, stream entry.
 fn put_timeline_event(
     db: &Db,

@@ -20,7 +20,7 @@ use ruma::{
     state_res,
 };
 
-use super::{Rooms, state, state::StateMap};
+use super::{Reads, Rooms, state, state::StateMap};
 use crate::{
     Error, Result,
     events::{Pdu, auth, state_res::resolve},
@@ -47,20 +47,34 @@ fn from_res(map: state_res::StateMap<OwnedEventId>) -> StateMap {
 }
 
 impl Rooms {
-    fn lookup_in(&self, map: &StateMap, kind: &StateEventType, key: &str) -> Option<Pdu> {
-        map.get(&(kind.to_string(), key.to_owned())).and_then(|id| self.pdu(id).ok().flatten())
+    /// The event a state map names for `(kind, key)`; a failed read is kept in `reads`.
+    fn lookup_in(&self, reads: &Reads, map: &StateMap, kind: &StateEventType, key: &str) -> Option<Pdu> {
+        map.get(&(kind.to_string(), key.to_owned())).and_then(|id| reads.keep(self.pdu(id)))
     }
 
-    fn fetch(&self) -> impl Fn(&EventId) -> Option<Pdu> + '_ {
-        |id| self.pdu(id).ok().flatten()
+    /// Stored events for ruma's callbacks; a failed read is kept in `reads`.
+    fn fetch<'a>(&'a self, reads: &'a Reads) -> impl Fn(&EventId) -> Option<Pdu> + 'a {
+        |id| reads.keep(self.pdu(id))
+    }
+
+    /// State resolution (v2 or v2.1) of several states, with the events read from storage.
+    fn resolve_maps(
+        &self,
+        rules: &RoomVersionRules,
+        maps: &[state_res::StateMap<OwnedEventId>],
+    ) -> Result<StateMap> {
+        let reads = Reads::default();
+        let resolved = resolve(rules, maps, &self.fetch(&reads));
+        reads
+            .finish(resolved)?
+            .map(from_res)
+            .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
     }
 
     /// The resolution of several states of the room (state resolution v2 or v2.1).
     pub fn resolve_states(&self, rules: &RoomVersionRules, states: &[StateMap]) -> Result<StateMap> {
         let maps: Vec<_> = states.iter().map(to_res).collect();
-        resolve(rules, &maps, &self.fetch())
-            .map(from_res)
-            .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
+        self.resolve_maps(rules, &maps)
     }
 
     /// Whether the event is stored (as an outlier or in a timeline).
@@ -153,7 +167,11 @@ impl Rooms {
 
         // 3. Against the current state: failing here hides the event without rejecting it.
         let current = state::load(db, room.current_state_group)?;
-        if auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(&current, k, s)).is_err() {
+        let reads = Reads::default();
+        let checked =
+            auth::check(&rules, &pdu, self.fetch(&reads), |k, s| self.lookup_in(&reads, &current, k, s));
+        // A storage error is an error, never a soft failure: that would hide the event for good.
+        if reads.finish(checked)?.is_err() {
             let record = super::event_record(room_id, json, after_group);
             batch.put::<Pdus>(event_id, &record)?;
             self.commit(batch)?;
@@ -167,10 +185,7 @@ impl Rooms {
         let (new_current, new_group) = if extremities.len() == 1 {
             (after.clone(), after_group)
         } else {
-            let resolved = from_res(
-                resolve(&rules, &[to_res(&current), to_res(&after)], &self.fetch())
-                    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?,
-            );
+            let resolved = self.resolve_maps(&rules, &[to_res(&current), to_res(&after)])?;
             if resolved == current {
                 (current.clone(), room.current_state_group)
             } else if resolved == after {
@@ -247,6 +262,7 @@ impl Rooms {
             auth_events
                 .push(self.pdu(id)?.ok_or_else(|| Error::forbidden(format!("auth event {id} is unknown")))?);
         }
+        let reads = Reads::default();
         let by_auth = |kind: &StateEventType, key: &str| {
             auth_events
                 .iter()
@@ -255,19 +271,23 @@ impl Rooms {
                 // From room version 12 the create event is implied by the room ID, not listed.
                 .or_else(|| {
                     (*kind == StateEventType::RoomCreate)
-                        .then(|| self.current_state_event(room_id, "m.room.create", "").ok().flatten())
+                        .then(|| reads.keep(self.current_state_event(room_id, "m.room.create", "")))
                         .flatten()
                 })
         };
-        auth::check(rules, pdu, self.fetch(), by_auth)
-            .map_err(|r| Error::forbidden(format!("rejected by its auth events: {r}")))?;
+        let checked = auth::check(rules, pdu, self.fetch(&reads), by_auth);
+        reads.finish(checked)?.map_err(|r| Error::forbidden(format!("rejected by its auth events: {r}")))?;
 
         // 2. Against the state before it.
         let (before, parent) = match known_before {
             Some(before) => (before, None),
             None => self.state_before(pdu, rules)?,
         };
-        auth::check(rules, pdu, self.fetch(), |k, s| self.lookup_in(&before, k, s))
+        let reads = Reads::default();
+        let checked =
+            auth::check(rules, pdu, self.fetch(&reads), |k, s| self.lookup_in(&reads, &before, k, s));
+        reads
+            .finish(checked)?
             .map_err(|r| Error::forbidden(format!("rejected by the state before it: {r}")))?;
 
         let mut after = before.clone();
@@ -319,9 +339,7 @@ impl Rooms {
                     .iter()
                     .map(|g| state::load(self.db(), *g).map(|m| to_res(&m)))
                     .collect::<Result<Vec<_>>>()?;
-                let resolved = resolve(rules, &maps, &self.fetch())
-                    .map_err(|e| Error::internal(format!("state resolution failed: {e}")))?;
-                Ok((from_res(resolved), None))
+                Ok((self.resolve_maps(rules, &maps)?, None))
             }
         }
     }
@@ -395,7 +413,11 @@ impl Rooms {
         let db = self.db();
         let rules = version.rules().ok_or_else(|| Error::internal(format!("no rules for {version}")))?;
         let pdu = Pdu::from_json(event_id.clone(), &json)?;
-        auth::check(&rules, &pdu, self.fetch(), |k, s| self.lookup_in(before, k, s))
+        let reads = Reads::default();
+        let checked =
+            auth::check(&rules, &pdu, self.fetch(&reads), |k, s| self.lookup_in(&reads, before, k, s));
+        reads
+            .finish(checked)?
             .map_err(|r| Error::forbidden(format!("the room's state does not allow this join: {r}")))?;
         let mut batch = Batch::new();
         let before_group = self.new_state_group_id();

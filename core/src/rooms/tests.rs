@@ -231,3 +231,13 @@ async fn the_joined_member_cache_follows_every_membership_change() {
     hs.rooms.append(&room_id, &alice, text("gone"), None).await.unwrap();
     assert!(!bob_wakes.has_changed().unwrap(), "a leaver's /sync is not woken");
 }
+
+#[test]
+fn a_failed_read_in_a_callback_is_an_error_not_a_missing_event() {
+    let reads = super::Reads::default();
+    assert_eq!(reads.keep(Ok(Some(1))), Some(1));
+    assert_eq!(reads.keep::<u8>(Err(Error::internal("disk"))), None);
+    assert_eq!(reads.keep::<u8>(Ok(None)), None);
+    assert!(reads.finish(()).is_err(), "the failure comes back after the call");
+    assert!(super::Reads::default().finish(()).is_ok());
+}
