@@ -389,8 +389,9 @@ impl Homeserver {
                     continue;
                 }
                 progress = true;
+                let reads = crate::rooms::Reads::default();
                 let fetch = |id: &EventId| -> Option<Pdu> {
-                    accepted.get(id).cloned().or_else(|| self.rooms.pdu(id).ok().flatten())
+                    accepted.get(id).cloned().or_else(|| reads.keep(self.rooms.pdu(id)))
                 };
                 let by_auth = |kind: &StateEventType, key: &str| -> Option<Pdu> {
                     pdu.auth_events
@@ -402,7 +403,9 @@ impl Homeserver {
                         // From room version 12 the create event is implied by the room ID.
                         .or_else(|| (*kind == StateEventType::RoomCreate).then(|| create.clone()).flatten())
                 };
-                match auth::check(rules, &pdu, fetch, by_auth) {
+                let checked = auth::check(rules, &pdu, fetch, by_auth);
+                // A failed read is this server's problem, not the event's: nothing is stored.
+                match reads.finish(checked)? {
                     Ok(()) => {
                         to_store.push((pdu.event_id.clone(), json));
                         accepted.insert(pdu.event_id.clone(), pdu);

@@ -76,8 +76,10 @@ impl Homeserver {
     /// The auth chain of events, with the room's create event, which from room version 12 no
     /// event lists but every receiver needs.
     fn full_auth_chain(&self, room_id: &RoomId, start: &[OwnedEventId]) -> Result<Vec<String>> {
-        let fetch = |id: &EventId| self.rooms.pdu(id).ok().flatten();
-        let mut chain: BTreeSet<OwnedEventId> = auth_chain(start.iter(), &fetch).into_iter().collect();
+        let reads = crate::rooms::Reads::default();
+        let fetch = |id: &EventId| reads.keep(self.rooms.pdu(id));
+        let chain = auth_chain(start.iter(), &fetch);
+        let mut chain: BTreeSet<OwnedEventId> = reads.finish(chain)?.into_iter().collect();
         if let Some(create) = self.rooms.current_state_event(room_id, "m.room.create", "")? {
             chain.insert(create.event_id);
         }
@@ -271,7 +273,9 @@ impl Homeserver {
         self.store_checked_outliers(room_id, outliers, rules).await.ok()?;
         let mut state = StateMap::new();
         for id in state_ids {
-            let Some(pdu) = self.rooms.pdu(&id).ok().flatten() else { continue };
+            // A failed read fails this whole answer (the caller tries elsewhere) rather than
+            // leaving an entry out of the state.
+            let Some(pdu) = self.rooms.pdu(&id).ok()? else { continue };
             if let Some(key) = pdu.state_key {
                 state.insert((pdu.kind.to_string(), key), id);
             }

@@ -219,10 +219,12 @@ impl Homeserver {
             Some(previous) => state.insert(member_key, previous.clone()),
             None => state.remove(&member_key),
         };
-        let fetch = |id: &EventId| self.rooms.pdu(id).ok().flatten();
+        let reads = crate::rooms::Reads::default();
+        let fetch = |id: &EventId| reads.keep(self.rooms.pdu(id));
         let mut chain_from: Vec<OwnedEventId> = state.values().cloned().collect();
         chain_from.extend(join.auth_events.iter().cloned());
-        let mut chain: BTreeSet<OwnedEventId> = auth_chain(chain_from.iter(), &fetch).into_iter().collect();
+        let chain = auth_chain(chain_from.iter(), &fetch);
+        let mut chain: BTreeSet<OwnedEventId> = reads.finish(chain)?.into_iter().collect();
         chain.extend(join.auth_events.iter().cloned());
         let json_of = |id: &OwnedEventId| -> Result<Option<Box<RawValue>>> {
             self.rooms.pdu_record(id)?.map(|r| raw(r.json)).transpose()

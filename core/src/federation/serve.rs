@@ -103,9 +103,10 @@ impl Homeserver {
             };
         }
         let ids: Vec<OwnedEventId> = state.into_values().collect();
-        let fetch = |id: &EventId| self.rooms.pdu(id).ok().flatten();
-        let chain = auth_chain(ids.iter(), &fetch).into_iter().collect();
-        Ok((chain, ids))
+        let reads = crate::rooms::Reads::default();
+        let fetch = |id: &EventId| reads.keep(self.rooms.pdu(id));
+        let chain = auth_chain(ids.iter(), &fetch);
+        Ok((reads.finish(chain)?.into_iter().collect(), ids))
     }
 }
 

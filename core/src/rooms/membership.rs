@@ -58,13 +58,17 @@ impl Rooms {
         if !restricted || self.membership(room_id, user)?.as_deref() == Some("invite") {
             return Ok(None);
         }
-        let allowed = content["allow"].as_array().into_iter().flatten().any(|rule| {
-            rule["type"] == "m.room_membership"
-                && rule["room_id"]
-                    .as_str()
-                    .and_then(|r| RoomId::parse(r).ok())
-                    .is_some_and(|r| self.membership(&r, user).ok().flatten().as_deref() == Some("join"))
-        });
+        let mut allowed = false;
+        for rule in content["allow"].as_array().into_iter().flatten() {
+            let room = rule["room_id"].as_str().and_then(|r| RoomId::parse(r).ok());
+            if rule["type"] == "m.room_membership"
+                && let Some(room) = room
+                && self.membership(&room, user)?.as_deref() == Some("join")
+            {
+                allowed = true;
+                break;
+            }
+        }
         if !allowed {
             return Ok(None);
         }
