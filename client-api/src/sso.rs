@@ -165,19 +165,7 @@ mod endpoint {
 pub use endpoint::{Confirm, ProviderCallback};
 pub(crate) use endpoint::{Page, param, query};
 
-/// Escapes text for HTML element content and double-quoted attributes.
-pub(crate) fn esc(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_owned(),
-            '<' => "&lt;".to_owned(),
-            '>' => "&gt;".to_owned(),
-            '"' => "&quot;".to_owned(),
-            '\'' => "&#39;".to_owned(),
-            c => c.to_string(),
-        })
-        .collect()
-}
+pub(crate) use hearth_core::util::html_escape as esc;
 
 pub(crate) fn page(title: &str, content: &str) -> String {
     format!(

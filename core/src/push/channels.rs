@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use ruma::{RoomId, UserId, events::TimelineEventType, push::Action};
+use ruma::{RoomId, events::TimelineEventType, push::Action};
 
 use super::{
     mail::{Mail, Shown, render, sms_text},
@@ -121,16 +121,12 @@ impl Homeserver {
         let Some(event) = self.rooms.pdu(event_id)? else {
             return Ok(Shown { room, sender: "Someone".to_owned(), body: None });
         };
-        let sender =
-            self.display_name_in(room_id, &event.sender)?.unwrap_or_else(|| event.sender.to_string());
+        let sender = self
+            .rooms
+            .member_display_name(room_id, &event.sender)?
+            .unwrap_or_else(|| event.sender.to_string());
         let body =
             (event.kind == TimelineEventType::RoomMessage).then(|| event.content_str("body")).flatten();
         Ok(Shown { room, sender, body })
-    }
-
-    /// A member's display name in a room, from their member event.
-    pub(super) fn display_name_in(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
-        let member = self.rooms.current_state_event(room_id, "m.room.member", user.as_str())?;
-        Ok(member.and_then(|m| m.content_str("displayname")))
     }
 }

@@ -4,7 +4,12 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ruma::{UserId, signatures::KeyPair};
 
-use crate::{Error, Homeserver, Result, ephemeral::BoxFuture, keys::signing_key::SigningKey};
+use crate::{
+    Error, Homeserver, Result,
+    ephemeral::BoxFuture,
+    keys::signing_key::SigningKey,
+    util::{constant_time_eq, html_escape as esc},
+};
 
 /// The path of the unsubscribe link (Hearth's own endpoint, like Synapse's
 /// `/_synapse/client/unsubscribe`).
@@ -43,22 +48,6 @@ pub struct Shown {
     pub sender: String,
     /// `None` in an encrypted room, or for an event without a text body.
     pub body: Option<String>,
-}
-
-/// Escapes text for HTML.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Longest message text a mail quotes.
@@ -165,10 +154,6 @@ impl Homeserver {
         }
         self.delete_pusher(user, app_id, pushkey).await
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -60,10 +60,6 @@ struct Backoffs {
 }
 
 impl Backoffs {
-    fn waiting(&self, key: &PusherKey, now: Instant) -> bool {
-        self.pushers.get(key).is_some_and(|(until, _)| *until > now)
-    }
-
     fn failed(&mut self, key: PusherKey) {
         let entry = self.pushers.entry(key).or_insert((Instant::now(), FIRST_BACKOFF / 2));
         entry.1 = (entry.1 * 2).min(MAX_BACKOFF);
@@ -128,14 +124,12 @@ impl Homeserver {
     async fn push_round(&self, backoffs: &mut Backoffs) -> Result<bool> {
         let db = self.db.clone();
         let now = Instant::now();
+        // Pushers backing off are left out of the round.
         let waiting: Vec<PusherKey> =
             backoffs.pushers.iter().filter(|(_, (until, _))| *until > now).map(|(k, _)| k.clone()).collect();
         let work = blocking(move || pending(&db, &waiting)).await?;
         let mut more = false;
         for (key, items) in work {
-            if backoffs.waiting(&key, now) {
-                continue;
-            }
             more |= items.len() == PER_ROUND;
             let (user, app_id, pushkey) = &key;
             let Some(pusher) = pushers::get(&self.db, user, app_id, pushkey)? else {
@@ -290,7 +284,7 @@ impl Homeserver {
         let Some(event) = self.rooms.pdu(&item.event_id)? else { return Ok(notification) };
         notification.event_type = Some(event.kind.clone());
         notification.user_is_target = event.state_key.as_deref() == Some(pusher.user_id.as_str());
-        notification.sender_display_name = self.display_name_in(&item.room_id, &event.sender)?;
+        notification.sender_display_name = self.rooms.member_display_name(&item.room_id, &event.sender)?;
         notification.sender = Some(event.sender.clone());
         let summary = self.rooms.summary(&item.room_id)?;
         notification.room_name = summary.name;

@@ -167,7 +167,13 @@ impl Rooms {
         Ok(members)
     }
 
-    /// A member's display name in the room, from their member event.
+    /// A member's display name in a room, from their current member event (none when empty).
+    pub fn member_display_name(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        let member = self.current_state_event(room_id, "m.room.member", user.as_str())?;
+        Ok(member.and_then(|event| event.content_str("displayname")).filter(|name| !name.is_empty()))
+    }
+
+    /// A member's display name in the room, cached with the room's members.
     pub(crate) fn display_name(
         &self,
         members: &Members,
@@ -177,11 +183,7 @@ impl Rooms {
         if let Some(name) = members.names.lock().unwrap_or_else(PoisonError::into_inner).get(user) {
             return Ok(name.clone());
         }
-        let name = self
-            .current_state_event(room_id, "m.room.member", user.as_str())?
-            .and_then(|event| event.content_str("displayname"))
-            .filter(|name| !name.is_empty())
-            .map(Arc::<str>::from);
+        let name = self.member_display_name(room_id, user)?.map(Arc::<str>::from);
         members.names.lock().unwrap_or_else(PoisonError::into_inner).insert(user.to_owned(), name.clone());
         Ok(name)
     }

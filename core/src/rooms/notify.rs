@@ -135,7 +135,7 @@ impl Rooms {
             let notification = NotificationRecord {
                 room_id: room_id.to_owned(),
                 event_id: pdu.event_id.clone(),
-                actions: actions.clone(),
+                actions,
                 highlight,
                 ts,
             };

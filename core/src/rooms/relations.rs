@@ -109,6 +109,18 @@ pub struct RelationsQuery {
 }
 
 impl Rooms {
+    /// The relations indexed for one event, oldest first, with their positions (rows that do
+    /// not decode are skipped).
+    fn relations_of(&self, parent: &EventId) -> Result<Vec<(u64, RelationRecord)>> {
+        let mut out = Vec::new();
+        for row in self.db().scan_prefix::<Relations, _>(&parent.to_owned())?.lenient() {
+            if let ((_, pos), Some(relation)) = row? {
+                out.push((pos, relation));
+            }
+        }
+        Ok(out)
+    }
+
     /// The events relating to `parent` that `viewer` may see, filtered and paged. The parent
     /// itself must be visible to the viewer, or the answer is "not found".
     pub fn relations(
@@ -132,11 +144,9 @@ impl Rooms {
             for _ in 0..MAX_RECURSION_DEPTH {
                 let mut next = Vec::new();
                 for id in &level {
-                    for row in self.db().scan_prefix::<Relations, _>(id)?.lenient() {
-                        let ((_, pos), Some(relation)) = row? else { continue };
-                        next.push(relation.event_id.clone());
-                        all.push((pos, relation));
-                    }
+                    let found = self.relations_of(id)?;
+                    next.extend(found.iter().map(|(_, r)| r.event_id.clone()));
+                    all.extend(found);
                 }
                 if all.len() >= MAX_RECURSIVE || next.is_empty() {
                     break;
@@ -147,13 +157,8 @@ impl Rooms {
             all.sort_by_key(|(pos, _)| *pos);
             all
         } else {
-            let mut all = Vec::new();
-            for row in self.db().scan_prefix::<Relations, _>(&parent.to_owned())?.lenient() {
-                let ((_, pos), Some(relation)) = row? else { continue };
-                if matches(&relation) {
-                    all.push((pos, relation));
-                }
-            }
+            let mut all = self.relations_of(parent)?;
+            all.retain(|(_, r)| matches(r));
             all
         };
         if query.direction == PageDirection::Backward {
@@ -229,15 +234,7 @@ impl Rooms {
 
     /// Whether `user` replied in the thread of `root`.
     fn took_part(&self, root: &EventId, user: &UserId) -> Result<bool> {
-        for row in self.db().scan_prefix::<Relations, _>(&root.to_owned())?.lenient() {
-            if let (_, Some(r)) = row?
-                && r.rel_type == THREAD
-                && r.sender == user
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.relations_of(root)?.iter().any(|(_, r)| r.rel_type == THREAD && r.sender == user))
     }
 }
 
@@ -253,12 +250,8 @@ impl Rooms {
         object: &ruma::CanonicalJsonObject,
         viewer: &UserId,
     ) -> Result<Option<serde_json::Value>> {
-        let mut relations: Vec<RelationRecord> = Vec::new();
-        for row in self.db().scan_prefix::<Relations, _>(&event_id.to_owned())?.lenient() {
-            if let (_, Some(relation)) = row? {
-                relations.push(relation);
-            }
-        }
+        let relations: Vec<RelationRecord> =
+            self.relations_of(event_id)?.into_iter().map(|(_, r)| r).collect();
         if relations.is_empty() {
             return Ok(None);
         }
