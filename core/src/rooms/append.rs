@@ -218,7 +218,7 @@ impl Rooms {
             replaces_state,
             ..super::timeline_record(room_id, json, pos, room.current_state_group)
         };
-        super::put_timeline_event(db, &mut batch, &event_id, &record)?;
+        super::put_timeline_event(db, &mut batch, &pdu, &record)?;
         if let Some(key) = txn_key {
             batch.put::<TxnIds>(&key, &event_id)?;
         }

@@ -137,13 +137,13 @@ impl Reads {
 fn put_timeline_event(
     db: &Db,
     batch: &mut hearth_storage::Batch,
-    event_id: &EventId,
+    pdu: &Pdu,
     record: &PduRecord,
 ) -> Result<()> {
     let pos = record.stream_pos.ok_or_else(|| Error::internal("a timeline event needs a position"))?;
-    let (room_id, event_id) = (record.room_id.clone(), event_id.to_owned());
+    let (room_id, event_id) = (record.room_id.clone(), pdu.event_id.clone());
     batch.put::<Pdus>(&event_id, record)?;
-    relations::index(db, batch, &event_id, record)?;
+    relations::index(db, batch, pdu, record)?;
     batch.put::<hearth_storage::schema::RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
     batch.put::<hearth_storage::schema::StreamLog>(
         &pos,

@@ -9,7 +9,7 @@ use hearth_storage::{
     records::{PduRecord, RelationRecord},
     schema::{Relations, ThreadActivity, ThreadRoots},
 };
-use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
 
 use super::{PageDirection, Rooms};
 use crate::{Error, Result, events::Pdu};
@@ -39,30 +39,25 @@ pub fn content_relation(content: &str) -> Option<(OwnedEventId, String)> {
     Some((relation.event_id?, relation.rel_type.filter(|t| !t.is_empty())?))
 }
 
-/// The relation a stored event declares, the event's type and its sender.
-fn relation_of(json: &str) -> Option<(OwnedEventId, String, String, OwnedUserId)> {
+/// The event a stored event (as stored JSON) relates to.
+fn related_to(json: &str) -> Option<OwnedEventId> {
     #[derive(serde::Deserialize)]
     struct Event {
-        #[serde(rename = "type")]
-        kind: String,
-        sender: OwnedUserId,
         content: Option<Box<serde_json::value::RawValue>>,
     }
     let event: Event = serde_json::from_str(json).ok()?;
-    let (parent, rel_type) = content_relation(event.content?.get())?;
-    Some((parent, rel_type, event.kind, event.sender))
+    content_relation(event.content?.get()).map(|(parent, _)| parent)
 }
 
 /// Indexes the relation of an event that takes a timeline position, in its batch; a thread
 /// reply also moves its thread to the front of the room's threads. Writers of one room are
 /// serialized by its lock, so the thread's previous place read here is still current.
-pub(super) fn index(db: &Db, batch: &mut Batch, event_id: &EventId, record: &PduRecord) -> Result<()> {
-    let (Some(pos), Some((parent, rel_type, event_type, sender))) =
-        (record.stream_pos, relation_of(&record.json))
+pub(super) fn index(db: &Db, batch: &mut Batch, pdu: &Pdu, record: &PduRecord) -> Result<()> {
+    let (Some(pos), Some((parent, rel_type))) = (record.stream_pos, content_relation(pdu.content.get()))
     else {
         return Ok(());
     };
-    if parent == event_id {
+    if parent == pdu.event_id {
         return Ok(());
     }
     if rel_type == THREAD {
@@ -73,14 +68,19 @@ pub(super) fn index(db: &Db, batch: &mut Batch, event_id: &EventId, record: &Pdu
         batch.put::<ThreadRoots>(&(room.clone(), parent.clone()), &pos)?;
         batch.put::<ThreadActivity>(&(room, pos), &parent)?;
     }
-    let relation = RelationRecord { event_id: event_id.to_owned(), sender, rel_type, event_type };
+    let relation = RelationRecord {
+        event_id: pdu.event_id.clone(),
+        sender: pdu.sender.clone(),
+        rel_type,
+        event_type: pdu.kind.to_string(),
+    };
     batch.put::<Relations>(&(parent, pos), &relation)?;
     Ok(())
 }
 
 /// Removes a redacted event's relation from the index, in the redaction's batch.
 pub(super) fn unindex(batch: &mut Batch, record: &PduRecord) {
-    if let (Some(pos), Some((parent, ..))) = (record.stream_pos, relation_of(&record.json)) {
+    if let (Some(pos), Some(parent)) = (record.stream_pos, related_to(&record.json)) {
         batch.delete::<Relations>(&(parent, pos));
     }
 }

@@ -232,7 +232,7 @@ impl Rooms {
             gap_before,
             ..super::timeline_record(room_id, json, pos, after_group)
         };
-        super::put_timeline_event(db, &mut batch, event_id, &record)?;
+        super::put_timeline_event(db, &mut batch, &pdu, &record)?;
         room.forward_extremities = extremities;
         room.max_depth = room.max_depth.max(pdu.depth);
         room.current_state_group = new_group;
@@ -451,7 +451,7 @@ impl Rooms {
             replaces_state: before.get(&("m.room.member".to_owned(), key)).cloned(),
             ..super::timeline_record(room_id, json, pos, after_group)
         };
-        super::put_timeline_event(self.db(), &mut batch, &event_id, &record)?;
+        super::put_timeline_event(self.db(), &mut batch, &pdu, &record)?;
         room.forward_extremities = vec![event_id];
         room.max_depth = room.max_depth.max(pdu.depth);
         room.current_state_group = after_group;
