@@ -318,6 +318,24 @@ async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_pa
             |deep| json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": deep}),
         ),
         (Method::PUT, format!("{V3}/presence/{me}/status"), |deep| json!({"presence": "online", "x": deep})),
+        (Method::POST, format!("{V3}/pushers/set"), |deep| {
+            json!({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+                "device_display_name": "D", "lang": "en",
+                "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify", "x": deep}})
+        }),
+        (
+            Method::PUT,
+            format!("{V3}/user/{me}/rooms/{room}/tags/u.deep"),
+            |deep| json!({"order": 0.5, "x": deep}),
+        ),
+        (
+            Method::PUT,
+            format!("{V3}/profile/{me}/org.example.deep"),
+            |deep| json!({ "org.example.deep": deep }),
+        ),
+        (Method::POST, format!("{V3}/rooms/{room}/report"), |deep| json!({"reason": "r", "x": deep})),
+        (Method::POST, format!("{V3}/users/{me}/report"), |deep| json!({"reason": "r", "x": deep})),
+        (Method::POST, format!("{V3}/user/{me}/openid/request_token"), |deep| json!({ "x": deep })),
         (Method::POST, format!("{V3}/user_directory/search"), |deep| json!({"search_term": "a", "x": deep})),
         (
             Method::PUT,
@@ -580,6 +598,9 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::POST, format!("{V3}/rooms/{room}/report/{event}")),
         (Method::POST, format!("{V3}/rooms/{room}/report")),
         (Method::POST, format!("{V3}/users/{me}/report")),
+        (Method::POST, format!("{V3}/user/{me}/openid/request_token")),
+        (Method::PUT, format!("{V3}/profile/{me}/org.example.field")),
+        (Method::POST, format!("{V3}/account/3pid/delete")),
         (Method::POST, format!("{V3}/join/{room}")),
         (Method::POST, format!("{V3}/knock/{room}")),
         (Method::PUT, format!("{V3}/user/{me}/account_data/org.example.k")),
@@ -664,4 +685,38 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         client.get(&format!("{V3}/sync?timeout=0")).await.assert_ok();
         client.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50")).await.assert_ok();
     }
+}
+
+/// What the pusher and profile-field endpoints accept at the deepest allowed nesting reads back
+/// whole: a pusher's data (from /pushers and at the push gateway), a profile field.
+#[tokio::test]
+async fn deep_pushers_and_profile_fields_read_back() {
+    let gateway = hearth_conformance_tests::push_gateway::PushGateway::start().await;
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let me = alice.user_id().to_owned();
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    // Each body nests exactly LIMIT deep, the most the server accepts.
+    let deep = nest(LIMIT - 2);
+    let pusher = json!({"kind": "http", "app_id": "a", "pushkey": "k", "app_display_name": "A",
+        "device_display_name": "D", "lang": "en", "data": {"url": gateway.url, "x": deep}});
+    assert_eq!(depth(&pusher), LIMIT);
+    alice.post(&format!("{V3}/pushers/set"), pusher).await.assert_ok();
+    let listed = alice.get(&format!("{V3}/pushers")).await;
+    assert_eq!(listed.assert_ok()["pushers"][0]["data"]["x"], deep);
+    bob.send_text(&room, "m", "hello").await;
+    let received = gateway.wait_for(1, std::time::Duration::from_secs(10)).await;
+    assert_eq!(received[0]["devices"][0]["data"]["x"], deep, "{received:?}");
+
+    let field = nest(LIMIT - 1);
+    assert_eq!(depth(&json!({ "org.example.deep": field })), LIMIT);
+    alice
+        .put(&format!("{V3}/profile/{me}/org.example.deep"), json!({ "org.example.deep": field }))
+        .await
+        .assert_ok();
+    let read = bob.get(&format!("{V3}/profile/{me}/org.example.deep")).await;
+    assert_eq!(read.assert_ok()["org.example.deep"], field);
+    assert_eq!(bob.get(&format!("{V3}/profile/{me}")).await.assert_ok()["org.example.deep"], field);
 }
