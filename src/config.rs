@@ -10,8 +10,8 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
-    EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig,
-    RegistrationConfig, RoomsConfig, SessionConfig, SmsConfig, SsoConfig, VoipConfig,
+    CallsConfig, EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig,
+    RegistrationConfig, RoomsConfig, SearchConfig, SessionConfig, SmsConfig, SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -39,6 +39,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub email: EmailConfig,
     pub sms: SmsConfig,
+    pub search: SearchConfig,
+    pub calls: CallsConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -149,6 +151,8 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             email: EmailConfig::default(),
             sms: SmsConfig::default(),
+            search: SearchConfig::default(),
+            calls: CallsConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -227,6 +231,13 @@ impl Config {
         {
             bail!("invalid configuration: sms.api_url is not a URL: {url:?}");
         }
+        if hearth_storage::search::stemming_language(&self.search.language).is_none() {
+            bail!(
+                "invalid configuration: search.language {:?} is not a stemming language this server knows \
+                 (english, french, german, ... or none)",
+                self.search.language
+            );
+        }
         if self.session.refreshable_access_token_lifetime_secs == 0 {
             bail!("invalid configuration: session.refreshable_access_token_lifetime_secs must be at least 1");
         }
@@ -286,6 +297,8 @@ impl Config {
             trusted_key_servers: self.federation.trusted_key_servers.clone(),
             email: self.email.clone(),
             sms: self.sms.clone(),
+            search: self.search.clone(),
+            calls: self.calls.clone(),
         }
     }
 }

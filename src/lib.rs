@@ -77,12 +77,27 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         mailer: mailer::SmtpMailer::from_config(&config.email)
             .context("invalid configuration")?
             .map(|m| Arc::new(m) as Arc<dyn hearth_core::push::mail::Mailer>),
+        search: open_search_index(config)?,
     };
     let hs = Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?;
     if let Some(fetcher) = remote_media {
         fetcher.attach(&hs);
     }
     Ok(hs)
+}
+
+/// The search index inside the storage directory (refilled from the database when it is
+/// missing or unreadable); `None` when search is off.
+fn open_search_index(config: &Config) -> anyhow::Result<Option<Arc<hearth_storage::search::SearchIndex>>> {
+    if !config.search.enabled {
+        return Ok(None);
+    }
+    let language = hearth_storage::search::stemming_language(&config.search.language)
+        .with_context(|| format!("invalid configuration: search.language {:?}", config.search.language))?;
+    let dir = hearth_storage::search::index_dir(&config.storage.path);
+    let index = hearth_storage::search::SearchIndex::open(&dir, language)
+        .with_context(|| format!("opening the search index at {}", dir.display()))?;
+    Ok(Some(Arc::new(index)))
 }
 
 /// Serves the Client-Server API on `listener` until `shutdown` completes, then drains
@@ -155,15 +170,18 @@ pub async fn run_with(
             }
         })
     };
+    // The homeserver's own background work, each stopping on the same signal as the listeners.
     let push_sender = {
-        let hs = hs.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            hs.run_push_sender(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-            .await;
-        })
+        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
+        tokio::spawn(async move { hs.run_push_sender(stop).await })
+    };
+    let search_indexer = {
+        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
+        tokio::spawn(async move { hs.run_search_indexer(stop).await })
+    };
+    let delayed_sender = {
+        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
+        tokio::spawn(async move { hs.run_delayed_sender(stop).await })
     };
     let app = router::app(hs.clone(), config.client_api.clone());
     {
@@ -181,12 +199,22 @@ pub async fn run_with(
     let _ = sweeper.await;
     // Both stop on the same signal as the client listener and release their handles.
     let _ = push_sender.await;
+    let _ = search_indexer.await;
+    let _ = delayed_sender.await;
     for task in federation_tasks {
         let _ = task.await;
     }
     tracing::info!("shutting down: flushing storage");
     hs.db.flush().context("flushing storage")?;
     Ok(())
+}
+
+/// Completes once the stop signal is given.
+fn stopped(stop: &tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
 }
 
 fn warn_about_risky_settings(config: &Config, listener: &TcpListener) {

@@ -3,10 +3,10 @@
 use hearth_core::{Error, ErrorCode, Homeserver, users::NewAccount};
 use ruma::api::client::{
     account::{
-        ThirdPartyIdRemovalStatus, add_3pid, change_password, check_registration_token_validity, deactivate,
-        delete_3pid, get_3pids, get_username_availability, register, register::RegistrationKind,
+        ThirdPartyIdRemovalStatus, add_3pid, bind_3pid, change_password, check_registration_token_validity,
+        deactivate, delete_3pid, get_3pids, get_username_availability, register, register::RegistrationKind,
         request_3pid_management_token_via_email, request_3pid_management_token_via_msisdn,
-        request_openid_token, whoami,
+        request_openid_token, unbind_3pid, whoami,
     },
     uiaa::AuthType,
 };
@@ -203,6 +203,27 @@ pub async fn add_3pid(
     req.session()?;
     Err(Error::new(ErrorCode::ThreepidAuthFailed, "No validated third-party identifier session matches")
         .into())
+}
+
+/// `POST /_matrix/client/v3/account/3pid/bind`: publishing an identifier on an identity server
+/// goes through the homeserver, and this one talks to no identity server.
+pub async fn bind_3pid(
+    _hs: Homeserver,
+    req: Ruma<bind_3pid::v3::Request>,
+) -> ApiResult<bind_3pid::v3::Response> {
+    req.session()?;
+    Err(Error::new(ErrorCode::ServerNotTrusted, "This server does not bind identifiers on identity servers")
+        .into())
+}
+
+/// `POST /_matrix/client/v3/account/3pid/unbind`: nothing was bound through this server, so
+/// there is nothing to unbind, which the answer says.
+pub async fn unbind_3pid(
+    _hs: Homeserver,
+    req: Ruma<unbind_3pid::v3::Request>,
+) -> ApiResult<unbind_3pid::v3::Response> {
+    req.session()?;
+    Ok(unbind_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }
 
 /// `POST /_matrix/client/v3/account/3pid/delete`: the account has none, so none is left after.

@@ -2,13 +2,9 @@
 
 use hearth_core::{Error, Homeserver};
 use ruma::{
-    api::{
-        IncomingRequest, Metadata,
-        client::directory::{
-            get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
-        },
-        client::room::Visibility,
-        error::DeserializationError,
+    api::client::{
+        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        room::Visibility,
     },
     directory::PublicRoomsChunk,
 };
@@ -16,35 +12,11 @@ use serde_json::Value;
 
 use crate::{
     extract::Ruma,
-    response::{ApiResult, Json},
+    response::{ApiResult, Json, JsonAnswered},
 };
 
-/// A `/publicRooms` request of ruma's, answered as JSON so that every entry names its
-/// `join_rule`: ruma leaves out the default, `public`, but clients (and Synapse, which always
-/// sends it) expect it.
-pub struct PublicRooms<R>(pub R);
-
-impl<R: Metadata> Metadata for PublicRooms<R> {
-    const METHOD: axum::http::Method = R::METHOD;
-    const RATE_LIMITED: bool = R::RATE_LIMITED;
-    type Authentication = R::Authentication;
-    type PathBuilder = R::PathBuilder;
-    const PATH_BUILDER: Self::PathBuilder = R::PATH_BUILDER;
-}
-
-impl<R: IncomingRequest> IncomingRequest for PublicRooms<R> {
-    type EndpointError = R::EndpointError;
-    type OutgoingResponse = Json<Value>;
-
-    fn try_from_http_request_inner(
-        request: axum::http::Request<&[u8]>,
-        path_args: &[&str],
-    ) -> Result<Self, DeserializationError> {
-        R::try_from_http_request_inner(request, path_args).map(Self)
-    }
-}
-
-/// The page as JSON, each entry with its `join_rule`.
+/// The page as JSON, each entry with its `join_rule`: ruma leaves out the default, `public`,
+/// but clients (and Synapse, which always sends it) expect it.
 fn with_join_rules(
     chunk: Vec<PublicRoomsChunk>,
     next_batch: Option<String>,
@@ -74,7 +46,7 @@ fn with_join_rules(
 /// `GET /_matrix/client/v3/publicRooms`: this server's directory, or another server's.
 pub async fn get_public_rooms(
     hs: Homeserver,
-    req: Ruma<PublicRooms<get_public_rooms::v3::Request>>,
+    req: Ruma<JsonAnswered<get_public_rooms::v3::Request>>,
 ) -> ApiResult<Json<Value>> {
     let b = &req.body.0;
     let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), None).await?;
@@ -85,7 +57,7 @@ pub async fn get_public_rooms(
 /// `POST /_matrix/client/v3/publicRooms`: this server's directory, or another server's.
 pub async fn get_public_rooms_filtered(
     hs: Homeserver,
-    req: Ruma<PublicRooms<get_public_rooms_filtered::v3::Request>>,
+    req: Ruma<JsonAnswered<get_public_rooms_filtered::v3::Request>>,
 ) -> ApiResult<Json<Value>> {
     let b = req.body.0;
     let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), Some(b.filter)).await?;

@@ -29,24 +29,35 @@ const SPEC_VERSIONS: &[&str] = &[
 
 /// `GET /_matrix/client/versions`
 pub async fn get_supported_versions(
-    _hs: Homeserver,
+    hs: Homeserver,
     _req: Ruma<get_supported_versions::Request>,
 ) -> ApiResult<get_supported_versions::Response> {
     let mut response =
         get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    // Cross-signing has been stable since v1.1, but Element only runs its automatic set-up of a
-    // new account's cross-signing keys when the server still names the unstable flag (as
-    // Synapse does); without it a user's devices all stay unverified.
-    response.unstable_features = BTreeMap::from([("org.matrix.e2e_cross_signing".to_owned(), true)]);
+    let calls = &hs.config.calls;
+    response.unstable_features = BTreeMap::from([
+        // Cross-signing has been stable since v1.1, but Element only runs its automatic set-up
+        // of a new account's cross-signing keys when the server still names the unstable flag
+        // (as Synapse does); without it a user's devices all stay unverified.
+        ("org.matrix.e2e_cross_signing".to_owned(), true),
+        // Delayed events: clients (matrix-js-sdk's MatrixRTC) check this before scheduling.
+        ("org.matrix.msc4140".to_owned(), calls.max_delay_ms > 0),
+        // MatrixRTC transport discovery, when there is a transport to discover.
+        ("org.matrix.msc4143".to_owned(), !calls.rtc_transports.is_empty()),
+    ]);
     Ok(response)
 }
 
-/// `GET /.well-known/matrix/client`
+/// `GET /.well-known/matrix/client`, with the configured call transports as
+/// `org.matrix.msc4143.rtc_foci` for clients that look for them there.
 pub async fn discover_homeserver(
     hs: Homeserver,
     _req: Ruma<discover_homeserver::Request>,
 ) -> ApiResult<discover_homeserver::Response> {
-    Ok(discover_homeserver::Response::new(HomeserverInfo::new(hs.config.public_baseurl.clone())))
+    let mut response =
+        discover_homeserver::Response::new(HomeserverInfo::new(hs.config.public_baseurl.clone()));
+    response.rtc_foci = hs.config.calls.rtc_transports.clone();
+    Ok(response)
 }
 
 /// `GET /_matrix/client/v3/capabilities`
@@ -66,6 +77,14 @@ pub async fn get_capabilities(
         .map(|v| (v.clone(), RoomVersionStability::Stable))
         .collect();
     capabilities.room_versions = RoomVersionsCapability::new(hs.rooms.default_version().clone(), available);
+    // Delayed events' limits, under the name Synapse uses.
+    let calls = &hs.config.calls;
+    if calls.max_delay_ms > 0 {
+        let delayed = serde_json::json!({"max_delay_ms": calls.max_delay_ms, "max_scheduled": calls.max_delayed_per_user});
+        capabilities
+            .set("org.matrix.msc4140.delayed_events", delayed)
+            .map_err(hearth_core::Error::internal)?;
+    }
     // ruma leaves out capabilities at their default value; clients (and the spec's examples)
     // expect the ones the server supports spelled out, as Synapse does.
     let mut value = serde_json::to_value(&capabilities).map_err(hearth_core::Error::internal)?;

@@ -84,12 +84,24 @@ pub struct GuestAccess(pub bool);
 pub struct Ruma<T> {
     pub body: T,
     pub session: Option<Session>,
+    /// The JSON body as sent, for the few questions ruma's types cannot answer (whether an
+    /// optional object with defaults was given at all).
+    pub raw_body: axum::body::Bytes,
+    /// The query string as sent, for parameters of unstable extensions that ruma's request
+    /// types for the same path do not carry (a delayed event's delay on `/send` and `/state`).
+    pub query: Option<String>,
 }
 
 impl<T> Ruma<T> {
     /// The caller's session; only absent on endpoints whose token is optional or ignored.
     pub fn session(&self) -> Result<&Session, ApiError> {
         self.session.as_ref().ok_or_else(|| ApiError(Error::missing_token("Missing access token")))
+    }
+
+    /// A query parameter by name (the first, percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
     }
 }
 
@@ -215,17 +227,18 @@ where
 
         // Clients (matrix-nio's join, for one) send no body where an empty object is meant;
         // Synapse reads that as `{}`, and so do we, except where the body is the whole point.
-        let body: &[u8] = if bytes.is_empty() && matches!(parts.method, Method::POST | Method::PUT) {
+        let bytes = if bytes.is_empty() && matches!(parts.method, Method::POST | Method::PUT) {
             if body_required {
                 return Err(Error::not_json("Content not JSON.").into());
             }
-            b"{}"
+            axum::body::Bytes::from_static(b"{}")
         } else {
-            bytes.as_ref()
+            bytes
         };
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let http_request = Request::from_parts(parts, body);
-        Ok(Self { body: parse_request::<T>(http_request, &path_args)?, session })
+        let query = parts.uri.query().map(str::to_owned);
+        let http_request = Request::from_parts(parts, bytes.as_ref());
+        Ok(Self { body: parse_request::<T>(http_request, &path_args)?, session, raw_body: bytes, query })
     }
 }
 

@@ -3,7 +3,7 @@
 use hearth_core::{
     Error, Homeserver,
     events::{NewEvent, Pdu},
-    rooms::{PageDirection, TimelineKey},
+    rooms::{PageDirection, TimelineKey, history_token, parse_history_token},
 };
 use ruma::{
     api::{
@@ -16,9 +16,11 @@ use ruma::{
     events::TimelineEventType,
 };
 
+use serde_json::{Value, json};
+
 use crate::{
     extract::Ruma,
-    response::ApiResult,
+    response::{ApiResult, Json, JsonAnswered},
     room::{json_of, raw},
 };
 
@@ -32,22 +34,31 @@ pub(crate) fn token(pos: u64) -> String {
     format!("t{pos}")
 }
 
-/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`; with MSC4140's delay
+/// parameter, the event is scheduled instead and the answer is its delay ID.
 pub async fn send_message_event(
     hs: Homeserver,
-    req: Ruma<send_message_event::v3::Request>,
-) -> ApiResult<send_message_event::v3::Response> {
+    req: Ruma<JsonAnswered<send_message_event::v3::Request>>,
+) -> ApiResult<Json<Value>> {
     let session = req.session()?.clone();
-    let b = req.body;
+    let delay = crate::delayed::delay_param(&req)?;
+    let b = req.body.0;
     let kind = TimelineEventType::from(b.event_type.to_string());
     if kind.to_string().is_empty() {
         return Err(Error::invalid_param("Event type must not be empty").into());
     }
     let content = json_of(&b.body)?;
+    if let Some(delay) = delay {
+        let (room, user, device) = (&b.room_id, &session.user_id, &session.device_id);
+        let txn = Some(b.txn_id.to_string());
+        let delay_id =
+            hs.schedule_delayed(user, device, room, kind.to_string(), None, content, delay, txn).await?;
+        return Ok(Json(json!({ "delay_id": delay_id })));
+    }
     let txn = Some((session.device_id.clone(), b.txn_id.to_string()));
     let event_id =
         hs.rooms.append(&b.room_id, &session.user_id, NewEvent::message(kind, content), txn).await?;
-    Ok(send_message_event::v3::Response::new(event_id))
+    Ok(Json(json!({ "event_id": event_id })))
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
@@ -68,20 +79,6 @@ fn filter_keeps(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
 
 /// Most events one page returns.
 const MAX_LIMIT: u64 = 1000;
-
-/// `/messages` tokens name a place in the room's timeline order: `t<position>` among the
-/// events this server saw live, `b<n>` in the history fetched later from other servers, which
-/// comes before all of them (see `TimelineKey`).
-fn parse_history_token(token: &str) -> Option<TimelineKey> {
-    match token.strip_prefix('b') {
-        Some(n) => n.parse::<i64>().ok().filter(|n| *n > 0).map(|n| -n),
-        None => parse_token(token).and_then(|p| i64::try_from(p).ok()),
-    }
-}
-
-fn history_token(key: TimelineKey) -> String {
-    if key >= 0 { format!("t{key}") } else { format!("b{}", key.unsigned_abs()) }
-}
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/messages`
 pub async fn get_message_events(

@@ -46,8 +46,7 @@ impl IntoResponse for ApiError {
             error.to_string()
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&StandardErrorBody::new(kind, message))
-            .unwrap_or_else(|_| br#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#.to_vec());
+        let body = error_body(&StandardErrorBody::new(kind, message), error.extra_fields());
         let mut response = json(status, body);
         if let Some(delay) = error.retry_after() {
             // Whole seconds, rounded up, as the header allows no fractions.
@@ -57,6 +56,23 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+fn error_body(
+    standard: &StandardErrorBody,
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Vec<u8> {
+    let fallback = || br#"{"errcode":"M_UNKNOWN","error":"Internal server error"}"#.to_vec();
+    match extra {
+        None => serde_json::to_vec(standard).unwrap_or_else(|_| fallback()),
+        Some(extra) => match serde_json::to_value(standard) {
+            Ok(serde_json::Value::Object(mut body)) => {
+                body.extend(extra);
+                serde_json::to_vec(&body).unwrap_or_else(|_| fallback())
+            }
+            _ => fallback(),
+        },
     }
 }
 

@@ -13,11 +13,11 @@ use hearth_core::{ErrorCode, Homeserver};
 use ruma::api::{IncomingRequest, Metadata, client as c, path_builder::PathBuilder};
 
 use crate::{
-    account, admin, backup, config, device, directory, discovery,
+    account, admin, backup, config, delayed, device, directory, discovery,
     extract::{AuthPolicy, BodyRequired, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
     filter, keys, media, membership, message, misc, presence, profile, push, receipt, relations,
     response::{ApiError, ApiResult, JsonAnswered, RumaResponse},
-    room, session, space, sso, state, sync, ws,
+    room, search, session, space, sso, state, sync, ws,
 };
 
 /// Registers a handler for every path a ruma endpoint has had (r0, v3, unstable).
@@ -145,6 +145,24 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
             GUESTS,
         )
         .ruma::<c::discovery::discover_homeserver::Request, _, _>(discovery::discover_homeserver, GUESTS)
+        // Calls: delayed events (MSC4140) and transports (MSC4143)
+        .ruma::<c::delayed_events::update_delayed_event::unstable_v2::Request, _, _>(
+            delayed::update_delayed_event,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::delayed_events::update_delayed_event::unstable_v1::Request>, _, _>(
+            delayed::update_delayed_event_by_body,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::delayed_events::get_all_delayed_events::unstable::Request>, _, _>(
+            delayed::get_all_delayed_events,
+            NO_GUESTS,
+        )
+        .ruma::<JsonAnswered<c::delayed_events::get_delayed_event::unstable::Request>, _, _>(
+            delayed::get_delayed_event,
+            NO_GUESTS,
+        )
+        .ruma::<c::rtc::transports::v1::Request, _, _>(delayed::get_rtc_transports, GUESTS)
         .ruma::<JsonAnswered<c::discovery::get_capabilities::v3::Request>, _, _>(
             discovery::get_capabilities,
             GUESTS,
@@ -219,6 +237,8 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         )
         .ruma::<c::account::add_3pid::v3::Request, _, _>(account::add_3pid, NO_GUESTS)
         .ruma::<c::account::delete_3pid::v3::Request, _, _>(account::delete_3pid, NO_GUESTS)
+        .ruma::<c::account::bind_3pid::v3::Request, _, _>(account::bind_3pid, NO_GUESTS)
+        .ruma::<c::account::unbind_3pid::v3::Request, _, _>(account::unbind_3pid, NO_GUESTS)
         .ruma::<c::tag::get_tags::v3::Request, _, _>(config::get_tags, GUESTS)
         .ruma::<c::tag::create_tag::v3::Request, _, _>(config::create_tag, GUESTS)
         .ruma::<c::tag::delete_tag::v3::Request, _, _>(config::delete_tag, GUESTS)
@@ -255,13 +275,16 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         )
         .ruma::<c::membership::get_member_events::v3::Request, _, _>(membership::get_member_events, GUESTS)
         // Events and state
-        .ruma_with_body::<c::message::send_message_event::v3::Request, _, _>(
+        .ruma_with_body::<JsonAnswered<c::message::send_message_event::v3::Request>, _, _>(
             message::send_message_event,
             GUESTS,
         )
         .ruma::<c::message::get_message_events::v3::Request, _, _>(message::get_message_events, GUESTS)
         .ruma::<c::redact::redact_event::v3::Request, _, _>(message::redact_event, NO_GUESTS)
-        .ruma_with_body::<c::state::send_state_event::v3::Request, _, _>(state::send_state_event, GUESTS)
+        .ruma_with_body::<JsonAnswered<c::state::send_state_event::v3::Request>, _, _>(
+            state::send_state_event,
+            GUESTS,
+        )
         .ruma::<c::state::get_state_event_for_key::v3::Request, _, _>(state::get_state_event_for_key, GUESTS)
         .ruma::<c::state::get_state_events::v3::Request, _, _>(state::get_state_events, GUESTS)
         .ruma::<c::knock::knock_room::v3::Request, _, _>(membership::knock_room, NO_GUESTS)
@@ -364,12 +387,16 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::thirdparty::get_protocols::v3::Request, _, _>(misc::get_protocols, GUESTS)
         .ruma::<c::voip::get_turn_server_info::v3::Request, _, _>(misc::get_turn_server_info, GUESTS)
         .ruma::<c::user_directory::search_users::v3::Request, _, _>(misc::search_users, GUESTS)
+        .ruma_with_body::<JsonAnswered<c::search::search_events::v3::Request>, _, _>(
+            search::search_events,
+            NO_GUESTS,
+        )
         // Room directory
-        .ruma::<directory::PublicRooms<c::directory::get_public_rooms::v3::Request>, _, _>(
+        .ruma::<JsonAnswered<c::directory::get_public_rooms::v3::Request>, _, _>(
             directory::get_public_rooms,
             GUESTS,
         )
-        .ruma::<directory::PublicRooms<c::directory::get_public_rooms_filtered::v3::Request>, _, _>(
+        .ruma::<JsonAnswered<c::directory::get_public_rooms_filtered::v3::Request>, _, _>(
             directory::get_public_rooms_filtered,
             GUESTS,
         )

@@ -6,19 +6,22 @@ use ruma::{
     events::TimelineEventType,
 };
 
+use serde_json::{Value, json};
+
 use crate::{
     extract::Ruma,
-    response::ApiResult,
+    response::{ApiResult, Json, JsonAnswered},
     room::{json_of, raw},
 };
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
 pub async fn send_state_event(
     hs: Homeserver,
-    req: Ruma<send_state_event::v3::Request>,
-) -> ApiResult<send_state_event::v3::Response> {
+    req: Ruma<JsonAnswered<send_state_event::v3::Request>>,
+) -> ApiResult<Json<Value>> {
     let session = req.session()?.clone();
-    let b = req.body;
+    let delay = crate::delayed::delay_param(&req)?;
+    let b = req.body.0;
     let content = json_of(&b.body)?;
     let kind = TimelineEventType::from(b.event_type.to_string());
     if kind == TimelineEventType::RoomMember {
@@ -32,6 +35,13 @@ pub async fn send_state_event(
     if kind == TimelineEventType::RoomCanonicalAlias {
         check_canonical_alias(&hs, &b.room_id, &content)?;
     }
+    if let Some(delay) = delay {
+        let (room, user, device) = (&b.room_id, &session.user_id, &session.device_id);
+        let key = Some(b.state_key.clone());
+        let delay_id =
+            hs.schedule_delayed(user, device, room, kind.to_string(), key, content, delay, None).await?;
+        return Ok(Json(json!({ "delay_id": delay_id })));
+    }
     // Setting what is already set, by the one who set it, is the same event again (as on
     // Synapse): a client retrying or re-applying settings does not fill the timeline.
     if let Some(current) = hs.rooms.current_state_event(&b.room_id, &kind.to_string(), &b.state_key)?
@@ -39,13 +49,13 @@ pub async fn send_state_event(
         && current.content_json() == content
         && hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() == Some("join")
     {
-        return Ok(send_state_event::v3::Response::new(current.event_id));
+        return Ok(Json(json!({ "event_id": current.event_id })));
     }
     let event_id = hs
         .rooms
         .append(&b.room_id, &session.user_id, NewEvent::state(kind, b.state_key, content), None)
         .await?;
-    Ok(send_state_event::v3::Response::new(event_id))
+    Ok(Json(json!({ "event_id": event_id })))
 }
 
 /// A canonical alias must point at this room (for local aliases, which this server can check).

@@ -102,6 +102,15 @@ async fn third_party_identifiers_and_login_tokens_answer_with_matrix_errors() {
         )
         .await;
     assert_eq!(delete.assert_ok()["id_server_unbind_result"], "no-support");
+    let bind = json!({"client_secret": "secret123", "sid": "s", "id_server": "id.example.org", "id_access_token": "t"});
+    alice.post("/_matrix/client/v3/account/3pid/bind", bind).await.assert_error(403, "M_SERVER_NOT_TRUSTED");
+    let unbind = alice
+        .post(
+            "/_matrix/client/v3/account/3pid/unbind",
+            json!({"medium": "email", "address": "a@example.org"}),
+        )
+        .await;
+    assert_eq!(unbind.assert_ok()["id_server_unbind_result"], "no-support");
     alice.post("/_matrix/client/v1/login/get_token", json!({})).await.assert_error(403, "M_FORBIDDEN");
     Client::new(&server.base_url)
         .get("/_matrix/client/v3/account/3pid")

@@ -13,8 +13,12 @@ async fn versions_well_known_and_capabilities() {
     let list: Vec<&str> = body["versions"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
     assert!(list.contains(&"v1.19"), "{list:?}");
     // Only what is implemented is advertised: cross-signing, which Element's account set-up
-    // looks for under its unstable name.
-    assert_eq!(body["unstable_features"], json!({"org.matrix.e2e_cross_signing": true}));
+    // looks for under its unstable name; delayed events; and transport discovery only once a
+    // transport is configured.
+    assert_eq!(
+        body["unstable_features"],
+        json!({"org.matrix.e2e_cross_signing": true, "org.matrix.msc4140": true, "org.matrix.msc4143": false})
+    );
 
     let wk = anon.get("/.well-known/matrix/client").await;
     assert_eq!(wk.assert_ok()["m.homeserver"]["base_url"], json!("http://127.0.0.1:8008/"));

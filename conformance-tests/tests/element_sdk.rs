@@ -51,3 +51,19 @@ fn reactions_edits_and_threads_with_matrix_js_sdk() {
     let stdout = run_js("relations.mjs");
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
 }
+
+/// Search as Element runs it through matrix-js-sdk: newest first with context and profiles,
+/// paged back to the last match, nothing for a non-member.
+#[test]
+fn search_with_matrix_js_sdk() {
+    let stdout = run_js("search.mjs");
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+}
+
+/// A call joined through matrix-js-sdk's MatrixRTC session: kept alive by restarting its
+/// delayed leave, and left by the server once the client goes silent.
+#[test]
+fn a_silent_call_member_is_removed_with_matrix_js_sdk() {
+    let stdout = run_js("matrixrtc.mjs");
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+}

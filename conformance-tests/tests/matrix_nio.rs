@@ -1,7 +1,8 @@
 //! An off-the-shelf client library, matrix-nio (Python), against the real binary: register with
 //! the dummy flow, log in, whoami, display name, list and delete devices, log out; and, with
 //! its real crypto (vodozemac), two users exchanging end-to-end encrypted messages; and media:
-//! uploads, authenticated downloads, thumbnails and an encrypted attachment.
+//! uploads, authenticated downloads, thumbnails and an encrypted attachment; and server-side
+//! search of what nio sent.
 
 // The helper below is test code too.
 #![allow(clippy::unwrap_used)]
@@ -18,6 +19,11 @@ fn matrix_nio_client_flows() {
 #[test]
 fn matrix_nio_uploads_downloads_and_thumbnails_media() {
     run_script("nio_media_check.py", "4 passed, 0 failed");
+}
+
+#[test]
+fn matrix_nio_searches_messages() {
+    run_script("nio_search_check.py", "4 passed, 0 failed");
 }
 
 #[test]

@@ -203,3 +203,27 @@ async fn aggregations_come_with_the_event_everywhere_and_across_servers() {
         }
     }
 }
+
+/// A user reacts with one key to one event once: a second identical reaction is refused, another
+/// key or another user's is not, and redacting the first allows it again.
+#[tokio::test]
+async fn the_same_reaction_twice_is_refused() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let target = alice.send_text(&room, "t", "react to me").await;
+    let reaction =
+        |key: &str| json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}});
+    let first = send(&alice, &room, "m.reaction", "r1", reaction("👍")).await;
+    let again = alice.put(&format!("{V3}/rooms/{room}/send/m.reaction/r2"), reaction("👍")).await;
+    again.assert_error(400, "M_DUPLICATE_ANNOTATION");
+    // A retry of the first request is the same request, not a duplicate.
+    let retried = alice.put(&format!("{V3}/rooms/{room}/send/m.reaction/r1"), reaction("👍")).await;
+    assert_eq!(retried.assert_ok()["event_id"], json!(first));
+    send(&alice, &room, "m.reaction", "r3", reaction("🎉")).await;
+    send(&bob, &room, "m.reaction", "r4", reaction("👍")).await;
+    alice.put(&format!("{V3}/rooms/{room}/redact/{first}/x"), json!({})).await.assert_ok();
+    send(&alice, &room, "m.reaction", "r5", reaction("👍")).await;
+}

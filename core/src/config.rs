@@ -391,6 +391,44 @@ pub struct SmsConfig {
     pub from: String,
 }
 
+/// `[calls]`: what voice and video calls in Element (MatrixRTC) need from the homeserver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// The longest delay a delayed event (MSC4140) may ask for, in ms; 0 turns delayed events
+    /// off.
+    pub max_delay_ms: u64,
+    /// How many delayed events one user may have scheduled at once.
+    pub max_delayed_per_user: usize,
+    /// The media servers (MatrixRTC transports, MSC4143) clients should use for calls, e.g.
+    /// `{ type = "livekit", livekit_service_url = "https://livekit-jwt.example.org" }`: served at
+    /// `/rtc/transports` and in `/.well-known/matrix/client`.
+    pub rtc_transports: Vec<ruma::api::client::rtc::RtcTransport>,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self { max_delay_ms: 24 * 60 * 60 * 1000, max_delayed_per_user: 100, rtc_transports: Vec::new() }
+    }
+}
+
+/// `[search]`: server-side search of room events (`POST /search`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Off, `/search` answers 400 and nothing is indexed.
+    pub enabled: bool,
+    /// The language whose word endings are ignored when matching (`english`, `french`,
+    /// `german`, ... or `none`). Words are split the same way for every language.
+    pub language: String,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { enabled: true, language: "english".to_owned() }
+    }
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -409,6 +447,8 @@ pub struct HomeserverConfig {
     pub trusted_key_servers: Vec<TrustedKeyServer>,
     pub email: EmailConfig,
     pub sms: SmsConfig,
+    pub search: SearchConfig,
+    pub calls: CallsConfig,
 }
 
 impl HomeserverConfig {
@@ -434,6 +474,8 @@ impl HomeserverConfig {
             trusted_key_servers: Vec::new(),
             email: EmailConfig::default(),
             sms: SmsConfig::default(),
+            search: SearchConfig::default(),
+            calls: CallsConfig::default(),
         }
     }
 }

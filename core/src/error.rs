@@ -61,6 +61,13 @@ pub enum ErrorCode {
     ThreepidMediumNotSupported,
     /// No validated third-party identifier session matches.
     ThreepidAuthFailed,
+    /// An identity server this server does not work with.
+    ServerNotTrusted,
+    /// A delayed event's delay over the limit: `M_UNKNOWN` with the unstable code beside it
+    /// (see [`Error::extra_fields`]).
+    MaxDelayExceeded,
+    /// The same reaction (annotation key) to the same event by the same user, again.
+    DuplicateAnnotation,
     /// A server this one fetched from (for a URL preview) failed or refused.
     Upstream,
     /// An identity provider (or another server Hearth had to ask) failed or answered nonsense.
@@ -118,6 +125,9 @@ impl ErrorCode {
             Self::CannotOverwriteMedia => (409, ErrorKind::CannotOverwriteMedia),
             Self::ThreepidMediumNotSupported => (400, ErrorKind::ThreepidMediumNotSupported),
             Self::ThreepidAuthFailed => (400, ErrorKind::ThreepidAuthFailed),
+            Self::DuplicateAnnotation => (400, ErrorKind::DuplicateAnnotation),
+            Self::MaxDelayExceeded => (400, ErrorKind::Unknown),
+            Self::ServerNotTrusted => (403, ErrorKind::ServerNotTrusted),
             Self::Upstream => (502, ErrorKind::Unknown),
             Self::BadGateway => (502, ErrorKind::Unknown),
             Self::Unknown => (500, ErrorKind::Unknown),
@@ -145,6 +155,9 @@ pub enum Error {
     /// it asked for, such as knocking).
     #[error("This room's version ({0}) is not one your server supports for this")]
     IncompatibleRoomVersion(ruma::RoomVersionId),
+    /// A delayed event (MSC4140) asked for a longer delay than this server allows.
+    #[error("The requested delay exceeds the allowed maximum ({max_delay_ms} ms)")]
+    MaxDelayExceeded { max_delay_ms: u64 },
     /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -215,6 +228,7 @@ impl Error {
             Self::WrongRoomKeysVersion(_) => ErrorCode::WrongRoomKeysVersion,
             Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             Self::IncompatibleRoomVersion(_) => ErrorCode::IncompatibleRoomVersion,
+            Self::MaxDelayExceeded { .. } => ErrorCode::MaxDelayExceeded,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
     }
@@ -237,6 +251,22 @@ impl Error {
             _ => kind,
         };
         (status, kind)
+    }
+
+    /// Fields the error body carries beyond ruma's error kinds: the unstable form of
+    /// `M_MAX_DELAY_EXCEEDED` that clients read today (MSC4140's unstable prefix), with the
+    /// stable name of the limit too.
+    pub fn extra_fields(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match self {
+            Self::MaxDelayExceeded { max_delay_ms } => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("org.matrix.msc4140.errcode".to_owned(), "M_MAX_DELAY_EXCEEDED".into());
+                extra.insert("org.matrix.msc4140.max_delay".to_owned(), (*max_delay_ms).into());
+                extra.insert("max_delay".to_owned(), (*max_delay_ms).into());
+                Some(extra)
+            }
+            _ => None,
+        }
     }
 
     /// Whether this is the server's fault (logged at error level, details hidden).

@@ -22,9 +22,10 @@ use crate::{
     users::Users,
 };
 
-/// The plug-ins through which the homeserver reaches other machines. The binary supplies real
-/// ones; the defaults reach nothing (no federation, remote media not found, no previews, no
-/// identity providers).
+/// The plug-ins through which the homeserver reaches other machines, and its on-disk parts
+/// besides the database. The binary supplies real ones; the defaults reach nothing (no
+/// federation, remote media not found, no previews, no identity providers) and keep the search
+/// index in memory.
 pub struct Backends {
     pub media: MediaBackends,
     /// `None`: federation is off.
@@ -33,6 +34,8 @@ pub struct Backends {
     pub http: Arc<dyn HttpClient>,
     /// `None`: notification e-mails are off.
     pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
+    /// The search index; `None`: one in memory, refilled from the database at each start.
+    pub search: Option<Arc<hearth_storage::search::SearchIndex>>,
 }
 
 impl Default for Backends {
@@ -42,6 +45,7 @@ impl Default for Backends {
             federation: None,
             http: crate::auth::http::no_http(),
             mailer: None,
+            search: None,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct Services {
     /// Outbound HTTP (identity providers, push gateways, SMS gateways).
     pub http: Arc<dyn HttpClient>,
     pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
+    pub search: crate::search::Search,
+    pub delayed: crate::delayed::Delayed,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -172,6 +178,17 @@ impl Homeserver {
             ephemeral.clone(),
             backends.media,
         )?;
+        let search_index =
+            match config.search.enabled {
+                true => {
+                    let language = hearth_storage::search::stemming_language(&config.search.language)
+                        .ok_or_else(|| Error::internal("invalid configuration: unknown search.language"))?;
+                    Some(backends.search.unwrap_or_else(|| {
+                        Arc::new(hearth_storage::search::SearchIndex::in_memory(language))
+                    }))
+                }
+                false => None,
+            };
         let services = Services {
             config,
             db,
@@ -193,6 +210,8 @@ impl Homeserver {
             media,
             http,
             mailer: backends.mailer,
+            search: crate::search::Search::new(search_index),
+            delayed: crate::delayed::Delayed::default(),
         };
         Ok(Self { inner: Arc::new(services) })
     }

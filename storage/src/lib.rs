@@ -6,6 +6,7 @@
 //! - [`schema`]: the catalog; every column family and the types of its keys and values.
 //! - [`records`]: the shapes persisted as values.
 //! - [`db`]: [`Db`], typed reads, scans and atomic write batches; schema version and migrations.
+//! - [`search`]: the full-text index of room events (tantivy), derived from the tables.
 //!
 //! Invariant: this crate imports nothing from the Hearth workspace, and nothing outside it builds keys
 //! by hand: every key goes through [`codec::KeyCodec`].
@@ -18,6 +19,7 @@ pub mod records;
 #[cfg(feature = "redis")]
 pub mod redis_kv;
 pub mod schema;
+pub mod search;
 
 pub use codec::{HasPrefix, KeyCodec, ValueCodec};
 pub use db::{Batch, Db, Direction, StorageConfig};

@@ -319,6 +319,8 @@ pub struct RelationRecord {
 }
 
 json_value!(
+    DelayedEventRecord,
+    FinalisedDelayedRecord,
     RelationRecord,
     PushActionRecord,
     NotificationRecord,
@@ -347,3 +349,43 @@ json_value!(
     MediaRecord,
     ThumbnailRecord,
 );
+
+/// An event scheduled to be sent later (MSC4140), as its sender asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayedEventRecord {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub room_id: OwnedRoomId,
+    pub event_type: String,
+    /// `Some` for a state event.
+    pub state_key: Option<String>,
+    pub content: serde_json::Value,
+    pub delay_ms: u64,
+    /// When the delay last started (scheduling or the latest restart), ms since the epoch.
+    pub running_since: u64,
+    /// The stream position published when it was scheduled: state set by someone else after it
+    /// supersedes a delayed state event.
+    pub scheduled_at_pos: u64,
+}
+
+impl DelayedEventRecord {
+    /// When it is due, ms since the epoch.
+    pub fn due(&self) -> u64 {
+        self.running_since.saturating_add(self.delay_ms)
+    }
+}
+
+/// What became of a delayed event, kept for a while for the sender's listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalisedDelayedRecord {
+    pub delay_id: String,
+    pub event: DelayedEventRecord,
+    /// `send` or `cancel`.
+    pub outcome: String,
+    /// `delay` (its time came), `action` (someone asked) or `error` (sending failed).
+    pub reason: String,
+    /// The Matrix error that kept it from being sent.
+    pub error: Option<serde_json::Value>,
+    pub event_id: Option<OwnedEventId>,
+    pub finalised_ts: u64,
+}

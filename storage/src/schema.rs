@@ -6,11 +6,12 @@ use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServ
 use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
-        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord, DeviceRecord,
-        FallbackKeyRecord, MediaRecord, MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord,
-        PduRecord, PushActionRecord, PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord,
-        RelationRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord,
-        StreamEntry, ThumbnailRecord, ToDeviceRecord,
+        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord,
+        DelayedEventRecord, DeviceRecord, FallbackKeyRecord, FinalisedDelayedRecord, MediaRecord,
+        MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord, PduRecord, PushActionRecord,
+        PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord, RelationRecord, RemoteKeyRecord,
+        ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry, ThumbnailRecord,
+        ToDeviceRecord,
     },
 };
 
@@ -173,6 +174,17 @@ tables! {
     ThreadRoots "thread_roots": (OwnedRoomId, OwnedEventId) => u64;
     /// Threads by room and latest activity, newest last: what `/threads` pages through.
     ThreadActivity "thread_activity": (OwnedRoomId, u64) => OwnedEventId;
+    /// Events scheduled to be sent later (MSC4140), by delay ID.
+    DelayedEvents "delayed_events": String => DelayedEventRecord;
+    /// The same by when they are due (ms since the epoch): what the timer sends next.
+    DelayedDue "delayed_due": (u64, String) => ();
+    /// The same by sender, for listings and the per-user cap.
+    DelayedByUser "delayed_by_user": (OwnedUserId, String) => ();
+    /// Transactions of delayed events by sender, device and room/transaction ID, so that a
+    /// retried request gets the same delay ID.
+    DelayedTxns "delayed_txns": (OwnedUserId, OwnedDeviceId, String) => String;
+    /// Delayed events sent or cancelled, by sender and when, kept a week for their listing.
+    DelayedFinalised "delayed_finalised": (OwnedUserId, u64, String) => FinalisedDelayedRecord;
 }
 
 #[cfg(test)]

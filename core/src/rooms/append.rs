@@ -17,7 +17,7 @@ use ruma::{
 
 use super::{Rooms, state};
 use crate::{
-    Error, Result,
+    Error, ErrorCode, Result,
     events::{
         NewEvent, Pdu, auth,
         pdu::{Placement, build_and_sign, parse_object, to_json_string},
@@ -87,6 +87,9 @@ impl Rooms {
         new: &NewEvent,
         txn: Option<(TxnKey, Txn)>,
     ) -> Result<Appended> {
+        if self.duplicate_annotation(sender, new)? {
+            return Err(Error::new(ErrorCode::DuplicateAnnotation, "Can't send same reaction twice"));
+        }
         let (event_id, object) = self.prepare_blocking(room_id, sender, new)?;
         self.commit_blocking(room_id, event_id, to_json_string(&object)?, txn)
     }

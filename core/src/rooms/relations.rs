@@ -108,7 +108,37 @@ pub struct RelationsQuery {
     pub recurse: bool,
 }
 
+/// The annotation an event's content makes: the annotated event and the key (a reaction).
+fn annotation(content: &serde_json::Value) -> Option<(OwnedEventId, &str)> {
+    let relation = content.get("m.relates_to")?;
+    if relation.get("rel_type")?.as_str()? != "m.annotation" {
+        return None;
+    }
+    let target = relation.get("event_id")?.as_str()?.parse().ok()?;
+    Some((target, relation.get("key")?.as_str()?))
+}
+
 impl Rooms {
+    /// Whether `sender` already reacted to the same event with the same key (and has not
+    /// redacted it): a second one is refused, as Synapse does, so reactions count once.
+    pub(super) fn duplicate_annotation(
+        &self,
+        sender: &UserId,
+        new: &crate::events::NewEvent,
+    ) -> Result<bool> {
+        let Some((target, key)) = annotation(&new.content) else { return Ok(false) };
+        for (_, relation) in self.relations_of(&target)? {
+            if relation.sender != sender || relation.rel_type != "m.annotation" {
+                continue;
+            }
+            let Some(event) = self.pdu(&relation.event_id)? else { continue };
+            if annotation(&event.content_json()).is_some_and(|(_, k)| k == key) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The relations indexed for one event, oldest first, with their positions (rows that do
     /// not decode are skipped).
     fn relations_of(&self, parent: &EventId) -> Result<Vec<(u64, RelationRecord)>> {

@@ -57,6 +57,26 @@ const MAX_SCAN: usize = 5_000;
 
 type KeyedIter<'a> = Box<dyn Iterator<Item = Result<(TimelineKey, OwnedEventId)>> + 'a>;
 
+/// The pagination token of a place in a room's timeline order: `t<position>` among the events
+/// this server saw live, `b<n>` in the history fetched later from other servers, which comes
+/// before all of them. `/messages`, `/context` and search contexts all hand these out.
+pub fn history_token(key: TimelineKey) -> String {
+    if key >= 0 { format!("t{key}") } else { format!("b{}", key.unsigned_abs()) }
+}
+
+/// The place a [`history_token`] names; a sync token (`s<position>`) names the same kind of
+/// boundary in the live timeline, so clients may pass either.
+pub fn parse_history_token(token: &str) -> Option<TimelineKey> {
+    match token.strip_prefix('b') {
+        Some(n) => n.parse::<i64>().ok().filter(|n| *n > 0).map(|n| -n),
+        None => token
+            .strip_prefix('t')
+            .or_else(|| token.strip_prefix('s'))
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|p| i64::try_from(p).ok()),
+    }
+}
+
 fn to_seq(key: TimelineKey) -> u64 {
     key.unsigned_abs()
 }

@@ -13,11 +13,14 @@
 //! `--memory --pid PID` instead samples the server's resident memory through a registration
 //! burst, a login burst and a workload of sends and syncs, then idle (see `memory.rs`).
 //!
+//! `--search N` fills rooms with N messages and times `POST /search` (see `search.rs`).
+//!
 //! `bench --homeserver http://127.0.0.1:8008 [--label hearth] [--quick]`. The server must allow
 //! registration with the dummy flow and must not rate-limit loopback. Bounded in count and time.
 
 mod big_room;
 mod memory;
+mod search;
 mod websockets;
 
 use std::{
@@ -174,6 +177,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         return big_room::run(&http, &base, &run, opts).await;
+    }
+    if let Some(n) = arg("--search") {
+        return search::run(&http, &base, &run, n.parse().context("--search takes a number")?).await;
     }
     if let Some(n) = arg("--websockets") {
         let n = n.parse().context("--websockets takes a number")?;
