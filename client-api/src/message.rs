@@ -3,7 +3,7 @@
 use hearth_core::{
     Error, Homeserver,
     events::{NewEvent, Pdu},
-    rooms::{PageDirection, TimelineKey, history_token, parse_history_token},
+    rooms::{PageDirection, TimelineKey, history_token, parse_history_token, relations::RelatedByFilter},
 };
 use ruma::{
     api::{
@@ -73,8 +73,21 @@ pub async fn redact_event(
     Ok(redact_event::v3::Response::new(event_id))
 }
 
-fn filter_keeps(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
-    hearth_core::sync::compute::event_passes(filter, pdu)
+/// Whether an event passes a `/messages` or `/context` filter: ruma's fields, and the relation
+/// fields read from the filter's JSON (`related`).
+fn filter_keeps(
+    hs: &Homeserver,
+    filter: &RoomEventFilter,
+    related: &RelatedByFilter,
+    pdu: &Pdu,
+) -> Result<bool, Error> {
+    Ok(hearth_core::sync::compute::event_passes(filter, pdu)
+        && hs.rooms.related_by(&pdu.event_id, related)?)
+}
+
+/// The relation fields of the request's `filter` query parameter.
+fn related_by<T>(req: &Ruma<T>) -> RelatedByFilter {
+    req.query_param("filter").map(|json| RelatedByFilter::from_json(&json)).unwrap_or_default()
 }
 
 /// Most events one page returns.
@@ -86,6 +99,7 @@ pub async fn get_message_events(
     req: Ruma<get_message_events::v3::Request>,
 ) -> ApiResult<get_message_events::v3::Response> {
     let session = req.session()?.clone();
+    let related = related_by(&req);
     let b = req.body;
     let parse = |t: &Option<String>| -> Result<Option<TimelineKey>, Error> {
         t.as_deref()
@@ -103,7 +117,7 @@ pub async fn get_message_events(
     };
     let limit = usize::try_from(u64::from(b.limit).clamp(1, MAX_LIMIT)).unwrap_or(10);
     let filter = b.filter;
-    let keep = |pdu: &Pdu| filter_keeps(&filter, pdu);
+    let keep = |pdu: &Pdu| filter_keeps(&hs, &filter, &related, pdu);
     let page = hs.messages_page(&b.room_id, &session.user_id, from, to, direction, limit, &keep).await?;
 
     let start = from.unwrap_or_else(|| match direction {
@@ -147,6 +161,7 @@ pub async fn get_context(
 ) -> ApiResult<ruma::api::client::context::get_context::v3::Response> {
     use ruma::api::client::context::get_context::v3::Response;
     let session = req.session()?.clone();
+    let related = related_by(&req);
     let b = req.body;
     let (_, record) = hs
         .rooms
@@ -157,7 +172,7 @@ pub async fn get_context(
     // As Synapse splits it: the smaller half before, the rest after.
     let (before_limit, after_limit) = (limit / 2, limit - limit / 2);
     let filter = b.filter;
-    let keep = |pdu: &Pdu| filter_keeps(&filter, pdu);
+    let keep = |pdu: &Pdu| filter_keeps(&hs, &filter, &related, pdu);
     let user = &session.user_id;
     let (room_id, backward, forward) = (&b.room_id, PageDirection::Backward, PageDirection::Forward);
     let before = hs.rooms.history_page(room_id, user, Some(pos - 1), None, backward, before_limit, &keep)?;

@@ -77,7 +77,8 @@ pub async fn get_current_state(
     let device = Some(session.device_id.as_ref());
     let mut response = get_current_state::v3::Response::new(room_id.clone());
     response.membership = hs.rooms.membership(&room_id, user)?.map(|m| m.as_str().into());
-    let page = hs.rooms.page(&room_id, user, Some(horizon), None, PageDirection::Backward, 10, &|_| true)?;
+    let page =
+        hs.rooms.page(&room_id, user, Some(horizon), None, PageDirection::Backward, 10, &|_| Ok(true))?;
     let end = page.events.first().map_or(0, |(pos, ..)| *pos);
     let start = page.events.last().map_or(0, |(pos, ..)| pos.saturating_sub(1));
     let mut chunk = Vec::new();
@@ -188,7 +189,7 @@ pub async fn listen_to_new_events(
                 Some(now),
                 PageDirection::Forward,
                 EVENTS_LIMIT,
-                &|_| true,
+                &|_| Ok(true),
             )?;
             // A room with more than fits stops the answer at its last event, so the next one
             // (from `end`) misses nothing of it.

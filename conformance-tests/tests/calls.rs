@@ -186,3 +186,40 @@ async fn rtc_transports_are_found_at_the_endpoint_and_in_well_known() {
         .await
         .assert_error(401, "M_MISSING_TOKEN");
 }
+
+/// Call state is room state like any other: a member on another server joins the call, and the
+/// delayed leave its server sends reaches this server's members through their syncs.
+#[tokio::test]
+async fn a_delayed_leave_sent_by_another_server_reaches_members_here() {
+    let (a, b) = TestServer::federating_pair().await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = call_room(&alice).await;
+    let server_a = alice.user_id().split(':').nth(1).unwrap().to_owned();
+    bob.post(&format!("{V3}/join/{room}?via={server_a}"), json!({})).await.assert_ok();
+    let key = format!("_{}_D_m.call", bob.user_id());
+
+    let path = format!("{V3}/rooms/{room}/state/{CALL}/{key}?org.matrix.msc4140.delay=1500");
+    delay_id(&bob.put(&path, json!({})).await);
+    bob.put(&format!("{V3}/rooms/{room}/state/{CALL}/{key}"), json!({"application": "m.call"}))
+        .await
+        .assert_ok();
+    let member_state = |wanted: Value| {
+        let key = key.clone();
+        move |body: &Value| {
+            body["rooms"]["join"].as_object().into_iter().flat_map(|rooms| rooms.values()).any(|r| {
+                r["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
+                    e["type"] == json!(CALL) && e["state_key"] == json!(key) && e["content"] == wanted
+                })
+            })
+        }
+    };
+    let first =
+        alice.sync_until(None, "bob in the call", member_state(json!({"application": "m.call"}))).await;
+    // Both may come in one sync when federation is slow; the leave must come after the join.
+    if !member_state(json!({}))(&first) {
+        let since = first["next_batch"].as_str().unwrap().to_owned();
+        alice.sync_until(Some(&since), "bob's delayed leave", member_state(json!({}))).await;
+    }
+    let _servers = (a, b);
+}

@@ -16,6 +16,13 @@ async fn send(client: &Client, room: &str, kind: &str, txn: &str, content: Value
     reply.assert_ok()["event_id"].as_str().unwrap().to_owned()
 }
 
+/// Every byte but letters and digits percent-encoded, for JSON in a query string.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 fn ids(body: &Value) -> Vec<String> {
     body["chunk"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect()
 }
@@ -226,4 +233,50 @@ async fn the_same_reaction_twice_is_refused() {
     send(&bob, &room, "m.reaction", "r4", reaction("👍")).await;
     alice.put(&format!("{V3}/rooms/{room}/redact/{first}/x"), json!({})).await.assert_ok();
     send(&alice, &room, "m.reaction", "r5", reaction("👍")).await;
+}
+
+/// `/messages` and `/context` filters can ask for the events others relate to: by relation type
+/// and by the relating sender (as clients list the threads someone took part in).
+#[tokio::test]
+async fn messages_filtered_by_what_relates_to_them() {
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let one = alice.send_text(&room, "1", "one").await;
+    let two = alice.send_text(&room, "2", "two").await;
+    let three = alice.send_text(&room, "3", "three").await;
+    let reply = |root: &str, body: &str| json!({"msgtype": "m.text", "body": body, "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    send(&bob, &room, "m.room.message", "r1", reply(&one, "bob in one")).await;
+    send(&alice, &room, "m.room.message", "r2", reply(&two, "alice in two")).await;
+    let reaction = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": three, "key": "👍"}});
+    send(&bob, &room, "m.reaction", "r3", reaction).await;
+
+    let page = |filter: Value| {
+        let (alice, room) = (&alice, &room);
+        async move {
+            let filter = percent_encode(&filter.to_string());
+            ids(alice
+                .get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=50&filter={filter}"))
+                .await
+                .assert_ok())
+        }
+    };
+    assert_eq!(page(json!({"related_by_rel_types": ["m.thread"]})).await, [two.clone(), one.clone()]);
+    assert_eq!(
+        page(json!({"related_by_rel_types": ["m.thread"], "related_by_senders": [bob.user_id()]})).await,
+        std::slice::from_ref(&one)
+    );
+    assert_eq!(page(json!({"related_by_senders": [bob.user_id()]})).await, [three.clone(), one.clone()]);
+    assert_eq!(page(json!({"related_by_rel_types": ["m.replace"]})).await, Vec::<String>::new());
+    let filter = percent_encode(&json!({"related_by_rel_types": ["m.thread"]}).to_string());
+    let context = alice.get(&format!("{V3}/rooms/{room}/context/{two}?limit=10&filter={filter}")).await;
+    let before: Vec<&str> = context.assert_ok()["events_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(before, [one.as_str()]);
 }

@@ -275,19 +275,21 @@ impl SearchIndex {
     /// Opens the index in `dir`, or starts an empty one there when it is missing, unreadable or
     /// of another layout (the caller refills it from position 0).
     pub fn open(dir: &Path, language: Option<Language>) -> Result<Self> {
-        match Self::open_existing(dir, language) {
-            Ok(index) => Ok(index),
+        let (index, fields, indexed) = match Self::read_existing(dir) {
+            Ok(found) => found,
             Err(error) => {
-                if dir.exists() {
-                    tracing::warn!(%error, dir = %dir.display(), "search index unusable; rebuilding it");
-                    std::fs::remove_dir_all(dir).map_err(engine)?;
-                }
-                Self::open_existing(dir, language)
+                tracing::warn!(%error, dir = %dir.display(), "search index unusable; rebuilding it");
+                std::fs::remove_dir_all(dir).map_err(engine)?;
+                Self::read_existing(dir)?
             }
-        }
+        };
+        // Failing here (another process holds the index's lock) is not a reason to rebuild.
+        Self::with_index(index, fields, indexed, language)
     }
 
-    fn open_existing(dir: &Path, language: Option<Language>) -> Result<Self> {
+    /// The index in `dir` (created when missing) and the position it covers; an error when
+    /// what is there cannot be used.
+    fn read_existing(dir: &Path) -> Result<(Index, Fields, u64)> {
         std::fs::create_dir_all(dir).map_err(engine)?;
         let directory = MmapDirectory::open(dir).map_err(engine)?;
         let (schema, fields) = schema();
@@ -299,7 +301,7 @@ impl SearchIndex {
             None if fresh => 0,
             None => return Err(engine(format!("{} holds an index of another layout", dir.display()))),
         };
-        Self::with_index(index, fields, indexed, language)
+        Ok((index, fields, indexed))
     }
 
     /// An empty index in memory, for tests.

@@ -34,6 +34,17 @@ const { room_id: roomId } = await alice.createRoom({
 });
 await bob.joinRoom(roomId);
 await started(alice);
+await started(bob);
+
+// Element Call's discovery: the transports the server is configured with.
+const transports = await alice._unstable_getRTCTransports().catch((e) => e);
+check(
+    "the configured LiveKit transport is discovered",
+    Array.isArray(transports) && transports[0]?.livekit_service_url === "https://livekit-jwt.invalid",
+    JSON.stringify(transports),
+);
+const wellKnown = await (await fetch(`${BASE_URL}/.well-known/matrix/client`)).json();
+check("and found in .well-known", wellKnown["org.matrix.msc4143.rtc_foci"]?.[0]?.type === "livekit", JSON.stringify(wellKnown));
 
 const session = alice.matrixRTC.getRoomSession(alice.getRoom(roomId));
 session.joinRoomSession([{ type: "livekit", livekit_service_url: "https://livekit.invalid" }], undefined, {
@@ -42,24 +53,10 @@ session.joinRoomSession([{ type: "livekit", livekit_service_url: "https://liveki
     delayedLeaveEventRestartMs: 500,
 });
 const key = `_${alice.getUserId()}_${alice.getDeviceId()}_m.call`;
-const membership = async () => {
-    try {
-        return await bob.getStateEvent(roomId, CALL, key);
-    } catch {
-        return null;
-    }
-};
-let seen = null;
-const poll = async (wanted, ms) => {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-        seen = await membership();
-        if (wanted(seen)) return true;
-        await sleep(100);
-    }
-    return false;
-};
-check("the other member sees her in the call", await poll((c) => c?.application === "m.call", 15000), JSON.stringify(seen));
+// What Bob's Element shows: the call's members, from the room state his sync brings.
+const bobSession = bob.matrixRTC.getRoomSession(bob.getRoom(roomId));
+const inCall = () => bobSession.memberships.some((m) => m.sender === alice.getUserId());
+check("the other member sees her in the call", await until(inCall, 15000), `memberships=${bobSession.memberships.length}`);
 check("her client scheduled its delayed leave", await until(() => !!session.membershipManager?.delayId), `delayId=${session.membershipManager?.delayId}`);
 const listing = await (
     await fetch(`${BASE_URL}/_matrix/client/unstable/org.matrix.msc4140/delayed_events`, {
@@ -68,10 +65,12 @@ const listing = await (
 ).json();
 check("the server lists it", (listing.scheduled ?? []).some((e) => e.state_key === key && e.delay === DELAY_MS), JSON.stringify(listing));
 await sleep(2 * DELAY_MS);
-check("alive and restarting, she stays in the call past the delay", (await membership())?.application === "m.call");
+check("alive and restarting, she stays in the call past the delay", inCall());
 
 offline = true;
-check("gone silent, the server takes her out of the call", await poll((c) => c && Object.keys(c).length === 0, 15000), JSON.stringify(seen));
+check("gone silent, the server takes her out of the call", await until(() => !inCall(), 15000), `memberships=${bobSession.memberships.length}`);
+const left = bob.getRoom(roomId).currentState.getStateEvents(CALL, key);
+check("her membership is the delayed leave, emptied", left && Object.keys(left.getContent()).length === 0, JSON.stringify(left?.getContent()));
 
 alice.stopClient();
 bob.stopClient();

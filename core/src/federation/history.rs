@@ -125,7 +125,7 @@ impl Homeserver {
         until: Option<TimelineKey>,
         direction: PageDirection,
         limit: usize,
-        keep: &(dyn Fn(&Pdu) -> bool + Sync),
+        keep: &(dyn Fn(&Pdu) -> Result<bool> + Sync),
     ) -> Result<Page<TimelineKey>> {
         let mut page = self.rooms.history_page(room_id, user, from, until, direction, limit, keep)?;
         let at_the_start = direction == PageDirection::Backward && until.is_none() && page.next.is_none();

@@ -108,6 +108,27 @@ pub struct RelationsQuery {
     pub recurse: bool,
 }
 
+/// The event filter fields ruma's `RoomEventFilter` does not carry: only events that other
+/// events relate to, by these senders and with these relation types (MSC3440, as Synapse
+/// filters `/messages` and `/context`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct RelatedByFilter {
+    pub related_by_senders: Option<Vec<ruma::OwnedUserId>>,
+    pub related_by_rel_types: Option<Vec<String>>,
+}
+
+impl RelatedByFilter {
+    /// The fields from a filter's JSON; none when it does not parse (ruma has already refused
+    /// a filter that is not one).
+    pub fn from_json(json: &str) -> Self {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.related_by_senders.is_none() && self.related_by_rel_types.is_none()
+    }
+}
+
 /// The annotation an event's content makes: the annotated event and the key (a reaction).
 fn annotation(content: &serde_json::Value) -> Option<(OwnedEventId, &str)> {
     let relation = content.get("m.relates_to")?;
@@ -119,6 +140,17 @@ fn annotation(content: &serde_json::Value) -> Option<(OwnedEventId, &str)> {
 }
 
 impl Rooms {
+    /// Whether some event relates to `event_id` as `filter` asks (any, when it asks nothing).
+    pub fn related_by(&self, event_id: &EventId, filter: &RelatedByFilter) -> Result<bool> {
+        if filter.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.relations_of(event_id)?.iter().any(|(_, relation)| {
+            filter.related_by_rel_types.as_ref().is_none_or(|types| types.contains(&relation.rel_type))
+                && filter.related_by_senders.as_ref().is_none_or(|senders| senders.contains(&relation.sender))
+        }))
+    }
+
     /// Whether `sender` already reacted to the same event with the same key (and has not
     /// redacted it): a second one is refused, as Synapse does, so reactions count once.
     pub(super) fn duplicate_annotation(

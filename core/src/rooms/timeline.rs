@@ -141,7 +141,7 @@ impl Rooms {
         until: Option<u64>,
         direction: PageDirection,
         limit: usize,
-        keep: &dyn Fn(&Pdu) -> bool,
+        keep: &dyn Fn(&Pdu) -> Result<bool>,
     ) -> Result<Page> {
         let key = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
         let (from, until) = match direction {
@@ -169,7 +169,7 @@ impl Rooms {
         until: Option<TimelineKey>,
         direction: PageDirection,
         limit: usize,
-        keep: &dyn Fn(&Pdu) -> bool,
+        keep: &dyn Fn(&Pdu) -> Result<bool>,
     ) -> Result<Page<TimelineKey>> {
         let horizon = i64::try_from(self.read_access(room_id, user)?).unwrap_or(i64::MAX);
         let entries = match direction {
@@ -195,7 +195,7 @@ impl Rooms {
             let Some(pdu) = servable(&event_id, &record) else { continue };
             let own_membership =
                 pdu.kind == TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str());
-            if (own_membership || viewer.can_see(&record)?) && keep(&pdu) {
+            if (own_membership || viewer.can_see(&record)?) && keep(&pdu)? {
                 events.push((key, pdu, record));
             }
         }

@@ -328,7 +328,7 @@ impl Homeserver {
         let room = &item.record.room_id;
         let mut context = EventContextResult::new();
         let Some(key) = timeline_key(&item.record) else { return Ok(context) };
-        let all = |_: &Pdu| true;
+        let all = |_: &Pdu| -> Result<bool> { Ok(true) };
         let before = self.rooms.history_page(
             room,
             user,

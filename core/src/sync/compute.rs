@@ -536,7 +536,7 @@ impl Homeserver {
                 usize::try_from(u64::from(l)).unwrap_or(DEFAULT_TIMELINE_LIMIT)
             })
             .min(1000);
-        let keep = |pdu: &Pdu| event_passes(&filter.timeline, pdu);
+        let keep = |pdu: &Pdu| -> Result<bool> { Ok(event_passes(&filter.timeline, pdu)) };
         // A limit of 0 asks for no events, but `limited` still says whether there were any.
         let page = self.rooms.page(
             room_id,
