@@ -119,7 +119,8 @@ struct Fields {
 pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter<TantivyDocument>>,
+    /// Serializes writers: tantivy allows one at a time.
+    writing: Mutex<()>,
     fields: Fields,
     indexed: AtomicU64,
     analyzer: TextAnalyzer,
@@ -313,12 +314,11 @@ impl SearchIndex {
     fn with_index(index: Index, fields: Fields, indexed: u64, language: Option<Language>) -> Result<Self> {
         let analyzer = analyzer(language);
         index.tokenizers().register(ANALYZER, analyzer.clone());
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY).map_err(engine)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(engine)?;
         Ok(Self {
             index,
             reader,
-            writer: Mutex::new(writer),
+            writing: Mutex::new(()),
             fields,
             indexed: AtomicU64::new(indexed),
             analyzer,
@@ -332,8 +332,14 @@ impl SearchIndex {
 
     /// Adds `docs`, removes the documents at `remove`, and commits, recording that the stream
     /// is indexed up to `up_to`; searches see the change once this returns.
+    ///
+    /// The writer lives for one call: between rounds it holds no thread and no memory (its
+    /// arena and term table are sized for a whole segment), and its merges finish before it
+    /// goes, so segments do not pile up.
     pub fn apply(&self, docs: &[SearchDoc], remove: &[u64], up_to: u64) -> Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writer: IndexWriter<TantivyDocument> =
+            self.index.writer_with_num_threads(1, WRITER_MEMORY).map_err(engine)?;
         let f = self.fields;
         for pos in remove {
             writer.delete_term(Term::from_field_u64(f.pos, *pos));
@@ -352,18 +358,7 @@ impl SearchIndex {
         commit.commit().map_err(engine)?;
         self.reader.reload().map_err(engine)?;
         self.indexed.fetch_max(up_to, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// Empties the index (to refill it from the tables).
-    pub fn clear(&self) -> Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        writer.delete_all_documents().map_err(engine)?;
-        let mut commit = writer.prepare_commit().map_err(engine)?;
-        commit.set_payload(&payload(0));
-        commit.commit().map_err(engine)?;
-        self.reader.reload().map_err(engine)?;
-        self.indexed.store(0, Ordering::Release);
+        writer.wait_merging_threads().map_err(engine)?;
         Ok(())
     }
 
