@@ -13,7 +13,7 @@ import { check, finish, homeserver, register, sdk, sleep, started, until, watchd
 const BASE_URL = homeserver();
 const timer = watchdog();
 const CALL = "org.matrix.msc3401.call.member";
-const DELAY_MS = 3000;
+const DELAY_MS = 4000;
 
 const registered = await register(BASE_URL, "alice");
 const bob = await register(BASE_URL, "bob");

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use hearth_storage::records::FinalisedDelayedRecord;
 use ruma::{OwnedRoomId, OwnedUserId, device_id, events::TimelineEventType};
 use serde_json::{Value, json};
 
@@ -66,6 +67,19 @@ async fn until_state(hs: &Homeserver, room: &OwnedRoomId, key: &str, wanted: &Va
     false
 }
 
+/// `who`'s finalised delayed events once there are at least `n` (the timer records what it
+/// sent just after sending it); bounded.
+async fn finalised_at_least(hs: &Homeserver, who: &OwnedUserId, n: usize) -> Vec<FinalisedDelayedRecord> {
+    for _ in 0..200 {
+        let (_, finalised) = hs.delayed_events_of(who).await.unwrap();
+        if finalised.len() >= n {
+            return finalised;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {n} finalised delayed events");
+}
+
 #[tokio::test]
 async fn a_silent_client_leaves_by_its_delayed_event_and_an_alive_one_stays() {
     let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
@@ -94,7 +108,8 @@ async fn a_silent_client_leaves_by_its_delayed_event_and_an_alive_one_stays() {
     hs.update_delayed(&leave, DelayAction::Cancel).await.unwrap();
     schedule(&hs, &bob, &room, &key, json!({}), 50).await.unwrap();
     assert!(until_state(&hs, &room, &key, &json!({})).await, "the delayed leave was sent");
-    let (scheduled, finalised) = hs.delayed_events_of(&bob).await.unwrap();
+    let finalised = finalised_at_least(&hs, &bob, 2).await;
+    let (scheduled, _) = hs.delayed_events_of(&bob).await.unwrap();
     assert!(scheduled.is_empty());
     let outcomes: Vec<(&str, &str)> =
         finalised.iter().map(|f| (f.outcome.as_str(), f.reason.as_str())).collect();
@@ -124,9 +139,8 @@ async fn send_now_state_set_by_others_and_permissions_at_send_time() {
         .append(&room, &alice, NewEvent::state(CALL.into(), "k2", json!({"by": "alice"})), None)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let finalised = finalised_at_least(&hs, &bob, 2).await;
     assert_eq!(call_state(&hs, &room, "k2"), Some(json!({"by": "alice"})));
-    let (_, finalised) = hs.delayed_events_of(&bob).await.unwrap();
     assert_eq!(finalised[0].error.as_ref().unwrap()["errcode"], json!("M_CANCELLED_BY_STATE_UPDATE"));
 
     // Checked when sent: Bob has left, so his event is refused then, and listed as such.
