@@ -444,6 +444,19 @@ impl Homeserver {
     }
 }
 
+/// Cancels everything `user` has scheduled, in `batch` (their account is being deactivated:
+/// nothing may be sent in their name afterwards).
+pub(crate) fn cancel_all_of(db: &Db, batch: &mut Batch, user: &UserId) -> Result<()> {
+    for row in db.scan_prefix::<DelayedByUser, _>(&user.to_owned())? {
+        let ((_, id), ()) = row?;
+        match db.get_lenient::<DelayedEvents>(&id)? {
+            Some(event) => unschedule(batch, &id, &event),
+            None => batch.delete::<DelayedByUser>(&(user.to_owned(), id)),
+        }
+    }
+    Ok(())
+}
+
 /// Drops finalised events older than a week.
 fn prune_finalised(db: &Db) -> Result<usize> {
     let before = now_ms().saturating_sub(KEEP_FINALISED_MS);

@@ -188,3 +188,15 @@ async fn limits_and_what_falls_due_while_the_server_is_down() {
     let refused = schedule(&hs, &carol, &elsewhere, "k", json!({}), 1).await.unwrap_err();
     assert_eq!(refused.code(), ErrorCode::Forbidden);
 }
+
+#[tokio::test]
+async fn deactivating_an_account_cancels_what_it_scheduled() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
+    let room = room(&hs, &alice, &bob).await;
+    let id = schedule(&hs, &bob, &room, "k", json!({}), 60_000).await.unwrap();
+    hs.users.deactivate(&bob).await.unwrap();
+    let (scheduled, _) = hs.delayed_events_of(&bob).await.unwrap();
+    assert!(scheduled.is_empty());
+    assert_eq!(hs.update_delayed(&id, DelayAction::Send).await.unwrap_err().code(), ErrorCode::NotFound);
+}

@@ -240,8 +240,8 @@ impl Users {
         Ok(())
     }
 
-    /// Deactivates an account for good: sessions end, the password and profile are removed, and
-    /// the user ID stays taken.
+    /// Deactivates an account for good: sessions end, the password and profile are removed,
+    /// pushers and scheduled (delayed) events go, and the user ID stays taken.
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let all: Vec<OwnedDeviceId> = self.devices(user_id)?.into_iter().map(|d| d.device_id).collect();
         self.delete_devices(user_id, &all).await?;
@@ -258,6 +258,7 @@ impl Users {
                 batch.delete::<ProfileFields>(&key);
             }
             crate::push::pushers::delete_for_devices(&users.db, &mut batch, &uid, None)?;
+            crate::delayed::cancel_all_of(&users.db, &mut batch, &uid)?;
             users.db.write(batch)?;
             Ok(())
         })
