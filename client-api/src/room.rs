@@ -19,9 +19,7 @@ use serde_json::Value;
 use crate::{extract::Ruma, response::ApiResult};
 
 /// A serde value as any ruma `Raw<T>`.
-pub(crate) fn raw<T>(value: &Value) -> Result<Raw<T>, Error> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(value).map_err(Error::internal)?))
-}
+pub(crate) use hearth_core::json::raw;
 
 pub(crate) fn json_of<T>(raw: &Raw<T>) -> Result<Value, Error> {
     serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))

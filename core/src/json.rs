@@ -74,6 +74,11 @@ pub fn check_depth(json: &[u8], limit: usize) -> Result<()> {
     Ok(())
 }
 
+/// A JSON value as the ruma type that carries it raw (an event in a response, an EDU field).
+pub fn raw<T>(value: &serde_json::Value) -> Result<ruma::serde::Raw<T>> {
+    Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(value).map_err(Error::internal)?))
+}
+
 /// `levels` objects nested in one another, the innermost `{}`.
 #[cfg(test)]
 pub(crate) fn nested(levels: usize) -> String {

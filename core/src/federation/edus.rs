@@ -21,13 +21,13 @@ use ruma::{
         PresenceUpdate, SigningKeyUpdateContent,
     },
     events::ToDeviceEventType,
-    serde::Raw,
     to_device::DeviceIdOrAllDevices,
 };
 use serde_json::Value;
 
 use crate::{
     Error, ErrorCode, Homeserver, Result,
+    json::raw,
     presence::{PresenceState, RemotePresence},
     users::blocking,
 };
@@ -35,11 +35,6 @@ use crate::{
 /// Presence updates taken from one EDU; the rest are dropped, so one EDU costs a bounded
 /// amount of work.
 const MAX_PRESENCE_PER_EDU: usize = 100;
-
-/// A JSON value as the ruma type of an EDU field.
-fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(value).map_err(Error::internal)?))
-}
 
 fn from_origin(origin: &ServerName, user: &UserId) -> Result<()> {
     if user.server_name() == origin {

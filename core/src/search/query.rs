@@ -15,14 +15,13 @@ use ruma::{
         Criteria, EventContextResult, GroupingKey, OrderBy, ResultGroup, ResultGroupMap, ResultRoomEvents,
         SearchKeys, SearchResult, UserProfile,
     },
-    serde::Raw,
 };
-use serde_json::Value;
 
 use super::searchable;
 use crate::{
     Error, Homeserver, Result,
     events::Pdu,
+    json::raw,
     rooms::{PageDirection, history_token, servable, timeline_key, visibility::Viewer},
     sync::compute::event_passes,
     users::blocking,
@@ -80,10 +79,6 @@ impl PageToken {
             None => cursor,
         }
     }
-}
-
-fn raw<T>(value: &Value) -> Result<Raw<T>> {
-    Ok(Raw::from_json(serde_json::value::to_raw_value(value).map_err(Error::internal)?))
 }
 
 /// One result before it is rendered.
