@@ -96,13 +96,12 @@ pub async fn get_delayed_event(
     hs: Homeserver,
     req: Ruma<JsonAnswered<get_delayed_event::unstable::Request>>,
 ) -> ApiResult<Json<Value>> {
-    let session = req.session()?.clone();
-    let (scheduled, _) = hs.delayed_events_of(&session.user_id).await?;
-    let (id, event) = scheduled
-        .iter()
-        .find(|(id, _)| *id == req.body.0.delay_id)
+    let session = req.session()?;
+    let id = &req.body.0.delay_id;
+    let event = hs
+        .delayed_event_of(&session.user_id, id)?
         .ok_or_else(|| Error::not_found("Delayed event not found"))?;
-    Ok(Json(hearth_core::delayed::listed(id, event)))
+    Ok(Json(hearth_core::delayed::listed(id, &event)))
 }
 
 /// `GET /_matrix/client/unstable/org.matrix.msc4143/rtc/transports`: the media servers calls

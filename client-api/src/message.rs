@@ -174,26 +174,22 @@ pub async fn get_context(
     let filter = b.filter;
     let keep = |pdu: &Pdu| filter_keeps(&hs, &filter, &related, pdu);
     let user = &session.user_id;
-    let (room_id, backward, forward) = (&b.room_id, PageDirection::Backward, PageDirection::Forward);
-    let before = hs.rooms.history_page(room_id, user, Some(pos - 1), None, backward, before_limit, &keep)?;
-    let after = hs.rooms.history_page(room_id, user, Some(pos), None, forward, after_limit, &keep)?;
+    let around = hs.rooms.around(&b.room_id, user, pos, before_limit, after_limit, &keep)?;
 
     let device = Some(session.device_id.as_ref());
     let mut response = Response::new();
     response.event = Some(raw(&hs.rooms.client_event(&b.event_id, &record, user, device)?)?);
-    let earliest = before.events.last().map_or(pos, |(p, ..)| *p);
-    response.start = Some(history_token(before.next.unwrap_or(earliest.saturating_sub(1))));
-    let latest = after.events.last().map_or(pos, |(p, ..)| *p);
-    response.end = Some(history_token(after.next.unwrap_or(latest)));
-    for (_, pdu, record) in &before.events {
+    response.start = Some(around.start);
+    response.end = Some(around.end);
+    for (_, pdu, record) in &around.before {
         response.events_before.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
     }
-    for (_, pdu, record) in &after.events {
+    for (_, pdu, record) in &around.after {
         response.events_after.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
     }
     let lazy = !filter.lazy_load_options.is_disabled();
     let senders: std::collections::BTreeSet<String> =
-        before.events.iter().chain(after.events.iter()).map(|(_, pdu, _)| pdu.sender.to_string()).collect();
+        around.before.iter().chain(around.after.iter()).map(|(_, pdu, _)| pdu.sender.to_string()).collect();
     for (event_id, record, pdu) in hs.rooms.state_events(record.state_group)? {
         let is_member = pdu.kind == TimelineEventType::RoomMember;
         if lazy && is_member && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k)) {

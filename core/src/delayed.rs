@@ -110,25 +110,29 @@ fn unschedule(batch: &mut Batch, delay_id: &str, event: &DelayedEventRecord) {
     batch.delete::<DelayedByUser>(&(event.user_id.clone(), delay_id.to_owned()));
 }
 
-fn finalise(
-    batch: &mut Batch,
-    delay_id: &str,
-    event: DelayedEventRecord,
-    outcome: &str,
-    reason: &str,
-) -> Result<()> {
+/// Records what became of a delayed event, in `batch`, for its sender's listing.
+fn finalise(batch: &mut Batch, delay_id: &str, event: DelayedEventRecord, outcome: Finalised) -> Result<()> {
+    let Finalised { outcome, reason, error, event_id } = outcome;
     let record = FinalisedDelayedRecord {
         delay_id: delay_id.to_owned(),
         event,
         outcome: outcome.to_owned(),
         reason: reason.to_owned(),
-        error: None,
-        event_id: None,
+        error,
+        event_id,
         finalised_ts: now_ms(),
     };
     let key = (record.event.user_id.clone(), record.finalised_ts, delay_id.to_owned());
     batch.put::<DelayedFinalised>(&key, &record)?;
     Ok(())
+}
+
+/// What became of a delayed event: `send` or `cancel`, and why.
+struct Finalised {
+    outcome: &'static str,
+    reason: &'static str,
+    error: Option<Value>,
+    event_id: Option<OwnedEventId>,
 }
 
 /// How sending a claimed event ended.
@@ -164,31 +168,27 @@ fn record_sent(
     db: &Db,
     delay_id: &str,
     event: DelayedEventRecord,
-    reason: &str,
+    reason: &'static str,
     sent: &SendOutcome,
 ) -> Result<()> {
-    let (outcome, reason, error, event_id) = match sent {
-        SendOutcome::Sent(event_id) => ("send", reason, None, Some(event_id.clone())),
-        SendOutcome::Superseded => (
-            "cancel",
-            "error",
-            Some(json!({"errcode": "M_CANCELLED_BY_STATE_UPDATE", "error": "The state was set again since"})),
-            None,
-        ),
-        SendOutcome::Failed(error) => ("cancel", "error", Some(error_body(error)), None),
+    let outcome = match sent {
+        SendOutcome::Sent(event_id) => {
+            Finalised { outcome: "send", reason, error: None, event_id: Some(event_id.clone()) }
+        }
+        SendOutcome::Superseded => Finalised {
+            outcome: "cancel",
+            reason: "error",
+            error: Some(
+                json!({"errcode": "M_CANCELLED_BY_STATE_UPDATE", "error": "The state was set again since"}),
+            ),
+            event_id: None,
+        },
+        SendOutcome::Failed(error) => {
+            Finalised { outcome: "cancel", reason: "error", error: Some(error_body(error)), event_id: None }
+        }
     };
-    let record = FinalisedDelayedRecord {
-        delay_id: delay_id.to_owned(),
-        event,
-        outcome: outcome.to_owned(),
-        reason: reason.to_owned(),
-        error,
-        event_id,
-        finalised_ts: now_ms(),
-    };
-    let key = (record.event.user_id.clone(), record.finalised_ts, delay_id.to_owned());
     let mut batch = Batch::new();
-    batch.put::<DelayedFinalised>(&key, &record)?;
+    finalise(&mut batch, delay_id, event, outcome)?;
     db.write(batch)?;
     Ok(())
 }
@@ -305,6 +305,11 @@ impl Homeserver {
         .await
     }
 
+    /// One of `user`'s scheduled events.
+    pub fn delayed_event_of(&self, user: &UserId, delay_id: &str) -> Result<Option<DelayedEventRecord>> {
+        Ok(self.db.get::<DelayedEvents>(&delay_id.to_owned())?.filter(|event| event.user_id == user))
+    }
+
     /// Restarts, sends or cancels a scheduled event; whoever holds its ID may.
     pub async fn update_delayed(&self, delay_id: &str, action: DelayAction) -> Result<()> {
         let (hs, id) = (self.clone(), delay_id.to_owned());
@@ -325,7 +330,9 @@ impl Homeserver {
                 }
                 DelayAction::Cancel => {
                     unschedule(&mut batch, &id, &event);
-                    finalise(&mut batch, &id, event, "cancel", "action")?;
+                    let cancelled =
+                        Finalised { outcome: "cancel", reason: "action", error: None, event_id: None };
+                    finalise(&mut batch, &id, event, cancelled)?;
                     hs.db.write(batch)?;
                     Ok(None)
                 }

@@ -456,22 +456,6 @@ impl SearchIndex {
         }
         found
     }
-
-    /// The index's files, to report its size.
-    pub fn size_on_disk(dir: &Path) -> u64 {
-        fn walk(dir: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(dir)
-    }
 }
 
 /// Where the index lives inside the storage directory.

@@ -46,7 +46,7 @@ pub use self::{
     hierarchy::{SpaceChild, valid_via},
     members::Members,
     membership::MembershipAction,
-    timeline::{Page, PageDirection, TimelineKey, history_token, parse_history_token, timeline_key},
+    timeline::{Around, Page, PageDirection, TimelineKey, history_token, parse_history_token, timeline_key},
 };
 use crate::{
     Error, Result, events::Pdu, federation::Federation, keys::signing_key::SigningKey, sync::stream::Streams,

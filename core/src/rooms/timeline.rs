@@ -57,6 +57,19 @@ const MAX_SCAN: usize = 5_000;
 
 type KeyedIter<'a> = Box<dyn Iterator<Item = Result<(TimelineKey, OwnedEventId)>> + 'a>;
 
+/// The events around one event (see [`Rooms::around`]).
+#[derive(Debug)]
+pub struct Around {
+    /// Before it, newest first.
+    pub before: Vec<(TimelineKey, Pdu, PduRecord)>,
+    /// After it, oldest first.
+    pub after: Vec<(TimelineKey, Pdu, PduRecord)>,
+    /// Pages on backward from the earliest of them.
+    pub start: String,
+    /// Pages on forward from the latest of them.
+    pub end: String,
+}
+
 /// The pagination token of a place in a room's timeline order: `t<position>` among the events
 /// this server saw live, `b<n>` in the history fetched later from other servers, which comes
 /// before all of them. `/messages`, `/context` and search contexts all hand these out.
@@ -283,6 +296,37 @@ impl Rooms {
             parts.push(self.ordered::<RoomTimeline>(room_id, bounds, live_key, Direction::Forward)?);
         }
         Ok(Box::new(parts.into_iter().flatten()))
+    }
+
+    /// The events around the one at `key` that `user` may see and `keep` keeps, at most
+    /// `before_limit` before (newest first) and `after_limit` after, with the tokens that page
+    /// on from either end: what `/context` and a search result's context give.
+    #[allow(clippy::too_many_arguments)]
+    pub fn around(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        key: TimelineKey,
+        before_limit: usize,
+        after_limit: usize,
+        keep: &dyn Fn(&Pdu) -> Result<bool>,
+    ) -> Result<Around> {
+        let before = self.history_page(
+            room_id,
+            user,
+            Some(key - 1),
+            None,
+            PageDirection::Backward,
+            before_limit,
+            keep,
+        )?;
+        let after =
+            self.history_page(room_id, user, Some(key), None, PageDirection::Forward, after_limit, keep)?;
+        let earliest = before.events.last().map_or(key, |(k, ..)| *k);
+        let start = history_token(before.next.unwrap_or(earliest.saturating_sub(1)));
+        let latest = after.events.last().map_or(key, |(k, ..)| *k);
+        let end = history_token(after.next.unwrap_or(latest));
+        Ok(Around { before: before.events, after: after.events, start, end })
     }
 
     /// An event in the client format, with `unsigned` as `viewer` (on `device`) should see it,

@@ -22,7 +22,7 @@ use crate::{
     Error, Homeserver, Result,
     events::Pdu,
     json::raw,
-    rooms::{PageDirection, history_token, servable, timeline_key, visibility::Viewer},
+    rooms::{servable, timeline_key, visibility::Viewer},
     sync::compute::event_passes,
     users::blocking,
 };
@@ -324,50 +324,27 @@ impl Homeserver {
         let mut context = EventContextResult::new();
         let Some(key) = timeline_key(&item.record) else { return Ok(context) };
         let all = |_: &Pdu| -> Result<bool> { Ok(true) };
-        let before = self.rooms.history_page(
-            room,
-            user,
-            Some(key - 1),
-            None,
-            PageDirection::Backward,
-            before_limit,
-            &all,
-        )?;
-        let after = self.rooms.history_page(
-            room,
-            user,
-            Some(key),
-            None,
-            PageDirection::Forward,
-            after_limit,
-            &all,
-        )?;
-        let earliest = before.events.last().map_or(key, |(k, ..)| *k);
-        context.start = Some(history_token(before.next.unwrap_or(earliest.saturating_sub(1))));
-        let latest = after.events.last().map_or(key, |(k, ..)| *k);
-        context.end = Some(history_token(after.next.unwrap_or(latest)));
-        for (_, pdu, record) in &before.events {
+        let around = self.rooms.around(room, user, key, before_limit, after_limit, &all)?;
+        context.start = Some(around.start);
+        context.end = Some(around.end);
+        let device = Some(device);
+        for (_, pdu, record) in &around.before {
             context.events_before.push(raw(&self.rooms.client_event(
                 &pdu.event_id,
                 record,
                 user,
-                Some(device),
+                device,
             )?)?);
         }
-        for (_, pdu, record) in &after.events {
-            context.events_after.push(raw(&self.rooms.client_event(
-                &pdu.event_id,
-                record,
-                user,
-                Some(device),
-            )?)?);
+        for (_, pdu, record) in &around.after {
+            context.events_after.push(raw(&self.rooms.client_event(&pdu.event_id, record, user, device)?)?);
         }
         if include_profile {
-            let last_group = after.events.last().map_or(item.record.state_group, |(_, _, r)| r.state_group);
-            let senders: std::collections::BTreeSet<OwnedUserId> = before
-                .events
+            let last_group = around.after.last().map_or(item.record.state_group, |(_, _, r)| r.state_group);
+            let senders: std::collections::BTreeSet<OwnedUserId> = around
+                .before
                 .iter()
-                .chain(after.events.iter())
+                .chain(around.after.iter())
                 .map(|(_, pdu, _)| pdu.sender.clone())
                 .chain([item.pdu.sender.clone()])
                 .collect();
