@@ -231,3 +231,30 @@ async fn a_delayed_leave_sent_by_another_server_reaches_members_here() {
     }
     let _servers = (a, b);
 }
+
+/// A delayed event's content at the deepest nesting a body may have reads back whole once sent;
+/// one level deeper is refused when scheduling, before anything is stored.
+#[tokio::test]
+async fn a_delayed_event_at_the_nesting_limit_reads_back_whole() {
+    const LIMIT: usize = 64;
+    let nest = |levels: usize| (0..levels).fold(json!(0), |inner, _| json!({ "a": inner }));
+    let server = TestServer::start_with(|c| c.storage.sync_writes = false).await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let room = call_room(&bob).await;
+    let deep = json!({"msgtype": "m.text", "body": "deep", "d": nest(LIMIT - 1)});
+    let too_deep = json!({"msgtype": "m.text", "body": "too deep", "d": nest(LIMIT)});
+    let path =
+        |txn: &str| format!("{V3}/rooms/{room}/send/m.room.message/{txn}?org.matrix.msc4140.delay=60000");
+    bob.put(&path("over"), too_deep).await.assert_error(400, "M_BAD_JSON");
+    let id = delay_id(&bob.put(&path("at"), deep.clone()).await);
+    assert_eq!(bob.get(&format!("{DELAYED}/{id}")).await.assert_ok()["content"], deep);
+    bob.post(&format!("{DELAYED}/{id}/send"), json!({})).await.assert_ok();
+    let messages = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=5")).await;
+    let sent = messages.assert_ok()["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["content"]["body"] == json!("deep"))
+        .cloned();
+    assert_eq!(sent.unwrap()["content"], deep);
+}

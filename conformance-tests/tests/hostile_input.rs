@@ -337,6 +337,17 @@ async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_pa
         (Method::POST, format!("{V3}/users/{me}/report"), |deep| json!({"reason": "r", "x": deep})),
         (Method::POST, format!("{V3}/user/{me}/openid/request_token"), |deep| json!({ "x": deep })),
         (Method::POST, format!("{V3}/user_directory/search"), |deep| json!({"search_term": "a", "x": deep})),
+        (Method::POST, format!("{V3}/search"), |deep| json!({"search_categories": {}, "x": deep})),
+        (
+            Method::PUT,
+            format!("{V3}/rooms/{room}/send/m.room.message/delayed?org.matrix.msc4140.delay=60000"),
+            |deep| json!({ "x": deep }),
+        ),
+        (
+            Method::POST,
+            "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/nosuchid".to_owned(),
+            |deep| json!({"action": "send", "x": deep}),
+        ),
         (
             Method::PUT,
             format!("{V3}/directory/room/%23deep:localhost"),
@@ -584,6 +595,9 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::POST, format!("{V3}/account/deactivate")),
         (Method::POST, format!("{V3}/createRoom")),
         (Method::PUT, format!("{V3}/rooms/{room}/send/m.room.message/TXN")),
+        (Method::PUT, format!("{V3}/rooms/{room}/send/m.room.message/TXN?org.matrix.msc4140.delay=60000")),
+        (Method::POST, format!("{V3}/search")),
+        (Method::POST, "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/nosuchid".to_owned()),
         (Method::PUT, format!("{V3}/rooms/{room}/state/org.example.k/k")),
         (Method::PUT, format!("{V3}/rooms/{room}/state/m.room.power_levels/")),
         (Method::PUT, format!("{V3}/rooms/{room}/redact/{event}/TXN")),
