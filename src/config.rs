@@ -10,8 +10,9 @@ use figment::{
 };
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
-    CallsConfig, EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig, PresenceConfig,
-    RegistrationConfig, RoomsConfig, SearchConfig, SessionConfig, SmsConfig, SsoConfig, VoipConfig,
+    AppserviceConfig, CallsConfig, EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig,
+    PresenceConfig, RegistrationConfig, RoomsConfig, SearchConfig, SessionConfig, SmsConfig, SsoConfig,
+    VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -41,6 +42,7 @@ pub struct Config {
     pub sms: SmsConfig,
     pub search: SearchConfig,
     pub calls: CallsConfig,
+    pub appservice: AppserviceConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -153,6 +155,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             search: SearchConfig::default(),
             calls: CallsConfig::default(),
+            appservice: AppserviceConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -242,6 +245,8 @@ impl Config {
             bail!("invalid configuration: session.refreshable_access_token_lifetime_secs must be at least 1");
         }
         self.passwords.params().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        hearth_core::appservice::registration::load(&self.appservice.registration_files, &self.server_name)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         hearth_core::auth::sso::check_config(&self.sso)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         hearth_core::auth::jwt::JwtLogin::from_config(&self.jwt)
@@ -299,6 +304,7 @@ impl Config {
             sms: self.sms.clone(),
             search: self.search.clone(),
             calls: self.calls.clone(),
+            appservice: self.appservice.clone(),
         }
     }
 }

@@ -83,6 +83,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
     if let Some(fetcher) = remote_media {
         fetcher.attach(&hs);
     }
+    hs.ensure_appservice_senders().await.context("creating the application services' users")?;
     Ok(hs)
 }
 
@@ -183,6 +184,10 @@ pub async fn run_with(
         let (hs, stop) = (hs.clone(), stopped(&stop_rx));
         tokio::spawn(async move { hs.run_delayed_sender(stop).await })
     };
+    let appservice_senders = {
+        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
+        tokio::spawn(async move { hs.run_appservice_senders(stop).await })
+    };
     let app = router::app(hs.clone(), config.client_api.clone());
     {
         let hs = hs.clone();
@@ -201,6 +206,7 @@ pub async fn run_with(
     let _ = push_sender.await;
     let _ = search_indexer.await;
     let _ = delayed_sender.await;
+    let _ = appservice_senders.await;
     for task in federation_tasks {
         let _ = task.await;
     }

@@ -4,7 +4,8 @@ use hearth_core::{Error, ErrorCode, Homeserver, users::NewAccount};
 use ruma::api::client::{
     account::{
         ThirdPartyIdRemovalStatus, add_3pid, bind_3pid, change_password, check_registration_token_validity,
-        deactivate, delete_3pid, get_3pids, get_username_availability, register, register::RegistrationKind,
+        deactivate, delete_3pid, get_3pids, get_username_availability, register,
+        register::{LoginType, RegistrationKind},
         request_3pid_management_token_via_email, request_3pid_management_token_via_msisdn,
         request_openid_token, unbind_3pid, whoami,
     },
@@ -16,6 +17,18 @@ use crate::{extract::Ruma, response::ApiResult};
 /// `POST /_matrix/client/v3/register`
 pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiResult<register::v3::Response> {
     let body = req.body;
+    if body.login_type == Some(LoginType::ApplicationService) {
+        let service = hs.acting_appservice(req.session.as_ref(), req.unknown_appservice_token)?;
+        let new = NewAccount {
+            localpart: body.username,
+            device_id: body.device_id,
+            device_display_name: body.initial_device_display_name,
+            inhibit_login: body.inhibit_login,
+            refresh_token: body.refresh_token,
+            ..Default::default()
+        };
+        return Ok(registered_response(hs.register_appservice_user(&service, new).await?));
+    }
     let config = &hs.config.registration;
     let is_guest = match body.kind {
         RegistrationKind::Guest => {
@@ -31,6 +44,7 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
             // Name problems are reported before any auth stage, so a client can fix them first.
             if let Some(username) = &body.username {
                 let user_id = hs.users.user_id_for_new_localpart(username)?;
+                hs.appservices.check_user_free(&user_id, None)?;
                 if hs.users.exists(&user_id)? {
                     return Err(Error::user_in_use("User ID already taken.").into());
                 }
@@ -55,6 +69,10 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
             ..Default::default()
         })
         .await?;
+    Ok(registered_response(registered))
+}
+
+fn registered_response(registered: hearth_core::users::Registered) -> register::v3::Response {
     let mut response = register::v3::Response::new(registered.user_id);
     if let Some(login) = registered.login {
         response.device_id = Some(login.device_id);
@@ -62,7 +80,7 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
         response.refresh_token = login.refresh_token;
         response.expires_in = login.expires_in;
     }
-    Ok(response)
+    response
 }
 
 /// `GET /_matrix/client/v3/register/available`
@@ -74,6 +92,7 @@ pub async fn get_username_availability(
         return Err(Error::forbidden("Registration has been disabled").into());
     }
     let user_id = hs.users.user_id_for_new_localpart(&req.body.username)?;
+    hs.appservices.check_user_free(&user_id, None)?;
     if hs.users.exists(&user_id)? {
         return Err(Error::user_in_use("User ID already taken.").into());
     }
@@ -96,7 +115,7 @@ pub async fn check_registration_token_validity(
 pub async fn whoami(_hs: Homeserver, req: Ruma<whoami::v3::Request>) -> ApiResult<whoami::v3::Response> {
     let session = req.session()?;
     let mut response = whoami::v3::Response::new(session.user_id.clone(), session.is_guest);
-    response.device_id = Some(session.device_id.clone());
+    response.device_id = session.device_id.clone();
     Ok(response)
 }
 
@@ -116,7 +135,7 @@ pub async fn change_password(
         )
         .await?;
     hs.users
-        .set_password(&session.user_id, &body.new_password, body.logout_devices, Some(&session.device_id))
+        .set_password(&session.user_id, &body.new_password, body.logout_devices, session.device_id.as_deref())
         .await?;
     Ok(change_password::v3::Response::new())
 }

@@ -45,6 +45,17 @@ pub async fn update_device(
     req: Ruma<update_device::v3::Request>,
 ) -> ApiResult<update_device::v3::Response> {
     let session = req.session()?.clone();
+    // An application service creates its users' devices this way (MSC4190).
+    if session.appservice.is_some() {
+        let created = hs
+            .users
+            .ensure_device(&session.user_id, &req.body.device_id, req.body.display_name.clone())
+            .await?;
+        hs.device_list_changed(&session.user_id, &req.body.device_id, false).await?;
+        if created {
+            return Ok(update_device::v3::Response::new());
+        }
+    }
     hs.set_device_display_name(&session.user_id, &req.body.device_id, req.body.display_name).await?;
     Ok(update_device::v3::Response::new())
 }
@@ -55,14 +66,7 @@ pub async fn delete_device(
     req: Ruma<delete_device::v3::Request>,
 ) -> ApiResult<delete_device::v3::Response> {
     let session = req.session()?.clone();
-    hs.uiaa
-        .authenticate(
-            req.body.auth.as_ref(),
-            &hs.reauth_flows(&session.user_id)?,
-            "delete_device",
-            Some(&session.user_id),
-        )
-        .await?;
+    reauthenticate(&hs, &session, req.body.auth.as_ref(), "delete_device").await?;
     hs.delete_devices(&session.user_id, &[req.body.device_id]).await?;
     Ok(delete_device::v3::Response::new())
 }
@@ -73,14 +77,24 @@ pub async fn delete_devices(
     req: Ruma<delete_devices::v3::Request>,
 ) -> ApiResult<delete_devices::v3::Response> {
     let session = req.session()?;
-    hs.uiaa
-        .authenticate(
-            req.body.auth.as_ref(),
-            &hs.reauth_flows(&session.user_id)?,
-            "delete_devices",
-            Some(&session.user_id),
-        )
-        .await?;
+    reauthenticate(&hs, session, req.body.auth.as_ref(), "delete_devices").await?;
     hs.delete_devices(&session.user_id, &req.body.devices).await?;
     Ok(delete_devices::v3::Response::new())
+}
+
+/// Deleting devices asks the user to authenticate again; an application service answers for
+/// its users without (MSC4190).
+async fn reauthenticate(
+    hs: &Homeserver,
+    session: &hearth_core::users::Session,
+    auth: Option<&ruma::api::client::uiaa::AuthData>,
+    operation: &str,
+) -> Result<(), Error> {
+    if session.appservice.is_some() {
+        return Ok(());
+    }
+    hs.uiaa
+        .authenticate(auth, &hs.reauth_flows(&session.user_id)?, operation, Some(&session.user_id))
+        .await?;
+    Ok(())
 }

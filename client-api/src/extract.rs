@@ -41,6 +41,9 @@ impl Default for ClientApiConfig {
 pub enum TokenPolicy {
     Required,
     Optional,
+    /// `/register` and `/login`: a token there can only be an application service's, and
+    /// says which service acts (never as whom: the body names the user).
+    Appservice,
     Ignored,
 }
 
@@ -57,9 +60,9 @@ macro_rules! auth_policy {
 auth_policy! {
     AccessToken => Required,
     AccessTokenOptional => Optional,
-    // Application services are not supported yet; their endpoints take user tokens.
+    // Endpoints only an application service calls: its `as_token` is an access token here.
     AppserviceToken => Required,
-    AppserviceTokenOptional => Optional,
+    AppserviceTokenOptional => Appservice,
     NoAccessToken => Ignored,
     NoAuthentication => Ignored,
 }
@@ -90,6 +93,8 @@ pub struct Ruma<T> {
     /// The query string as sent, for parameters of unstable extensions that ruma's request
     /// types for the same path do not carry (a delayed event's delay on `/send` and `/state`).
     pub query: Option<String>,
+    /// On `/register` and `/login`: a token was sent that is no application service's.
+    pub unknown_appservice_token: bool,
 }
 
 impl<T> Ruma<T> {
@@ -157,7 +162,7 @@ async fn prepare(
     parts: &mut axum::http::request::Parts,
     hs: &Homeserver,
     policy: TokenPolicy,
-) -> Result<(Vec<String>, Option<Session>), Error> {
+) -> Result<Prepared, Error> {
     let guests_allowed = parts.extensions.get::<GuestAccess>().is_some_and(|g| g.0);
     let path_params =
         <RawPathParams as axum::extract::FromRequestParts<Homeserver>>::from_request_parts(parts, hs)
@@ -168,10 +173,19 @@ async fn prepare(
         path_args.push(String::new());
     }
 
+    let mut unknown_appservice_token = false;
     let session = match policy {
         TokenPolicy::Ignored => None,
+        TokenPolicy::Appservice => match access_token(&parts.headers, parts.uri.query())? {
+            Some(token) => {
+                let session = hs.appservice_session(token);
+                unknown_appservice_token = session.is_none();
+                session
+            }
+            None => None,
+        },
         policy => match access_token(&parts.headers, parts.uri.query())? {
-            Some(token) => Some(hs.users.authenticate(token)?),
+            Some(token) => Some(hs.authenticate(token, parts.uri.query())?),
             None if policy == TokenPolicy::Required => {
                 return Err(Error::missing_token("Missing access token"));
             }
@@ -185,11 +199,19 @@ async fn prepare(
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         // Inline rather than spawned: it writes at most once per device every few minutes, and
         // a detached task would outlive the server's shutdown holding the database open.
-        if let Err(error) = hs.users.touch_device(&session.user_id, &session.device_id, ip).await {
+        if let Some(device) = &session.device_id
+            && let Err(error) = hs.users.touch_device(&session.user_id, device, ip).await
+        {
             tracing::warn!(%error, "could not record device activity");
         }
     }
-    Ok((path_args, session))
+    Ok(Prepared { path_args, session, unknown_appservice_token })
+}
+
+struct Prepared {
+    path_args: Vec<String>,
+    session: Option<Session>,
+    unknown_appservice_token: bool,
 }
 
 impl<T> FromRequest<Homeserver> for Ruma<T>
@@ -223,7 +245,8 @@ where
         // readable inside every envelope it is later served in.
         hearth_core::json::check_depth(&bytes, hearth_core::json::MAX_DEPTH)?;
         let body_required = parts.extensions.get::<BodyRequired>().is_some();
-        let (path_args, session) = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
+        let Prepared { path_args, session, unknown_appservice_token } =
+            prepare(&mut parts, hs, T::Authentication::POLICY).await?;
 
         // Clients (matrix-nio's join, for one) send no body where an empty object is meant;
         // Synapse reads that as `{}`, and so do we, except where the body is the whole point.
@@ -238,7 +261,13 @@ where
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let query = parts.uri.query().map(str::to_owned);
         let http_request = Request::from_parts(parts, bytes.as_ref());
-        Ok(Self { body: parse_request::<T>(http_request, &path_args)?, session, raw_body: bytes, query })
+        Ok(Self {
+            body: parse_request::<T>(http_request, &path_args)?,
+            session,
+            raw_body: bytes,
+            query,
+            unknown_appservice_token,
+        })
     }
 }
 
@@ -263,7 +292,7 @@ where
 
     async fn from_request(req: Request<Body>, hs: &Homeserver) -> Result<Self, ApiError> {
         let (mut parts, stream) = req.into_parts();
-        let (path_args, session) = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
+        let Prepared { path_args, session, .. } = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
         let session = session.ok_or_else(|| Error::missing_token("Missing access token"))?;
         let content_length = parts
             .headers

@@ -35,7 +35,7 @@ pub async fn upload_keys(
     for (id, key) in &b.fallback_keys {
         upload.fallback_keys.insert(id.to_string(), json_of(key)?);
     }
-    let counts = hs.upload_keys(&session.user_id, &session.device_id, upload).await?;
+    let counts = hs.upload_keys(&session.user_id, session.device()?, upload).await?;
     let counts = counts.into_iter().map(|(alg, n)| (alg.as_str().into(), UInt::new_saturating(n))).collect();
     Ok(upload_keys::v3::Response::new(counts))
 }
@@ -158,7 +158,7 @@ pub async fn send_event_to_device(
     }
     hs.send_to_device(
         &session.user_id,
-        &session.device_id,
+        &session.txn_device(),
         &b.event_type.to_string(),
         b.txn_id.as_str(),
         messages,

@@ -7,6 +7,7 @@
 
 mod account;
 mod admin;
+mod appservice;
 mod backup;
 mod config;
 mod cors;

@@ -244,7 +244,8 @@ pub async fn get_member_events(
         if b.not_membership.as_ref().is_some_and(|m| m.as_str() == membership) {
             continue;
         }
-        let event = hs.rooms.client_event(&event_id, &record, &session.user_id, Some(&session.device_id))?;
+        let event =
+            hs.rooms.client_event(&event_id, &record, &session.user_id, session.device_id.as_deref())?;
         chunk.push(raw(&event)?);
     }
     Ok(get_member_events::v3::Response::new(chunk))

@@ -42,6 +42,7 @@ pub async fn send_message_event(
 ) -> ApiResult<Json<Value>> {
     let session = req.session()?.clone();
     let delay = crate::delayed::delay_param(&req)?;
+    let ts = crate::appservice::ts_param(&req)?;
     let b = req.body.0;
     let kind = TimelineEventType::from(b.event_type.to_string());
     if kind.to_string().is_empty() {
@@ -49,15 +50,15 @@ pub async fn send_message_event(
     }
     let content = json_of(&b.body)?;
     if let Some(delay) = delay {
-        let (room, user, device) = (&b.room_id, &session.user_id, &session.device_id);
+        let (room, user, device) = (&b.room_id, &session.user_id, &session.txn_device());
         let txn = Some(b.txn_id.to_string());
         let delay_id =
             hs.schedule_delayed(user, device, room, kind.to_string(), None, content, delay, txn).await?;
         return Ok(Json(json!({ "delay_id": delay_id })));
     }
-    let txn = Some((session.device_id.clone(), b.txn_id.to_string()));
+    let txn = Some((session.txn_device(), b.txn_id.to_string()));
     let event_id =
-        hs.rooms.append(&b.room_id, &session.user_id, NewEvent::message(kind, content), txn).await?;
+        hs.rooms.append(&b.room_id, &session.user_id, NewEvent::message(kind, content).at(ts), txn).await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
 
@@ -68,7 +69,7 @@ pub async fn redact_event(
 ) -> ApiResult<redact_event::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
-    let txn = Some((session.device_id.clone(), b.txn_id.to_string()));
+    let txn = Some((session.txn_device(), b.txn_id.to_string()));
     let event_id = hs.rooms.redact(&b.room_id, &session.user_id, &b.event_id, b.reason, txn).await?;
     Ok(redact_event::v3::Response::new(event_id))
 }
@@ -131,7 +132,7 @@ pub async fn get_message_events(
     for (_, pdu, record) in &page.events {
         senders.insert(pdu.sender.clone());
         let event =
-            hs.rooms.client_event(&pdu.event_id, record, &session.user_id, Some(&session.device_id))?;
+            hs.rooms.client_event(&pdu.event_id, record, &session.user_id, session.device_id.as_deref())?;
         response.chunk.push(raw(&event)?);
     }
     if !filter.lazy_load_options.is_disabled() {
@@ -145,7 +146,7 @@ pub async fn get_message_events(
                     &member.event_id,
                     &record,
                     &session.user_id,
-                    Some(&session.device_id),
+                    session.device_id.as_deref(),
                 )?;
                 response.state.push(raw(&event)?);
             }
@@ -176,7 +177,7 @@ pub async fn get_context(
     let user = &session.user_id;
     let around = hs.rooms.around(&b.room_id, user, pos, before_limit, after_limit, &keep)?;
 
-    let device = Some(session.device_id.as_ref());
+    let device = session.device_id.as_deref();
     let mut response = Response::new();
     response.event = Some(raw(&hs.rooms.client_event(&b.event_id, &record, user, device)?)?);
     response.start = Some(around.start);

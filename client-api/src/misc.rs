@@ -1,29 +1,19 @@
-//! Start-up lookups: third-party protocols, TURN servers, the user directory; and the legacy
+//! Start-up lookups: TURN servers, the user directory; and the legacy
 //! peeking calls (`/rooms/{roomId}/initialSync`, `/events`).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use hearth_core::{Error, Homeserver, rooms::PageDirection};
 use ruma::api::{
     IncomingRequest, Metadata,
     client::{
         peeking::{get_current_state, listen_to_new_events},
-        thirdparty::get_protocols,
         user_directory::search_users,
         voip::get_turn_server_info,
     },
 };
 
 use crate::{extract::Ruma, message::token as page_token, response::ApiResult, room::raw};
-
-/// `GET /_matrix/client/v3/thirdparty/protocols`: no bridge is attached, so no protocol.
-pub async fn get_protocols(
-    _hs: Homeserver,
-    req: Ruma<get_protocols::v3::Request>,
-) -> ApiResult<get_protocols::v3::Response> {
-    req.session()?;
-    Ok(get_protocols::v3::Response::new(BTreeMap::new()))
-}
 
 /// `GET /_matrix/client/v3/voip/turnServer`
 pub async fn get_turn_server_info(
@@ -74,7 +64,7 @@ pub async fn get_current_state(
     let room_id = req.body.room_id;
     let horizon = hs.rooms.read_access(&room_id, &session.user_id)?;
     let user = &session.user_id;
-    let device = Some(session.device_id.as_ref());
+    let device = session.device_id.as_deref();
     let mut response = get_current_state::v3::Response::new(room_id.clone());
     response.membership = hs.rooms.membership(&room_id, user)?.map(|m| m.as_str().into());
     let page =
@@ -206,7 +196,7 @@ pub async fn listen_to_new_events(
             events.truncate(EVENTS_LIMIT);
         }
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
-            let device = Some(session.device_id.as_ref());
+            let device = session.device_id.as_deref();
             let mut response = listen_to_new_events::v3::Response::new();
             for (_, pdu, record) in &events {
                 response.chunk.push(raw(&hs.rooms.client_event(

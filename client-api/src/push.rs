@@ -154,7 +154,7 @@ pub async fn set_pusher(
     let session = req.session()?.clone();
     match req.body.action {
         PusherAction::Post(post) => {
-            hs.set_pusher(&session.user_id, Some(&session.device_id), post.pusher, post.append).await?;
+            hs.set_pusher(&session.user_id, session.device_id.as_deref(), post.pusher, post.append).await?;
         }
         PusherAction::Delete(ids) => hs.delete_pusher(&session.user_id, &ids.app_id, &ids.pushkey).await?,
         _ => return Err(Error::invalid_param("unknown pusher action").into()),

@@ -78,6 +78,7 @@ pub async fn create_room(
         Some(name) => {
             let alias = RoomAliasId::parse(format!("#{name}:{}", hs.server_name()))
                 .map_err(|e| Error::invalid_param(format!("Invalid room_alias_name: {e}")))?;
+            hs.appservices.check_alias_free(&alias, session.appservice.as_deref())?;
             if hs.rooms.resolve_alias(&alias)?.is_some() {
                 return Err(Error::new(hearth_core::ErrorCode::RoomInUse, "Room alias already taken").into());
             }
@@ -124,7 +125,8 @@ pub async fn get_room_event(
         other => other?,
     };
     let (_, record) = found.ok_or_else(|| Error::not_found("Event not found"))?;
-    let event = hs.rooms.client_event(&b.event_id, &record, &session.user_id, Some(&session.device_id))?;
+    let event =
+        hs.rooms.client_event(&b.event_id, &record, &session.user_id, session.device_id.as_deref())?;
     Ok(get_room_event::v3::Response::new(raw(&event)?))
 }
 
@@ -144,7 +146,11 @@ pub async fn create_alias(
 ) -> ApiResult<create_alias::v3::Response> {
     let session = req.session()?;
     let b = &req.body;
-    if hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() != Some("join") {
+    // A service gives aliases of its namespace to any room; anyone else only to rooms they
+    // are in.
+    if !hs.appservice_alias_owner(session, &b.room_alias)?
+        && hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() != Some("join")
+    {
         return Err(Error::forbidden("You must be in the room to give it an alias").into());
     }
     match hs.rooms.create_alias(&b.room_alias, &b.room_id, &session.user_id).await {
@@ -163,7 +169,9 @@ pub async fn delete_alias(
     req: Ruma<delete_alias::v3::Request>,
 ) -> ApiResult<delete_alias::v3::Response> {
     let session = req.session()?;
-    hs.rooms.delete_alias(&req.body.room_alias, &session.user_id).await?;
+    let alias = &req.body.room_alias;
+    let owner = hs.appservice_alias_owner(session, alias)?;
+    hs.rooms.delete_alias(alias, &session.user_id, owner).await?;
     Ok(delete_alias::v3::Response::new())
 }
 

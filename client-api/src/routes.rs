@@ -13,7 +13,7 @@ use hearth_core::{ErrorCode, Homeserver};
 use ruma::api::{IncomingRequest, Metadata, client as c, path_builder::PathBuilder};
 
 use crate::{
-    account, admin, backup, config, delayed, device, directory, discovery,
+    account, admin, appservice, backup, config, delayed, device, directory, discovery,
     extract::{AuthPolicy, BodyRequired, ClientApiConfig, EmptyLastParam, GuestAccess, Ruma, Upload},
     filter, keys, media, membership, message, misc, presence, profile, push, receipt, relations,
     response::{ApiError, ApiResult, JsonAnswered, RumaResponse},
@@ -384,7 +384,31 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::push::get_notifications::v3::Request, _, _>(push::get_notifications, NO_GUESTS)
         .ruma::<push::Unsubscribe, _, _>(push::unsubscribe, GUESTS)
         // Start-up lookups
-        .ruma::<c::thirdparty::get_protocols::v3::Request, _, _>(misc::get_protocols, GUESTS)
+        .ruma::<JsonAnswered<c::thirdparty::get_protocols::v3::Request>, _, _>(
+            appservice::get_protocols,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::thirdparty::get_protocol::v3::Request>, _, _>(
+            appservice::get_protocol,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::thirdparty::get_location_for_protocol::v3::Request>, _, _>(
+            appservice::get_location_for_protocol,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::thirdparty::get_user_for_protocol::v3::Request>, _, _>(
+            appservice::get_user_for_protocol,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::thirdparty::get_location_for_room_alias::v3::Request>, _, _>(
+            appservice::get_location_for_room_alias,
+            GUESTS,
+        )
+        .ruma::<JsonAnswered<c::thirdparty::get_user_for_user_id::v3::Request>, _, _>(
+            appservice::get_user_for_user_id,
+            GUESTS,
+        )
+        .ruma::<c::appservice::request_ping::v1::Request, _, _>(appservice::request_ping, NO_GUESTS)
         .ruma::<c::voip::get_turn_server_info::v3::Request, _, _>(misc::get_turn_server_info, GUESTS)
         .ruma::<c::user_directory::search_users::v3::Request, _, _>(misc::search_users, GUESTS)
         .ruma_with_body::<JsonAnswered<c::search::search_events::v3::Request>, _, _>(

@@ -42,7 +42,13 @@ pub async fn search_events(
     let mut categories = serde_json::Map::new();
     if let Some(criteria) = body.search_categories.room_events {
         let found = hs
-            .search_room_events(&session.user_id, &session.device_id, criteria, with_context, body.next_batch)
+            .search_room_events(
+                &session.user_id,
+                &session.txn_device(),
+                criteria,
+                with_context,
+                body.next_batch,
+            )
             .await?;
         let mut found = serde_json::to_value(found).map_err(Error::internal)?;
         if let Some(fields) = found.as_object_mut() {

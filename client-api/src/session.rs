@@ -10,8 +10,8 @@ use ruma::{
                 get_login_types::{
                     self,
                     v3::{
-                        IdentityProvider, IdentityProviderBrand, LoginType, PasswordLoginType, SsoLoginType,
-                        TokenLoginType,
+                        ApplicationServiceLoginType, IdentityProvider, IdentityProviderBrand, LoginType,
+                        PasswordLoginType, SsoLoginType, TokenLoginType,
                     },
                 },
                 login::{self, v3::LoginInfo},
@@ -47,6 +47,9 @@ pub async fn get_login_types(
         sso.identity_providers = providers;
         types.push(LoginType::Sso(sso));
         types.push(LoginType::Token(TokenLoginType::new()));
+    }
+    if !hs.appservices.all().is_empty() {
+        types.push(LoginType::ApplicationService(ApplicationServiceLoginType::new()));
     }
     if hs.jwt.is_some() {
         types.push(LoginType::new(JWT_LOGIN_TYPE, serde_json::Map::new()).map_err(Error::internal)?);
@@ -113,6 +116,16 @@ impl IncomingRequest for Login {
 pub async fn login(hs: Homeserver, req: Ruma<Login>) -> ApiResult<login::v3::Response> {
     let body = req.body.0;
     let user_id = match &body.login_info {
+        LoginInfo::ApplicationService(info) => {
+            let service = hs.acting_appservice(req.session.as_ref(), req.unknown_appservice_token)?;
+            #[allow(deprecated)]
+            let named = match (&info.identifier, &info.user) {
+                (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+                (None, Some(user)) => user.clone(),
+                _ => return Err(Error::invalid_param("Invalid login identifier").into()),
+            };
+            hs.appservice_login_user(&service, &named)?
+        }
         LoginInfo::Password(password) => password_user(&hs, password).await?,
         LoginInfo::Token(token) => hs.users.redeem_login_token(&token.token).await?,
         info if info.login_type() == JWT_LOGIN_TYPE => {
@@ -161,7 +174,7 @@ pub async fn refresh_token(
 /// `POST /_matrix/client/v3/logout`
 pub async fn logout(hs: Homeserver, req: Ruma<logout::v3::Request>) -> ApiResult<logout::v3::Response> {
     let session = req.session()?;
-    hs.users.delete_devices(&session.user_id, std::slice::from_ref(&session.device_id)).await?;
+    hs.users.delete_devices(&session.user_id, &[session.device()?.to_owned()]).await?;
     Ok(logout::v3::Response::new())
 }
 

@@ -21,6 +21,7 @@ pub async fn send_state_event(
 ) -> ApiResult<Json<Value>> {
     let session = req.session()?.clone();
     let delay = crate::delayed::delay_param(&req)?;
+    let ts = crate::appservice::ts_param(&req)?;
     let b = req.body.0;
     let content = json_of(&b.body)?;
     let kind = TimelineEventType::from(b.event_type.to_string());
@@ -36,7 +37,7 @@ pub async fn send_state_event(
         check_canonical_alias(&hs, &b.room_id, &content)?;
     }
     if let Some(delay) = delay {
-        let (room, user, device) = (&b.room_id, &session.user_id, &session.device_id);
+        let (room, user, device) = (&b.room_id, &session.user_id, &session.txn_device());
         let key = Some(b.state_key.clone());
         let delay_id =
             hs.schedule_delayed(user, device, room, kind.to_string(), key, content, delay, None).await?;
@@ -53,7 +54,7 @@ pub async fn send_state_event(
     }
     let event_id = hs
         .rooms
-        .append(&b.room_id, &session.user_id, NewEvent::state(kind, b.state_key, content), None)
+        .append(&b.room_id, &session.user_id, NewEvent::state(kind, b.state_key, content).at(ts), None)
         .await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
@@ -104,7 +105,7 @@ pub async fn get_state_event_for_key(
     });
     let (event_id, record, pdu) = found.ok_or_else(|| Error::not_found("Event not found"))?;
     let body = if matches!(b.format, get_state_event_for_key::v3::StateEventFormat::Event) {
-        hs.rooms.client_event(&event_id, &record, &session.user_id, Some(&session.device_id))?
+        hs.rooms.client_event(&event_id, &record, &session.user_id, session.device_id.as_deref())?
     } else {
         pdu.content_json()
     };
@@ -122,7 +123,8 @@ pub async fn get_state_events(
     let horizon = hs.rooms.read_access(room_id, &session.user_id)?;
     let mut state = Vec::new();
     for (event_id, record, _) in hs.rooms.state_at_position(room_id, horizon)? {
-        let event = hs.rooms.client_event(&event_id, &record, &session.user_id, Some(&session.device_id))?;
+        let event =
+            hs.rooms.client_event(&event_id, &record, &session.user_id, session.device_id.as_deref())?;
         state.push(raw(&event)?);
     }
     Ok(get_state_events::v3::Response::new(state))

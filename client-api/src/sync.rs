@@ -85,5 +85,5 @@ pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Jso
         filter: resolve_filter(&hs, &session.user_id, body.filter.as_ref())?,
         set_presence: Some(hearth_core::presence::PresenceState::parse(body.set_presence.as_str())?),
     };
-    Ok(Json(hs.sync(&session.user_id, &session.device_id, &request).await?))
+    Ok(Json(hs.sync(&session.user_id, &session.txn_device(), &request).await?))
 }

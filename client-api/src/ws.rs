@@ -257,7 +257,7 @@ async fn sync_loop(
 ) -> SyncEnd {
     let mut first = true;
     loop {
-        let result = hs.sync(&session.user_id, &session.device_id, &request).await;
+        let result = hs.sync(&session.user_id, &session.txn_device(), &request).await;
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -329,7 +329,7 @@ async fn run_command(hs: &Homeserver, session: &Session, command: &Value) -> Res
             .get("txn_id")
             .and_then(Value::as_str)
             .map_or_else(|| hearth_core::util::random_string(16), ToOwned::to_owned);
-        Some((session.device_id.clone(), id))
+        Some((session.txn_device(), id))
     };
     match command["type"].as_str().unwrap_or_default() {
         "ping" => Ok(json!({})),

@@ -1,6 +1,7 @@
 //! Black-box test support: start a real Hearth (in-process on port 0, or the built binary) on a
 //! temporary data directory, and talk to it over HTTP only.
 
+pub mod appservice;
 pub mod binary;
 pub mod client;
 pub mod fake_remote;

@@ -353,6 +353,12 @@ async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_pa
             format!("{V3}/directory/room/%23deep:localhost"),
             |deep| json!({"room_id": "!r:localhost", "x": deep}),
         ),
+        (Method::POST, "/_matrix/client/v1/appservice/mau/ping".to_owned(), |deep| json!({ "x": deep })),
+        (
+            Method::POST,
+            format!("{V3}/register"),
+            |deep| json!({"type": "m.login.application_service", "username": "mau_x", "x": deep}),
+        ),
     ];
     for (method, path, body) in endpoints {
         for levels in 1..=LIMIT + 1 {
@@ -651,6 +657,7 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::PUT, format!("{V3}/pushrules/global/override/.m.rule.master/actions")),
         (Method::POST, format!("{V3}/rooms/{room}/join")),
         (Method::POST, "/_synapse/admin/v1/register".to_owned()),
+        (Method::POST, "/_matrix/client/v1/appservice/mau/ping".to_owned()),
     ];
     let mut txn = 0;
     for (method, path) in &endpoints {

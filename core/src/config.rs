@@ -429,6 +429,15 @@ impl Default for SearchConfig {
     }
 }
 
+/// `[appservice]`: application services (bridges and bots).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppserviceConfig {
+    /// The registration files (YAML, as the bridge generates them), each read at start-up; a
+    /// file that is missing or wrong stops the server.
+    pub registration_files: Vec<std::path::PathBuf>,
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -449,6 +458,7 @@ pub struct HomeserverConfig {
     pub sms: SmsConfig,
     pub search: SearchConfig,
     pub calls: CallsConfig,
+    pub appservice: AppserviceConfig,
 }
 
 impl HomeserverConfig {
@@ -476,6 +486,7 @@ impl HomeserverConfig {
             sms: SmsConfig::default(),
             search: SearchConfig::default(),
             calls: CallsConfig::default(),
+            appservice: AppserviceConfig::default(),
         }
     }
 }

@@ -45,6 +45,10 @@ impl Homeserver {
         }
         let mut matches = Vec::new();
         for user_id in candidates {
+            // A bridge's users are its own, found through its third-party lookups (as Synapse).
+            if self.appservices.all().iter().any(|s| s.exclusive_user(&user_id)) {
+                continue;
+            }
             let profile = if self.users.is_local(&user_id) {
                 self.users.profile(&user_id)?.unwrap_or_default()
             } else {

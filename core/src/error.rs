@@ -72,6 +72,17 @@ pub enum ErrorCode {
     Upstream,
     /// An identity provider (or another server Hearth had to ask) failed or answered nonsense.
     BadGateway,
+    /// An application service's request named a device its user does not have.
+    UnknownDevice,
+    /// Logging in as an application service's user, for a service that manages its users'
+    /// devices itself (MSC4190).
+    AppserviceLoginUnsupported,
+    /// Pinging an application service (MSC2659) that has no URL, that could not be reached,
+    /// that did not answer in time, or that answered with an error status.
+    UrlNotSet,
+    ConnectionFailed,
+    ConnectionTimeout,
+    BadStatus,
     Unknown,
 }
 
@@ -130,6 +141,12 @@ impl ErrorCode {
             Self::ServerNotTrusted => (403, ErrorKind::ServerNotTrusted),
             Self::Upstream => (502, ErrorKind::Unknown),
             Self::BadGateway => (502, ErrorKind::Unknown),
+            Self::UnknownDevice => (400, ErrorKind::UnknownDevice),
+            Self::AppserviceLoginUnsupported => (400, ErrorKind::AppserviceLoginUnsupported),
+            Self::UrlNotSet => (400, ErrorKind::UrlNotSet),
+            Self::ConnectionFailed => (502, ErrorKind::ConnectionFailed),
+            Self::ConnectionTimeout => (504, ErrorKind::ConnectionTimeout),
+            Self::BadStatus => (502, ErrorKind::BadStatus(ruma::api::error::BadStatusErrorData::new())),
             Self::Unknown => (500, ErrorKind::Unknown),
         }
     }
@@ -158,6 +175,9 @@ pub enum Error {
     /// A delayed event (MSC4140) asked for a longer delay than this server allows.
     #[error("The requested delay exceeds the allowed maximum ({max_delay_ms} ms)")]
     MaxDelayExceeded { max_delay_ms: u64 },
+    /// An application service answered a ping with an error status: the client sees it.
+    #[error("The application service answered with status {status}")]
+    BadStatus { status: u16, body: String },
     /// A bug or an environment failure; the client sees only `M_UNKNOWN`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -229,6 +249,7 @@ impl Error {
             Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             Self::IncompatibleRoomVersion(_) => ErrorCode::IncompatibleRoomVersion,
             Self::MaxDelayExceeded { .. } => ErrorCode::MaxDelayExceeded,
+            Self::BadStatus { .. } => ErrorCode::BadStatus,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
     }
@@ -247,6 +268,12 @@ impl Error {
                 let mut data = ruma::api::error::LimitExceededErrorData::new();
                 data.retry_after = Some(ruma::api::error::RetryAfter::Delay(*retry_after));
                 ErrorKind::LimitExceeded(data)
+            }
+            Self::BadStatus { status, body } => {
+                let mut data = ruma::api::error::BadStatusErrorData::new();
+                data.status = http::StatusCode::from_u16(*status).ok();
+                data.body = Some(body.clone());
+                ErrorKind::BadStatus(data)
             }
             _ => kind,
         };

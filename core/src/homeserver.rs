@@ -82,6 +82,7 @@ pub struct Services {
     pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
     pub search: crate::search::Search,
     pub delayed: crate::delayed::Delayed,
+    pub appservices: crate::appservice::Appservices,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -189,7 +190,11 @@ impl Homeserver {
                 }
                 false => None,
             };
+        let appservices =
+            crate::appservice::registration::load(&config.appservice.registration_files, &config.server_name)
+                .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
         let services = Services {
+            appservices: crate::appservice::Appservices::new(appservices),
             config,
             db,
             ephemeral,

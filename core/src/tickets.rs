@@ -53,7 +53,7 @@ impl Homeserver {
         let now = util::now_ms() / 1000;
         let claims = Claims {
             sub: session.user_id.clone(),
-            dev: session.device_id.clone(),
+            dev: session.device()?.to_owned(),
             iat: now,
             exp: now + TICKET_TTL.as_secs(),
             jti: util::random_string(24),
@@ -79,6 +79,6 @@ impl Homeserver {
             return Err(Error::unknown_token("The session of this ticket has ended"));
         }
         let is_guest = self.users.account(&claims.sub)?.is_some_and(|a| a.is_guest);
-        Ok(Session { user_id: claims.sub, device_id: claims.dev, is_guest })
+        Ok(Session { user_id: claims.sub, device_id: Some(claims.dev), is_guest, appservice: None })
     }
 }

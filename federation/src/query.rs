@@ -29,7 +29,7 @@ pub async fn get_room_information(
     req: Fed<get_room_information::v1::Request>,
 ) -> FedResult<get_room_information::v1::Response> {
     req.origin()?;
-    let (room_id, servers) = hs.directory_for_server(&req.body.room_alias)?;
+    let (room_id, servers) = hs.directory_for_server(&req.body.room_alias).await?;
     Ok(get_room_information::v1::Response::new(room_id, servers))
 }
 

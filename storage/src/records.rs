@@ -319,6 +319,7 @@ pub struct RelationRecord {
 }
 
 json_value!(
+    AppserviceCursor,
     DelayedEventRecord,
     FinalisedDelayedRecord,
     RelationRecord,
@@ -388,4 +389,28 @@ pub struct FinalisedDelayedRecord {
     pub error: Option<serde_json::Value>,
     pub event_id: Option<OwnedEventId>,
     pub finalised_ts: u64,
+}
+
+/// Where an application service is in the stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppserviceCursor {
+    /// Every position up to here was delivered (or had nothing for the service).
+    pub acked: u64,
+    /// The transaction being delivered: its ID and the positions it covers, `(acked, to]`.
+    /// Kept until the service accepts it, so a retry (after a restart too) resends the same
+    /// events under the same ID and the service can drop what it already has.
+    #[serde(default)]
+    pub in_flight: Option<InFlightTxn>,
+    /// The next transaction ID.
+    #[serde(default)]
+    pub next_txn: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightTxn {
+    pub txn_id: u64,
+    pub to: u64,
+    /// The positions of the room events it carries, chosen when it was first built, so that a
+    /// resend carries the same events even if the rooms' members changed meanwhile.
+    pub events: Vec<u64>,
 }

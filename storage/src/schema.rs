@@ -6,12 +6,12 @@ use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServ
 use crate::{
     codec::{KeyCodec, ValueCodec},
     records::{
-        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, BackupVersionRecord,
-        DelayedEventRecord, DeviceRecord, FallbackKeyRecord, FinalisedDelayedRecord, MediaRecord,
-        MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord, PduRecord, PushActionRecord,
-        PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord, RelationRecord, RemoteKeyRecord,
-        ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry, ThumbnailRecord,
-        ToDeviceRecord,
+        AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, AppserviceCursor,
+        BackupVersionRecord, DelayedEventRecord, DeviceRecord, FallbackKeyRecord, FinalisedDelayedRecord,
+        MediaRecord, MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord, PduRecord,
+        PushActionRecord, PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord, RelationRecord,
+        RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
+        ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -185,6 +185,9 @@ tables! {
     DelayedTxns "delayed_txns": (OwnedUserId, OwnedDeviceId, String) => String;
     /// Delayed events sent or cancelled, by sender and when, kept a week for their listing.
     DelayedFinalised "delayed_finalised": (OwnedUserId, u64, String) => FinalisedDelayedRecord;
+    /// Each application service's place in the stream: what it acknowledged and the
+    /// transaction in flight, by the service's ID.
+    AppserviceCursors "appservice_cursors": String => AppserviceCursor;
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ fn auth_rule_fixtures() {
                 content: e.content.clone(),
                 state_key: e.state_key.clone(),
                 redacts: e.redacts.clone(),
+                origin_server_ts: None,
             };
             let pdu = g.build(&state, &[last], &e.sender, &new);
             let outcome = g.check(&state, &pdu);

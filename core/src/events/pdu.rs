@@ -169,15 +169,23 @@ pub struct NewEvent {
     pub content: serde_json::Value,
     pub state_key: Option<String>,
     pub redacts: Option<OwnedEventId>,
+    /// The timestamp to give it instead of now: an application service bridging an event
+    /// from another network keeps its time (`?ts=`).
+    pub origin_server_ts: Option<u64>,
 }
 
 impl NewEvent {
     pub fn state(kind: TimelineEventType, state_key: impl Into<String>, content: serde_json::Value) -> Self {
-        Self { kind, content, state_key: Some(state_key.into()), redacts: None }
+        Self { kind, content, state_key: Some(state_key.into()), redacts: None, origin_server_ts: None }
     }
 
     pub fn message(kind: TimelineEventType, content: serde_json::Value) -> Self {
-        Self { kind, content, state_key: None, redacts: None }
+        Self { kind, content, state_key: None, redacts: None, origin_server_ts: None }
+    }
+
+    pub fn at(mut self, ts: Option<u64>) -> Self {
+        self.origin_server_ts = ts;
+        self
     }
 }
 
@@ -214,7 +222,7 @@ pub fn build_and_sign(
     object.insert("type".into(), CanonicalJsonValue::String(new.kind.to_string()));
     object.insert("content".into(), content);
     object.insert("sender".into(), CanonicalJsonValue::String(sender.to_string()));
-    let ts = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    let ts = i64::try_from(new.origin_server_ts.unwrap_or_else(now_ms)).unwrap_or(i64::MAX);
     object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::new_saturating(ts)));
     object.insert("prev_events".into(), ids(placement.prev_events)?);
     object.insert("auth_events".into(), ids(placement.auth_events)?);

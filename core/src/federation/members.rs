@@ -101,6 +101,11 @@ impl Homeserver {
         let remote = target.server_name() != self.server_name() && self.federation.enabled();
         let already = self.rooms.membership(room_id, target)?.as_deref() == Some("invite");
         if !remote || already {
+            if !remote {
+                // A bridge's user may come into being when its service is asked about it, in
+                // time for the invite to carry its profile.
+                self.user_exists_or_queried(target).await?;
+            }
             // The invitee's profile goes in the event, as Synapse puts it, so that clients name
             // them ("invited Bob") before they join.
             let mut content = self.users.member_content(target).await?;

@@ -52,6 +52,13 @@ impl Homeserver {
     /// Any user's profile: a local one from storage, another server's asked of that server.
     pub async fn profile_of(&self, user: &UserId) -> Result<BTreeMap<String, Value>> {
         if self.users.is_local(user) {
+            if let Some(profile) = self.users.cached_profile(user).await? {
+                return Ok(profile);
+            }
+            // A bridge's user may come into being when its service is asked about it.
+            if !self.user_exists_or_queried(user).await? {
+                return Err(profile_not_found());
+            }
             return self.users.cached_profile(user).await?.ok_or_else(profile_not_found);
         }
         if !self.federation.enabled() {
@@ -62,13 +69,17 @@ impl Homeserver {
         Ok(response.into_iter().collect())
     }
 
-    /// `GET /query/directory`: the room a local alias names and servers that can get us in.
-    pub fn directory_for_server(&self, alias: &RoomAliasId) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    /// `GET /query/directory`: the room a local alias names and servers that can get us in. An
+    /// alias nobody created yet may be an application service's to create on demand.
+    pub async fn directory_for_server(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         let not_found = || Error::not_found("Room alias not found");
         if alias.server_name() != self.server_name() {
             return Err(not_found());
         }
-        let room_id = self.rooms.resolve_alias(alias)?.ok_or_else(not_found)?;
+        let room_id = self.resolve_alias_or_query(alias).await?.ok_or_else(not_found)?;
         Ok((room_id.clone(), self.resident_servers(&room_id)?))
     }
 
@@ -86,7 +97,7 @@ impl Homeserver {
     ) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
         crate::server_name::check_server_name(alias.server_name())?;
         if alias.server_name() == self.server_name() || !self.federation.enabled() {
-            return self.directory_for_server(alias);
+            return self.directory_for_server(alias).await;
         }
         let request = get_room_information::v1::Request::new(alias.to_owned());
         let response = self.federation_request(alias.server_name(), request).await?;

@@ -46,11 +46,13 @@ impl Rooms {
         .await
     }
 
-    /// Removes an alias; only its creator or a room moderator may.
-    pub async fn delete_alias(&self, alias: &RoomAliasId, requester: &UserId) -> Result<()> {
+    /// Removes an alias; only its creator or a room moderator may, or (`owner`) the
+    /// application service whose namespace holds it.
+    pub async fn delete_alias(&self, alias: &RoomAliasId, requester: &UserId, owner: bool) -> Result<()> {
         let record =
             self.db().get::<Aliases>(&alias.to_owned())?.ok_or_else(|| Error::not_found("Unknown alias"))?;
-        if record.creator != requester
+        if !owner
+            && record.creator != requester
             && !self.has_power_for_state(&record.room_id, requester, "m.room.canonical_alias")?
         {
             return Err(Error::forbidden("You may not delete this alias"));

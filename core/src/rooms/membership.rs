@@ -278,6 +278,7 @@ impl Rooms {
             content,
             state_key: None,
             redacts: Some(event_id.to_owned()),
+            origin_server_ts: None,
         };
         self.append(room_id, user, new, txn).await
     }

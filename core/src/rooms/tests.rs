@@ -51,6 +51,7 @@ async fn every_stored_pdu_verifies_with_the_server_key() {
             content: json!({}),
             state_key: None,
             redacts: Some(msg.clone()),
+            origin_server_ts: None,
         };
         hs.rooms.append(&room_id, &bob, redaction, None).await.unwrap();
         redacted.push(msg);
@@ -168,6 +169,7 @@ async fn a_stored_event_too_deep_to_serve_is_skipped_and_can_still_be_redacted()
         content: json!({}),
         state_key: None,
         redacts: Some(bad.clone()),
+        origin_server_ts: None,
     };
     hs.rooms.append(&room_id, &alice, redaction, None).await.unwrap();
     let redacted = hs.rooms.visible_event(&room_id, &bad, &alice).unwrap().expect("servable once redacted");

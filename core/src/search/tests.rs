@@ -85,6 +85,7 @@ async fn finds_words_by_stem_only_where_the_searcher_may_read_and_forgets_redact
         content: json!({}),
         state_key: None,
         redacts: Some(late.clone()),
+        origin_server_ts: None,
     };
     hs.rooms.append(&room, &bob, redaction, None).await.unwrap();
     let gone = search(&hs, &alice, Criteria::new("fox".into()), None).await;

@@ -21,6 +21,9 @@ use crate::{Result, users::blocking};
 pub struct Streams {
     state: Mutex<State>,
     notifier: Arc<Notifier>,
+    /// The published position, for background readers of the whole stream (application
+    /// service senders) that follow no user.
+    published_tx: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +48,16 @@ impl Streams {
     /// Resumes after `last`, the highest position found in storage.
     pub fn new(last: u64, notifier: Arc<Notifier>) -> Arc<Self> {
         let state = State { last_allocated: last, published: last, ..State::default() };
-        Arc::new(Self { state: Mutex::new(state), notifier })
+        Arc::new(Self {
+            state: Mutex::new(state),
+            notifier,
+            published_tx: tokio::sync::watch::Sender::new(last),
+        })
+    }
+
+    /// Sees every publication from now on.
+    pub fn watch_published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published_tx.subscribe()
     }
 
     pub fn allocate(self: &Arc<Self>) -> Ticket {
@@ -85,6 +97,11 @@ impl Streams {
                 std::mem::replace(&mut state.wakeups, later).into_values().flatten().collect();
             (state.published, wake)
         };
+        self.published_tx.send_if_modified(|p| {
+            let newer = published > *p;
+            *p = (*p).max(published);
+            newer
+        });
         if !wake.is_empty() {
             self.notifier.notify(wake.iter().flat_map(|users| users.iter()).map(AsRef::as_ref), published);
         }

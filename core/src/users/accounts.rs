@@ -25,6 +25,9 @@ pub struct NewAccount {
     /// Whether the new session gets a refresh token (and an expiring access token).
     pub refresh_token: bool,
     pub displayname: Option<String>,
+    /// Registered by an application service for its namespace: any valid user ID is
+    /// allowed (bridges often start their users' localparts with `_`).
+    pub appservice: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,16 @@ impl Users {
         UserId::parse(user_id).map_err(|e| Error::invalid_username(format!("Invalid user ID: {e}")))
     }
 
+    /// The user ID an application service registers: taken as given (as Synapse does), but
+    /// it must be a valid user ID of this server.
+    pub fn appservice_user_id(&self, localpart: &str) -> Result<OwnedUserId> {
+        let user_id = format!("@{localpart}:{}", self.server_name);
+        if localpart.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
+            return Err(Error::invalid_username("Invalid user ID"));
+        }
+        UserId::parse(user_id).map_err(|e| Error::invalid_username(format!("Invalid user ID: {e}")))
+    }
+
     pub fn is_local(&self, user_id: &UserId) -> bool {
         user_id.server_name() == self.server_name
     }
@@ -108,6 +121,7 @@ impl Users {
             None => None,
         };
         let requested = match &new.localpart {
+            Some(lp) if new.appservice => Some(self.appservice_user_id(lp)?),
             Some(lp) => Some(self.user_id_for_new_localpart(lp)?),
             None => None,
         };

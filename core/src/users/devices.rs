@@ -71,6 +71,18 @@ fn check_display_name(name: Option<&String>) -> Result<()> {
     Ok(())
 }
 
+/// A device seen first now, with no name and no tokens yet.
+fn fresh_device(now: u64) -> DeviceRecord {
+    DeviceRecord {
+        display_name: None,
+        created_ts: now,
+        last_seen_ts: Some(now),
+        last_seen_ip: None,
+        token_hash: None,
+        refresh_token_hash: None,
+    }
+}
+
 impl Users {
     /// Starts a session: creates the device (or reuses one the client names, ending its old
     /// session) and issues a new access token for it. A `refreshable` session gets a refresh
@@ -96,14 +108,7 @@ impl Users {
                     end_tokens(&mut batch, &existing);
                     existing
                 }
-                None => DeviceRecord {
-                    display_name: None,
-                    created_ts: now,
-                    last_seen_ts: Some(now),
-                    last_seen_ip: None,
-                    token_hash: None,
-                    refresh_token_hash: None,
-                },
+                None => fresh_device(now),
             };
             if display_name.is_some() {
                 record.display_name = display_name;
@@ -179,6 +184,33 @@ impl Users {
     pub fn device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<Device>> {
         let key = (user_id.to_owned(), device_id.to_owned());
         Ok(self.db.get::<Devices>(&key)?.map(|r| Device::from_record(device_id.to_owned(), r)))
+    }
+
+    /// Creates a device with no access token, for an application service that manages its
+    /// users' devices itself (MSC4190) and acts on them with `?device_id=`. Returns whether it
+    /// was created (an existing one only gets the display name).
+    pub async fn ensure_device(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<bool> {
+        check_display_name(display_name.as_ref())?;
+        let users = self.clone();
+        let key = (user_id.to_owned(), device_id.to_owned());
+        blocking(move || {
+            let now = now_ms();
+            let (mut record, created) = match users.db.get::<Devices>(&key)? {
+                Some(existing) => (existing, false),
+                None => (fresh_device(now), true),
+            };
+            if display_name.is_some() || created {
+                record.display_name = display_name.or(record.display_name);
+                users.db.put::<Devices>(&key, &record)?;
+            }
+            Ok(created)
+        })
+        .await
     }
 
     pub async fn set_device_display_name(
@@ -276,7 +308,7 @@ mod tests {
         let (d1b, t1b) = (s1b.device_id, s1b.access_token);
         assert_eq!(d1b, d1);
         assert!(users.authenticate(&t1).is_err(), "old token still works");
-        assert_eq!(users.authenticate(&t1b).unwrap().device_id, d1);
+        assert_eq!(users.authenticate(&t1b).unwrap().device_id.as_ref(), Some(&d1));
         assert_eq!(users.device(&uid, &d1).unwrap().unwrap().display_name.as_deref(), Some("phone"));
 
         users.set_device_display_name(&uid, &d2, Some("laptop".into())).await.unwrap();

@@ -32,8 +32,26 @@ use crate::ephemeral::EphemeralStore;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub user_id: OwnedUserId,
-    pub device_id: OwnedDeviceId,
+    /// Absent only for an application service acting without naming a device.
+    pub device_id: Option<OwnedDeviceId>,
     pub is_guest: bool,
+    /// The application service acting, when the token was its `as_token`.
+    pub appservice: Option<String>,
+}
+
+impl Session {
+    /// What transaction IDs are scoped to: the device, or for an application service acting
+    /// without one, its user as a whole (an empty device ID no real device has).
+    pub fn txn_device(&self) -> OwnedDeviceId {
+        self.device_id.clone().unwrap_or_else(|| OwnedDeviceId::from(""))
+    }
+
+    /// The session's device, for requests that only make sense on one (key uploads, logout).
+    pub fn device(&self) -> crate::Result<&ruma::DeviceId> {
+        self.device_id.as_deref().ok_or_else(|| {
+            crate::Error::bad_request("This request needs a device: name one with the device_id parameter")
+        })
+    }
 }
 
 #[derive(Clone)]

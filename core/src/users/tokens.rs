@@ -31,7 +31,12 @@ impl Users {
         if record.expires_ts.is_some_and(|expires| util::now_ms() >= expires) {
             return Err(Error::soft_logout("Access token has expired"));
         }
-        Ok(Session { user_id: record.user_id, device_id: record.device_id, is_guest: record.is_guest })
+        Ok(Session {
+            user_id: record.user_id,
+            device_id: Some(record.device_id),
+            is_guest: record.is_guest,
+            appservice: None,
+        })
     }
 
     /// Trades a refresh token for a new access token and a new refresh token. Each refresh
