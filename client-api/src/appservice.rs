@@ -107,9 +107,15 @@ pub(crate) fn ts_param<T>(req: &Ruma<T>) -> Result<Option<u64>, Error> {
     if req.session.as_ref().is_none_or(|s| s.appservice.is_none()) {
         return Ok(None);
     }
+    // Timestamps are JSON integers in canonical JSON: at most 2^53 - 1.
+    const MAX_TS: u64 = (1 << 53) - 1;
     req.query_param("ts")
         .map(|value| {
-            value.parse::<u64>().map_err(|_| Error::invalid_param("Query parameter ts must be an integer"))
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|ts| *ts <= MAX_TS)
+                .ok_or_else(|| Error::invalid_param("Query parameter ts must be a timestamp in milliseconds"))
         })
         .transpose()
 }

@@ -6,7 +6,7 @@ use ruma::{
         directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
         room::Visibility,
     },
-    directory::PublicRoomsChunk,
+    directory::{PublicRoomsChunk, RoomNetwork},
 };
 use serde_json::Value;
 
@@ -48,8 +48,15 @@ pub async fn get_public_rooms(
     hs: Homeserver,
     req: Ruma<JsonAnswered<get_public_rooms::v3::Request>>,
 ) -> ApiResult<Json<Value>> {
+    // ruma's GET request lacks the network parameters the POST body has; Synapse reads them.
+    let network = match (req.query_param("third_party_instance_id"), req.query_param("include_all_networks"))
+    {
+        (Some(instance), _) => RoomNetwork::ThirdParty(instance),
+        (None, Some(all)) if all == "true" => RoomNetwork::All,
+        _ => RoomNetwork::Matrix,
+    };
     let b = &req.body.0;
-    let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), None).await?;
+    let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), None, network).await?;
     let (chunk, next_batch, prev_batch, total) = page.into_parts();
     with_join_rules(chunk, next_batch, prev_batch, total)
 }
@@ -60,9 +67,33 @@ pub async fn get_public_rooms_filtered(
     req: Ruma<JsonAnswered<get_public_rooms_filtered::v3::Request>>,
 ) -> ApiResult<Json<Value>> {
     let b = req.body.0;
-    let page = hs.public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), Some(b.filter)).await?;
+    let page = hs
+        .public_rooms_of(b.server.as_deref(), b.limit, b.since.as_deref(), Some(b.filter), b.room_network)
+        .await?;
     let (chunk, next_batch, prev_batch, total) = page.into_parts();
     with_join_rules(chunk, next_batch, prev_batch, total)
+}
+
+/// `PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`: an application
+/// service publishes a room in its network's directory, which clients list by the network's
+/// third-party instance ID (`<service>|<network>`) or with `include_all_networks`.
+pub async fn set_room_visibility_for_network(
+    hs: Homeserver,
+    req: Ruma<ruma::api::client::appservice::set_room_visibility::v3::Request>,
+) -> ApiResult<ruma::api::client::appservice::set_room_visibility::v3::Response> {
+    let session = req.session()?;
+    let Some(service) = session.appservice.as_deref() else {
+        return Err(
+            Error::forbidden("Only an application service publishes rooms in a network's directory").into()
+        );
+    };
+    let b = &req.body;
+    if !hs.rooms.exists(&b.room_id)? {
+        return Err(Error::not_found("Unknown room").into());
+    }
+    let instance = format!("{service}|{}", b.network_id);
+    hs.rooms.set_published_in_network(&instance, &b.room_id, b.visibility == Visibility::Public).await?;
+    Ok(ruma::api::client::appservice::set_room_visibility::v3::Response::new())
 }
 
 /// `GET /_matrix/client/v3/directory/list/room/{roomId}`

@@ -425,6 +425,10 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
             GUESTS,
         )
         .ruma::<c::directory::get_room_visibility::v3::Request, _, _>(directory::get_room_visibility, GUESTS)
+        .ruma::<c::appservice::set_room_visibility::v3::Request, _, _>(
+            directory::set_room_visibility_for_network,
+            NO_GUESTS,
+        )
         .ruma::<c::directory::set_room_visibility::v3::Request, _, _>(
             directory::set_room_visibility,
             NO_GUESTS,

@@ -159,7 +159,12 @@ async fn the_as_token_acts_as_the_services_users_and_no_one_else() {
 #[tokio::test]
 async fn exclusive_namespaces_belong_to_their_service() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with(&dir, &[("mau.yaml", registration_yaml("mau", None, "localhost", ""))]).await;
+    // A second service claims every alias, but not exclusively.
+    let broad = "id: broad\nurl: null\nas_token: broad-as-token\nhs_token: broad-hs-token\n\
+                 sender_localpart: broadbot\nnamespaces:\n  aliases:\n    - exclusive: false\n      regex: '#.*'\n";
+    let files =
+        [("mau.yaml", registration_yaml("mau", None, "localhost", "")), ("broad.yaml", broad.to_owned())];
+    let server = server_with(&dir, &files).await;
     let bridge = service(&server, "mau");
     let alice = Client::register(&server.base_url, "alice", "pw").await;
 
@@ -206,6 +211,17 @@ async fn exclusive_namespaces_belong_to_their_service() {
         room.as_str()
     );
     alice.delete(&format!("{V3}/directory/room/{alias}")).await.assert_error(400, "M_EXCLUSIVE");
+    // Not even another service whose own namespace is broad enough touches them.
+    let other = service(&server, "broad");
+    other.delete(&format!("{V3}/directory/room/{alias}")).await.assert_error(400, "M_EXCLUSIVE");
+    other
+        .put(&format!("{V3}/directory/room/%23mau_other:localhost"), json!({"room_id": room}))
+        .await
+        .assert_error(400, "M_EXCLUSIVE");
+    other
+        .put(&format!("{V3}/directory/room/%23broad_own:localhost"), json!({"room_id": room}))
+        .await
+        .assert_ok();
     bridge.delete(&format!("{V3}/directory/room/{alias}")).await.assert_ok();
     bridge
         .put(&format!("{V3}/directory/room/%23other:localhost"), json!({"room_id": room}))
@@ -275,6 +291,28 @@ async fn pings_queries_and_third_party_protocols_reach_the_service() {
         &json!([{"userid": "@gopher_bob:example.org", "protocol": "gopher", "fields": {"nick": "bob"}}])
     );
     assert_eq!(alice.get(&format!("{V3}/thirdparty/user/irc")).await.assert_ok(), &json!([]));
+
+    // A room the service publishes in its network's directory is listed for that network (and
+    // for all networks), not in the server's own list.
+    let bridged = bridge.post(&format!("{V3}/createRoom"), json!({"name": "gopher hole"})).await;
+    let bridged = bridged.assert_ok()["room_id"].as_str().unwrap().to_owned();
+    let publish = format!("{V3}/directory/list/appservice/gophernet/{bridged}");
+    alice.put(&publish, json!({"visibility": "public"})).await.assert_error(403, "M_FORBIDDEN");
+    bridge.put(&publish, json!({"visibility": "public"})).await.assert_ok();
+    let listed =
+        |body: &Value| body["chunk"].as_array().unwrap().iter().any(|r| r["room_id"] == bridged.as_str());
+    let rooms = |filter: Value| {
+        let alice = &alice;
+        async move { alice.post(&format!("{V3}/publicRooms"), filter).await.assert_ok().clone() }
+    };
+    assert!(!listed(&rooms(json!({})).await));
+    assert!(listed(&rooms(json!({"third_party_instance_id": "mau|gophernet"})).await));
+    assert!(listed(&rooms(json!({"include_all_networks": true})).await));
+    assert!(!listed(&rooms(json!({"third_party_instance_id": "mau|othernet"})).await));
+    let by_get = alice.get(&format!("{V3}/publicRooms?third_party_instance_id=mau%7Cgophernet")).await;
+    assert!(listed(by_get.assert_ok()));
+    bridge.put(&publish, json!({"visibility": "private"})).await.assert_ok();
+    assert!(!listed(&rooms(json!({"include_all_networks": true})).await));
 }
 
 /// The `m.room.message` bodies the service was sent, in order.

@@ -40,7 +40,7 @@ impl Homeserver {
         for room in self.rooms.joined_rooms(searcher)? {
             candidates.extend(self.rooms.members_with(&room, "join")?);
         }
-        for room in self.rooms.public_rooms(None)? {
+        for room in self.rooms.public_rooms(None, &ruma::directory::RoomNetwork::Matrix)? {
             candidates.extend(self.rooms.members_with(&room.room_id, "join")?);
         }
         let mut matches = Vec::new();

@@ -82,7 +82,7 @@ pub struct Services {
     pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
     pub search: crate::search::Search,
     pub delayed: crate::delayed::Delayed,
-    pub appservices: crate::appservice::Appservices,
+    pub appservices: Arc<crate::appservice::Appservices>,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -142,12 +142,17 @@ impl Homeserver {
             .map_or(0, |(pos, _)| pos);
         let notifier = Arc::new(Notifier::new(last));
         let streams = Streams::new(last, notifier.clone());
+        let appservices =
+            crate::appservice::registration::load(&config.appservice.registration_files, &config.server_name)
+                .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
+        let appservices = Arc::new(crate::appservice::Appservices::new(appservices));
         let users = Users::new(
             db.clone(),
             config.server_name.clone(),
             ephemeral.clone(),
             std::time::Duration::from_secs(config.session.refreshable_access_token_lifetime_secs),
             crate::users::password::Passwords::new(&config.passwords)?,
+            appservices.clone(),
         );
         let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
         let sso = Sso::new(
@@ -190,11 +195,8 @@ impl Homeserver {
                 }
                 false => None,
             };
-        let appservices =
-            crate::appservice::registration::load(&config.appservice.registration_files, &config.server_name)
-                .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
         let services = Services {
-            appservices: crate::appservice::Appservices::new(appservices),
+            appservices,
             config,
             db,
             ephemeral,

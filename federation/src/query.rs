@@ -40,7 +40,7 @@ pub async fn get_public_rooms(
 ) -> FedResult<get_public_rooms::v1::Response> {
     req.origin()?;
     let b = &req.body;
-    let page = hs.public_rooms_page(None, b.limit, b.since.as_deref())?;
+    let page = hs.public_rooms_page(None, &b.room_network, b.limit, b.since.as_deref())?;
     let mut response = get_public_rooms::v1::Response::new();
     (response.chunk, response.next_batch, response.prev_batch, response.total_room_count_estimate) =
         page.into_parts();
@@ -55,7 +55,7 @@ pub async fn get_public_rooms_filtered(
     req.origin()?;
     let b = &req.body;
     let search = b.filter.generic_search_term.as_deref();
-    let page = hs.public_rooms_page(search, b.limit, b.since.as_deref())?;
+    let page = hs.public_rooms_page(search, &b.room_network, b.limit, b.since.as_deref())?;
     let mut response = get_public_rooms_filtered::v1::Response::new();
     (response.chunk, response.next_batch, response.prev_batch, response.total_room_count_estimate) =
         page.into_parts();

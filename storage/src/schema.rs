@@ -101,6 +101,9 @@ tables! {
     RoomAliases "room_aliases": (OwnedRoomId, OwnedRoomAliasId) => ();
     /// Rooms published in this server's room directory.
     PublicRooms "public_rooms": OwnedRoomId => ();
+    /// Rooms an application service publishes in its own network's directory, by third-party
+    /// instance ID (`<service>|<network>`): listed only to clients that ask for that network.
+    NetworkRooms "network_rooms": (String, OwnedRoomId) => ();
     /// Read receipts by room, receipt type, user and thread (`""` for the main timeline).
     Receipts "receipts": (OwnedRoomId, String, OwnedUserId, String) => ReceiptRecord;
     /// Content reports for the server's admins, in arrival order.

@@ -4,8 +4,9 @@
 //!
 //! A service authenticates with its `as_token` as its own user or, with `?user_id=`, as any
 //! user of its namespace that exists, optionally on one of that user's devices
-//! (`?device_id=`). Exclusive namespaces are the service's alone: nobody else registers such a
-//! user or creates such an alias.
+//! (`?device_id=`). Exclusive namespaces are the service's alone: no other way of making an
+//! account (registration, single sign-on, JWT, shared secret) takes such a user ID, and no one
+//! else, other services included, creates or removes such an alias.
 
 mod query;
 pub mod registration;
@@ -206,8 +207,13 @@ impl Homeserver {
                 "This application service manages its own devices and cannot log in",
             ));
         }
-        let user_id =
-            self.users.resolve_login_user(named)?.ok_or_else(|| Error::forbidden("Invalid login"))?;
+        let full = if named.starts_with('@') {
+            named.to_owned()
+        } else {
+            format!("@{named}:{}", self.server_name())
+        };
+        let user_id = UserId::parse(full).map_err(|_| Error::forbidden("Invalid login"))?;
+        // The namespace first: a name outside it is refused whether or not it exists.
         if !service.owns_user(&user_id) {
             return Err(Error::new(
                 ErrorCode::Exclusive,
@@ -225,7 +231,10 @@ impl Homeserver {
     /// another service's exclusive namespace, is refused.
     pub fn appservice_alias_owner(&self, session: &Session, alias: &RoomAliasId) -> Result<bool> {
         match session.appservice.as_deref().and_then(|id| self.appservices.by_id(id)) {
-            Some(service) if service.owns_alias(alias) => Ok(true),
+            Some(service) if service.owns_alias(alias) => {
+                self.appservices.check_alias_free(alias, Some(&service.id))?;
+                Ok(true)
+            }
             Some(_) => Err(Error::new(
                 ErrorCode::Exclusive,
                 "This alias is not in the application service's namespace",

@@ -13,8 +13,9 @@ use crate::{
     auth::http::{HttpError, HttpResponse},
 };
 
-/// How long a ping waits for the service.
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a ping waits for the service: under the HTTP client's connect timeout (10 s), so
+/// that a service that does not answer is reported as a timeout.
+const PING_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long a query (user, alias, third party) waits.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +77,8 @@ impl Homeserver {
     /// fails a query must not fail the client's request.
     async fn appservice_get(&self, service: &Registration, path: &str) -> Option<Value> {
         service.url.as_ref()?;
+        // Logged without its query: a lookup's search fields are the user's business.
+        let logged = path.split('?').next().unwrap_or_default();
         let call = self.appservice_call(service, http::Method::GET, path, None);
         match tokio::time::timeout(QUERY_TIMEOUT, call).await {
             Ok(Ok(response)) if response.status().is_success() => {
@@ -83,16 +86,17 @@ impl Homeserver {
             }
             Ok(Ok(response)) => {
                 if response.status() != http::StatusCode::NOT_FOUND {
-                    tracing::info!(appservice = %service.id, path, status = %response.status(), "query refused");
+                    tracing::info!(appservice = %service.id, path = logged, status = %response.status(), "query refused");
                 }
                 None
             }
-            Ok(Err(error)) => {
-                tracing::info!(appservice = %service.id, path, %error, "query failed");
+            Ok(Err(_)) => {
+                // The client's error names the whole URL, query included, so it is not logged.
+                tracing::info!(appservice = %service.id, path = logged, "query failed");
                 None
             }
             Err(_) => {
-                tracing::info!(appservice = %service.id, path, "query timed out");
+                tracing::info!(appservice = %service.id, path = logged, "query timed out");
                 None
             }
         }
@@ -144,7 +148,10 @@ impl Homeserver {
             return Err(PingError::UrlNotSet);
         }
         let started = Instant::now();
-        let body = json!({"transaction_id": transaction_id});
+        let body = match transaction_id {
+            Some(id) => json!({ "transaction_id": id }),
+            None => json!({}),
+        };
         let call = self.appservice_call(service, http::Method::POST, "ping", Some(&body));
         let response = match tokio::time::timeout(PING_TIMEOUT, call).await {
             Err(_) => return Err(PingError::Timeout),

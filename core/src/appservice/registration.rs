@@ -11,8 +11,8 @@ use serde::Deserialize;
 use crate::util;
 
 /// A registration file as bridges write it. Fields Hearth does not use are ignored, as every
-/// homeserver does: bridge generators add their own.
-#[derive(Debug, Deserialize)]
+/// homeserver does: bridge generators add their own. (No `Debug`: it holds the tokens.)
+#[derive(Deserialize)]
 struct RegistrationFile {
     id: String,
     /// Required, but may be `null`: a service that only acts and never receives.
@@ -40,7 +40,7 @@ struct RegistrationFile {
     msc4190: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct NamespacesFile {
     #[serde(default)]
     users: Option<Vec<NamespaceFile>>,
@@ -50,7 +50,7 @@ struct NamespacesFile {
     rooms: Option<Vec<NamespaceFile>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct NamespaceFile {
     #[serde(default)]
     exclusive: bool,
@@ -227,6 +227,10 @@ fn parse(text: &str, file: &Path, server_name: &ServerName) -> Result<Registrati
             let url = url::Url::parse(text).map_err(|e| format!("url: `{text}` is not a URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!("url: `{text}` is not an http or https URL"));
+            }
+            // Request paths are appended to it.
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!("url: `{text}` must not have a query or a fragment"));
             }
             Some(url)
         }

@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, ops::Bound, sync::Arc, time::Duration};
 use hearth_storage::{
     Batch, Direction,
     records::{AppserviceCursor, InFlightTxn, StreamEntry},
-    schema::{AppserviceCursors, Pdus, Receipts, StreamLog, ToDeviceInbox},
+    schema::{AppserviceCursors, Devices, Pdus, Receipts, StreamLog, ToDeviceInbox},
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Map, Value, json};
@@ -28,11 +28,22 @@ const MAX_EVENTS: usize = 100;
 const MAX_EPHEMERAL: usize = 100;
 /// At most this many stream positions read to build one transaction.
 const SCAN: usize = 2000;
-/// How often a sender looks for new positions when nothing woke it.
+/// A safety net only: a sender is woken by every publication of the stream.
 const POLL: Duration = Duration::from_secs(5);
 /// The first and the longest pause after a failed delivery.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What [`Homeserver::plan_transaction`] found to do.
+#[derive(Debug)]
+pub(super) enum Planned {
+    /// Deliver this transaction.
+    Send(AppserviceCursor, InFlightTxn),
+    /// A window with nothing for the service was acknowledged; more positions wait.
+    Skipped,
+    /// Nothing is waiting.
+    CaughtUp,
+}
 
 /// What one transaction carries, as read from storage.
 #[derive(Debug, Default)]
@@ -110,8 +121,11 @@ impl Homeserver {
     async fn appservice_step(&self, service: &Arc<Registration>) -> Result<bool> {
         let (hs, svc) = (self.clone(), service.clone());
         let published = self.streams.published();
-        let planned = blocking(move || hs.plan_transaction(&svc, published)).await?;
-        let Some((cursor, in_flight)) = planned else { return Ok(false) };
+        let (cursor, in_flight) = match blocking(move || hs.plan_transaction(&svc, published)).await? {
+            Planned::Send(cursor, in_flight) => (cursor, in_flight),
+            Planned::Skipped => return Ok(true),
+            Planned::CaughtUp => return Ok(false),
+        };
         let (hs, svc, flight) = (self.clone(), service.clone(), in_flight.clone());
         let txn = blocking(move || hs.read_transaction(&svc, cursor.acked, &flight)).await?;
         let body = transaction_body(service, &txn);
@@ -139,28 +153,26 @@ impl Homeserver {
     }
 
     /// The transaction to send: the one in flight, or a new one over the next positions, written
-    /// down before it is sent. `None`: nothing to send. Positions with nothing for the service
-    /// are acknowledged on the way.
-    pub(super) fn plan_transaction(
-        &self,
-        service: &Registration,
-        published: u64,
-    ) -> Result<Option<(AppserviceCursor, InFlightTxn)>> {
+    /// down before it is sent. Positions with nothing for the service are acknowledged on the
+    /// way.
+    pub(super) fn plan_transaction(&self, service: &Registration, published: u64) -> Result<Planned> {
         let Some(mut cursor) = self.db.get::<AppserviceCursors>(&service.id)? else {
             // A new service starts from now: it is told what happens from its registration.
             let cursor = AppserviceCursor { acked: published, in_flight: None, next_txn: 1 };
             self.db.put::<AppserviceCursors>(&service.id, &cursor)?;
-            return Ok(None);
+            return Ok(Planned::CaughtUp);
         };
         if let Some(in_flight) = cursor.in_flight.clone() {
-            return Ok(Some((cursor, in_flight)));
+            return Ok(Planned::Send(cursor, in_flight));
         }
         if cursor.acked >= published {
-            return Ok(None);
+            return Ok(Planned::CaughtUp);
         }
         let mut events = Vec::new();
         let mut ephemeral = 0;
         let mut to = cursor.acked;
+        // Whether the window stopped short of `published` (a limit was reached).
+        let mut cut = false;
         let mut interest = RoomInterest::default();
         let rows = self.db.range::<StreamLog>(
             Bound::Excluded(&cursor.acked),
@@ -170,13 +182,15 @@ impl Homeserver {
         for (scanned, row) in rows.lenient().enumerate() {
             let (pos, entry) = row?;
             if scanned >= SCAN || events.len() >= MAX_EVENTS || ephemeral >= MAX_EPHEMERAL {
+                cut = true;
                 break;
             }
             to = pos;
             let Some(entry) = entry else { continue };
             match &entry {
                 StreamEntry::RoomEvent { room_id, event_id } => {
-                    let Some(record) = self.db.get::<Pdus>(event_id)? else { continue };
+                    // An event that cannot be read is logged by `get_lenient` and skipped.
+                    let Some(record) = self.db.get_lenient::<Pdus>(event_id)? else { continue };
                     let Some(pdu) = servable(event_id, &record) else { continue };
                     let state_key_user = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
                     if service.owns_user(&pdu.sender)
@@ -193,16 +207,20 @@ impl Homeserver {
                 }
             }
         }
+        if !cut {
+            // Everything up to `published` was read, gaps (positions never written) included.
+            to = published;
+        }
         if events.is_empty() && ephemeral == 0 {
             cursor.acked = to;
             self.db.put::<AppserviceCursors>(&service.id, &cursor)?;
-            return Ok(None);
+            return Ok(if cut { Planned::Skipped } else { Planned::CaughtUp });
         }
         let in_flight = InFlightTxn { txn_id: cursor.next_txn, to, events };
         cursor.next_txn += 1;
         cursor.in_flight = Some(in_flight.clone());
         self.db.put::<AppserviceCursors>(&service.id, &cursor)?;
-        Ok(Some((cursor, in_flight)))
+        Ok(Planned::Send(cursor, in_flight))
     }
 
     /// Whether a non-room entry of the stream is for the service (only when it asked for
@@ -258,7 +276,7 @@ impl Homeserver {
             let Some(StreamEntry::RoomEvent { event_id, .. }) = self.db.get_lenient::<StreamLog>(pos)? else {
                 continue;
             };
-            let Some(record) = self.db.get::<Pdus>(&event_id)? else { continue };
+            let Some(record) = self.db.get_lenient::<Pdus>(&event_id)? else { continue };
             match self.rooms.client_event(&event_id, &record, &service.sender, None) {
                 Ok(event) => txn.events.push(event),
                 Err(error) => {
@@ -304,7 +322,6 @@ impl Homeserver {
                 }
                 StreamEntry::RoomEvent { .. } | StreamEntry::AccountData { .. } => {}
             }
-            txn.ephemeral.truncate(MAX_EPHEMERAL);
         }
         if service.msc3202 {
             (txn.key_counts, txn.fallback_keys) = self.device_key_counts(service, &txn)?;
@@ -312,8 +329,8 @@ impl Homeserver {
         Ok(txn)
     }
 
-    /// A user's public read receipt recorded at `pos`, as an `m.receipt` event. Private ones
-    /// are the user's own business, and stay so unless the service owns the user.
+    /// A user's read receipt recorded at `pos`, as an `m.receipt` event. Private ones are the
+    /// user's own business, and stay so unless the service owns the user.
     fn public_receipt(
         &self,
         service: &Registration,
@@ -321,30 +338,39 @@ impl Homeserver {
         user: &UserId,
         pos: u64,
     ) -> Result<Option<Value>> {
-        for row in self.db.scan_prefix::<Receipts, _>(&room_id.to_owned())?.lenient() {
-            let ((_, kind, who, thread), record) = row?;
-            let Some(record) = record else { continue };
-            if who != user
-                || record.stream_pos != pos
-                || (kind == "m.read.private" && !service.owns_user(user))
-            {
-                continue;
+        let kinds: &[&str] =
+            if service.owns_user(user) { &["m.read", "m.read.private"] } else { &["m.read"] };
+        for kind in kinds {
+            let prefix = (room_id.to_owned(), (*kind).to_owned(), user.to_owned());
+            for row in self.db.scan_prefix::<Receipts, _>(&prefix)?.lenient() {
+                let ((_, kind, _, thread), record) = row?;
+                let Some(record) = record.filter(|r| r.stream_pos == pos) else { continue };
+                let mut data = json!({"ts": record.ts});
+                if !thread.is_empty() {
+                    data["thread_id"] = json!(thread);
+                }
+                let content = json!({ record.event_id.as_str(): { kind: { user.as_str(): data } } });
+                return Ok(Some(json!({"type": "m.receipt", "room_id": room_id, "content": content})));
             }
-            let mut data = json!({"ts": record.ts});
-            if !thread.is_empty() {
-                data["thread_id"] = json!(thread);
-            }
-            let content = json!({ record.event_id.as_str(): { kind: { user.as_str(): data } } });
-            return Ok(Some(json!({"type": "m.receipt", "room_id": room_id, "content": content})));
         }
         Ok(None)
     }
 
-    /// The to-device messages queued for a user's devices at `pos` (MSC2409).
+    /// The to-device messages queued at `pos` for the devices the service manages itself
+    /// (those with no access token: it created them, MSC4190), as MSC2409 sends them. A device
+    /// someone signed in to reads its own messages through `/sync`, and they are never taken
+    /// from it.
     fn to_device_for(&self, user: &UserId, pos: u64, txn: &mut Txn) -> Result<()> {
         for row in self.db.scan_prefix::<ToDeviceInbox, _>(&user.to_owned())?.lenient() {
             let ((_, device, at), record) = row?;
-            if at != pos || txn.to_device.len() >= MAX_EPHEMERAL {
+            if at != pos {
+                continue;
+            }
+            let managed = self
+                .db
+                .get::<Devices>(&(user.to_owned(), device.clone()))?
+                .is_some_and(|d| d.token_hash.is_none());
+            if !managed {
                 continue;
             }
             if let Some(record) = record {

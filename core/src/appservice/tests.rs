@@ -49,7 +49,9 @@ async fn say(hs: &Homeserver, room: &OwnedRoomId, who: &OwnedUserId, body: &str)
 /// The bodies of the messages a planned transaction carries.
 fn planned_bodies(hs: &Homeserver) -> Vec<String> {
     let service = hs.appservices.by_id("mau").unwrap().clone();
-    let Some((cursor, flight)) = hs.plan_transaction(&service, hs.streams.published()).unwrap() else {
+    let super::sender::Planned::Send(cursor, flight) =
+        hs.plan_transaction(&service, hs.streams.published()).unwrap()
+    else {
         return Vec::new();
     };
     let txn = hs.read_transaction(&service, cursor.acked, &flight).unwrap();
@@ -120,6 +122,13 @@ async fn the_senders_user_and_exclusive_names_are_the_services() {
     assert!(hs.appservices.check_user_free(ruma::user_id!("@mau_x:localhost"), Some("mau")).is_ok());
     assert!(hs.appservices.by_token("as-token").is_some_and(|s| s.id == service.id));
     assert!(hs.appservices.by_token("hs-token").is_none());
+
+    // Every way of making an account goes through `register` (shared secret, JWT) or skips
+    // reserved names (single sign-on): only the service takes a name of its namespace.
+    let human = NewAccount { localpart: Some("mau_eve".into()), inhibit_login: true, ..Default::default() };
+    let refused = hs.users.register(human.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), crate::ErrorCode::Exclusive);
+    hs.users.register(NewAccount { appservice: true, ..human }).await.unwrap();
 
     let session = hs.authenticate("as-token", Some("user_id=%40maubot%3Alocalhost")).unwrap();
     assert_eq!(session.appservice.as_deref(), Some("mau"));

@@ -96,9 +96,31 @@ impl Homeserver {
         outcome
     }
 
-    /// Whether the event is in a timeline here (so the state after it is known).
-    pub(super) fn has_state_after(&self, event_id: &EventId) -> bool {
-        self.rooms.pdu_record(event_id).ok().flatten().is_some_and(|r| r.state_group != 0)
+    /// Whether the event is in a timeline here (so the state after it is known). A storage
+    /// error stays an error: taken for "not here", it would have the event fetched again or a
+    /// valid event refused.
+    pub(super) fn has_state_after(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.rooms.pdu_record(event_id)?.is_some_and(|r| r.state_group != 0))
+    }
+
+    /// Whether the state after each of `ids` is known here.
+    fn all_have_state(&self, ids: &[ruma::OwnedEventId]) -> Result<bool> {
+        for id in ids {
+            if !self.has_state_after(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the state after any of `ids` is known here.
+    pub(super) fn any_has_state(&self, ids: &[ruma::OwnedEventId]) -> Result<bool> {
+        for id in ids {
+            if self.has_state_after(id)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Makes sure what a pushed event refers to is here: its auth events (as outliers) and its
@@ -112,8 +134,8 @@ impl Homeserver {
         rules: &RoomVersionRules,
     ) -> Result<()> {
         let mut budget = MAX_EVENT_FETCHES;
-        self.fetch_missing_auth(origin, room_id, pdu, rules, &mut budget).await;
-        if pdu.prev_events.iter().all(|id| self.has_state_after(id)) {
+        self.fetch_missing_auth(origin, room_id, pdu, rules, &mut budget).await?;
+        if self.all_have_state(&pdu.prev_events)? {
             return Ok(());
         }
         let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
@@ -128,8 +150,10 @@ impl Homeserver {
                 let mut fetched = Vec::new();
                 for raw in response.events.iter().take(MAX_MISSING_EVENTS) {
                     match self.verify_pdu(raw, rules).await {
-                        Ok((id, json)) if id != pdu.event_id && !self.has_state_after(&id) => {
-                            if let Ok(event) = Pdu::from_json(id, &json) {
+                        Ok((id, json)) if id != pdu.event_id => {
+                            if !self.has_state_after(&id)?
+                                && let Ok(event) = Pdu::from_json(id, &json)
+                            {
                                 fetched.push((event, json));
                             }
                         }
@@ -145,7 +169,7 @@ impl Homeserver {
             }
             Err(error) => tracing::info!(%room_id, %origin, %error, "get_missing_events failed"),
         }
-        if pdu.prev_events.iter().any(|id| self.has_state_after(id)) {
+        if self.any_has_state(&pdu.prev_events)? {
             Ok(())
         } else {
             Err(Error::forbidden(format!(
@@ -174,7 +198,10 @@ impl Homeserver {
             }
         };
         let mut budget = MAX_EVENT_FETCHES;
-        self.fetch_missing_auth(origin, room_id, &event, rules, &mut budget).await;
+        if let Err(error) = self.fetch_missing_auth(origin, room_id, &event, rules, &mut budget).await {
+            tracing::warn!(%event_id, %error, "could not look for a fetched event's auth events; dropped");
+            return;
+        }
         match self.rooms.receive_pdu_with_state(room_id, &event_id, json, state_before).await {
             Ok(received) => tracing::debug!(%event_id, ?received, "received a fetched missing event"),
             Err(error) => tracing::info!(%event_id, %error, "a fetched missing event was rejected"),
@@ -191,7 +218,7 @@ impl Homeserver {
         event: &Pdu,
         rules: &RoomVersionRules,
     ) -> Result<Option<StateMap>> {
-        if event.prev_events.iter().all(|id| self.has_state_after(id)) {
+        if self.all_have_state(&event.prev_events)? {
             return Ok(None);
         }
         if event.prev_events.len() > MAX_PREV_STATE_FETCHES {
@@ -277,7 +304,9 @@ impl Homeserver {
         Ok(state)
     }
 
-    /// Fetches the missing auth events of `event` (and theirs) as checked outliers.
+    /// Fetches the missing auth events of `event` (and theirs) as checked outliers. Failing
+    /// to read what is here is an error: taking it for "here" would skip the fetch and have
+    /// the event refused for want of its auth events.
     async fn fetch_missing_auth(
         &self,
         origin: &ServerName,
@@ -285,20 +314,21 @@ impl Homeserver {
         event: &Pdu,
         rules: &RoomVersionRules,
         budget: &mut usize,
-    ) {
-        let missing: Vec<OwnedEventId> = event
-            .auth_events
-            .iter()
-            .filter(|id| !self.rooms.has_event(id).unwrap_or(true))
-            .cloned()
-            .collect();
+    ) -> Result<()> {
+        let mut missing: Vec<OwnedEventId> = Vec::new();
+        for id in &event.auth_events {
+            if !self.rooms.has_event(id)? {
+                missing.push(id.clone());
+            }
+        }
         if missing.is_empty() {
-            return;
+            return Ok(());
         }
         let fetched = self.fetch_events(origin, missing, &[], rules, budget).await;
         if let Err(error) = self.store_checked_outliers(room_id, fetched, rules).await {
             tracing::warn!(%error, "could not store fetched auth events");
         }
+        Ok(())
     }
 
     /// Fetches events one by one (`/event`) and, within `budget`, the auth events they name

@@ -218,17 +218,18 @@ impl Homeserver {
         let mut known_before = HashMap::new();
         let mut state_fetches = 0;
         for (id, pdu, _) in &events {
-            let missing_auth: Vec<OwnedEventId> = pdu
-                .auth_events
-                .iter()
-                .filter(|a| !in_batch.contains(*a) && !self.rooms.has_event(a).unwrap_or(true))
-                .cloned()
-                .collect();
+            let mut missing_auth: Vec<OwnedEventId> = Vec::new();
+            for auth in &pdu.auth_events {
+                if !in_batch.contains(auth) && !self.rooms.has_event(auth)? {
+                    missing_auth.push(auth.clone());
+                }
+            }
             for auth in missing_auth {
                 self.fetch_outlier(server, room_id, &auth, rules, &mut budget).await;
             }
             let prev_known = pdu.prev_events.is_empty()
-                || pdu.prev_events.iter().any(|p| in_batch.contains(p) || self.has_state_after(p));
+                || pdu.prev_events.iter().any(|p| in_batch.contains(p))
+                || self.any_has_state(&pdu.prev_events)?;
             if !prev_known && state_fetches < MAX_STATE_FETCHES {
                 state_fetches += 1;
                 if let Some(state) = self.fetch_state_before(server, room_id, id, rules).await {

@@ -9,7 +9,7 @@ use ruma::{
         directory::get_public_rooms_filtered,
         query::{get_profile_information, get_room_information},
     },
-    directory::{Filter, PublicRoomsChunk},
+    directory::{Filter, PublicRoomsChunk, RoomNetwork},
 };
 use serde_json::Value;
 
@@ -109,10 +109,11 @@ impl Homeserver {
     pub fn public_rooms_page(
         &self,
         search: Option<&str>,
+        network: &RoomNetwork,
         limit: Option<UInt>,
         since: Option<&str>,
     ) -> Result<DirectoryPage> {
-        let rooms = self.rooms.public_rooms(search)?;
+        let rooms = self.rooms.public_rooms(search, network)?;
         let total = UInt::new_saturating(rooms.len() as u64);
         let offset = match since {
             Some(s) => s
@@ -139,12 +140,13 @@ impl Homeserver {
         limit: Option<UInt>,
         since: Option<&str>,
         filter: Option<Filter>,
+        network: RoomNetwork,
     ) -> Result<DirectoryPage> {
         let server = match server {
             Some(server) if server != self.server_name() => server,
             _ => {
                 let search = filter.as_ref().and_then(|f| f.generic_search_term.as_deref());
-                return self.public_rooms_page(search, limit, since);
+                return self.public_rooms_page(search, &network, limit, since);
             }
         };
         if !self.federation.enabled() {
@@ -154,6 +156,7 @@ impl Homeserver {
         let mut request = get_public_rooms_filtered::v1::Request::new();
         (request.limit, request.since) = (limit, since.map(ToOwned::to_owned));
         request.filter = filter.unwrap_or_default();
+        request.room_network = network;
         let r = self.federation_request(server, request).await?;
         let page = DirectoryPage {
             chunk: r.chunk,

@@ -115,13 +115,33 @@ impl Rooms {
 impl Rooms {
     /// Publishes a room in (or removes it from) this server's room directory.
     pub async fn set_published(&self, room_id: &RoomId, published: bool) -> Result<()> {
+        self.set_listed::<hearth_storage::schema::PublicRooms>(room_id.to_owned(), published).await
+    }
+
+    /// Publishes a room in (or removes it from) one network's directory (`instance` is
+    /// `<service>|<network>`), for an application service bridging that network.
+    pub async fn set_published_in_network(
+        &self,
+        instance: &str,
+        room_id: &RoomId,
+        published: bool,
+    ) -> Result<()> {
+        let key = (instance.to_owned(), room_id.to_owned());
+        self.set_listed::<hearth_storage::schema::NetworkRooms>(key, published).await
+    }
+
+    /// Adds or removes one row of a directory list.
+    async fn set_listed<T>(&self, key: T::Key, listed: bool) -> Result<()>
+    where
+        T: hearth_storage::schema::Table<Value = ()>,
+        T::Key: Send,
+    {
         let db = self.db().clone();
-        let room_id = room_id.to_owned();
         blocking(move || {
-            if published {
-                db.put::<hearth_storage::schema::PublicRooms>(&room_id, &())?;
+            if listed {
+                db.put::<T>(&key, &())?;
             } else {
-                db.delete::<hearth_storage::schema::PublicRooms>(&room_id)?;
+                db.delete::<T>(&key)?;
             }
             Ok(())
         })

@@ -1,6 +1,7 @@
 //! The room directory, room summaries, upgrades, and finding events by time.
 
-use hearth_storage::schema::{PublicRooms, RoomTimeline};
+use hearth_storage::schema::{NetworkRooms, PublicRooms, RoomTimeline};
+use ruma::directory::RoomNetwork;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType,
 };
@@ -176,10 +177,23 @@ impl Rooms {
     }
 
     /// Published rooms, most joined members first, then by room ID for a stable order.
-    pub fn public_rooms(&self, search: Option<&str>) -> Result<Vec<PublicRoom>> {
+    pub fn public_rooms(&self, search: Option<&str>, network: &RoomNetwork) -> Result<Vec<PublicRoom>> {
+        let mut listed = std::collections::BTreeSet::new();
+        if matches!(network, RoomNetwork::Matrix | RoomNetwork::All) {
+            for entry in self.db().scan_prefix_all::<PublicRooms>()? {
+                listed.insert(entry?.0);
+            }
+        }
+        let networks = match network {
+            RoomNetwork::Matrix => None,
+            RoomNetwork::ThirdParty(instance) => Some(self.db().scan_prefix::<NetworkRooms, _>(instance)?),
+            _ => Some(self.db().scan_prefix_all::<NetworkRooms>()?),
+        };
+        for entry in networks.into_iter().flatten() {
+            listed.insert(entry?.0.1);
+        }
         let mut rooms = Vec::new();
-        for entry in self.db().scan_prefix_all::<PublicRooms>()? {
-            let (room_id, ()) = entry?;
+        for room_id in listed {
             let summary = self.summary(&room_id)?;
             if let Some(term) = search.map(str::to_lowercase).filter(|t| !t.is_empty()) {
                 let haystack = [&summary.name, &summary.topic, &summary.canonical_alias]

@@ -131,6 +131,10 @@ impl Users {
             let _guard = users.create_lock.lock().map_err(|_| Error::internal("create lock poisoned"))?;
             let user_id = match requested {
                 Some(user_id) => {
+                    // Only the service itself registers users of its exclusive namespace.
+                    if !new2.appservice {
+                        users.appservices.check_user_free(&user_id, None)?;
+                    }
                     if users.exists(&user_id)? {
                         return Err(Error::user_in_use("User ID already taken."));
                     }
@@ -173,13 +177,17 @@ impl Users {
     /// A user ID that is free now for `wanted` (already a valid localpart): itself, or itself
     /// with the smallest number appended that makes it free. Call under `create_lock`.
     pub(super) fn free_user_id_like(&self, wanted: &str) -> Result<OwnedUserId> {
+        // A name an application service reserves is as good as taken.
+        let free = |user_id: &UserId| -> Result<bool> {
+            Ok(!self.exists(user_id)? && self.appservices.check_user_free(user_id, None).is_ok())
+        };
         let first = self.user_id_for_new_localpart(wanted)?;
-        if !self.exists(&first)? {
+        if free(&first)? {
             return Ok(first);
         }
         for n in 1..10_000u32 {
             let user_id = self.user_id_for_new_localpart(&format!("{wanted}{n}"))?;
-            if !self.exists(&user_id)? {
+            if free(&user_id)? {
                 return Ok(user_id);
             }
         }
@@ -192,7 +200,7 @@ impl Users {
             let n = self.db.next_id("generated_localpart")?;
             let user_id = UserId::parse(format!("@{n}:{}", self.server_name))
                 .map_err(|e| Error::internal(format!("generated user ID: {e}")))?;
-            if !self.exists(&user_id)? {
+            if !self.exists(&user_id)? && self.appservices.check_user_free(&user_id, None).is_ok() {
                 return Ok(user_id);
             }
         }
@@ -210,8 +218,10 @@ impl Users {
         if self.exists(&user_id)? {
             return Ok(Some(user_id));
         }
-        let lowered = UserId::parse(full.to_lowercase()).ok();
-        Ok(lowered.filter(|u| self.exists(u).unwrap_or(false)))
+        match UserId::parse(full.to_lowercase()) {
+            Ok(lowered) if self.exists(&lowered)? => Ok(Some(lowered)),
+            _ => Ok(None),
+        }
     }
 
     /// Whether `password` is the account's password. Accounts without one never match.

@@ -96,6 +96,10 @@ impl Users {
         refreshable: bool,
     ) -> Result<NewSession> {
         check_display_name(display_name.as_ref())?;
+        // An empty ID stands for "no device" where an application service acts without one.
+        if device_id.as_ref().is_some_and(|d| d.as_str().is_empty()) {
+            return Err(Error::invalid_param("device_id must not be empty"));
+        }
         let users = self.clone();
         let user_id = user_id.to_owned();
         blocking(move || {

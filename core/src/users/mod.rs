@@ -70,6 +70,9 @@ pub struct Users {
     cache: crate::cache::SharedCache,
     /// Password hashing, a bounded number at a time.
     passwords: password::Passwords,
+    /// Application services, whose exclusive user IDs no other way of making accounts
+    /// (registration, single sign-on, JWT, shared secret) may take.
+    appservices: Arc<crate::appservice::Appservices>,
 }
 
 impl std::fmt::Debug for Users {
@@ -85,8 +88,10 @@ impl Users {
         ephemeral: Arc<dyn EphemeralStore>,
         refreshable_lifetime: Duration,
         passwords: password::Passwords,
+        appservices: Arc<crate::appservice::Appservices>,
     ) -> Self {
         Self {
+            appservices,
             db,
             server_name,
             cache: crate::cache::SharedCache::new(&ephemeral),
@@ -122,5 +127,6 @@ pub(crate) fn test_users() -> Users {
         Arc::new(crate::ephemeral::LocalEphemeral::new()),
         Duration::from_secs(300),
         password::Passwords::default(),
+        Arc::default(),
     )
 }
