@@ -236,6 +236,8 @@ async fn pings_queries_and_third_party_protocols_reach_the_service() {
     let files = [
         ("mau.yaml", registration_yaml("mau", Some(&stand_in.url), "localhost", "protocols: [gopher]\n")),
         ("quiet.yaml", registration_yaml("quiet", None, "localhost", "")),
+        // Nothing listens on port 1 of loopback.
+        ("gone.yaml", registration_yaml("gone", Some("http://127.0.0.1:1"), "localhost", "")),
     ];
     let server = server_with(&dir, &files).await;
     stand_in.act_on(&server.base_url, "mau-as-token");
@@ -253,6 +255,10 @@ async fn pings_queries_and_third_party_protocols_reach_the_service() {
         .post("/_matrix/client/v1/appservice/quiet/ping", json!({}))
         .await
         .assert_error(400, "M_URL_NOT_SET");
+    service(&server, "gone")
+        .post("/_matrix/client/v1/appservice/gone/ping", json!({}))
+        .await
+        .assert_error(502, "M_CONNECTION_FAILED");
     stand_in.set_down(true);
     let bad = bridge.post(ping, json!({})).await;
     bad.assert_error(502, "M_BAD_STATUS");

@@ -355,6 +355,11 @@ async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_pa
         ),
         (Method::POST, "/_matrix/client/v1/appservice/mau/ping".to_owned(), |deep| json!({ "x": deep })),
         (
+            Method::PUT,
+            format!("{V3}/directory/list/appservice/net/{room}"),
+            |deep| json!({"visibility": "public", "x": deep}),
+        ),
+        (
             Method::POST,
             format!("{V3}/register"),
             |deep| json!({"type": "m.login.application_service", "username": "mau_x", "x": deep}),
@@ -658,6 +663,7 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::POST, format!("{V3}/rooms/{room}/join")),
         (Method::POST, "/_synapse/admin/v1/register".to_owned()),
         (Method::POST, "/_matrix/client/v1/appservice/mau/ping".to_owned()),
+        (Method::PUT, format!("{V3}/directory/list/appservice/net/{room}")),
     ];
     let mut txn = 0;
     for (method, path) in &endpoints {
