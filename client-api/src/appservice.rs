@@ -77,8 +77,8 @@ async fn lookup_by_fields<T>(
     protocol: &str,
 ) -> ApiResult<Json<Value>> {
     req.session()?;
-    let query = passed_on(req.query.as_deref().unwrap_or_default());
-    Ok(Json(Value::Array(hs.thirdparty_lookup(kind, Some(protocol), &query).await)))
+    let fields = search_fields(req.query.as_deref().unwrap_or_default());
+    Ok(Json(Value::Array(hs.thirdparty_lookup(kind, Some(protocol), &fields).await)))
 }
 
 /// `GET /_matrix/client/v3/thirdparty/location?alias=`
@@ -87,8 +87,8 @@ pub async fn get_location_for_room_alias(
     req: Ruma<JsonAnswered<get_location_for_room_alias::v3::Request>>,
 ) -> ApiResult<Json<Value>> {
     req.session()?;
-    let query = format!("alias={}", urlencode(req.body.0.alias.as_str()));
-    Ok(Json(Value::Array(hs.thirdparty_lookup("location", None, &query).await)))
+    let fields = [("alias".to_owned(), req.body.0.alias.to_string())];
+    Ok(Json(Value::Array(hs.thirdparty_lookup("location", None, &fields).await)))
 }
 
 /// `GET /_matrix/client/v3/thirdparty/user?userid=`
@@ -97,8 +97,8 @@ pub async fn get_user_for_user_id(
     req: Ruma<JsonAnswered<get_user_for_user_id::v3::Request>>,
 ) -> ApiResult<Json<Value>> {
     req.session()?;
-    let query = format!("userid={}", urlencode(req.body.0.userid.as_str()));
-    Ok(Json(Value::Array(hs.thirdparty_lookup("user", None, &query).await)))
+    let fields = [("userid".to_owned(), req.body.0.userid.to_string())];
+    Ok(Json(Value::Array(hs.thirdparty_lookup("user", None, &fields).await)))
 }
 
 /// `?ts=` on `/send` and `/state`: the timestamp an application service gives an event it
@@ -121,12 +121,9 @@ pub(crate) fn ts_param<T>(req: &Ruma<T>) -> Result<Option<u64>, Error> {
 }
 
 /// The client's search fields, without its access token, for the services.
-fn passed_on(query: &str) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k != "access_token"))
-        .finish()
-}
-
-fn urlencode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+fn search_fields(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k != "access_token")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }

@@ -172,9 +172,22 @@ impl Homeserver {
     /// with each instance given an `instance_id` that names its service. Services that declare
     /// the same protocol have their instances merged.
     pub async fn thirdparty_protocols(&self) -> Value {
+        Value::Object(self.describe_protocols(None).await)
+    }
+
+    /// `GET /thirdparty/protocol/{protocol}`: asks only the services that declare it.
+    pub async fn thirdparty_protocol(&self, protocol: &str) -> Result<Value> {
+        self.describe_protocols(Some(protocol))
+            .await
+            .remove(protocol)
+            .ok_or_else(|| Error::not_found("Unknown protocol"))
+    }
+
+    /// The services' descriptions of their protocols (or of `only` that one), merged.
+    async fn describe_protocols(&self, only: Option<&str>) -> serde_json::Map<String, Value> {
         let mut out = serde_json::Map::new();
         for service in self.appservices.all() {
-            for protocol in &service.protocols {
+            for protocol in service.protocols.iter().filter(|p| only.is_none_or(|o| o == p.as_str())) {
                 let path = format!("thirdparty/protocol/{}", urlencode(protocol));
                 let Some(Value::Object(mut answer)) = self.appservice_get(service, &path).await else {
                     continue;
@@ -202,23 +215,20 @@ impl Homeserver {
                 }
             }
         }
-        Value::Object(out)
-    }
-
-    /// `GET /thirdparty/protocol/{protocol}`.
-    pub async fn thirdparty_protocol(&self, protocol: &str) -> Result<Value> {
-        self.thirdparty_protocols()
-            .await
-            .get(protocol)
-            .cloned()
-            .ok_or_else(|| Error::not_found("Unknown protocol"))
+        out
     }
 
     /// `GET /thirdparty/location|user/{protocol}?fields` and the reverse lookups without a
     /// protocol: every declaring service is asked, and well-formed answers are joined.
-    /// `kind` is `location` or `user`; `query` the query string to pass on.
-    pub async fn thirdparty_lookup(&self, kind: &str, protocol: Option<&str>, query: &str) -> Vec<Value> {
+    /// `kind` is `location` or `user`; `fields` the search fields to pass on.
+    pub async fn thirdparty_lookup(
+        &self,
+        kind: &str,
+        protocol: Option<&str>,
+        fields: &[(String, String)],
+    ) -> Vec<Value> {
         let id_field = if kind == "user" { "userid" } else { "alias" };
+        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
         let mut out = Vec::new();
         for service in self.appservices.all() {
             if protocol.is_some_and(|p| !service.protocols.iter().any(|q| q == p)) {

@@ -311,7 +311,7 @@ impl Homeserver {
                     }
                 }
                 StreamEntry::Receipt { room_id, user_id } => {
-                    if let Some(receipt) = self.public_receipt(service, &room_id, &user_id, pos)? {
+                    if let Some(receipt) = self.receipt_event(service, &room_id, &user_id, pos)? {
                         txn.ephemeral.push(receipt);
                     }
                 }
@@ -331,7 +331,7 @@ impl Homeserver {
 
     /// A user's read receipt recorded at `pos`, as an `m.receipt` event. Private ones are the
     /// user's own business, and stay so unless the service owns the user.
-    fn public_receipt(
+    fn receipt_event(
         &self,
         service: &Registration,
         room_id: &RoomId,
