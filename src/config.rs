@@ -11,8 +11,8 @@ use figment::{
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
     AppserviceConfig, CallsConfig, EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig,
-    PresenceConfig, RegistrationConfig, RoomsConfig, SearchConfig, SessionConfig, SmsConfig, SsoConfig,
-    VoipConfig,
+    PresenceConfig, RateLimitConfig, RegistrationConfig, RoomsConfig, SearchConfig, SessionConfig, SmsConfig,
+    SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -43,6 +43,7 @@ pub struct Config {
     pub search: SearchConfig,
     pub calls: CallsConfig,
     pub appservice: AppserviceConfig,
+    pub rate_limits: RateLimitConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -156,6 +157,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             calls: CallsConfig::default(),
             appservice: AppserviceConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -305,6 +307,7 @@ impl Config {
             search: self.search.clone(),
             calls: self.calls.clone(),
             appservice: self.appservice.clone(),
+            rate_limits: self.rate_limits.clone(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use hearth_core::{
     Error, Result,
-    ephemeral::{BoxFuture, EphemeralStore},
+    ephemeral::{BoxFuture, Bucket, EphemeralStore},
 };
 use hearth_storage::redis_kv::RedisKv;
 
@@ -90,6 +90,19 @@ impl EphemeralStore for RedisEphemeral {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.call(self.kv.delete(key)).await })
+    }
+
+    fn take_token<'a>(
+        &'a self,
+        key: &'a str,
+        bucket: Bucket,
+        commit: bool,
+    ) -> BoxFuture<'a, Result<Option<Duration>>> {
+        Box::pin(async move {
+            let wait =
+                self.call(self.kv.take_token(key, bucket.interval_ms, bucket.tolerance_ms(), commit)).await?;
+            Ok(wait.map(Duration::from_millis))
+        })
     }
 
     fn is_shared(&self) -> bool {

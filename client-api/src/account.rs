@@ -1,6 +1,6 @@
 //! Registration and account management.
 
-use hearth_core::{Error, ErrorCode, Homeserver, users::NewAccount};
+use hearth_core::{Error, ErrorCode, Homeserver, ratelimit::Action, users::NewAccount};
 use ruma::api::client::{
     account::{
         ThirdPartyIdRemovalStatus, add_3pid, bind_3pid, change_password, check_registration_token_validity,
@@ -29,6 +29,9 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
         };
         return Ok(registered_response(hs.register_appservice_user(&service, new).await?));
     }
+    // Only completed registrations count: a UIA dance is several requests for one account.
+    let address = crate::extract::address(req.client_ip);
+    hs.rate_limits.peek(Action::Registration, &address).await?;
     let config = &hs.config.registration;
     let is_guest = match body.kind {
         RegistrationKind::Guest => {
@@ -69,7 +72,18 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
             ..Default::default()
         })
         .await?;
+    count_done(hs.rate_limits.check(Action::Registration, &address).await);
     Ok(registered_response(registered))
+}
+
+/// Counting an action that already happened: going over the limit with it is expected (the
+/// next attempt is refused), and a failure to count must not hide that it happened.
+fn count_done(counted: Result<(), Error>) {
+    if let Err(error) = counted
+        && error.code() != ErrorCode::LimitExceeded
+    {
+        tracing::warn!(%error, "could not count an action against its rate limit");
+    }
 }
 
 fn registered_response(registered: hearth_core::users::Registered) -> register::v3::Response {
@@ -126,6 +140,7 @@ pub async fn change_password(
 ) -> ApiResult<change_password::v3::Response> {
     let session = req.session()?.clone();
     let body = req.body;
+    hs.rate_limits.peek_user(Action::PasswordChange, &session).await?;
     hs.uiaa
         .authenticate(
             body.auth.as_ref(),
@@ -137,6 +152,7 @@ pub async fn change_password(
     hs.users
         .set_password(&session.user_id, &body.new_password, body.logout_devices, session.device_id.as_deref())
         .await?;
+    count_done(hs.rate_limits.check_user(Action::PasswordChange, &session).await);
     Ok(change_password::v3::Response::new())
 }
 

@@ -2,7 +2,7 @@
 //! nesting), authenticates
 //! the caller as the endpoint's ruma metadata demands, and parses the ruma request type.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     body::Body,
@@ -28,11 +28,15 @@ use crate::response::ApiError;
 pub struct ClientApiConfig {
     /// Largest request body accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
     pub max_request_bytes: usize,
+    /// Behind a reverse proxy: the client's address is the last one in `X-Forwarded-For`
+    /// (the one the proxy added), not the connection's. Only turn it on when every request
+    /// comes through the proxy, or clients choose their own address for rate limits.
+    pub x_forwarded: bool,
 }
 
 impl Default for ClientApiConfig {
     fn default() -> Self {
-        Self { max_request_bytes: 1024 * 1024 }
+        Self { max_request_bytes: 1024 * 1024, x_forwarded: false }
     }
 }
 
@@ -95,6 +99,8 @@ pub struct Ruma<T> {
     pub query: Option<String>,
     /// On `/register` and `/login`: a token was sent that is no application service's.
     pub unknown_appservice_token: bool,
+    /// The client's address (see [`ClientApiConfig::x_forwarded`]).
+    pub client_ip: Option<IpAddr>,
 }
 
 impl<T> Ruma<T> {
@@ -156,6 +162,32 @@ fn parse_request<T: IncomingRequest>(request: Request<&[u8]>, path_args: &[&str]
         .map_err(parse_error)
 }
 
+/// The client's address: the connection's, or behind a trusted proxy the last address in
+/// `X-Forwarded-For`.
+pub fn client_ip(parts: &axum::http::request::Parts) -> Option<IpAddr> {
+    let forwarded = parts.extensions.get::<ClientApiConfig>().is_some_and(|c| c.x_forwarded);
+    if forwarded {
+        let last = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|v| v.trim().parse().ok());
+        if last.is_some() {
+            return last;
+        }
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The key of per-address rate limits: a request without a known address (not over TCP) is
+/// limited with the others that lack one.
+pub fn address(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+}
+
 /// What every extractor does before the body: path parameters, the access token as the
 /// endpoint's auth scheme demands, guest gating, device activity.
 async fn prepare(
@@ -196,7 +228,7 @@ async fn prepare(
         if session.is_guest && !guests_allowed {
             return Err(Error::guest_access_forbidden("Guest access not allowed"));
         }
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let ip = client_ip(parts).map(|ip| ip.to_string());
         // Inline rather than spawned: it writes at most once per device every few minutes, and
         // a detached task would outlive the server's shutdown holding the database open.
         if let Some(device) = &session.device_id
@@ -260,6 +292,7 @@ where
         };
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         let query = parts.uri.query().map(str::to_owned);
+        let client_ip = client_ip(&parts);
         let http_request = Request::from_parts(parts, bytes.as_ref());
         Ok(Self {
             body: parse_request::<T>(http_request, &path_args)?,
@@ -267,6 +300,7 @@ where
             raw_body: bytes,
             query,
             unknown_appservice_token,
+            client_ip,
         })
     }
 }

@@ -15,6 +15,7 @@ use hearth_core::{
     Error, ErrorCode, Homeserver,
     config::ThumbnailMethod,
     media::{Served, store::PendingFile},
+    ratelimit::Action,
 };
 use ruma::{
     MilliSecondsSinceUnixEpoch, ServerName, UInt,
@@ -122,6 +123,7 @@ async fn receive(hs: &Homeserver, body: Body, declared: Option<u64>) -> Result<P
 
 /// `POST /_matrix/media/v3/upload`
 pub async fn create_content(hs: Homeserver, req: Upload<create_content::v3::Request>) -> ApiResult<Response> {
+    hs.rate_limits.check_user(Action::MediaUpload, &req.session).await?;
     let file = receive(&hs, req.stream, req.content_length).await?;
     let b = &req.body;
     let uri = hs
@@ -136,7 +138,9 @@ pub async fn create_mxc_uri(
     hs: Homeserver,
     req: Ruma<create_mxc_uri::v1::Request>,
 ) -> ApiResult<create_mxc_uri::v1::Response> {
-    let (uri, expires) = hs.media.reserve(&req.session()?.user_id).await?;
+    let session = req.session()?;
+    hs.rate_limits.check_user(Action::MediaUpload, session).await?;
+    let (uri, expires) = hs.media.reserve(&session.user_id).await?;
     let mut response = create_mxc_uri::v1::Response::new(uri);
     response.unused_expires_at = Some(MilliSecondsSinceUnixEpoch(UInt::new_saturating(expires)));
     Ok(response)

@@ -1,6 +1,6 @@
 //! Room membership: join, leave, invite, kick, ban, unban, forget, and member lists.
 
-use hearth_core::{Error, Homeserver, rooms::MembershipAction};
+use hearth_core::{Error, Homeserver, ratelimit::Action, rooms::MembershipAction};
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomId,
     api::client::membership::{
@@ -99,6 +99,7 @@ pub async fn join_room_by_id(
 ) -> ApiResult<join_room_by_id::v3::Response> {
     let session = req.session()?.clone();
     let JoinWithContent { request, content } = req.body;
+    hs.rate_limits.check_user(Action::Join, &session).await?;
     check_guest_access(&hs, &request.room_id, &session)?;
     let content = join_content(content, member_profile(&hs, &session.user_id).await?);
     hs.join_room(&request.room_id, &session.user_id, content, request.reason, &[]).await?;
@@ -112,6 +113,7 @@ pub async fn join_room_by_id_or_alias(
 ) -> ApiResult<join_room_by_id_or_alias::v3::Response> {
     let session = req.session()?.clone();
     let JoinWithContent { request, content } = req.body;
+    hs.rate_limits.check_user(Action::Join, &session).await?;
     let (room_id, servers) = resolve(&hs, &request.room_id_or_alias).await?;
     check_guest_access(&hs, &room_id, &session)?;
     let content = join_content(content, member_profile(&hs, &session.user_id).await?);
@@ -150,6 +152,7 @@ pub async fn invite_user(
     let InvitationRecipient::UserId(invitee) = req.body.recipient else {
         return Err(Error::bad_request("Third-party invites are not supported").into());
     };
+    hs.rate_limits.check_user(Action::Invite, &session).await?;
     hs.invite_user(&req.body.room_id, &session.user_id, &invitee.user_id, invitee.reason, false).await?;
     Ok(invite_user::v3::Response::new())
 }
@@ -257,6 +260,7 @@ pub async fn knock_room(
     req: Ruma<ruma::api::client::knock::knock_room::v3::Request>,
 ) -> ApiResult<ruma::api::client::knock::knock_room::v3::Response> {
     let session = req.session()?.clone();
+    hs.rate_limits.check_user(Action::Join, &session).await?;
     let (room_id, servers) = resolve(&hs, &req.body.room_id_or_alias).await?;
     let profile = member_profile(&hs, &session.user_id).await?;
     let b = req.body;

@@ -3,7 +3,10 @@
 use hearth_core::{
     Error, Homeserver,
     events::{NewEvent, Pdu},
-    rooms::{PageDirection, TimelineKey, history_token, parse_history_token, relations::RelatedByFilter},
+    rooms::{
+        PageDirection, TimelineKey, append::TxnEndpoint, history_token, parse_history_token,
+        relations::RelatedByFilter,
+    },
 };
 use ruma::{
     api::{
@@ -49,6 +52,10 @@ pub async fn send_message_event(
         return Err(Error::invalid_param("Event type must not be empty").into());
     }
     let content = json_of(&b.body)?;
+    let txn = (session.txn_device(), b.txn_id.to_string());
+    // A delayed event's transaction is kept elsewhere; scheduling one counts every time.
+    let sent_txn = delay.is_none().then_some(&txn);
+    hs.check_send_limit(&session, &b.room_id, TxnEndpoint::Send(&kind), sent_txn).await?;
     if let Some(delay) = delay {
         let (room, user, device) = (&b.room_id, &session.user_id, &session.txn_device());
         let txn = Some(b.txn_id.to_string());
@@ -56,9 +63,10 @@ pub async fn send_message_event(
             hs.schedule_delayed(user, device, room, kind.to_string(), None, content, delay, txn).await?;
         return Ok(Json(json!({ "delay_id": delay_id })));
     }
-    let txn = Some((session.txn_device(), b.txn_id.to_string()));
-    let event_id =
-        hs.rooms.append(&b.room_id, &session.user_id, NewEvent::message(kind, content).at(ts), txn).await?;
+    let event_id = hs
+        .rooms
+        .append(&b.room_id, &session.user_id, NewEvent::message(kind, content).at(ts), Some(txn))
+        .await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
 
@@ -69,8 +77,9 @@ pub async fn redact_event(
 ) -> ApiResult<redact_event::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
-    let txn = Some((session.txn_device(), b.txn_id.to_string()));
-    let event_id = hs.rooms.redact(&b.room_id, &session.user_id, &b.event_id, b.reason, txn).await?;
+    let txn = (session.txn_device(), b.txn_id.to_string());
+    hs.check_send_limit(&session, &b.room_id, TxnEndpoint::Redact(&b.event_id), Some(&txn)).await?;
+    let event_id = hs.rooms.redact(&b.room_id, &session.user_id, &b.event_id, b.reason, Some(txn)).await?;
     Ok(redact_event::v3::Response::new(event_id))
 }
 

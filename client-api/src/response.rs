@@ -48,12 +48,10 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = error_body(&StandardErrorBody::new(kind, message), error.extra_fields());
         let mut response = json(status, body);
-        if let Some(delay) = error.retry_after() {
-            // Whole seconds, rounded up, as the header allows no fractions.
-            let secs = delay.as_millis().div_ceil(1000).max(1);
-            if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let Some(secs) = error.retry_after_header()
+            && let Ok(value) = header::HeaderValue::from_str(&secs)
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

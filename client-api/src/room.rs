@@ -2,6 +2,7 @@
 
 use hearth_core::{
     Error, ErrorCode, Homeserver,
+    ratelimit::Action,
     rooms::{CreateRoom, Preset, ReportSubject},
 };
 use ruma::{
@@ -36,6 +37,7 @@ pub async fn create_room(
     req: Ruma<create_room::v3::Request>,
 ) -> ApiResult<create_room::v3::Response> {
     let session = req.session()?.clone();
+    hs.rate_limits.check_user(Action::Message, &session).await?;
     let body = req.body;
     let mut create = CreateRoom::new();
     create.version = body.room_version;

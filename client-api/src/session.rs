@@ -1,6 +1,6 @@
 //! Logging in (password, login token, JWT), refreshing and logging out.
 
-use hearth_core::{Error, Homeserver, auth::jwt::JWT_LOGIN_TYPE};
+use hearth_core::{Error, Homeserver, auth::jwt::JWT_LOGIN_TYPE, ratelimit::Action};
 use ruma::{
     OwnedMxcUri, OwnedUserId,
     api::{
@@ -73,8 +73,12 @@ async fn password_user(hs: &Homeserver, password: &login::v3::Password) -> Resul
     if hs.users.account(&user_id)?.is_some_and(|a| a.deactivated) {
         return Err(Error::user_deactivated("This account has been deactivated"));
     }
+    // Guessing is what this limits: an account past its failures is refused before its
+    // password is even checked, and only failures count.
+    hs.rate_limits.peek(Action::LoginFailed, user_id.as_str()).await?;
     if !hs.users.check_password(&user_id, &password.password).await? {
         tracing::info!(%user_id, "failed password login");
+        hs.rate_limits.check(Action::LoginFailed, user_id.as_str()).await?;
         return Err(invalid());
     }
     Ok(user_id)
@@ -115,6 +119,10 @@ impl IncomingRequest for Login {
 /// `POST /_matrix/client/v3/login`
 pub async fn login(hs: Homeserver, req: Ruma<Login>) -> ApiResult<login::v3::Response> {
     let body = req.body.0;
+    // Services log their users in as they need to, like Synapse lets them.
+    if !matches!(body.login_info, LoginInfo::ApplicationService(_)) {
+        hs.rate_limits.check(Action::LoginAddress, &crate::extract::address(req.client_ip)).await?;
+    }
     let user_id = match &body.login_info {
         LoginInfo::ApplicationService(info) => {
             let service = hs.acting_appservice(req.session.as_ref(), req.unknown_appservice_token)?;
@@ -141,6 +149,9 @@ pub async fn login(hs: Homeserver, req: Ruma<Login>) -> ApiResult<login::v3::Res
     let account = hs.users.account(&user_id)?.ok_or_else(|| Error::forbidden("Invalid login"))?;
     if account.deactivated {
         return Err(Error::user_deactivated("This account has been deactivated").into());
+    }
+    if !matches!(body.login_info, LoginInfo::ApplicationService(_)) {
+        hs.rate_limits.check(Action::LoginAccount, user_id.as_str()).await?;
     }
     let session = hs
         .users

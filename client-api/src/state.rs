@@ -1,6 +1,6 @@
 //! Room state: read and set state events.
 
-use hearth_core::{Error, Homeserver, events::NewEvent};
+use hearth_core::{Error, Homeserver, events::NewEvent, ratelimit::Action};
 use ruma::{
     api::client::state::{get_state_event_for_key, get_state_events, send_state_event},
     events::TimelineEventType,
@@ -36,6 +36,7 @@ pub async fn send_state_event(
     if kind == TimelineEventType::RoomCanonicalAlias {
         check_canonical_alias(&hs, &b.room_id, &content)?;
     }
+    hs.rate_limits.check_user(Action::Message, &session).await?;
     if let Some(delay) = delay {
         let (room, user, device) = (&b.room_id, &session.user_id, &session.txn_device());
         let key = Some(b.state_key.clone());

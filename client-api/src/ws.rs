@@ -20,6 +20,7 @@ use hearth_core::{
     Error, ErrorCode, Homeserver,
     events::NewEvent,
     presence::PresenceState,
+    rooms::append::TxnEndpoint,
     sync::{SyncRequest, compute},
     users::Session,
 };
@@ -336,24 +337,26 @@ async fn run_command(hs: &Homeserver, session: &Session, command: &Value) -> Res
         "send" => {
             let kind = TimelineEventType::from(string(command, "event_type")?);
             let content = field(command, "content")?.clone();
-            let event_id = hs
-                .rooms
-                .append(&room(command)?, user, NewEvent::message(kind, content), txn(command))
-                .await?;
+            let (room_id, txn) = (room(command)?, txn(command));
+            hs.check_send_limit(session, &room_id, TxnEndpoint::Send(&kind), txn.as_ref()).await?;
+            let event_id = hs.rooms.append(&room_id, user, NewEvent::message(kind, content), txn).await?;
             Ok(json!({"event_id": event_id}))
         }
         "state" => {
             let kind = TimelineEventType::from(string(command, "event_type")?);
             let key = command.get("state_key").and_then(Value::as_str).unwrap_or_default();
             let content = field(command, "content")?.clone();
-            let event_id =
-                hs.rooms.append(&room(command)?, user, NewEvent::state(kind, key, content), None).await?;
+            let room_id = room(command)?;
+            hs.check_send_limit(session, &room_id, TxnEndpoint::Send(&kind), None).await?;
+            let event_id = hs.rooms.append(&room_id, user, NewEvent::state(kind, key, content), None).await?;
             Ok(json!({"event_id": event_id}))
         }
         "redact" => {
             let reason = command.get("reason").and_then(Value::as_str).map(ToOwned::to_owned);
             let redacted = event_id(command, "event_id")?;
-            let event_id = hs.rooms.redact(&room(command)?, user, &redacted, reason, txn(command)).await?;
+            let (room_id, txn) = (room(command)?, txn(command));
+            hs.check_send_limit(session, &room_id, TxnEndpoint::Redact(&redacted), txn.as_ref()).await?;
+            let event_id = hs.rooms.redact(&room_id, user, &redacted, reason, txn).await?;
             Ok(json!({"event_id": event_id}))
         }
         "typing" => {

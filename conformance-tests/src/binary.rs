@@ -49,7 +49,13 @@ impl HearthProcess {
     /// say) that ends up running the binary.
     pub fn spawn_command(mut cmd: Command) -> Self {
         let set: Vec<_> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
-        for (k, v) in [("HEARTH_LISTEN__CLIENT", "127.0.0.1:0"), ("HEARTH_LOG__FORMAT", "json")] {
+        // Rate limits are off unless a test is about them: tests act faster than people.
+        let defaults = [
+            ("HEARTH_LISTEN__CLIENT", "127.0.0.1:0"),
+            ("HEARTH_LOG__FORMAT", "json"),
+            ("HEARTH_RATE_LIMITS__ENABLED", "false"),
+        ];
+        for (k, v) in defaults {
             if !set.iter().any(|s| s == k) {
                 cmd.env(k, v);
             }

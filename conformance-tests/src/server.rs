@@ -15,6 +15,16 @@ pub struct TestServer {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// What every test server starts from: its own database, shared-secret registration, and no
+/// rate limits (tests act faster than people; the tests of limits turn them on).
+fn base_config(dir: &tempfile::TempDir) -> Config {
+    let mut config = Config::default();
+    config.storage.path = dir.path().join("db");
+    config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+    config.rate_limits.enabled = false;
+    config
+}
+
 impl TestServer {
     /// A server with open registration and shared-secret registration on.
     pub async fn start() -> Self {
@@ -23,9 +33,7 @@ impl TestServer {
 
     pub async fn start_with(customize: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::default();
-        config.storage.path = dir.path().join("db");
-        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+        let mut config = base_config(&dir);
         customize(&mut config);
         Self::start_in(config, dir).await
     }
@@ -36,9 +44,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::default();
-        config.storage.path = dir.path().join("db");
-        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+        let mut config = base_config(&dir);
         customize(&mut config, addr);
         Self::start_on(listener, config, dir, None).await
     }
@@ -68,9 +74,7 @@ impl TestServer {
         for (name, listener) in names.iter().zip(listeners) {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config =
-                Config { server_name: (*name).try_into().expect("server name"), ..Config::default() };
-            config.storage.path = dir.path().join("db");
-            config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+                Config { server_name: (*name).try_into().expect("server name"), ..base_config(&dir) };
             config.listen.federation = Some(listener.local_addr().expect("addr"));
             config.federation.verify_tls = false;
             config.federation.allow_private_addresses = true;
@@ -90,9 +94,7 @@ impl TestServer {
         let addr = federation.local_addr().expect("addr");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config =
-            Config { server_name: addr.to_string().try_into().expect("server name"), ..Config::default() };
-        config.storage.path = dir.path().join("db");
-        config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
+            Config { server_name: addr.to_string().try_into().expect("server name"), ..base_config(&dir) };
         config.listen.federation = Some(addr);
         config.federation.verify_tls = false;
         config.federation.allow_private_addresses = true;

@@ -87,6 +87,14 @@ mod tests {
         fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
             self.0.delete(key)
         }
+        fn take_token<'a>(
+            &'a self,
+            key: &'a str,
+            bucket: crate::ephemeral::Bucket,
+            commit: bool,
+        ) -> BoxFuture<'a, Result<Option<Duration>>> {
+            self.0.take_token(key, bucket, commit)
+        }
         fn is_shared(&self) -> bool {
             true
         }

@@ -438,6 +438,75 @@ pub struct AppserviceConfig {
     pub registration_files: Vec<std::path::PathBuf>,
 }
 
+/// One per-action limit: `burst_count` actions at once, then `per_second` on average.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst_count: u32,
+}
+
+impl RateLimit {
+    const fn new(per_second: f64, burst_count: u32) -> Self {
+        Self { per_second, burst_count }
+    }
+}
+
+/// `[rate_limits]`: per-action limits, each a token bucket per user, client address or remote
+/// server. The defaults are Synapse's. Over a limit a request is answered 429
+/// `M_LIMIT_EXCEEDED` with `retry_after_ms`. With Redis configured, processes share the buckets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Off switches every limit off (test harnesses, benchmarks).
+    pub enabled: bool,
+    /// Events a user sends (messages, state, redactions) and rooms they create.
+    pub message: RateLimit,
+    /// Registrations from one client address.
+    pub registration: RateLimit,
+    /// Login attempts from one client address.
+    pub login_address: RateLimit,
+    /// Logins into one account.
+    pub login_account: RateLimit,
+    /// Failed login attempts on one account.
+    pub login_failed: RateLimit,
+    /// Rooms a user joins.
+    pub join: RateLimit,
+    /// Invites a user sends.
+    pub invite: RateLimit,
+    /// Media a user uploads or reserves.
+    pub media_upload: RateLimit,
+    /// Password changes of one account.
+    pub password_change: RateLimit,
+    /// Requests one remote server makes to the federation API.
+    pub federation: RateLimit,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            message: RateLimit::new(0.2, 10),
+            registration: RateLimit::new(0.17, 3),
+            login_address: RateLimit::new(0.003, 5),
+            login_account: RateLimit::new(0.003, 5),
+            login_failed: RateLimit::new(0.17, 3),
+            join: RateLimit::new(0.1, 10),
+            invite: RateLimit::new(0.3, 10),
+            media_upload: RateLimit::new(10.0, 50),
+            password_change: RateLimit::new(0.003, 5),
+            federation: RateLimit::new(50.0, 200),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Everything off, for tests that are not about limits.
+    pub fn disabled() -> Self {
+        Self { enabled: false, ..Self::default() }
+    }
+}
+
 /// What [`crate::Homeserver`] needs to start.
 #[derive(Debug, Clone)]
 pub struct HomeserverConfig {
@@ -459,6 +528,7 @@ pub struct HomeserverConfig {
     pub search: SearchConfig,
     pub calls: CallsConfig,
     pub appservice: AppserviceConfig,
+    pub rate_limits: RateLimitConfig,
 }
 
 impl HomeserverConfig {
@@ -487,6 +557,7 @@ impl HomeserverConfig {
             search: SearchConfig::default(),
             calls: CallsConfig::default(),
             appservice: AppserviceConfig::default(),
+            rate_limits: RateLimitConfig::disabled(),
         }
     }
 }

@@ -235,6 +235,12 @@ impl Error {
         }
     }
 
+    /// [`Self::retry_after`] as an HTTP `Retry-After` value: whole seconds, rounded up, as the
+    /// header allows no fraction.
+    pub fn retry_after_header(&self) -> Option<String> {
+        self.retry_after().map(|wait| wait.as_millis().div_ceil(1000).max(1).to_string())
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Self::Internal(message.to_string())
     }

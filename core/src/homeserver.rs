@@ -83,6 +83,7 @@ pub struct Services {
     pub search: crate::search::Search,
     pub delayed: crate::delayed::Delayed,
     pub appservices: Arc<crate::appservice::Appservices>,
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -154,6 +155,13 @@ impl Homeserver {
             crate::users::password::Passwords::new(&config.passwords)?,
             appservices.clone(),
         );
+        let rate_limits = crate::ratelimit::RateLimits::new(
+            config.rate_limits.clone(),
+            ephemeral.clone(),
+            db.clone(),
+            appservices.clone(),
+        )
+        .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
         let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
         let sso = Sso::new(
             &config.sso,
@@ -197,6 +205,7 @@ impl Homeserver {
             };
         let services = Services {
             appservices,
+            rate_limits,
             config,
             db,
             ephemeral,

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod media;
 pub mod presence;
 pub mod push;
+pub mod ratelimit;
 pub mod rooms;
 pub mod search;
 pub mod server_name;

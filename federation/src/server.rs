@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodFilter, on},
 };
-use hearth_core::{Error, ErrorCode, Homeserver};
+use hearth_core::{Error, ErrorCode, Homeserver, ratelimit::Action};
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedServerName, UInt,
     api::{
@@ -68,7 +68,13 @@ impl IntoResponse for FedError {
         };
         let body = serde_json::to_vec(&StandardErrorBody::new(kind, message)).unwrap_or_default();
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Some(secs) = self.0.retry_after_header()
+            && let Ok(value) = header::HeaderValue::from_str(&secs)
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -152,6 +158,8 @@ where
             xmatrix
                 .verify_http_request(&request, hs.server_name(), &map)
                 .map_err(|e| unauthorized(format!("Invalid X-Matrix signature: {e}")))?;
+            // After the signature, so that nobody spends another server's allowance.
+            hs.rate_limits.check(Action::Federation, xmatrix.origin.as_str()).await?;
             // The peer is evidently up: anything queued for it goes now rather than after backoff.
             hs.federation.poke([xmatrix.origin.as_ref()]);
             Some(xmatrix.origin)

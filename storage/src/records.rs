@@ -309,6 +309,14 @@ pub struct PushQueueItem {
     pub ts: u64,
 }
 
+/// An admin's replacement for a user's per-action rate limits (Synapse's
+/// `override_ratelimit`); zero for both means no limit at all.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitOverride {
+    pub per_second: f64,
+    pub burst_count: u32,
+}
+
 /// An event that relates to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelationRecord {
@@ -319,6 +327,7 @@ pub struct RelationRecord {
 }
 
 json_value!(
+    RateLimitOverride,
     AppserviceCursor,
     DelayedEventRecord,
     FinalisedDelayedRecord,

@@ -59,6 +59,44 @@ impl RedisKv {
         conn.get_del(self.key(key)).await.map_err(redis_err)
     }
 
+    /// One action against a rate-limit bucket kept as its next due time (GCRA; see core's
+    /// `ephemeral::Bucket`), decided in one script so that processes sharing Redis never both
+    /// take the last token, and on Redis's clock so that theirs need not agree. The wait in
+    /// ms when the action is not allowed; with `commit` false nothing is written.
+    pub async fn take_token(
+        &self,
+        key: &str,
+        interval_ms: u64,
+        tolerance_ms: u64,
+        commit: bool,
+    ) -> Result<Option<u64>> {
+        const SCRIPT: &str = r"
+            local t = redis.call('TIME')
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+            if tat < now then tat = now end
+            local over = tat - now - tonumber(ARGV[2])
+            if over > 0 then return over end
+            if ARGV[3] == '1' then
+                local next = tat + tonumber(ARGV[1])
+                redis.call('SET', KEYS[1], next, 'PX', next - now)
+            end
+            return 0
+        ";
+        let mut conn = self.conn.clone();
+        let wait: u64 = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(1)
+            .arg(self.key(key))
+            .arg(interval_ms.max(1))
+            .arg(tolerance_ms)
+            .arg(if commit { "1" } else { "0" })
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok((wait > 0).then_some(wait))
+    }
+
     pub async fn delete(&self, key: &str) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: () = conn.del(self.key(key)).await.map_err(redis_err)?;

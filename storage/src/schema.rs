@@ -9,9 +9,9 @@ use crate::{
         AccessTokenRecord, AccountDataRecord, AccountRecord, AliasRecord, AppserviceCursor,
         BackupVersionRecord, DelayedEventRecord, DeviceRecord, FallbackKeyRecord, FinalisedDelayedRecord,
         MediaRecord, MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord, PduRecord,
-        PushActionRecord, PushQueueItem, PusherRecord, ReceiptRecord, RefreshTokenRecord, RelationRecord,
-        RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry,
-        ThumbnailRecord, ToDeviceRecord,
+        PushActionRecord, PushQueueItem, PusherRecord, RateLimitOverride, ReceiptRecord, RefreshTokenRecord,
+        RelationRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord,
+        StreamEntry, ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -191,6 +191,8 @@ tables! {
     /// Each application service's place in the stream: what it acknowledged and the
     /// transaction in flight, by the service's ID.
     AppserviceCursors "appservice_cursors": String => AppserviceCursor;
+    /// Per-user rate limits an admin set in place of the configured ones.
+    RateLimitOverrides "rate_limit_overrides": OwnedUserId => RateLimitOverride;
 }
 
 #[cfg(test)]

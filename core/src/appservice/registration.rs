@@ -207,7 +207,7 @@ fn overlap(a: &Registration, b: &Registration) -> Result<(), String> {
     Ok(())
 }
 
-fn parse(text: &str, file: &Path, server_name: &ServerName) -> Result<Registration, String> {
+pub(crate) fn parse(text: &str, file: &Path, server_name: &ServerName) -> Result<Registration, String> {
     let raw: RegistrationFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     if raw.id.is_empty() {
         return Err("id: must not be empty".to_owned());

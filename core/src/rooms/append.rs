@@ -35,12 +35,32 @@ pub type Txn = (OwnedDeviceId, String);
 /// request.
 type TxnKey = (OwnedUserId, OwnedDeviceId, String);
 
-fn txn_key(sender: &UserId, room_id: &RoomId, new: &NewEvent, (device, txn_id): &Txn) -> TxnKey {
+fn txn_key(sender: &UserId, room_id: &RoomId, new: &NewEvent, txn: &Txn) -> TxnKey {
     let endpoint = match &new.redacts {
-        Some(redacts) => format!("{room_id}/redact/{redacts}/{txn_id}"),
-        None => format!("{room_id}/send/{}/{txn_id}", new.kind),
+        Some(redacts) => TxnEndpoint::Redact(redacts),
+        None => TxnEndpoint::Send(&new.kind),
+    };
+    endpoint_txn_key(sender, room_id, endpoint, txn)
+}
+
+fn endpoint_txn_key(
+    sender: &UserId,
+    room_id: &RoomId,
+    endpoint: TxnEndpoint<'_>,
+    (device, txn_id): &Txn,
+) -> TxnKey {
+    let endpoint = match endpoint {
+        TxnEndpoint::Redact(redacts) => format!("{room_id}/redact/{redacts}/{txn_id}"),
+        TxnEndpoint::Send(kind) => format!("{room_id}/send/{kind}/{txn_id}"),
     };
     (sender.to_owned(), device.clone(), endpoint)
+}
+
+/// The endpoint a client transaction was sent to.
+#[derive(Debug, Clone, Copy)]
+pub enum TxnEndpoint<'a> {
+    Send(&'a TimelineEventType),
+    Redact(&'a EventId),
 }
 
 pub(super) struct Appended {
@@ -52,6 +72,18 @@ pub(super) struct Appended {
 }
 
 impl Rooms {
+    /// The event a client transaction already produced: a retry is answered with it (and is
+    /// not counted against the sender's limits a second time).
+    pub fn txn_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        endpoint: TxnEndpoint<'_>,
+        txn: &Txn,
+    ) -> Result<Option<OwnedEventId>> {
+        Ok(self.db().get::<TxnIds>(&endpoint_txn_key(sender, room_id, endpoint, txn))?)
+    }
+
     /// Sends an event into a room as a local user, serialized with the room's other writes.
     pub async fn append(
         &self,
