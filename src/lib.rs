@@ -3,6 +3,7 @@
 //! [`run`] takes an already-bound listener and a shutdown future, so tests start a real server
 //! on port 0 and stop it when they like; `main.rs` only parses arguments and calls it.
 
+pub mod admin_cli;
 pub mod config;
 mod federation_listener;
 mod http_client;

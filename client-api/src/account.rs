@@ -33,6 +33,7 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
     let address = crate::extract::address(req.client_ip);
     hs.rate_limits.peek(Action::Registration, &address).await?;
     let config = &hs.config.registration;
+    let mut registration_token = None;
     let is_guest = match body.kind {
         RegistrationKind::Guest => {
             if !config.allow_guests {
@@ -52,8 +53,13 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
                     return Err(Error::user_in_use("User ID already taken.").into());
                 }
             }
-            let flow = if config.token.is_some() { AuthType::RegistrationToken } else { AuthType::Dummy };
-            hs.uiaa.authenticate(body.auth.as_ref(), &[vec![flow]], "register", None).await?;
+            let flow = if config.token.is_some() || config.requires_token {
+                AuthType::RegistrationToken
+            } else {
+                AuthType::Dummy
+            };
+            let completed = hs.uiaa.authenticate(body.auth.as_ref(), &[vec![flow]], "register", None).await?;
+            registration_token = completed.registration_token;
             false
         }
     };
@@ -71,7 +77,15 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
             refresh_token: body.refresh_token,
             ..Default::default()
         })
-        .await?;
+        .await;
+    // The use of an admin-issued token the UIA stage held is spent, or freed for another.
+    if let Some(token) = &registration_token {
+        match &registered {
+            Ok(_) => hs.registration_tokens.complete_use(token)?,
+            Err(_) => hs.registration_tokens.release_use(token)?,
+        }
+    }
+    let registered = registered?;
     count_done(hs.rate_limits.check(Action::Registration, &address).await);
     Ok(registered_response(registered))
 }
@@ -118,10 +132,14 @@ pub async fn check_registration_token_validity(
     hs: Homeserver,
     req: Ruma<check_registration_token_validity::v1::Request>,
 ) -> ApiResult<check_registration_token_validity::v1::Response> {
-    let Some(expected) = &hs.config.registration.token else {
-        return Err(Error::forbidden("Registration tokens are not enabled").into());
-    };
-    let valid = hearth_core::util::constant_time_eq(req.body.token.as_bytes(), expected.as_bytes());
+    let config = &hs.config.registration;
+    if !config.enabled {
+        return Err(Error::forbidden("Registration has been disabled").into());
+    }
+    let given = req.body.token.as_bytes();
+    let configured =
+        config.token.as_ref().is_some_and(|t| hearth_core::util::constant_time_eq(given, t.as_bytes()));
+    let valid = configured || hs.registration_tokens.is_usable(&req.body.token)?;
     Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 
@@ -170,7 +188,7 @@ pub async fn deactivate(
             Some(&session.user_id),
         )
         .await?;
-    hs.users.deactivate(&session.user_id).await?;
+    hs.deactivate_account(&session.user_id, req.body.erase).await?;
     // No identity server binding is ever made, so there is nothing to unbind.
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
 }

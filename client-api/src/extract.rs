@@ -194,6 +194,7 @@ async fn prepare(
     parts: &mut axum::http::request::Parts,
     hs: &Homeserver,
     policy: TokenPolicy,
+    allow_locked: bool,
 ) -> Result<Prepared, Error> {
     let guests_allowed = parts.extensions.get::<GuestAccess>().is_some_and(|g| g.0);
     let path_params =
@@ -228,6 +229,9 @@ async fn prepare(
         if session.is_guest && !guests_allowed {
             return Err(Error::guest_access_forbidden("Guest access not allowed"));
         }
+        if !allow_locked && hs.users.account(&session.user_id)?.is_some_and(|a| a.locked) {
+            return Err(Error::user_locked("User account has been locked"));
+        }
         let ip = client_ip(parts).map(|ip| ip.to_string());
         // Inline rather than spawned: it writes at most once per device every few minutes, and
         // a detached task would outlive the server's shutdown holding the database open.
@@ -246,9 +250,17 @@ struct Prepared {
     unknown_appservice_token: bool,
 }
 
+/// Endpoints a locked account may still call: signing out.
+fn allowed_when_locked<T: 'static>() -> bool {
+    use ruma::api::client::session::{logout, logout_all};
+    use std::any::TypeId;
+    let id = TypeId::of::<T>();
+    id == TypeId::of::<logout::v3::Request>() || id == TypeId::of::<logout_all::v3::Request>()
+}
+
 impl<T> FromRequest<Homeserver> for Ruma<T>
 where
-    T: IncomingRequest + Send,
+    T: IncomingRequest + Send + 'static,
     T::Authentication: AuthPolicy,
 {
     type Rejection = ApiError;
@@ -278,7 +290,7 @@ where
         hearth_core::json::check_depth(&bytes, hearth_core::json::MAX_DEPTH)?;
         let body_required = parts.extensions.get::<BodyRequired>().is_some();
         let Prepared { path_args, session, unknown_appservice_token } =
-            prepare(&mut parts, hs, T::Authentication::POLICY).await?;
+            prepare(&mut parts, hs, T::Authentication::POLICY, allowed_when_locked::<T>()).await?;
 
         // Clients (matrix-nio's join, for one) send no body where an empty object is meant;
         // Synapse reads that as `{}`, and so do we, except where the body is the whole point.
@@ -326,7 +338,8 @@ where
 
     async fn from_request(req: Request<Body>, hs: &Homeserver) -> Result<Self, ApiError> {
         let (mut parts, stream) = req.into_parts();
-        let Prepared { path_args, session, .. } = prepare(&mut parts, hs, T::Authentication::POLICY).await?;
+        let Prepared { path_args, session, .. } =
+            prepare(&mut parts, hs, T::Authentication::POLICY, false).await?;
         let session = session.ok_or_else(|| Error::missing_token("Missing access token"))?;
         let content_length = parts
             .headers

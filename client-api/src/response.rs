@@ -93,6 +93,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// response type (endpoints outside the spec, and /sync, whose shape is assembled directly).
 pub struct JsonBody(Vec<u8>);
 
+impl JsonBody {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+}
+
 impl ruma::api::OutgoingBody for JsonBody {
     type Error = std::convert::Infallible;
 

@@ -150,6 +150,9 @@ pub async fn login(hs: Homeserver, req: Ruma<Login>) -> ApiResult<login::v3::Res
     if account.deactivated {
         return Err(Error::user_deactivated("This account has been deactivated").into());
     }
+    if account.locked {
+        return Err(Error::user_locked("User account has been locked").into());
+    }
     if !matches!(body.login_info, LoginInfo::ApplicationService(_)) {
         hs.rate_limits.check(Action::LoginAccount, user_id.as_str()).await?;
     }

@@ -133,6 +133,29 @@ impl Client {
         Self::from_session(base_url, reply.assert_ok())
     }
 
+    /// Registers through Synapse's shared-secret endpoint (on Hearth and on Synapse alike),
+    /// as an admin when `admin` is set.
+    pub async fn register_with_secret(
+        base_url: &str,
+        secret: &str,
+        username: &str,
+        password: &str,
+        admin: bool,
+    ) -> Self {
+        use hmac::{Hmac, Mac};
+        let anon = Self::new(base_url);
+        let path = "/_synapse/admin/v1/register";
+        let nonce = anon.get(path).await.assert_ok()["nonce"].as_str().expect("nonce").to_owned();
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key length works");
+        let kind = if admin { "admin" } else { "notadmin" };
+        mac.update(format!("{nonce}\0{username}\0{password}\0{kind}").as_bytes());
+        let mac = hex::encode(mac.finalize().into_bytes());
+        let body =
+            json!({"nonce": nonce, "username": username, "password": password, "admin": admin, "mac": mac});
+        let reply = anon.post(path, body).await;
+        Self::from_session(base_url, reply.assert_ok())
+    }
+
     /// Logs in with a password and returns a client holding the new session.
     pub async fn login(base_url: &str, user: &str, password: &str) -> Self {
         let anon = Self::new(base_url);

@@ -11,6 +11,8 @@ pub struct RegistrationConfig {
     pub enabled: bool,
     /// When set, registration needs this token (the `m.login.registration_token` stage).
     pub token: Option<String>,
+    /// Registration needs a token: `token`, or one an admin issued through the admin API.
+    pub requires_token: bool,
     pub allow_guests: bool,
     /// When set, `/_synapse/admin/v1/register` creates users (admins too) with an HMAC of it.
     pub shared_secret: Option<String>,
@@ -20,7 +22,7 @@ impl Default for RegistrationConfig {
     fn default() -> Self {
         // Open by default because the default listener is loopback only; the binary warns when
         // open registration meets a public listener.
-        Self { enabled: true, token: None, allow_guests: false, shared_secret: None }
+        Self { enabled: true, token: None, requires_token: false, allow_guests: false, shared_secret: None }
     }
 }
 

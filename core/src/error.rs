@@ -24,6 +24,9 @@ pub enum ErrorCode {
     SoftLogout,
     Forbidden,
     UserDeactivated,
+    /// An account an admin locked: its tokens stay valid, its requests are refused
+    /// (`soft_logout: true`, so clients keep their device for when it is unlocked).
+    UserLocked,
     GuestAccessForbidden,
     NotFound,
     /// An endpoint that does not exist.
@@ -103,6 +106,7 @@ impl ErrorCode {
             }
             Self::Forbidden => (403, ErrorKind::Forbidden),
             Self::UserDeactivated => (403, ErrorKind::UserDeactivated),
+            Self::UserLocked => (401, ErrorKind::UserLocked),
             Self::GuestAccessForbidden => (403, ErrorKind::GuestAccessForbidden),
             Self::NotFound => (404, ErrorKind::NotFound),
             Self::Unrecognized => (404, ErrorKind::Unrecognized),
@@ -208,6 +212,7 @@ constructors! {
     user_in_use => UserInUse,
     invalid_username => InvalidUsername,
     user_deactivated => UserDeactivated,
+    user_locked => UserLocked,
     guest_access_forbidden => GuestAccessForbidden,
     unknown_token => UnknownToken,
     soft_logout => SoftLogout,
@@ -297,6 +302,9 @@ impl Error {
                 extra.insert("org.matrix.msc4140.max_delay".to_owned(), (*max_delay_ms).into());
                 extra.insert("max_delay".to_owned(), (*max_delay_ms).into());
                 Some(extra)
+            }
+            Self::Matrix { code: ErrorCode::UserLocked, .. } => {
+                Some(serde_json::Map::from_iter([("soft_logout".to_owned(), true.into())]))
             }
             _ => None,
         }

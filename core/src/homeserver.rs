@@ -84,6 +84,7 @@ pub struct Services {
     pub delayed: crate::delayed::Delayed,
     pub appservices: Arc<crate::appservice::Appservices>,
     pub rate_limits: crate::ratelimit::RateLimits,
+    pub registration_tokens: crate::auth::registration_tokens::RegistrationTokens,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -162,7 +163,13 @@ impl Homeserver {
             appservices.clone(),
         )
         .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;
-        let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), config.registration.token.clone());
+        let registration_tokens = crate::auth::registration_tokens::RegistrationTokens::new(db.clone());
+        let uiaa = Uiaa::new(
+            ephemeral.clone(),
+            users.clone(),
+            config.registration.token.clone(),
+            registration_tokens.clone(),
+        );
         let sso = Sso::new(
             &config.sso,
             config.public_baseurl.clone(),
@@ -206,6 +213,7 @@ impl Homeserver {
         let services = Services {
             appservices,
             rate_limits,
+            registration_tokens,
             config,
             db,
             ephemeral,

@@ -5,6 +5,7 @@
 //! through `hearth-storage`'s typed tables and the network only through traits the binary wires.
 
 pub mod account_data;
+pub mod admin;
 pub mod appservice;
 pub mod auth;
 pub mod cache;

@@ -9,7 +9,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use hearth_storage::{Db, records::RateLimitOverride, schema::RateLimitOverrides};
+pub use hearth_storage::records::RateLimitOverride;
+use hearth_storage::{Db, schema::RateLimitOverrides};
 use ruma::{RoomId, UserId};
 
 use crate::{

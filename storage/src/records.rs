@@ -17,6 +17,18 @@ pub struct AccountRecord {
     pub is_admin: bool,
     #[serde(default)]
     pub deactivated: bool,
+    /// Locked by an admin: the account's tokens stay, but every request is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
+    /// Shadow-banned by an admin: what the user sends to rooms is acknowledged and dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow_banned: bool,
+    /// Deactivated with `erase`: the profile is gone for good.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
+    /// `bot`, `support` or none: what the account is, as admins classify it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +270,12 @@ pub struct MediaRecord {
     /// For a reservation: when it lapses if nothing has been uploaded.
     #[serde(default)]
     pub expires_ts: Option<u64>,
+    /// The admin who quarantined it: it is then served to nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_by: Option<OwnedUserId>,
+    /// Protected by an admin from quarantine and from bulk deletion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +327,31 @@ pub struct PushQueueItem {
     pub ts: u64,
 }
 
+/// A registration token an admin issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenRecord {
+    /// Registrations it may complete; `None` for any number.
+    pub uses_allowed: Option<u64>,
+    /// Registrations under way with it (the token stage passed, the account not yet made).
+    pub pending: u64,
+    /// Registrations completed with it.
+    pub completed: u64,
+    /// When it stops being valid (ms since the epoch).
+    pub expiry_time: Option<u64>,
+}
+
+/// A room an admin deleted (or is deleting), by delete ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomDeletionRecord {
+    pub room_id: OwnedRoomId,
+    /// `scheduled`, `active`, `complete` or `failed`.
+    pub status: String,
+    /// What the shutdown did, once it ran: Synapse's `shutdown_room` object.
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub ts: u64,
+}
+
 /// An admin's replacement for a user's per-action rate limits (Synapse's
 /// `override_ratelimit`); zero for both means no limit at all.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -328,6 +371,8 @@ pub struct RelationRecord {
 
 json_value!(
     RateLimitOverride,
+    RegistrationTokenRecord,
+    RoomDeletionRecord,
     AppserviceCursor,
     DelayedEventRecord,
     FinalisedDelayedRecord,

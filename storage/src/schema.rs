@@ -10,8 +10,8 @@ use crate::{
         BackupVersionRecord, DelayedEventRecord, DeviceRecord, FallbackKeyRecord, FinalisedDelayedRecord,
         MediaRecord, MembershipRecord, NotificationRecord, OutboxItem, OutsideRoomRecord, PduRecord,
         PushActionRecord, PushQueueItem, PusherRecord, RateLimitOverride, ReceiptRecord, RefreshTokenRecord,
-        RelationRecord, RemoteKeyRecord, ReportRecord, RoomRecord, ServerKeyRecord, StateGroupRecord,
-        StreamEntry, ThumbnailRecord, ToDeviceRecord,
+        RegistrationTokenRecord, RelationRecord, RemoteKeyRecord, ReportRecord, RoomDeletionRecord,
+        RoomRecord, ServerKeyRecord, StateGroupRecord, StreamEntry, ThumbnailRecord, ToDeviceRecord,
     },
 };
 
@@ -193,6 +193,12 @@ tables! {
     AppserviceCursors "appservice_cursors": String => AppserviceCursor;
     /// Per-user rate limits an admin set in place of the configured ones.
     RateLimitOverrides "rate_limit_overrides": OwnedUserId => RateLimitOverride;
+    /// Registration tokens admins issued, by token.
+    RegistrationTokens "registration_tokens": String => RegistrationTokenRecord;
+    /// Rooms admins blocked, with the admin who did: local users may not join or be invited.
+    BlockedRooms "blocked_rooms": OwnedRoomId => OwnedUserId;
+    /// Room deletions admins asked for, by delete ID.
+    RoomDeletions "room_deletions": String => RoomDeletionRecord;
 }
 
 #[cfg(test)]

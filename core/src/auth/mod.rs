@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod jwt;
+pub mod registration_tokens;
 pub mod sso;
 pub mod uiaa;
 

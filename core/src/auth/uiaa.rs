@@ -15,6 +15,7 @@ use ruma::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::registration_tokens::RegistrationTokens;
 use crate::{Error, ErrorCode, Result, ephemeral::EphemeralStore, users::Users, util};
 
 const SESSION_TTL: Duration = Duration::from_secs(60 * 60);
@@ -25,6 +26,17 @@ struct SessionState {
     completed: Vec<String>,
     operation: String,
     user_id: Option<OwnedUserId>,
+    /// An admin-issued registration token this session holds a use of.
+    #[serde(default)]
+    registration_token: Option<String>,
+}
+
+/// What a completed UIA exchange leaves for the operation.
+#[derive(Debug, Default)]
+pub struct Completed {
+    /// The admin-issued registration token that let a registration through: the operation
+    /// completes or releases its use.
+    pub registration_token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -32,6 +44,7 @@ pub struct Uiaa {
     ephemeral: Arc<dyn EphemeralStore>,
     users: Users,
     registration_token: Option<String>,
+    tokens: RegistrationTokens,
 }
 
 impl std::fmt::Debug for Uiaa {
@@ -45,8 +58,13 @@ fn key(session: &str) -> String {
 }
 
 impl Uiaa {
-    pub fn new(ephemeral: Arc<dyn EphemeralStore>, users: Users, registration_token: Option<String>) -> Self {
-        Self { ephemeral, users, registration_token }
+    pub fn new(
+        ephemeral: Arc<dyn EphemeralStore>,
+        users: Users,
+        registration_token: Option<String>,
+        tokens: RegistrationTokens,
+    ) -> Self {
+        Self { ephemeral, users, registration_token, tokens }
     }
 
     /// Advances UIA for one request. Returns `Ok(())` once some flow is complete; otherwise
@@ -57,7 +75,7 @@ impl Uiaa {
         flows: &[Vec<AuthType>],
         operation: &str,
         user: Option<&UserId>,
-    ) -> Result<()> {
+    ) -> Result<Completed> {
         let flows: Vec<Vec<String>> =
             flows.iter().map(|f| f.iter().map(|t| t.as_str().to_owned()).collect()).collect();
         let fresh = || SessionState {
@@ -65,6 +83,7 @@ impl Uiaa {
             completed: Vec::new(),
             operation: operation.to_owned(),
             user_id: user.map(ToOwned::to_owned),
+            registration_token: None,
         };
         let Some(auth) = auth else {
             let session = util::random_string(24);
@@ -101,7 +120,7 @@ impl Uiaa {
         let outcome = if acknowledgement {
             Ok(())
         } else if allowed {
-            self.check_stage(auth, user).await?
+            self.check_stage(auth, user, &mut state).await?
         } else {
             Err(format!("{stage} is not one of the allowed stages"))
         };
@@ -119,7 +138,7 @@ impl Uiaa {
         let done = state.flows.iter().any(|f| f.iter().all(|s| state.completed.contains(s)));
         if done {
             self.ephemeral.delete(&key(&session)).await?;
-            return Ok(());
+            return Ok(Completed { registration_token: state.registration_token });
         }
         self.save(&session, &state).await?;
         Err(challenge(&session, &state, auth_error))
@@ -161,15 +180,32 @@ impl Uiaa {
     }
 
     /// `Ok(Ok(()))`: the stage passed; `Ok(Err(message))`: it failed and the client may retry.
-    async fn check_stage(&self, auth: &AuthData, user: Option<&UserId>) -> Result<Result<(), String>> {
+    async fn check_stage(
+        &self,
+        auth: &AuthData,
+        user: Option<&UserId>,
+        state: &mut SessionState,
+    ) -> Result<Result<(), String>> {
         Ok(match auth {
             AuthData::Dummy(_) => Ok(()),
-            AuthData::RegistrationToken(given) => match &self.registration_token {
-                Some(expected) if util::constant_time_eq(given.token.as_bytes(), expected.as_bytes()) => {
-                    Ok(())
+            AuthData::RegistrationToken(given) => {
+                let given = given.token.as_str();
+                let configured = self
+                    .registration_token
+                    .as_ref()
+                    .is_some_and(|t| util::constant_time_eq(given.as_bytes(), t.as_bytes()));
+                match &state.registration_token {
+                    _ if configured => Ok(()),
+                    // Sent again in the same session: its use is already held.
+                    Some(held) if held == given => Ok(()),
+                    Some(_) => Err("Registration token has changed".to_owned()),
+                    None if self.tokens.begin_use(given)? => {
+                        state.registration_token = Some(given.to_owned());
+                        Ok(())
+                    }
+                    None => Err("Invalid registration token".to_owned()),
                 }
-                _ => Err("Invalid registration token".to_owned()),
-            },
+            }
             AuthData::Password(password) => {
                 let Some(user) = user else {
                     return Ok(Err("Password authentication needs a logged-in user".to_owned()));
@@ -225,7 +261,8 @@ mod tests {
 
     fn setup(token: Option<&str>) -> (Uiaa, Users) {
         let users = crate::users::test_users();
-        let uiaa = Uiaa::new(Arc::new(LocalEphemeral::new()), users.clone(), token.map(Into::into));
+        let tokens = RegistrationTokens::new(hearth_storage::Db::in_memory());
+        let uiaa = Uiaa::new(Arc::new(LocalEphemeral::new()), users.clone(), token.map(Into::into), tokens);
         (uiaa, users)
     }
 

@@ -485,6 +485,7 @@ impl Homeserver {
         via: &[OwnedServerName],
     ) -> Result<()> {
         check_names(room_id, via)?;
+        self.check_room_not_blocked(room_id)?;
         if !self.federation.enabled() {
             return self.rooms.join(room_id, user, profile, reason).await;
         }

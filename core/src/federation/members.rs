@@ -98,6 +98,7 @@ impl Homeserver {
         reason: Option<String>,
         is_direct: bool,
     ) -> Result<()> {
+        self.check_room_not_blocked(room_id)?;
         let remote = target.server_name() != self.server_name() && self.federation.enabled();
         let already = self.rooms.membership(room_id, target)?.as_deref() == Some("invite");
         if !remote || already {

@@ -10,6 +10,7 @@
 //! this server's media to others, needs nothing new: [`Media::content`] and
 //! [`Media::thumbnail`] with this server's name are exactly what its endpoints will call.
 
+pub mod admin;
 mod ip;
 pub mod preview;
 pub mod store;
@@ -249,6 +250,8 @@ impl Media {
             uploader: Some(uploader.to_owned()),
             created_ts: now_ms(),
             expires_ts: None,
+            quarantined_by: None,
+            protected: false,
         };
         let key = (self.server_name.clone(), media_id.clone());
         let db = self.db.clone();
@@ -281,6 +284,8 @@ impl Media {
             uploader: Some(uploader.to_owned()),
             created_ts: now,
             expires_ts: Some(expires),
+            quarantined_by: None,
+            protected: false,
         };
         let mut batch = Batch::new();
         batch.put::<MediaTable>(&(self.server_name.clone(), media_id.clone()), &record)?;
@@ -350,6 +355,20 @@ impl Media {
         media_id: &str,
         timeout: Duration,
     ) -> Result<(MediaRecord, String)> {
+        let (record, sha256) = self.resolve_any(server, media_id, timeout).await?;
+        // Quarantined media answers exactly like media that does not exist, as with Synapse.
+        if record.quarantined_by.is_some() {
+            return Err(Error::not_found("Media not found"));
+        }
+        Ok((record, sha256))
+    }
+
+    async fn resolve_any(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        timeout: Duration,
+    ) -> Result<(MediaRecord, String)> {
         if server != self.server_name {
             return self.resolve_remote(server, media_id, timeout).await;
         }
@@ -395,6 +414,8 @@ impl Media {
             uploader: None,
             created_ts: now_ms(),
             expires_ts: None,
+            quarantined_by: None,
+            protected: false,
         };
         self.db.put::<MediaTable>(&(server.to_owned(), media_id.to_owned()), &record)?;
         Ok((record, stored.sha256))

@@ -81,6 +81,15 @@ impl FileStore {
         tokio::fs::File::open(&path).await.map_err(|e| io_error("opening", &path, &e))
     }
 
+    /// Removes a content file; one already gone is not an error.
+    pub async fn remove(&self, sha256: &str) -> Result<()> {
+        let path = self.path_of(sha256)?;
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("removing", &path, &e)),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn read(&self, sha256: &str) -> Result<Vec<u8>> {
         let path = self.path_of(sha256)?;
         tokio::fs::read(&path).await.map_err(|e| io_error("reading", &path, &e))

@@ -146,6 +146,11 @@ impl MembersCache {
 }
 
 impl Rooms {
+    /// Drops what is cached of a room whose rows were removed (an admin's purge).
+    pub(crate) fn forget_cached(&self, room_id: &RoomId) {
+        self.inner.members.forget([room_id.to_owned()]);
+    }
+
     /// The room's joined members (local and remote), their servers, and its invitees.
     pub fn members(&self, room_id: &RoomId) -> Result<Arc<Members>> {
         let cache = &self.inner.members;

@@ -303,6 +303,18 @@ impl Rooms {
         Ok(out)
     }
 
+    /// Rooms where a local user's latest membership is one of `memberships`.
+    pub fn rooms_with_membership(&self, user_id: &UserId, memberships: &[&str]) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for entry in self.db().scan_prefix::<UserRooms, _>(&user_id.to_owned())? {
+            let ((_, room), record) = entry?;
+            if memberships.contains(&record.membership.as_str()) {
+                out.push(room);
+            }
+        }
+        Ok(out)
+    }
+
     /// Rooms a local user is joined to.
     pub fn joined_rooms(&self, user_id: &UserId) -> Result<Vec<OwnedRoomId>> {
         let mut out = Vec::new();

@@ -53,8 +53,17 @@ pub(super) fn account_batch(
     is_admin: bool,
     displayname: Option<String>,
 ) -> Result<()> {
-    let record =
-        AccountRecord { password_hash, created_ts: now_ms(), is_guest, is_admin, deactivated: false };
+    let record = AccountRecord {
+        password_hash,
+        created_ts: now_ms(),
+        is_guest,
+        is_admin,
+        deactivated: false,
+        locked: false,
+        shadow_banned: false,
+        erased: false,
+        user_type: None,
+    };
     batch.put::<Accounts>(user_id, &record)?;
     // New users show their localpart until they choose a name, as on Synapse.
     let displayname = displayname.unwrap_or_else(|| user_id.localpart().to_owned());

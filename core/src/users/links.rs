@@ -41,6 +41,17 @@ impl Users {
     }
 
     /// The providers an account is linked to.
+    /// The identities a user is linked to: `(provider, subject)`.
+    pub fn sso_links_of(&self, user_id: &UserId) -> Result<Vec<(String, String)>> {
+        self.db
+            .scan_prefix::<UserSsoLinks, _>(&user_id.to_owned())?
+            .map(|entry| {
+                let ((_, provider), subject) = entry?;
+                Ok((provider, subject))
+            })
+            .collect()
+    }
+
     pub fn sso_providers_of(&self, user_id: &UserId) -> Result<Vec<String>> {
         self.db.scan_prefix::<UserSsoLinks, _>(&user_id.to_owned())?.map(|entry| Ok(entry?.0.1)).collect()
     }

@@ -436,7 +436,9 @@ mod tests {
     fn sso(allowlist: &[&str]) -> Sso {
         let users = crate::users::test_users();
         let ephemeral: Arc<dyn EphemeralStore> = Arc::new(LocalEphemeral::new());
-        let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), None);
+        let tokens =
+            crate::auth::registration_tokens::RegistrationTokens::new(hearth_storage::Db::in_memory());
+        let uiaa = Uiaa::new(ephemeral.clone(), users.clone(), None, tokens);
         let config = SsoConfig {
             providers: vec![SsoProviderConfig {
                 id: "github".into(),
