@@ -58,6 +58,8 @@ pub struct ListenConfig {
     /// Address of the Server-Server API (HTTPS), e.g. `0.0.0.0:8448`. Unset: federation is
     /// off, in both directions.
     pub federation: Option<SocketAddr>,
+    /// Address of the Prometheus metrics (`GET /metrics`, plain HTTP). Unset: no metrics.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[connections]`: what one connection may cost, on both listeners. The defaults suit a public
@@ -168,7 +170,7 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None, metrics: None }
     }
 }
 

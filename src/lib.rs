@@ -8,6 +8,7 @@ pub mod config;
 mod federation_listener;
 mod http_client;
 mod mailer;
+mod metrics;
 mod redis_ephemeral;
 mod router;
 mod serve;
@@ -130,12 +131,36 @@ pub async fn run_with(
     let limits = serve::Limits::new(&config.connections, nofile)?;
     let hs = build(&config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = match config.listen.metrics {
+        Some(addr) => {
+            let metrics = metrics::Metrics::new(&hs);
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("binding listen.metrics = {addr}"))?;
+            let bound = listener.local_addr().context("reading the metrics listener's address")?;
+            tracing::info!(listen = %bound, "serving Prometheus metrics at /metrics");
+            let app = metrics::router(metrics.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                };
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            });
+            Some(metrics)
+        }
+        None => None,
+    };
     let federation_tasks = match federation {
         Some(listener) if hs.federation.enabled() => {
             let tls = federation_listener::tls_config(&config)?;
             let addr = listener.local_addr().context("reading the federation listener's address")?;
             tracing::info!(listen = %addr, "serving the federation API");
-            let app = hearth_federation::server::router(hs.clone());
+            let mut app = hearth_federation::server::router(hs.clone());
+            if let Some(metrics) = &metrics {
+                app = app.layer(axum::middleware::from_fn_with_state(metrics.clone(), metrics::record));
+            }
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
             let server =
                 tokio::spawn(serve::serve(listener, Some(acceptor), app, limits.clone(), stop_rx.clone()));
@@ -189,7 +214,7 @@ pub async fn run_with(
         let (hs, stop) = (hs.clone(), stopped(&stop_rx));
         tokio::spawn(async move { hs.run_appservice_senders(stop).await })
     };
-    let app = router::app(hs.clone(), config.client_api.clone());
+    let app = router::app(hs.clone(), config.client_api.clone(), metrics);
     {
         let hs = hs.clone();
         tokio::spawn(async move {

@@ -1,6 +1,8 @@
 //! The HTTP stack around the APIs: request ids and tracing, panic containment, CORS.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
+
+use crate::metrics::Metrics;
 
 use axum::{
     Router,
@@ -17,14 +19,19 @@ use tracing::Instrument;
 /// The complete application: the client API with its middleware. With federation on, the
 /// federation and key APIs are served here too (as Synapse does on its main listener), for
 /// deployments that put both behind one TLS-terminating proxy and delegate to it.
-pub fn app(hs: Homeserver, client_api: ClientApiConfig) -> Router {
-    let mut router = hearth_client_api::router(hs.clone(), client_api);
+pub fn app(hs: Homeserver, client_api: ClientApiConfig, metrics: Option<Arc<Metrics>>) -> Router {
+    let mut router = hearth_client_api::router(hs.clone(), client_api)
+        // For load balancers and orchestrators: the process is up and serving.
+        .route("/health", axum::routing::get(|| async { "OK" }));
     if hs.federation.enabled() {
         // As a service (not nested) it sees the full path, as on its own listener.
         let federation = hearth_federation::server::router(hs).into_service::<Body>();
         router = router
             .route_service("/_matrix/federation/{*rest}", federation.clone())
             .route_service("/_matrix/key/{*rest}", federation);
+    }
+    if let Some(metrics) = metrics {
+        router = router.layer(middleware::from_fn_with_state(metrics, crate::metrics::record));
     }
     router
         .layer(CatchPanicLayer::custom(panic_response))

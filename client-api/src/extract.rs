@@ -233,10 +233,16 @@ async fn prepare(
             return Err(Error::user_locked("User account has been locked"));
         }
         let ip = client_ip(parts).map(|ip| ip.to_string());
+        // Bounded: a header is the client's to fill, the record is ours to keep.
+        let agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect::<String>());
         // Inline rather than spawned: it writes at most once per device every few minutes, and
         // a detached task would outlive the server's shutdown holding the database open.
         if let Some(device) = &session.device_id
-            && let Err(error) = hs.users.touch_device(&session.user_id, device, ip).await
+            && let Err(error) = hs.users.touch_device(&session.user_id, device, ip, agent).await
         {
             tracing::warn!(%error, "could not record device activity");
         }

@@ -208,7 +208,12 @@ pub async fn report_content(
     if hs.rooms.visible_event(&b.room_id, &b.event_id, &session.user_id)?.is_none() {
         return Err(Error::not_found("Event not found").into());
     }
-    hs.rooms.report(&session.user_id, ReportSubject::Event(&b.room_id, &b.event_id), b.reason).await?;
+    // Dropped from the spec's request (and ruma's), still sent by clients and shown to admins.
+    let score = serde_json::from_slice::<serde_json::Value>(&req.raw_body)
+        .ok()
+        .and_then(|v| v["score"].as_i64())
+        .filter(|s| (-100..=0).contains(s));
+    hs.rooms.report(&session.user_id, ReportSubject::Event(&b.room_id, &b.event_id), b.reason, score).await?;
     Ok(ruma::api::client::room::report_content::v3::Response::new())
 }
 
@@ -223,7 +228,7 @@ pub async fn report_room(
     if hs.rooms.room(&b.room_id)?.is_none() {
         return Err(Error::not_found("Room not found").into());
     }
-    hs.rooms.report(&session.user_id, ReportSubject::Room(&b.room_id), Some(b.reason)).await?;
+    hs.rooms.report(&session.user_id, ReportSubject::Room(&b.room_id), Some(b.reason), None).await?;
     Ok(ruma::api::client::room::report_room::v3::Response::new())
 }
 
@@ -243,7 +248,7 @@ pub async fn report_user(
     if !known {
         return Err(Error::not_found("User not found").into());
     }
-    hs.rooms.report(&session.user_id, ReportSubject::User(&b.user_id), Some(b.reason)).await?;
+    hs.rooms.report(&session.user_id, ReportSubject::User(&b.user_id), Some(b.reason), None).await?;
     Ok(ruma::api::client::reporting::report_user::v3::Response::new())
 }
 

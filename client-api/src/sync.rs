@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hearth_core::{
     Error, Homeserver,
+    metrics::Open,
     sync::{SyncRequest, compute},
 };
 use ruma::api::{
@@ -85,5 +86,6 @@ pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Jso
         filter: resolve_filter(&hs, &session.user_id, body.filter.as_ref())?,
         set_presence: Some(hearth_core::presence::PresenceState::parse(body.set_presence.as_str())?),
     };
+    let _open = (!request.timeout.is_zero()).then(|| Open::enter(&hs.activity.sync_long_polls));
     Ok(Json(hs.sync(&session.user_id, &session.txn_device(), &request).await?))
 }

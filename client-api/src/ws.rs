@@ -109,6 +109,7 @@ fn error_frame(id: Option<&Value>, error: &Error) -> Value {
 /// One connection: a writer task drains the bounded queue; this task reads commands and runs
 /// the sync loop when asked.
 async fn serve(hs: Homeserver, session: Session, socket: WebSocket) {
+    let _open = hearth_core::metrics::Open::enter(&hs.activity.websockets);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
     let mut writer = tokio::spawn(async move {

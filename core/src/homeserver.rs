@@ -84,6 +84,7 @@ pub struct Services {
     pub delayed: crate::delayed::Delayed,
     pub appservices: Arc<crate::appservice::Appservices>,
     pub rate_limits: crate::ratelimit::RateLimits,
+    pub activity: crate::metrics::Activity,
     pub registration_tokens: crate::auth::registration_tokens::RegistrationTokens,
 }
 
@@ -213,6 +214,7 @@ impl Homeserver {
         let services = Services {
             appservices,
             rate_limits,
+            activity: crate::metrics::Activity::default(),
             registration_tokens,
             config,
             db,

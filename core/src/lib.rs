@@ -20,6 +20,7 @@ mod homeserver;
 pub mod json;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod presence;
 pub mod push;
 pub mod ratelimit;

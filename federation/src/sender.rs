@@ -90,6 +90,7 @@ async fn worker(
         match send(&hs, &destination, txn_id, batch.pdus, batch.edus).await {
             Ok(()) => {
                 tracing::debug!(%destination, pdus, edus, "transaction delivered");
+                hs.federation.destinations.delivered(&destination);
                 if let Err(error) = hs.outbox_done(&destination, batch.seqs).await {
                     tracing::error!(%destination, %error, "cannot clear delivered items");
                 }
@@ -97,6 +98,8 @@ async fn worker(
             }
             Err(error) => {
                 tracing::warn!(%destination, %error, retry_in = ?backoff, "transaction failed; will retry");
+                let wait_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                hs.federation.destinations.failed(&destination, wait_ms);
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = wake.notified() => {}

@@ -228,6 +228,11 @@ impl Db {
     }
 
     /// Makes everything written so far durable, for a clean shutdown.
+    /// The engine's numbers for monitoring.
+    pub fn engine_stats(&self) -> Vec<(&'static str, u64)> {
+        self.inner.engine.stats()
+    }
+
     pub fn flush(&self) -> Result<()> {
         self.inner.engine.flush()
     }

@@ -42,6 +42,9 @@ pub struct DeviceRecord {
     /// Hash of the device's current refresh token, when its session is refreshable.
     #[serde(default)]
     pub refresh_token_hash: Option<Vec<u8>>,
+    /// The `User-Agent` of the device's latest request, for admins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +160,9 @@ pub struct ReportRecord {
     pub user_id: Option<OwnedUserId>,
     pub reason: Option<String>,
     pub ts: u64,
+    /// The reporter's rating of an event, -100 (most offensive) to 0, when they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

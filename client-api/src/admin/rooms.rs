@@ -98,6 +98,7 @@ pub async fn get_room(hs: Homeserver, req: Ruma<Admin<GetRoom>>) -> AdminResult 
     let room = known_room(&hs, &room_id)?;
     let mut body = room_json(&room);
     body["avatar"] = json!(room.summary.avatar_url);
+    body["joined_local_devices"] = json!(room.joined_local_devices);
     body["topic"] = json!(room.summary.topic);
     body["forgotten"] = json!(false);
     body["tombstoned"] = json!(room.tombstone.is_some());
@@ -126,7 +127,11 @@ pub async fn room_state(hs: Homeserver, req: Ruma<Admin<RoomState>>) -> AdminRes
             continue;
         }
         let Some(record) = hs.rooms.pdu_record(&pdu.event_id)? else { continue };
-        state.push(hs.rooms.client_event(&pdu.event_id, &record, &session.user_id, None)?);
+        let mut event = hs.rooms.client_event(&pdu.event_id, &record, &session.user_id, None)?;
+        // The older client format Synapse's admin API still serves beside `unsigned`.
+        event["age"] = event["unsigned"]["age"].clone();
+        event["user_id"] = json!(pdu.sender);
+        state.push(event);
     }
     Ok(Reply::ok(json!({ "state": state }))?)
 }
@@ -257,7 +262,7 @@ fn report_json(
         "event_id": r.event_id,
         "user_id": r.reporter,
         "reason": r.reason,
-        "score": null,
+        "score": r.score,
         "sender": sender,
         "canonical_alias": summary.as_ref().and_then(|s| s.canonical_alias.clone()),
         "name": summary.and_then(|s| s.name),

@@ -267,7 +267,7 @@ pub async fn whois(hs: Homeserver, req: Ruma<Admin<Whois>>) -> AdminResult {
         .into_iter()
         .filter_map(|d| {
             let ts = d.last_seen_ts?;
-            Some(json!({"ip": d.last_seen_ip, "last_seen": ts, "user_agent": null}))
+            Some(json!({"ip": d.last_seen_ip, "last_seen": ts, "user_agent": d.last_seen_user_agent}))
         })
         .collect();
     Ok(Reply::ok(json!({
@@ -291,7 +291,7 @@ fn device_json(user: &UserId, d: &hearth_core::users::Device) -> Value {
         "display_name": d.display_name,
         "last_seen_ip": d.last_seen_ip,
         "last_seen_ts": d.last_seen_ts,
-        "last_seen_user_agent": null,
+        "last_seen_user_agent": d.last_seen_user_agent,
     })
 }
 

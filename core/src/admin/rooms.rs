@@ -28,6 +28,8 @@ use crate::{
 pub struct AdminRoom {
     pub summary: PublicRoom,
     pub joined_local_members: u64,
+    /// Devices of the local members, which each get the room's encrypted messages.
+    pub joined_local_devices: u64,
     pub version: String,
     pub creator: Option<OwnedUserId>,
     pub encryption: Option<String>,
@@ -176,7 +178,12 @@ impl Homeserver {
                 .and_then(|p| p.content_str(name))
         };
         let create = state.iter().find(|p| p.kind.to_string() == "m.room.create");
+        let mut joined_local_devices = 0;
+        for member in self.rooms.members(room_id)?.local.iter() {
+            joined_local_devices += self.users.devices(member)?.len() as u64;
+        }
         Ok(Some(AdminRoom {
+            joined_local_devices,
             summary: self.rooms.summary(room_id)?,
             joined_local_members: record.joined_count,
             version: record.version,

@@ -61,6 +61,8 @@ pub struct Federation {
     dead_ends: Mutex<HashMap<OwnedRoomId, Vec<OwnedEventId>>>,
     /// Servers not asked again for a while after failing to answer our gap-filling requests.
     pub backoff: gaps::Backoff,
+    /// How deliveries to each destination went (admin API, metrics).
+    pub destinations: crate::metrics::Destinations,
 }
 
 impl std::fmt::Debug for Federation {
@@ -83,6 +85,7 @@ impl Federation {
             wake: tokio::sync::Notify::new(),
             dead_ends: Mutex::default(),
             backoff: gaps::Backoff::default(),
+            destinations: crate::metrics::Destinations::default(),
         })
     }
 

@@ -318,6 +318,8 @@ impl Rooms {
             Ok((room_id, ticket))
         })
         .await?;
+        // The create event; the rest of the room's first events go through `append`.
+        self.inner.events_persisted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.streams.finish(ticket, Vec::new());
         Ok(room_id)
     }

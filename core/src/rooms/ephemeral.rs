@@ -196,6 +196,7 @@ impl Rooms {
         reporter: &UserId,
         subject: ReportSubject<'_>,
         reason: Option<String>,
+        score: Option<i64>,
     ) -> Result<()> {
         let db = self.db().clone();
         let (room_id, event_id, user_id) = match subject {
@@ -203,8 +204,15 @@ impl Rooms {
             ReportSubject::Room(room) => (Some(room.to_owned()), None, None),
             ReportSubject::User(user) => (None, None, Some(user.to_owned())),
         };
-        let record =
-            ReportRecord { reporter: reporter.to_owned(), room_id, event_id, user_id, reason, ts: now_ms() };
+        let record = ReportRecord {
+            reporter: reporter.to_owned(),
+            room_id,
+            event_id,
+            user_id,
+            reason,
+            ts: now_ms(),
+            score,
+        };
         blocking(move || {
             let id = db.next_id("report")?;
             db.put::<Reports>(&id, &record)?;

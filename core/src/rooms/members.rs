@@ -146,6 +146,11 @@ impl MembersCache {
 }
 
 impl Rooms {
+    /// Events written to storage since this process started (local and from other servers).
+    pub fn events_persisted(&self) -> u64 {
+        self.inner.events_persisted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Drops what is cached of a room whose rows were removed (an admin's purge).
     pub(crate) fn forget_cached(&self, room_id: &RoomId) {
         self.inner.members.forget([room_id.to_owned()]);
@@ -228,7 +233,11 @@ impl Rooms {
             }
         }
         let queued_pushes = batch.keys::<hearth_storage::schema::PushQueue>().next().is_some();
+        let events = batch.keys::<hearth_storage::schema::Pdus>().count();
         let written = self.db().write(batch);
+        if written.is_ok() {
+            self.inner.events_persisted.fetch_add(events as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         // Forgotten whether or not the write went through: a failed write may still have
         // landed in part of an engine, and forgetting costs one read.
         if undecodable {

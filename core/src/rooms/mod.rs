@@ -69,6 +69,7 @@ struct Inner {
     federation: Arc<Federation>,
     state_lookups: state::LookupCache,
     members: members::MembersCache,
+    events_persisted: std::sync::atomic::AtomicU64,
     /// Push rules for evaluation, and the push sender to wake after a write that queued
     /// notifications.
     push: crate::push::PushShared,
@@ -200,6 +201,7 @@ impl Rooms {
                 federation,
                 state_lookups: state::LookupCache::default(),
                 members: members::MembersCache::default(),
+                events_persisted: std::sync::atomic::AtomicU64::new(0),
                 push,
             }),
         })

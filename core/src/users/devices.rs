@@ -18,6 +18,7 @@ pub struct Device {
     pub display_name: Option<String>,
     pub last_seen_ip: Option<String>,
     pub last_seen_ts: Option<u64>,
+    pub last_seen_user_agent: Option<String>,
 }
 
 impl Device {
@@ -26,6 +27,7 @@ impl Device {
             device_id,
             display_name: r.display_name,
             last_seen_ip: r.last_seen_ip,
+            last_seen_user_agent: r.last_seen_user_agent,
             // A device that was never seen since its creation was last seen when created.
             last_seen_ts: Some(r.last_seen_ts.unwrap_or(r.created_ts)),
         }
@@ -80,6 +82,7 @@ fn fresh_device(now: u64) -> DeviceRecord {
         last_seen_ip: None,
         token_hash: None,
         refresh_token_hash: None,
+        last_seen_user_agent: None,
     }
 }
 
@@ -268,18 +271,24 @@ impl Users {
         user_id: &UserId,
         device_id: &DeviceId,
         ip: Option<String>,
+        user_agent: Option<String>,
     ) -> Result<()> {
         const INTERVAL_MS: u64 = 5 * 60 * 1000;
         let key = (user_id.to_owned(), device_id.to_owned());
         let Some(mut record) = self.db.get::<Devices>(&key)? else { return Ok(()) };
         let now = now_ms();
         let stale = record.last_seen_ts.is_none_or(|ts| now.saturating_sub(ts) >= INTERVAL_MS);
-        if !stale && (ip.is_none() || record.last_seen_ip == ip) {
+        let moved = ip.is_some() && record.last_seen_ip != ip;
+        let new_agent = user_agent.is_some() && record.last_seen_user_agent != user_agent;
+        if !stale && !moved && !new_agent {
             return Ok(());
         }
         record.last_seen_ts = Some(now);
         if ip.is_some() {
             record.last_seen_ip = ip;
+        }
+        if user_agent.is_some() {
+            record.last_seen_user_agent = user_agent;
         }
         let users = self.clone();
         blocking(move || Ok(users.db.put::<Devices>(&key, &record)?)).await

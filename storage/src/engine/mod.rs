@@ -40,6 +40,11 @@ pub trait KvEngine: Send + Sync + 'static {
 
     /// Forces everything written so far to durable storage.
     fn flush(&self) -> Result<()>;
+
+    /// The engine's own numbers for monitoring, by name (none for engines without any).
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The smallest byte string greater than every string starting with `prefix`,
