@@ -11,8 +11,8 @@ use figment::{
 use hearth_client_api::ClientApiConfig;
 use hearth_core::config::{
     AppserviceConfig, CallsConfig, EmailConfig, HomeserverConfig, JwtConfig, MediaConfig, PasswordConfig,
-    PresenceConfig, RateLimitConfig, RegistrationConfig, RoomsConfig, SearchConfig, SessionConfig, SmsConfig,
-    SsoConfig, VoipConfig,
+    PresenceConfig, RateLimitConfig, RegistrationConfig, RoomsConfig, SearchConfig, ServerNoticesConfig,
+    SessionConfig, SmsConfig, SsoConfig, VoipConfig,
 };
 use hearth_federation::FederationConfig;
 use hearth_storage::StorageConfig;
@@ -44,6 +44,7 @@ pub struct Config {
     pub calls: CallsConfig,
     pub appservice: AppserviceConfig,
     pub rate_limits: RateLimitConfig,
+    pub server_notices: ServerNoticesConfig,
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
@@ -160,6 +161,7 @@ impl Default for Config {
             calls: CallsConfig::default(),
             appservice: AppserviceConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            server_notices: ServerNoticesConfig::default(),
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
@@ -310,6 +312,7 @@ impl Config {
             calls: self.calls.clone(),
             appservice: self.appservice.clone(),
             rate_limits: self.rate_limits.clone(),
+            server_notices: self.server_notices.clone(),
         }
     }
 }

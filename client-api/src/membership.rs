@@ -153,6 +153,9 @@ pub async fn invite_user(
         return Err(Error::bad_request("Third-party invites are not supported").into());
     };
     hs.rate_limits.check_user(Action::Invite, &session).await?;
+    if hs.shadow_ban_answer(&session)?.is_some() {
+        return Ok(invite_user::v3::Response::new());
+    }
     hs.invite_user(&req.body.room_id, &session.user_id, &invitee.user_id, invitee.reason, false).await?;
     Ok(invite_user::v3::Response::new())
 }

@@ -52,6 +52,9 @@ pub async fn send_message_event(
         return Err(Error::invalid_param("Event type must not be empty").into());
     }
     let content = json_of(&b.body)?;
+    if let Some(fake) = hs.shadow_ban_answer(&session)? {
+        return Ok(Json(json!({ "event_id": fake })));
+    }
     let txn = (session.txn_device(), b.txn_id.to_string());
     // A delayed event's transaction is kept elsewhere; scheduling one counts every time.
     let sent_txn = delay.is_none().then_some(&txn);
@@ -77,6 +80,9 @@ pub async fn redact_event(
 ) -> ApiResult<redact_event::v3::Response> {
     let session = req.session()?.clone();
     let b = req.body;
+    if let Some(fake) = hs.shadow_ban_answer(&session)? {
+        return Ok(redact_event::v3::Response::new(fake));
+    }
     let txn = (session.txn_device(), b.txn_id.to_string());
     hs.check_send_limit(&session, &b.room_id, TxnEndpoint::Redact(&b.event_id), Some(&txn)).await?;
     let event_id = hs.rooms.redact(&b.room_id, &session.user_id, &b.event_id, b.reason, Some(txn)).await?;

@@ -512,6 +512,23 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<admin::Admin<admin::ListTokens>, _, _>(admin::list_registration_tokens, NO_GUESTS)
         .ruma::<admin::Admin<admin::GetToken>, _, _>(admin::get_registration_token, NO_GUESTS)
         .ruma::<admin::Admin<admin::DeleteToken>, _, _>(admin::delete_registration_token, NO_GUESTS)
+        .ruma::<admin::Admin<admin::ListDestinations>, _, _>(admin::list_destinations, NO_GUESTS)
+        .ruma::<admin::Admin<admin::GetDestination>, _, _>(admin::get_destination, NO_GUESTS)
+        .ruma::<admin::Admin<admin::DestinationRooms>, _, _>(admin::destination_rooms, NO_GUESTS)
+        .ruma::<admin::Admin<admin::ResetDestination>, _, _>(admin::reset_destination, NO_GUESTS)
+        .ruma::<admin::Admin<admin::BackgroundUpdatesEnabled>, _, _>(
+            admin::background_updates_enabled,
+            NO_GUESTS,
+        )
+        .ruma::<admin::Admin<admin::BackgroundUpdatesStatus>, _, _>(
+            admin::background_updates_status,
+            NO_GUESTS,
+        )
+        .ruma_with_body::<admin::Admin<admin::SendServerNotice>, _, _>(admin::send_server_notice, NO_GUESTS)
+        .ruma_with_body::<admin::Admin<admin::SendServerNoticeTxn>, _, _>(
+            admin::send_server_notice_txn,
+            NO_GUESTS,
+        )
         .ruma_with_body::<admin::Admin<admin::PutUser>, _, _>(admin::put_user, NO_GUESTS)
         .ruma_with_body::<admin::Admin<admin::ResetPassword>, _, _>(admin::reset_password, NO_GUESTS)
         .ruma_with_body::<admin::Admin<admin::DeleteDevices>, _, _>(admin::delete_devices, NO_GUESTS)

@@ -36,6 +36,9 @@ pub async fn send_state_event(
     if kind == TimelineEventType::RoomCanonicalAlias {
         check_canonical_alias(&hs, &b.room_id, &content)?;
     }
+    if let Some(fake) = hs.shadow_ban_answer(&session)? {
+        return Ok(Json(json!({ "event_id": fake })));
+    }
     hs.rate_limits.check_user(Action::Message, &session).await?;
     if let Some(delay) = delay {
         let (room, user, device) = (&b.room_id, &session.user_id, &session.txn_device());

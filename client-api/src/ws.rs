@@ -333,7 +333,13 @@ async fn run_command(hs: &Homeserver, session: &Session, command: &Value) -> Res
             .map_or_else(|| hearth_core::util::random_string(16), ToOwned::to_owned);
         Some((session.txn_device(), id))
     };
-    match command["type"].as_str().unwrap_or_default() {
+    let kind = command["type"].as_str().unwrap_or_default();
+    if matches!(kind, "send" | "state" | "redact")
+        && let Some(fake) = hs.shadow_ban_answer(session)?
+    {
+        return Ok(json!({"event_id": fake}));
+    }
+    match kind {
         "ping" => Ok(json!({})),
         "send" => {
             let kind = TimelineEventType::from(string(command, "event_type")?);

@@ -10,6 +10,7 @@ pub mod push_gateway;
 pub mod redis;
 pub mod server;
 pub mod smtp_sink;
+pub mod synapse;
 
 pub use client::Client;
 pub use server::TestServer;

@@ -392,3 +392,127 @@ async fn event_reports_and_rate_limit_overrides() {
     root.delete(&limit).await.assert_ok();
     assert_eq!(root.get(&limit).await.assert_ok(), &json!({}));
 }
+
+#[tokio::test]
+async fn federation_destinations_show_their_backoff_and_can_be_reset() {
+    let (a, b) = TestServer::federating_pair().await;
+    let root = admin_of(&a).await;
+    let alice = Client::register(&a.base_url, "alice", "pw").await;
+    let bob = Client::register(&b.base_url, "bob", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    bob.post(&format!("{V3}/join/{room}?via=hs-a.test"), json!({})).await.assert_ok();
+    alice.send_text(&room, "t1", "delivered").await;
+    bob.wait_for_bodies(&room, &["delivered"]).await;
+
+    let list = root.get(&format!("{ADMIN}/v1/federation/destinations")).await;
+    assert_eq!(names(list.assert_ok(), "destinations", "destination"), ["hs-b.test"]);
+    assert_eq!(list.body["destinations"][0]["retry_last_ts"], 0);
+    let rooms = root.get(&format!("{ADMIN}/v1/federation/destinations/hs-b.test/rooms")).await;
+    assert_eq!(rooms.assert_ok()["rooms"][0]["room_id"], json!(room));
+    let reset = format!("{ADMIN}/v1/federation/destinations/hs-b.test/reset_connection");
+    root.post(&reset, json!({})).await.assert_error(400, "M_UNKNOWN");
+    root.get(&format!("{ADMIN}/v1/federation/destinations/hs-c.test")).await.assert_error(404, "M_NOT_FOUND");
+
+    // B goes away: deliveries fail and the destination backs off, until an admin resets it.
+    drop(b.stop().await);
+    alice.send_text(&room, "t2", "queued").await;
+    let mut backing_off = Value::Null;
+    for _ in 0..100 {
+        let one = root.get(&format!("{ADMIN}/v1/federation/destinations/hs-b.test")).await;
+        if one.body["retry_last_ts"].as_u64().unwrap_or(0) > 0 {
+            backing_off = one.body.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(backing_off["failure_ts"].as_u64().is_some(), "{backing_off}");
+    assert!(backing_off["retry_interval"].as_u64().unwrap() >= 1000);
+    root.post(&reset, json!({})).await.assert_ok();
+    let status = root.get(&format!("{ADMIN}/v1/background_updates/status")).await;
+    assert_eq!(status.assert_ok(), &json!({"enabled": true, "current_updates": {}}));
+}
+
+#[tokio::test]
+async fn a_shadow_banned_user_is_answered_but_nothing_reaches_the_room() {
+    let server = TestServer::start().await;
+    let root = admin_of(&server).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let mallory = Client::register(&server.base_url, "mallory", "pw").await;
+    let room = alice.create_room(json!({"preset": "public_chat"})).await;
+    mallory.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let ban = format!("{ADMIN}/v1/users/@mallory:localhost/shadow_ban");
+    root.post(&ban, json!({})).await.assert_ok();
+    assert_eq!(root.get(&format!("{ADMIN}/v2/users/@mallory:localhost")).await.body["shadow_banned"], true);
+    let fake = mallory.send_text(&room, "s1", "spam").await;
+    mallory.put(&format!("{V3}/rooms/{room}/state/m.room.topic"), json!({"topic": "spam"})).await.assert_ok();
+    mallory
+        .post(&format!("{V3}/rooms/{room}/invite"), json!({"user_id": "@alice:localhost"}))
+        .await
+        .assert_ok();
+    alice.get(&format!("{V3}/rooms/{room}/event/{fake}")).await.assert_error(404, "M_NOT_FOUND");
+    alice.get(&format!("{V3}/rooms/{room}/state/m.room.topic")).await.assert_error(404, "M_NOT_FOUND");
+    root.delete(&ban).await.assert_ok();
+    let real = mallory.send_text(&room, "s2", "hello").await;
+    alice.get(&format!("{V3}/rooms/{room}/event/{real}")).await.assert_ok();
+}
+
+#[tokio::test]
+async fn server_notices_arrive_in_a_tagged_room_of_their_own() {
+    let off = TestServer::start().await;
+    let notice = json!({"user_id": "@alice:localhost", "content": {"msgtype": "m.text", "body": "hello"}});
+    admin_of(&off)
+        .await
+        .post(&format!("{ADMIN}/v1/send_server_notice"), notice.clone())
+        .await
+        .assert_error(400, "M_UNKNOWN");
+
+    let server = TestServer::start_with(|c| {
+        c.server_notices.system_user_localpart = Some("notices".into());
+        c.server_notices.system_user_displayname = Some("Server".into());
+    })
+    .await;
+    let root = admin_of(&server).await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let path = format!("{ADMIN}/v1/send_server_notice");
+    let first = root.post(&path, notice.clone()).await.assert_ok()["event_id"].clone();
+    let sync = alice
+        .sync_until(None, "the notice invite", |b| {
+            b["rooms"]["invite"].as_object().is_some_and(|r| !r.is_empty())
+        })
+        .await;
+    let (room, invite) = sync["rooms"]["invite"].as_object().unwrap().iter().next().unwrap();
+    let room = room.clone();
+    let name = invite["invite_state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.name")
+        .unwrap();
+    assert_eq!(name["content"]["name"], "Server Notices");
+    let tags = alice.get(&format!("{V3}/user/@alice:localhost/rooms/{room}/tags")).await;
+    assert!(tags.assert_ok()["tags"]["m.server_notice"].is_object(), "{}", tags.body);
+    alice.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+
+    // The next notices go to the same room; a retried PUT is answered with its first event.
+    let put = format!("{ADMIN}/v1/send_server_notice/n1");
+    let second = root.put(&put, notice.clone()).await.assert_ok()["event_id"].clone();
+    assert_eq!(root.put(&put, notice.clone()).await.assert_ok()["event_id"], second);
+    let bodies = alice.wait_for_bodies(&room, &["hello"]).await;
+    assert!(!bodies.is_empty());
+    let messages = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b")).await;
+    let ids: Vec<&Value> = messages.assert_ok()["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| &e["event_id"])
+        .collect();
+    assert_eq!(ids, [&second, &first]);
+    let sender = &messages.body["chunk"][0]["sender"];
+    assert_eq!(sender, "@notices:localhost");
+
+    let nobody = json!({"user_id": "@nobody:localhost", "content": {"body": "x"}});
+    root.post(&path, nobody).await.assert_error(404, "M_NOT_FOUND");
+    let remote = json!({"user_id": "@bob:elsewhere", "content": {"body": "x"}});
+    root.post(&path, remote).await.assert_error(400, "M_UNKNOWN");
+}

@@ -8,11 +8,12 @@
 // Helpers in this file are test code too.
 #![allow(clippy::unwrap_used)]
 
-use hearth_conformance_tests::{Client, TestServer};
+use hearth_conformance_tests::{Client, SHARED_SECRET, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
+const ADMIN: &str = "/_synapse/admin";
 /// The server's nesting limit for request bodies (`hearth_core::json::MAX_DEPTH`), restated:
 /// this suite checks the behaviour, not the constant.
 const LIMIT: usize = 64;
@@ -287,7 +288,8 @@ type BodyAround = fn(Value) -> Value;
 #[tokio::test]
 async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_past_the_limit() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    // An admin, so that the admin API's handlers read the bodies too.
+    let alice = Client::register_with_secret(&server.base_url, SHARED_SECRET, "alice", "pw", true).await;
     let me = alice.user_id().to_owned();
     let room = alice.create_room(json!({})).await;
     let event = alice.send_text(&room, "t0", "target").await;
@@ -363,6 +365,19 @@ async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_pa
             Method::POST,
             format!("{V3}/register"),
             |deep| json!({"type": "m.login.application_service", "username": "mau_x", "x": deep}),
+        ),
+        (
+            Method::PUT,
+            format!("{ADMIN}/v2/users/@carol:localhost"),
+            |deep| json!({"displayname": "C", "x": deep}),
+        ),
+        (Method::POST, format!("{ADMIN}/v1/registration_tokens/new"), |deep| json!({ "x": deep })),
+        (Method::POST, format!("{ADMIN}/v1/users/{me}/override_ratelimit"), |deep| json!({ "x": deep })),
+        (Method::PUT, format!("{ADMIN}/v1/rooms/{room}/block"), |deep| json!({"block": false, "x": deep})),
+        (
+            Method::POST,
+            format!("{ADMIN}/v1/send_server_notice"),
+            |deep| json!({"user_id": "@alice:localhost", "content": {"body": "n", "x": deep}}),
         ),
     ];
     for (method, path, body) in endpoints {
@@ -590,7 +605,7 @@ fn malformed_bodies() -> Vec<(&'static str, Vec<u8>)> {
 #[tokio::test]
 async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let alice = Client::register_with_secret(&server.base_url, SHARED_SECRET, "alice", "pw", true).await;
     let bob = Client::register(&server.base_url, "bob", "pw").await;
     let (me, bob_id) = (alice.user_id().to_owned(), bob.user_id().to_owned());
     let device = alice.device_id.clone().unwrap();
@@ -664,6 +679,17 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::POST, "/_synapse/admin/v1/register".to_owned()),
         (Method::POST, "/_matrix/client/v1/appservice/mau/ping".to_owned()),
         (Method::PUT, format!("{V3}/directory/list/appservice/net/{room}")),
+        (Method::PUT, format!("{ADMIN}/v2/users/@carol:localhost")),
+        (Method::POST, format!("{ADMIN}/v1/reset_password/{bob_id}")),
+        (Method::POST, format!("{ADMIN}/v1/deactivate/@nobody:localhost")),
+        (Method::POST, format!("{ADMIN}/v2/users/{bob_id}/delete_devices")),
+        (Method::PUT, format!("{ADMIN}/v1/users/{bob_id}/admin")),
+        (Method::POST, format!("{ADMIN}/v1/users/{bob_id}/override_ratelimit")),
+        (Method::PUT, format!("{ADMIN}/v1/rooms/{room}/block")),
+        (Method::DELETE, format!("{ADMIN}/v2/rooms/!gone:localhost")),
+        (Method::POST, format!("{ADMIN}/v1/registration_tokens/new")),
+        (Method::PUT, format!("{ADMIN}/v1/registration_tokens/none")),
+        (Method::POST, format!("{ADMIN}/v1/send_server_notice")),
     ];
     let mut txn = 0;
     for (method, path) in &endpoints {

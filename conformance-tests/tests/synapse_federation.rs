@@ -7,48 +7,20 @@
 // The helpers below are test code too.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
-
-use hearth_conformance_tests::TestServer;
-
-fn free_port(ip: &str) -> u16 {
-    let probe = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
-    probe.local_addr().unwrap().port()
-}
-
-/// A daemonized Synapse, killed when dropped.
-struct Synapse {
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Synapse {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("homeserver.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-    }
-}
+use hearth_conformance_tests::{
+    TestServer,
+    synapse::{Synapse, free_port},
+};
 
 #[tokio::test]
 async fn hearth_and_synapse_join_each_others_rooms_and_talk() {
     let (client_port, fed_port) = (free_port("127.0.0.1"), free_port("127.0.0.2"));
     let synapse_name = format!("127.0.0.2:{fed_port}");
-    let synapse = Synapse { dir: tempfile::tempdir().unwrap() };
-    let script = format!("{}/clients/start_synapse.sh", env!("CARGO_MANIFEST_DIR"));
-    let started = Command::new("bash")
-        .arg(&script)
-        .arg(client_port.to_string())
-        .arg(synapse.dir.path())
-        .env("SERVER_NAME", &synapse_name)
-        .env("FEDERATION_PORT", fed_port.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "Synapse did not start (the CI installs it into /opt/synapse-venv):\n{}",
-        String::from_utf8_lossy(&started.stderr)
+    let synapse = Synapse::start(
+        client_port,
+        &[("SERVER_NAME", &synapse_name), ("FEDERATION_PORT", &fed_port.to_string())],
     );
-    let synapse_url = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    let synapse_url = synapse.url.clone();
 
     let hearth = TestServer::start_federating_by_address(|_| {}).await;
     let hearth_name = hearth.config.server_name.to_string();

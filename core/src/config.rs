@@ -431,6 +431,27 @@ impl Default for SearchConfig {
     }
 }
 
+/// `[server_notices]`: messages from the server's admins to a user, in a room of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerNoticesConfig {
+    /// The localpart of the user notices come from; unset, notices are off.
+    pub system_user_localpart: Option<String>,
+    pub system_user_displayname: Option<String>,
+    /// The name of the notices room.
+    pub room_name: String,
+}
+
+impl Default for ServerNoticesConfig {
+    fn default() -> Self {
+        Self {
+            system_user_localpart: None,
+            system_user_displayname: None,
+            room_name: "Server Notices".to_owned(),
+        }
+    }
+}
+
 /// `[appservice]`: application services (bridges and bots).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -531,6 +552,7 @@ pub struct HomeserverConfig {
     pub calls: CallsConfig,
     pub appservice: AppserviceConfig,
     pub rate_limits: RateLimitConfig,
+    pub server_notices: ServerNoticesConfig,
 }
 
 impl HomeserverConfig {
@@ -560,6 +582,7 @@ impl HomeserverConfig {
             calls: CallsConfig::default(),
             appservice: AppserviceConfig::default(),
             rate_limits: RateLimitConfig::disabled(),
+            server_notices: ServerNoticesConfig::default(),
         }
     }
 }

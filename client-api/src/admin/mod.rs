@@ -8,6 +8,7 @@
 mod media;
 mod register;
 mod rooms;
+mod server;
 mod users;
 
 use std::marker::PhantomData;
@@ -25,7 +26,7 @@ use ruma::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use self::{media::*, register::*, rooms::*, users::*};
+pub use self::{media::*, register::*, rooms::*, server::*, users::*};
 use crate::{extract::Ruma, response::JsonBody};
 
 /// An admin endpoint: Synapse's method and path (with `{param}` segments).

@@ -1,6 +1,7 @@
 //! What the admin API does, apart from HTTP: accounts, rooms, and the paging they share. The
 //! media side lives in `media/admin.rs`, registration tokens in `auth/registration_tokens.rs`.
 
+pub mod notices;
 pub mod rooms;
 pub mod users;
 

@@ -391,6 +391,18 @@ impl Homeserver {
         Ok(self.db.get::<RoomDeletions>(&delete_id.to_owned())?)
     }
 
+    /// Rooms with a joined member on `server`.
+    pub fn rooms_shared_with(&self, server: &ruma::ServerName) -> Result<Vec<OwnedRoomId>> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix_all::<RoomsTable>()? {
+            let (room_id, _) = entry?;
+            if self.rooms.members(&room_id)?.servers.contains(server) {
+                out.push(room_id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The media a room's events point at (`url` and `info.thumbnail_url` of their content),
     /// as `mxc://` URIs.
     pub fn media_in_room(&self, room_id: &RoomId) -> Result<Vec<String>> {

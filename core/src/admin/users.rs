@@ -270,6 +270,16 @@ impl Homeserver {
         Ok(created)
     }
 
+    /// For a shadow-banned sender, the event ID to answer with instead of sending: the
+    /// request looks accepted, and nothing reaches the room (as on Synapse).
+    pub fn shadow_ban_answer(&self, session: &crate::users::Session) -> Result<Option<ruma::OwnedEventId>> {
+        if !self.users.account(&session.user_id)?.is_some_and(|a| a.shadow_banned) {
+            return Ok(None);
+        }
+        let id = format!("${}", crate::util::random_string(43));
+        Ok(Some(ruma::OwnedEventId::try_from(id).map_err(Error::internal)?))
+    }
+
     /// Changes an account's record in one read-modify-write.
     pub async fn update_account(
         &self,
