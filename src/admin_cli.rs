@@ -216,7 +216,8 @@ async fn online(api: &Api, config: &Config, command: AdminCommand) -> anyhow::Re
     let result = match command {
         AdminCommand::CreateUser { user, admin, password_file, displayname } => {
             let user = user_id(config, &user)?;
-            let mut body = json!({ "admin": admin });
+            // Only with --admin: updating an existing admin must not demote them.
+            let mut body = if admin { json!({ "admin": true }) } else { json!({}) };
             if let Some(file) = password_file {
                 body["password"] = json!(read_secret(&file)?);
             }
@@ -285,7 +286,7 @@ async fn offline(hs: &Homeserver, config: &Config, command: AdminCommand) -> any
             let password = password_file.map(|f| read_secret(&f)).transpose()?;
             let changes = UserChanges {
                 password,
-                admin: Some(admin),
+                admin: admin.then_some(true),
                 displayname: displayname.map(Some),
                 ..UserChanges::default()
             };

@@ -64,6 +64,9 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
         }
     };
 
+    // Held until the registration is known to be made: a failure, or a request dropped halfway
+    // (a client gone, a shutdown), frees the token's use again.
+    let held = registration_token.map(|token| HeldTokenUse { hs: hs.clone(), token: Some(token) });
     let registered = hs
         .users
         .register(NewAccount {
@@ -78,16 +81,30 @@ pub async fn register(hs: Homeserver, req: Ruma<register::v3::Request>) -> ApiRe
             ..Default::default()
         })
         .await;
-    // The use of an admin-issued token the UIA stage held is spent, or freed for another.
-    if let Some(token) = &registration_token {
-        match &registered {
-            Ok(_) => hs.registration_tokens.complete_use(token)?,
-            Err(_) => hs.registration_tokens.release_use(token)?,
-        }
-    }
     let registered = registered?;
+    if let Some(mut held) = held
+        && let Some(token) = held.token.take()
+    {
+        hs.registration_tokens.complete_use(&token)?;
+    }
     count_done(hs.rate_limits.check(Action::Registration, &address).await);
     Ok(registered_response(registered))
+}
+
+/// A use of an admin-issued registration token, released unless the registration completes.
+struct HeldTokenUse {
+    hs: Homeserver,
+    token: Option<String>,
+}
+
+impl Drop for HeldTokenUse {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take()
+            && let Err(error) = self.hs.registration_tokens.release_use(&token)
+        {
+            tracing::warn!(%error, "could not release a registration token's use");
+        }
+    }
 }
 
 /// Counting an action that already happened: going over the limit with it is expected (the

@@ -229,8 +229,8 @@ async fn prepare(
         if session.is_guest && !guests_allowed {
             return Err(Error::guest_access_forbidden("Guest access not allowed"));
         }
-        if !allow_locked && hs.users.account(&session.user_id)?.is_some_and(|a| a.locked) {
-            return Err(Error::user_locked("User account has been locked"));
+        if !allow_locked {
+            hs.users.check_not_locked(&session.user_id)?;
         }
         let ip = client_ip(parts).map(|ip| ip.to_string());
         // Bounded: a header is the client's to fill, the record is ours to keep.

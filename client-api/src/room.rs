@@ -38,7 +38,12 @@ pub async fn create_room(
 ) -> ApiResult<create_room::v3::Response> {
     let session = req.session()?.clone();
     hs.rate_limits.check_user(Action::Message, &session).await?;
-    let body = req.body;
+    let mut body = req.body;
+    if hs.shadow_ban_answer(&session)?.is_some() {
+        // The room is made (the user sees it), but nobody is invited into it.
+        body.invite.clear();
+        body.invite_3pid.clear();
+    }
     let mut create = CreateRoom::new();
     create.version = body.room_version;
     create.preset = body.preset.as_ref().map(|p| match p.as_str() {

@@ -81,17 +81,20 @@ pub async fn connect(
 }
 
 async fn authenticate(hs: &Homeserver, query: &WsQuery, headers: &HeaderMap) -> Result<Session, Error> {
-    if let Some(ticket) = &query.ticket {
-        return hs.redeem_ws_ticket(ticket).await;
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match bearer.or(query.access_token.as_deref()) {
-        Some(token) => hs.users.authenticate(token.trim()),
-        None => Err(Error::missing_token("Missing access token or ticket")),
-    }
+    let session = if let Some(ticket) = &query.ticket {
+        hs.redeem_ws_ticket(ticket).await?
+    } else {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match bearer.or(query.access_token.as_deref()) {
+            Some(token) => hs.users.authenticate(token.trim())?,
+            None => return Err(Error::missing_token("Missing access token or ticket")),
+        }
+    };
+    hs.users.check_not_locked(&session.user_id)?;
+    Ok(session)
 }
 
 fn frame(value: &Value) -> Message {
@@ -333,6 +336,8 @@ async fn run_command(hs: &Homeserver, session: &Session, command: &Value) -> Res
             .map_or_else(|| hearth_core::util::random_string(16), ToOwned::to_owned);
         Some((session.txn_device(), id))
     };
+    // A socket opened before its account was locked stops acting for it.
+    hs.users.check_not_locked(user)?;
     let kind = command["type"].as_str().unwrap_or_default();
     if matches!(kind, "send" | "state" | "redact")
         && let Some(fake) = hs.shadow_ban_answer(session)?

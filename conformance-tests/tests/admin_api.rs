@@ -115,7 +115,7 @@ async fn accounts_are_created_listed_changed_locked_and_deactivated() {
     let joined = root.get(&format!("{ADMIN}/v1/users/@bob:localhost/joined_rooms")).await;
     assert_eq!(joined.assert_ok()["joined_rooms"], json!([room]));
     let gone = root.post(&format!("{ADMIN}/v1/deactivate/@bob:localhost"), json!({"erase": true})).await;
-    assert_eq!(gone.assert_ok()["id_server_unbind_result"], "no-support");
+    assert_eq!(gone.assert_ok()["id_server_unbind_result"], "success");
     assert_eq!(root.get(&format!("{ADMIN}/v1/users/@bob:localhost/joined_rooms")).await.body["total"], 0);
     let details = root.get(&path).await;
     assert_eq!(

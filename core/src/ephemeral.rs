@@ -131,6 +131,10 @@ impl EphemeralStore for LocalEphemeral {
         commit: bool,
     ) -> BoxFuture<'a, Result<Option<Duration>>> {
         let result = self.with(|map| {
+            if map.len() >= SWEEP_THRESHOLD {
+                let now = Instant::now();
+                map.retain(|_, (expires, _)| *expires > now);
+            }
             let now = crate::util::now_ms();
             let stored = Self::live(map.get(key).cloned())
                 .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())

@@ -239,7 +239,9 @@ impl Homeserver {
             search: crate::search::Search::new(search_index),
             delayed: crate::delayed::Delayed::default(),
         };
-        Ok(Self { inner: Arc::new(services) })
+        let hs = Self { inner: Arc::new(services) };
+        hs.fail_interrupted_deletions()?;
+        Ok(hs)
     }
 
     /// A homeserver on an in-memory database, for tests.

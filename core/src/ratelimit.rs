@@ -198,14 +198,13 @@ impl RateLimits {
         Ok(self.db.get::<RateLimitOverrides>(&user.to_owned())?)
     }
 
-    /// Sets (or with `None` removes) `user`'s override. Zero for both fields exempts them.
+    /// Sets (or with `None` removes) `user`'s override. A zero in either field exempts them.
     pub fn set_override(&self, user: &UserId, value: Option<RateLimitOverride>) -> Result<()> {
         match value {
             Some(o) => {
-                let exempt = o.per_second == 0.0 && o.burst_count == 0;
-                if !exempt {
-                    bucket(RateLimit { per_second: o.per_second, burst_count: o.burst_count })
-                        .map_err(Error::invalid_param)?;
+                // A zero in either field lifts the user's limits (`user_bucket`).
+                if !(o.per_second.is_finite() && o.per_second >= 0.0) {
+                    return Err(Error::invalid_param("messages_per_second must be a non-negative number"));
                 }
                 self.db.put::<RateLimitOverrides>(&user.to_owned(), &o)?;
             }

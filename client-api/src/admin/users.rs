@@ -231,7 +231,8 @@ pub async fn deactivate_user(hs: Homeserver, req: Ruma<Admin<DeactivateUser>>) -
     local_user(&hs, &user, "Can only deactivate local users")?;
     existing(&hs, &user)?;
     hs.deactivate_account(&user, b.erase).await?;
-    Ok(Reply::ok(json!({ "id_server_unbind_result": "no-support" }))?)
+    // No identifier is ever bound to an identity server here, so none had to be unbound.
+    Ok(Reply::ok(json!({ "id_server_unbind_result": "success" }))?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,7 +421,7 @@ pub async fn get_rate_limit(hs: Homeserver, req: Ruma<Admin<GetRateLimit>>) -> A
     }
 }
 
-/// `POST /_synapse/admin/v1/users/{userId}/override_ratelimit`: zero for both lifts every
+/// `POST /_synapse/admin/v1/users/{userId}/override_ratelimit`: a zero lifts every
 /// per-user limit of the user.
 pub async fn set_rate_limit(hs: Homeserver, req: Ruma<Admin<SetRateLimit>>) -> AdminResult {
     let user = rate_limited_user(&hs, &req, "Only local users can be ratelimited")?;

@@ -4,12 +4,13 @@
 
 use std::cmp::Ordering;
 
+use hearth_storage::records::OutboxItem;
 pub use hearth_storage::records::{ReportRecord, RoomDeletionRecord};
 use hearth_storage::{
     Batch,
     schema::{
-        Aliases, BlockedRooms, CurrentState, NetworkRooms, Pdus, PublicRooms, Receipts, Reports,
-        RoomAccountData, RoomAliases, RoomBackfill, RoomDeletions, RoomMembers, RoomTimeline,
+        Aliases, BlockedRooms, CurrentState, FederationOutbox, NetworkRooms, Pdus, PublicRooms, Receipts,
+        Reports, RoomAccountData, RoomAliases, RoomBackfill, RoomDeletions, RoomMembers, RoomTimeline,
         Rooms as RoomsTable, ThreadActivity, ThreadRoots, UserRooms,
     },
 };
@@ -374,6 +375,20 @@ impl Homeserver {
         Ok(delete_id)
     }
 
+    /// Marks deletions a stopped process left running as failed (at start-up): nothing runs
+    /// them any more, and a new deletion of their room must not be refused.
+    pub fn fail_interrupted_deletions(&self) -> Result<()> {
+        for entry in self.db.scan_prefix_all::<RoomDeletions>()? {
+            let (id, mut record) = entry?;
+            if matches!(record.status.as_str(), "scheduled" | "active") {
+                record.status = "failed".to_owned();
+                record.error = Some("interrupted by a restart".to_owned());
+                self.db.put::<RoomDeletions>(&id, &record)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The deletions of a room, oldest first.
     pub fn room_deletions(&self, room_id: &RoomId) -> Result<Vec<(String, RoomDeletionRecord)>> {
         let mut out = Vec::new();
@@ -446,8 +461,9 @@ impl Homeserver {
     }
 
     /// Removes a room's events, state, memberships, receipts and listings from storage. What
-    /// stays: the global stream's entries (readers skip events that are gone) and state
-    /// groups, which are shared by ID and cost little.
+    /// stays: the global stream's entries (readers skip events that are gone), state groups,
+    /// which are shared by ID and cost little, and events still queued for other servers (the
+    /// members' leaves, which the outbox reads when it sends them).
     async fn purge_room(&self, room_id: &RoomId) -> Result<()> {
         let db = self.db.clone();
         let room = room_id.to_owned();
@@ -469,7 +485,13 @@ impl Homeserver {
                 batch.delete::<CurrentState>(&key);
                 events.push(event_id);
             }
-            for event_id in events {
+            let mut queued = std::collections::BTreeSet::new();
+            for entry in db.scan_prefix_all::<FederationOutbox>()? {
+                if let (_, OutboxItem::Pdu { event_id }) = entry? {
+                    queued.insert(event_id);
+                }
+            }
+            for event_id in events.into_iter().filter(|e| !queued.contains(e)) {
                 batch.delete::<Pdus>(&event_id);
             }
             for entry in db.scan_prefix::<RoomMembers, _>(&room)? {

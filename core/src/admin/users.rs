@@ -231,8 +231,8 @@ impl Homeserver {
                 false
             }
             None => {
-                // The ID rules of registration apply, except the reserved namespaces of
-                // application services, which an admin may use.
+                // The ID rules of registration apply, reserved namespaces of application
+                // services included (M_EXCLUSIVE, as on Synapse).
                 self.users
                     .register(NewAccount {
                         localpart: Some(user.localpart().to_owned()),

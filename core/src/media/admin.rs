@@ -133,15 +133,22 @@ impl Media {
                 files.insert(sha.clone());
             }
         }
-        let mut thumbnails = Vec::new();
-        for sha in &files {
-            for entry in self.db.scan_prefix::<MediaThumbnails, _>(sha)? {
-                let (key, thumb) = entry?;
+        // Thumbnails go with their source; a thumbnail file goes too unless another source's
+        // thumbnail or an item has the same bytes.
+        let mut thumbnails = BTreeSet::new();
+        let mut kept_thumbnails = BTreeSet::new();
+        for entry in self.db.scan_prefix_all::<MediaThumbnails>()? {
+            let (key, thumb) = entry?;
+            if files.contains(&key.0) {
                 batch.delete::<MediaThumbnails>(&key);
-                thumbnails.push(thumb.sha256);
+                thumbnails.insert(thumb.sha256);
+            } else {
+                kept_thumbnails.insert(thumb.sha256);
             }
         }
-        files.extend(thumbnails);
+        files.extend(
+            thumbnails.into_iter().filter(|t| !kept_thumbnails.contains(t) && !still_used.contains(t)),
+        );
         let db = self.db.clone();
         blocking(move || Ok(db.write(batch)?)).await?;
         // After the records: a file without a record is only wasted space, a record without

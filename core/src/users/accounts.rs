@@ -244,6 +244,14 @@ impl Users {
     }
 
     /// Sets a new password. With `logout_devices`, every session other than `keep` ends.
+    /// Refuses a locked account's requests (401 `M_USER_LOCKED`, `soft_logout`).
+    pub fn check_not_locked(&self, user_id: &UserId) -> Result<()> {
+        if self.account(user_id)?.is_some_and(|a| a.locked) {
+            return Err(Error::user_locked("User account has been locked"));
+        }
+        Ok(())
+    }
+
     pub async fn set_password(
         &self,
         user_id: &UserId,

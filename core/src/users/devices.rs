@@ -279,8 +279,8 @@ impl Users {
         let now = now_ms();
         let stale = record.last_seen_ts.is_none_or(|ts| now.saturating_sub(ts) >= INTERVAL_MS);
         let moved = ip.is_some() && record.last_seen_ip != ip;
-        let new_agent = user_agent.is_some() && record.last_seen_user_agent != user_agent;
-        if !stale && !moved && !new_agent {
+        // The user agent rides along with the periodic write: alone it never causes one.
+        if !stale && !moved {
             return Ok(());
         }
         record.last_seen_ts = Some(now);
