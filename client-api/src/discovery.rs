@@ -42,6 +42,8 @@ pub async fn get_supported_versions(
         ("org.matrix.e2e_cross_signing".to_owned(), true),
         // Delayed events: clients (matrix-js-sdk's MatrixRTC) check this before scheduling.
         ("org.matrix.msc4140".to_owned(), calls.max_delay_ms > 0),
+        // Simplified sliding sync, which Element X and matrix-rust-sdk look for.
+        ("org.matrix.simplified_msc3575".to_owned(), true),
         // MatrixRTC transport discovery, when there is a transport to discover.
         ("org.matrix.msc4143".to_owned(), !calls.rtc_transports.is_empty()),
     ]);

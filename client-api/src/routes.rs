@@ -317,6 +317,7 @@ pub fn router(hs: Homeserver, config: ClientApiConfig) -> Router {
         .ruma::<c::presence::set_presence::v3::Request, _, _>(presence::set_presence, GUESTS)
         // Sync
         .ruma::<sync::SyncEvents, _, _>(sync::sync_events, GUESTS)
+        .ruma::<sync::SlidingSync, _, _>(sync::sliding_sync, NO_GUESTS)
         .ruma::<c::peeking::get_current_state::v3::Request, _, _>(misc::get_current_state, GUESTS)
         .ruma::<misc::ListenToNewEvents, _, _>(misc::listen_to_new_events, GUESTS)
         // End-to-end encryption

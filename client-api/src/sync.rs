@@ -2,17 +2,26 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use hearth_core::{
     Error, Homeserver,
     metrics::Open,
-    sync::{SyncRequest, compute},
+    sync::{
+        SyncRequest, compute,
+        sliding::{ListFilters, ListRequest, RoomConfig, SlidingRequest},
+    },
 };
 use ruma::api::{
     IncomingRequest, Metadata,
     auth_scheme::AccessToken,
-    client::{filter::FilterDefinition, sync::sync_events},
+    client::{
+        filter::FilterDefinition,
+        sync::sync_events::{self, v5},
+    },
     error::{DeserializationError, Error as MatrixError},
 };
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
@@ -88,4 +97,95 @@ pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Jso
     };
     let _open = (!request.timeout.is_zero()).then(|| Open::enter(&hs.activity.sync_long_polls));
     Ok(Json(hs.sync(&session.user_id, &session.txn_device(), &request).await?))
+}
+
+/// ruma's sliding sync request, with each list's filters read in full: ruma's type leaves out
+/// `spaces` and `tags`, and cannot tell an absent `room_types` from an empty one.
+pub struct SlidingSync {
+    pub request: v5::Request,
+    pub filters: BTreeMap<String, ListFilters>,
+}
+
+impl Metadata for SlidingSync {
+    const METHOD: axum::http::Method = <v5::Request as Metadata>::METHOD;
+    const RATE_LIMITED: bool = <v5::Request as Metadata>::RATE_LIMITED;
+    type Authentication = AccessToken;
+    type PathBuilder = <v5::Request as Metadata>::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = <v5::Request as Metadata>::PATH_BUILDER;
+}
+
+#[derive(Deserialize)]
+struct FiltersOnly {
+    #[serde(default)]
+    lists: BTreeMap<String, ListFiltersOnly>,
+}
+
+#[derive(Deserialize)]
+struct ListFiltersOnly {
+    #[serde(default)]
+    filters: Option<ListFilters>,
+}
+
+impl IncomingRequest for SlidingSync {
+    type EndpointError = MatrixError;
+    type OutgoingResponse = v5::Response;
+
+    fn try_from_http_request_inner(
+        request: axum::http::Request<&[u8]>,
+        path_args: &[&str],
+    ) -> Result<Self, DeserializationError> {
+        let body: &[u8] = request.body();
+        let filters = if body.is_empty() {
+            BTreeMap::new()
+        } else {
+            let only: FiltersOnly = serde_json::from_slice(body)?;
+            only.lists.into_iter().filter_map(|(name, list)| list.filters.map(|f| (name, f))).collect()
+        };
+        let request = v5::Request::try_from_http_request_inner(request, path_args)?;
+        Ok(Self { request, filters })
+    }
+}
+
+fn room_config(
+    required_state: &[(ruma::events::StateEventType, String)],
+    timeline_limit: ruma::UInt,
+) -> RoomConfig {
+    RoomConfig {
+        required_state: required_state.iter().map(|(kind, key)| (kind.to_string(), key.clone())).collect(),
+        timeline_limit: usize::try_from(u64::from(timeline_limit)).unwrap_or(usize::MAX),
+    }
+}
+
+/// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`
+pub async fn sliding_sync(hs: Homeserver, req: Ruma<SlidingSync>) -> ApiResult<v5::Response> {
+    let session = req.session()?.clone();
+    let SlidingSync { request: body, mut filters } = req.body;
+    let lists = body
+        .lists
+        .iter()
+        .map(|(name, list)| {
+            let request = ListRequest {
+                ranges: list.ranges.iter().map(|(a, b)| (u64::from(*a), u64::from(*b))).collect(),
+                room: room_config(&list.room_details.required_state, list.room_details.timeline_limit),
+                filters: filters.remove(name).unwrap_or_default(),
+            };
+            (name.clone(), request)
+        })
+        .collect();
+    let subscriptions = body
+        .room_subscriptions
+        .iter()
+        .map(|(room, sub)| (room.clone(), room_config(&sub.required_state, sub.timeline_limit)))
+        .collect();
+    let request = SlidingRequest {
+        pos: body.pos,
+        conn_id: body.conn_id.unwrap_or_default(),
+        timeout: body.timeout.unwrap_or_default(),
+        set_presence: Some(hearth_core::presence::PresenceState::parse(body.set_presence.as_str())?),
+        lists,
+        subscriptions,
+        extensions: body.extensions,
+    };
+    let _open = (!request.timeout.is_zero()).then(|| Open::enter(&hs.activity.sync_long_polls));
+    Ok(hs.sliding_sync(&session.user_id, &session.txn_device(), request).await?)
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 const ADMIN: &str = "/_synapse/admin";
+const SLIDING: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 /// The server's nesting limit for request bodies (`hearth_core::json::MAX_DEPTH`), restated:
 /// this suite checks the behaviour, not the constant.
 const LIMIT: usize = 64;
@@ -296,6 +297,11 @@ async fn every_endpoint_that_takes_a_body_answers_every_depth_and_refuses_one_pa
     // Each body puts `deep` (nested as given) one level inside its own object.
     let endpoints: Vec<(Method, String, BodyAround)> = vec![
         (Method::POST, format!("{V3}/createRoom"), |deep| json!({"creation_content": deep})),
+        (
+            Method::POST,
+            SLIDING.to_owned(),
+            |deep| json!({"lists": {"l": {"ranges": [[0, 1]], "timeline_limit": 1, "x": deep}}}),
+        ),
         (Method::POST, format!("{V3}/keys/upload"), |deep| json!({"one_time_keys": deep})),
         (Method::POST, format!("{V3}/keys/device_signing/upload"), |deep| json!({"master_key": deep})),
         (
@@ -449,6 +455,31 @@ async fn at_every_depth_up_to_the_limit_what_is_accepted_reads_back() {
             assert_eq!(event.map(|e| &e["content"]), Some(&message(*levels)), "depth {levels} in {path}");
         }
     }
+    // Sliding sync serves the same events and account data.
+    let body = json!({"lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 100, "required_state": []}},
+        "extensions": {"account_data": {"enabled": true}}});
+    let sliding = bob.post(SLIDING, body.clone()).await;
+    let sliding_timeline = sliding.assert_ok()["rooms"][&room]["timeline"].as_array().unwrap().clone();
+    for (levels, id) in &sent {
+        let event = sliding_timeline.iter().find(|e| e["event_id"] == json!(id));
+        assert_eq!(event.map(|e| &e["content"]), Some(&message(*levels)), "depth {levels} in sliding sync");
+    }
+    let sliding = alice.post(SLIDING, body).await;
+    let sliding = sliding.assert_ok();
+    let sliding_global = sliding["extensions"]["account_data"]["global"].as_array().unwrap().clone();
+    let sliding_room = sliding["extensions"]["account_data"]["rooms"][&room].as_array().unwrap().clone();
+    for levels in 1..=LIMIT {
+        let kind = format!("org.example.every{levels}");
+        for (place, events) in [("room", &sliding_room), ("global", &sliding_global)] {
+            let event = events.iter().find(|e| e["type"] == json!(kind));
+            assert_eq!(
+                event.map(|e| &e["content"]),
+                Some(&expected(levels)),
+                "{place} {kind} in sliding sync"
+            );
+        }
+    }
+
     let sync = alice.get(&format!("{V3}/sync?timeout=0")).await;
     let sync = sync.assert_ok();
     let in_room = sync["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap().clone();
@@ -623,6 +654,7 @@ async fn malformed_bodies_get_matrix_errors_on_every_endpoint_that_takes_one() {
         (Method::PUT, format!("{V3}/rooms/{room}/send/m.room.message/TXN")),
         (Method::PUT, format!("{V3}/rooms/{room}/send/m.room.message/TXN?org.matrix.msc4140.delay=60000")),
         (Method::POST, format!("{V3}/search")),
+        (Method::POST, SLIDING.to_owned()),
         (Method::POST, "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/nosuchid".to_owned()),
         (Method::PUT, format!("{V3}/rooms/{room}/state/org.example.k/k")),
         (Method::PUT, format!("{V3}/rooms/{room}/state/m.room.power_levels/")),

@@ -58,6 +58,8 @@ pub enum ErrorCode {
     RemoteUnavailable,
     /// An asynchronous upload whose content has not arrived in time.
     NotYetUploaded,
+    /// A sliding sync position the server no longer knows: the client starts a new connection.
+    UnknownPos,
     /// An asynchronous upload sent twice.
     CannotOverwriteMedia,
     /// A third-party identifier (e-mail, phone) this server cannot verify (MSC4178).
@@ -107,6 +109,7 @@ impl ErrorCode {
             Self::Forbidden => (403, ErrorKind::Forbidden),
             Self::UserDeactivated => (403, ErrorKind::UserDeactivated),
             Self::UserLocked => (401, ErrorKind::UserLocked),
+            Self::UnknownPos => (400, ErrorKind::UnknownPos),
             Self::GuestAccessForbidden => (403, ErrorKind::GuestAccessForbidden),
             Self::NotFound => (404, ErrorKind::NotFound),
             Self::Unrecognized => (404, ErrorKind::Unrecognized),

@@ -86,6 +86,8 @@ pub struct Services {
     pub rate_limits: crate::ratelimit::RateLimits,
     pub activity: crate::metrics::Activity,
     pub registration_tokens: crate::auth::registration_tokens::RegistrationTokens,
+    /// What each sliding sync connection was sent.
+    pub sliding: crate::sync::sliding::conn::Connections,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that
@@ -238,6 +240,7 @@ impl Homeserver {
             mailer: backends.mailer,
             search: crate::search::Search::new(search_index),
             delayed: crate::delayed::Delayed::default(),
+            sliding: crate::sync::sliding::conn::Connections::new(),
         };
         let hs = Self { inner: Arc::new(services) };
         hs.fail_interrupted_deletions()?;

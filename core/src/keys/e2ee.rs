@@ -531,9 +531,23 @@ impl Homeserver {
         since: Option<u64>,
         now: u64,
     ) -> Result<Vec<Value>> {
+        Ok(self.to_device_batch(user, device, since, now, TO_DEVICE_PER_SYNC)?.0)
+    }
+
+    /// [`Self::to_device_messages`], at most `limit` of them, with the position through which
+    /// the device now has them all (`now`, unless some were left for the next batch).
+    pub fn to_device_batch(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        since: Option<u64>,
+        now: u64,
+        limit: usize,
+    ) -> Result<(Vec<Value>, u64)> {
         let prefix = (user.to_owned(), device.to_owned());
         let mut acknowledged = Batch::new();
         let mut out = Vec::new();
+        let mut through = now;
         for entry in self.db.scan_prefix::<ToDeviceInbox, _>(&prefix)?.lenient() {
             let (key, record) = entry?;
             let Some(record) = record else {
@@ -544,13 +558,16 @@ impl Homeserver {
             let pos = key.2;
             if since.is_some_and(|s| pos <= s) {
                 acknowledged.delete::<ToDeviceInbox>(&key);
-            } else if pos <= now && out.len() < TO_DEVICE_PER_SYNC {
+            } else if pos <= now && out.len() < limit {
                 out.push(
                     json!({"sender": record.sender, "type": record.event_type, "content": record.content}),
                 );
+            } else if pos <= now {
+                // Full: the rest waits for the next batch, from just before this one.
+                through = through.min(pos - 1);
             }
         }
         self.db.write(acknowledged)?;
-        Ok(out)
+        Ok((out, through))
     }
 }

@@ -89,13 +89,18 @@ fn events(list: Vec<Value>) -> Value {
 
 /// What changed in the stream between two positions, as seen by one user.
 #[derive(Default)]
-struct Changes {
-    rooms: BTreeSet<OwnedRoomId>,
-    ephemeral: BTreeSet<OwnedRoomId>,
-    global_account_data: bool,
-    room_account_data: BTreeSet<OwnedRoomId>,
-    keys_changed: BTreeSet<OwnedUserId>,
-    presence: BTreeSet<OwnedUserId>,
+pub(super) struct Changes {
+    pub rooms: BTreeSet<OwnedRoomId>,
+    /// Rooms with new receipts or typing.
+    pub ephemeral: BTreeSet<OwnedRoomId>,
+    pub receipts: BTreeSet<OwnedRoomId>,
+    /// Rooms where the user's own receipts moved (their unread counts with them).
+    pub own_receipts: BTreeSet<OwnedRoomId>,
+    pub typing: BTreeSet<OwnedRoomId>,
+    pub global_account_data: bool,
+    pub room_account_data: BTreeSet<OwnedRoomId>,
+    pub keys_changed: BTreeSet<OwnedUserId>,
+    pub presence: BTreeSet<OwnedUserId>,
 }
 
 impl Homeserver {
@@ -412,7 +417,7 @@ impl Homeserver {
         Ok(users.iter().map(|u| self.presence_event(u)).collect())
     }
 
-    fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
+    pub(super) fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
         self.db
             .scan_prefix::<UserRooms, _>(&user.to_owned())?
             .map(|e| e.map(|((_, room), record)| (room, record)).map_err(Into::into))
@@ -420,7 +425,7 @@ impl Homeserver {
     }
 
     /// What the stream log says happened in `(since, now]` that concerns `user`.
-    fn changes(&self, user: &UserId, since: u64, now: u64) -> Result<Changes> {
+    pub(super) fn changes(&self, user: &UserId, since: u64, now: u64) -> Result<Changes> {
         let mut changes = Changes::default();
         if now <= since {
             return Ok(changes);
@@ -433,7 +438,15 @@ impl Homeserver {
                 StreamEntry::RoomEvent { room_id, .. } => {
                     changes.rooms.insert(room_id);
                 }
-                StreamEntry::Receipt { room_id, .. } | StreamEntry::Typing { room_id } => {
+                StreamEntry::Receipt { room_id, user_id } => {
+                    if user_id == user {
+                        changes.own_receipts.insert(room_id.clone());
+                    }
+                    changes.receipts.insert(room_id.clone());
+                    changes.ephemeral.insert(room_id);
+                }
+                StreamEntry::Typing { room_id } => {
+                    changes.typing.insert(room_id.clone());
                     changes.ephemeral.insert(room_id);
                 }
                 StreamEntry::AccountData { user_id, room_id, .. } if user_id == user => match room_id {
@@ -674,7 +687,7 @@ impl Homeserver {
 
     /// A membership event kept outside any timeline (this server is not in the room), in the
     /// client format.
-    fn outside_event(&self, record: &MembershipRecord) -> Result<Option<Value>> {
+    pub(super) fn outside_event(&self, record: &MembershipRecord) -> Result<Option<Value>> {
         let Some(own) = self.rooms.pdu_record(&record.event_id)? else { return Ok(None) };
         if own.stream_pos.is_some() {
             return Ok(None);
@@ -684,7 +697,7 @@ impl Homeserver {
         Ok(Some(self.rooms.client_event(&record.event_id, &own, &target, None)?))
     }
 
-    fn stripped_state(
+    pub(super) fn stripped_state(
         &self,
         user: &UserId,
         room_id: &RoomId,
@@ -727,6 +740,18 @@ impl Homeserver {
         let mut out = Vec::new();
         let typing = self.rooms.typing_users(room_id);
         out.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
+        out.extend(self.receipts_since(user, room_id, since)?);
+        Ok(out)
+    }
+
+    /// The room's receipts newer than `since` as one `m.receipt` event (none when there are
+    /// none), private ones only the user's own.
+    pub(super) fn receipts_since(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        since: Option<u64>,
+    ) -> Result<Option<Value>> {
         let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for (kind, reader, thread, record) in self.rooms.receipts(room_id)? {
             if since.is_some_and(|s| record.stream_pos <= s) {
@@ -743,13 +768,10 @@ impl Homeserver {
             let readers = by_type.entry(kind).or_insert_with(|| json!({}));
             readers[reader.as_str()] = receipt;
         }
-        if !content.is_empty() {
-            out.push(json!({"type": "m.receipt", "content": content}));
-        }
-        Ok(out)
+        Ok((!content.is_empty()).then(|| json!({"type": "m.receipt", "content": content})))
     }
 
-    fn global_account_data(&self, user: &UserId, since: Option<u64>) -> Result<Vec<Value>> {
+    pub(super) fn global_account_data(&self, user: &UserId, since: Option<u64>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut has_push_rules = false;
         for entry in self.db.scan_prefix::<GlobalAccountData, _>(&user.to_owned())?.lenient() {
@@ -772,7 +794,12 @@ impl Homeserver {
         Ok(out)
     }
 
-    fn room_account_data(&self, user: &UserId, room_id: &RoomId, since: Option<u64>) -> Result<Vec<Value>> {
+    pub(super) fn room_account_data(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        since: Option<u64>,
+    ) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         for entry in
             self.db.scan_prefix::<RoomAccountData, _>(&(user.to_owned(), room_id.to_owned()))?.lenient()
@@ -805,7 +832,7 @@ impl Homeserver {
 
 /// Whether others share a room with one user, answered per person from that user's joined
 /// rooms and remembered for the response.
-struct Sharing<'a> {
+pub(super) struct Sharing<'a> {
     hs: &'a Homeserver,
     user: &'a UserId,
     rooms: std::cell::OnceCell<Vec<OwnedRoomId>>,
@@ -813,11 +840,11 @@ struct Sharing<'a> {
 }
 
 impl<'a> Sharing<'a> {
-    fn new(hs: &'a Homeserver, user: &'a UserId) -> Self {
+    pub(super) fn new(hs: &'a Homeserver, user: &'a UserId) -> Self {
         Self { hs, user, rooms: std::cell::OnceCell::new(), answers: std::cell::RefCell::default() }
     }
 
-    fn with(&self, other: &UserId) -> Result<bool> {
+    pub(super) fn with(&self, other: &UserId) -> Result<bool> {
         if other == self.user {
             return Ok(true);
         }

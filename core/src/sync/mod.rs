@@ -2,6 +2,7 @@
 
 pub mod compute;
 pub mod notifier;
+pub mod sliding;
 pub mod stream;
 
 pub use compute::SyncRequest;
