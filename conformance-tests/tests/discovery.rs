@@ -17,7 +17,8 @@ async fn versions_well_known_and_capabilities() {
     // transport is configured.
     assert_eq!(
         body["unstable_features"],
-        json!({"org.matrix.e2e_cross_signing": true, "org.matrix.msc4140": true, "org.matrix.msc4143": false})
+        json!({"org.matrix.e2e_cross_signing": true, "org.matrix.msc4140": true, "org.matrix.msc4143": false,
+            "org.matrix.simplified_msc3575": true})
     );
 
     let wk = anon.get("/.well-known/matrix/client").await;

@@ -260,28 +260,52 @@ impl Rooms {
         let version = version.clone();
         let (room_id, ticket) = blocking(move || {
             let rules = version.rules().ok_or_else(|| Error::internal("room version without rules"))?;
-            let new = NewEvent::state(TimelineEventType::RoomCreate, "", content);
-            let explicit_id = (!rules.authorization.room_create_event_id_as_room_id).then(|| {
-                RoomId::parse(format!("!{}:{}", random_string(18), this.inner.server_name))
-                    .map_err(Error::internal)
-            });
-            let explicit_id = explicit_id.transpose()?;
-            let placement =
-                Placement { room_id: explicit_id.as_deref(), prev_events: &[], auth_events: &[], depth: 1 };
-            let (event_id, object) =
-                build_and_sign(&new, &creator, &placement, &rules, &this.inner.server_name, &this.inner.key)?;
-            let room_id = match explicit_id {
-                Some(id) => id,
-                // Since v12 the room ID is the create event's reference hash.
-                None => RoomId::parse(format!("!{}", event_id.as_str().trim_start_matches('$')))
-                    .map_err(Error::internal)?,
+            let mut new = NewEvent::state(TimelineEventType::RoomCreate, "", content);
+            let db = this.db();
+            // Until the room record is written below, no other creation may claim an ID.
+            let _claim = this.inner.create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (event_id, object, room_id) = loop {
+                let explicit_id = (!rules.authorization.room_create_event_id_as_room_id).then(|| {
+                    RoomId::parse(format!("!{}:{}", random_string(18), this.inner.server_name))
+                        .map_err(Error::internal)
+                });
+                let explicit_id = explicit_id.transpose()?;
+                let placement = Placement {
+                    room_id: explicit_id.as_deref(),
+                    prev_events: &[],
+                    auth_events: &[],
+                    depth: 1,
+                };
+                let (event_id, object) = build_and_sign(
+                    &new,
+                    &creator,
+                    &placement,
+                    &rules,
+                    &this.inner.server_name,
+                    &this.inner.key,
+                )?;
+                let room_id = match explicit_id {
+                    Some(id) => id,
+                    // Since v12 the room ID is the create event's reference hash.
+                    None => RoomId::parse(format!("!{}", event_id.as_str().trim_start_matches('$')))
+                        .map_err(Error::internal)?,
+                };
+                if db.get::<RoomsTable>(&room_id)?.is_none() {
+                    break (event_id, object, room_id);
+                }
+                // The same creator, content and millisecond as a room that exists: a later
+                // timestamp makes a different event, and so a room of its own.
+                let ts = match object.get("origin_server_ts") {
+                    Some(ruma::CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
+                    _ => 0,
+                };
+                new.origin_server_ts = Some(ts + 1);
             };
             let json = to_json_string(&object)?;
             let pdu = Pdu::from_json(event_id.clone(), &json)?;
             auth::check(&rules, &pdu, |_| None, |_, _| None)
                 .map_err(|reason| Error::forbidden(format!("Create event not allowed: {reason}")))?;
 
-            let db = this.db();
             let mut batch = Batch::new();
             let group = this.new_state_group_id();
             let change = [("m.room.create".to_owned(), String::new(), event_id.clone())];

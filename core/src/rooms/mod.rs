@@ -64,6 +64,9 @@ struct Inner {
     streams: Arc<Streams>,
     default_version: RoomVersionId,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while a create event claims its room ID: since v12 the ID is the event's hash, and
+    /// two identical requests in one millisecond would otherwise claim the same room.
+    create_lock: Mutex<()>,
     next_state_group: AtomicU64,
     typing: ephemeral::Typing,
     federation: Arc<Federation>,
@@ -196,6 +199,7 @@ impl Rooms {
                 streams,
                 default_version,
                 locks: Mutex::default(),
+                create_lock: Mutex::default(),
                 next_state_group: AtomicU64::new(last_group),
                 typing: ephemeral::Typing::default(),
                 federation,

@@ -245,3 +245,28 @@ fn a_failed_read_in_a_callback_is_an_error_not_a_missing_event() {
     assert!(reads.finish(()).is_err(), "the failure comes back after the call");
     assert!(super::Reads::default().finish(()).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_creations_at_once_make_different_rooms() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    // Since v12 a room's ID is its create event's hash: the same creator and content in the
+    // same millisecond must still make rooms of their own.
+    let creations = (0..8).map(|_| {
+        let hs = hs.clone();
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let mut create = CreateRoom::new();
+            create.version = Some(RoomVersionId::V12);
+            hs.rooms.create_room(&alice, json!({}), create).await
+        })
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for creation in creations.collect::<Vec<_>>() {
+        ids.insert(creation.await.unwrap().unwrap());
+    }
+    assert_eq!(ids.len(), 8);
+    for id in &ids {
+        assert!(hs.rooms.current_state_event(id, "m.room.join_rules", "").unwrap().is_some(), "{id}");
+    }
+}

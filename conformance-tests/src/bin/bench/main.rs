@@ -15,12 +15,16 @@
 //!
 //! `--search N` fills rooms with N messages and times `POST /search` (see `search.rs`).
 //!
+//! `--sliding N` compares the first and an incremental response of `/sync` and of simplified
+//! sliding sync for a user in N rooms (see `sliding.rs`).
+//!
 //! `bench --homeserver http://127.0.0.1:8008 [--label hearth] [--quick]`. The server must allow
 //! registration with the dummy flow and must not rate-limit loopback. Bounded in count and time.
 
 mod big_room;
 mod memory;
 mod search;
+mod sliding;
 mod websockets;
 
 use std::{
@@ -180,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = arg("--search") {
         return search::run(&http, &base, &run, n.parse().context("--search takes a number")?).await;
+    }
+    if let Some(n) = arg("--sliding") {
+        return sliding::run(&http, &base, &run, n.parse().context("--sliding takes a number")?).await;
     }
     if let Some(n) = arg("--websockets") {
         let n = n.parse().context("--websockets takes a number")?;

@@ -87,7 +87,11 @@ impl Homeserver {
             }
             let membership = MembershipState::from(record.membership.as_str());
             let newly = since.is_some_and(|s| record.stream_pos > s);
-            let own_event = self.membership_event(&record)?;
+            // Read only where the event matters: a join's says nothing the lists need.
+            let own_event = match membership {
+                MembershipState::Join | MembershipState::Knock => None,
+                _ => self.membership_event(&record)?,
+            };
             let by_self = own_event.as_ref().is_none_or(|pdu| pdu.sender == user);
             let shown = match membership {
                 MembershipState::Join | MembershipState::Knock => true,

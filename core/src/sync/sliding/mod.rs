@@ -197,11 +197,12 @@ impl Homeserver {
         for (room_id, config) in &selection.rooms {
             let candidate = &selection.candidates[room_id];
             let sent = previous.rooms.get(room_id);
-            if let Some((room, sent)) = self.sliding_room(&w, room_id, candidate, config, sent)? {
+            let (room, sent) = self.sliding_room(&w, room_id, candidate, config, sent)?;
+            snapshot.rooms.insert(room_id.clone(), sent);
+            if let Some(room) = room {
                 if room.initial == Some(true) {
                     initial_rooms.insert(room_id.clone());
                 }
-                snapshot.rooms.insert(room_id.clone(), sent);
                 response.rooms.insert(room_id.clone(), room);
             }
         }

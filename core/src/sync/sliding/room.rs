@@ -49,15 +49,16 @@ impl Homeserver {
         candidate: &Candidate,
         config: &RoomConfig,
         sent: Option<&SentRoom>,
-    ) -> Result<Option<(Room, SentRoom)>> {
+    ) -> Result<(Option<Room>, SentRoom)> {
         let membership = candidate.membership.clone();
         let mut room = Room::new();
         room.bump_stamp = Some(uint(candidate.bump));
         room.is_dm = candidate.dm.then_some(true);
         let record = &candidate.record;
         if matches!(membership, MembershipState::Invite | MembershipState::Knock) {
-            if sent.is_some_and(|s| s.membership == membership && s.through >= record.stream_pos) {
-                return Ok(None);
+            if let Some(sent) = sent.filter(|s| s.membership == membership && s.through >= record.stream_pos)
+            {
+                return Ok((None, sent.clone()));
             }
             if membership == MembershipState::Invite {
                 let stripped = self.stripped_state(w.user, room_id, record)?;
@@ -69,7 +70,7 @@ impl Homeserver {
                 membership,
                 required_state: config.required_state.clone(),
             };
-            return Ok(Some((room, sent)));
+            return Ok((Some(room), sent));
         }
         // Outside the room, nothing after the user's own leave is theirs to see.
         let joined = membership == MembershipState::Join;
@@ -80,6 +81,12 @@ impl Homeserver {
         let state_changed = previous.is_some_and(|s| s.required_state != config.required_state);
         let moved = previous.is_some_and(|s| s.membership != membership);
         let counts_moved = w.changes.own_receipts.contains(room_id);
+        // What the client holds once this response reaches it, news or not.
+        let now_sent = SentRoom {
+            through: until,
+            membership: membership.clone(),
+            required_state: config.required_state.clone(),
+        };
         if let Some(sent) = previous
             && !state_changed
             && !moved
@@ -88,7 +95,7 @@ impl Homeserver {
             && !w.changes.rooms.contains(room_id)
         {
             // Sent up to the last response, and nothing of it in the stream since.
-            return Ok(None);
+            return Ok((None, now_sent));
         }
         let from = previous.map(|s| s.through);
         let limit = config.timeline_limit;
@@ -118,7 +125,7 @@ impl Homeserver {
             None => false,
         };
         if !initial && !state_changed && !moved && !counts_moved && events.is_empty() && !more {
-            return Ok(None);
+            return Ok((None, now_sent));
         }
         room.initial = initial.then_some(true);
         room.limited = more || gap;
@@ -191,8 +198,7 @@ impl Homeserver {
             room.unread_notifications.notification_count = Some(uint(unread.notifications));
             room.unread_notifications.highlight_count = Some(uint(unread.highlights));
         }
-        let sent = SentRoom { through: until, membership, required_state: config.required_state.clone() };
-        Ok(Some((room, sent)))
+        Ok((Some(room), now_sent))
     }
 
     /// The room's name and avatar, or the members a client names it after.
