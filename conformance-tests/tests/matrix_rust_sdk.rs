@@ -57,6 +57,9 @@ async fn element_x_room_list_live_updates_and_encryption_with_nio() {
     }
     // Recency: Kitchen, then Garden, then Attic (whose last bump is its creation).
     bob.send_text(rooms[0].as_str(), "g", "in the garden").await;
+    // Once it knows the latest events, the SDK ranks rooms by their timestamps (milliseconds):
+    // the two messages must not share one.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     bob.send_text(rooms[1].as_str(), "k", "in the kitchen").await;
 
     let client = Client::builder()

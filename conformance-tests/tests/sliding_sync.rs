@@ -335,3 +335,86 @@ async fn a_long_poll_wakes_for_a_message_and_extensions_carry_the_rest() {
     let after = sliding(&bob, Some(&pos_now), body(Some(&since))).await;
     assert!(after["extensions"]["to_device"]["events"].as_array().is_none_or(Vec::is_empty), "{after}");
 }
+
+#[tokio::test]
+async fn rooms_back_in_the_window_catch_up_and_extensions_follow_membership() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let bob = Client::register(&server.base_url, "bob", "pw").await;
+    let carol = Client::register(&server.base_url, "carol", "pw").await;
+    let (alice_id, bob_id, carol_id) =
+        (alice.user_id().to_owned(), bob.user_id().to_owned(), carol.user_id().to_owned());
+    let old = alice.create_room(json!({"name": "old", "preset": "public_chat"})).await;
+    let new = alice.create_room(json!({"name": "new", "preset": "public_chat"})).await;
+    let gone = alice.create_room(json!({"name": "gone", "preset": "public_chat"})).await;
+    for room in [&old, &new, &gone] {
+        bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    }
+    bob.send_text(&new, "n", "newest").await;
+    let extensions = json!({"receipts": {"enabled": true}, "typing": {"enabled": true},
+        "account_data": {"enabled": true}});
+    // Only the two most recent rooms are in the window: `new` (a message) and `gone` (created last).
+    let body = json!({"lists": {"top": list(&json!([[0, 1]]), 1, &json!([]), &json!({}))}, "extensions": extensions});
+    let first = sliding(&bob, None, body.clone()).await;
+    assert!(first["rooms"][&new].is_object() && first["rooms"][&gone].is_object(), "{first}");
+    assert!(first["rooms"][&old].is_null(), "{first}");
+
+    // While `old` is outside the window, alice reads in it and bob tags it.
+    let event = alice.send_text(&old, "o", "old news").await;
+    alice.post(&format!("{V3}/rooms/{old}/receipt/m.read/{event}"), json!({})).await.assert_ok();
+    bob.put(&format!("{V3}/user/{bob_id}/rooms/{old}/account_data/org.example.note"), json!({"n": 1}))
+        .await
+        .assert_ok();
+    // Leaving and forgetting a room in the same window is reported, not refused.
+    bob.post(&format!("{V3}/rooms/{gone}/leave"), json!({})).await.assert_ok();
+    bob.post(&format!("{V3}/rooms/{gone}/forget"), json!({})).await.assert_ok();
+    bob.send_text(&new, "n2", "newer").await;
+    let away = sliding(&bob, Some(&pos(&first)), body.clone()).await;
+    assert!(away["rooms"][&old].is_null(), "{away}");
+    let leave = &away["rooms"][&gone]["timeline"];
+    assert!(
+        leave
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"]["membership"] == "leave" && e["state_key"] == json!(bob_id)),
+        "{away}"
+    );
+
+    // A message brings `old` back to the top: its receipt and account data come with it.
+    alice.send_text(&old, "o2", "old again").await;
+    let back = sliding(&bob, Some(&pos(&away)), body.clone()).await;
+    assert_eq!(bodies(&back["rooms"][&old]), ["old again"], "{back}");
+    let receipts = &back["extensions"]["receipts"]["rooms"][&old]["content"];
+    assert!(receipts[&event]["m.read"][&alice_id].is_object(), "{back}");
+    let data = back["extensions"]["account_data"]["rooms"][&old].as_array().unwrap();
+    assert!(data.iter().any(|e| e["type"] == "org.example.note"), "{back}");
+
+    // An invitee sees the invite, not the room's receipts or typing.
+    alice.post(&format!("{V3}/rooms/{old}/invite"), json!({"user_id": carol_id})).await.assert_ok();
+    alice
+        .put(&format!("{V3}/rooms/{old}/typing/{alice_id}"), json!({"typing": true, "timeout": 30000}))
+        .await
+        .assert_ok();
+    let invited = sliding(&carol, None, body).await;
+    assert!(invited["rooms"][&old]["invite_state"].is_array(), "{invited}");
+    assert!(invited["extensions"]["receipts"]["rooms"][&old].is_null(), "{invited}");
+    assert!(invited["extensions"]["typing"]["rooms"][&old].is_null(), "{invited}");
+}
+
+#[tokio::test]
+async fn requests_beyond_the_bounds_are_refused() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server.base_url, "alice", "pw").await;
+    let ranges: Vec<Value> = (0..101).map(|i| json!([i, i])).collect();
+    let body = json!({"lists": {"l": {"ranges": ranges, "timeline_limit": 1}}});
+    alice.post(SLIDING, body).await.assert_error(400, "M_INVALID_PARAM");
+    let lists: serde_json::Map<String, Value> =
+        (0..101).map(|i| (format!("l{i}"), json!({"ranges": [[0, 1]], "timeline_limit": 1}))).collect();
+    alice.post(SLIDING, json!({"lists": lists})).await.assert_error(400, "M_INVALID_PARAM");
+    // Overlapping ranges show each room once.
+    alice.create_room(json!({})).await;
+    let body = json!({"lists": {"l": {"ranges": [[0, 5], [0, 5], [0, 0]], "timeline_limit": 1}}});
+    let reply = sliding(&alice, None, body).await;
+    assert_eq!(reply["rooms"].as_object().unwrap().len(), 1);
+}

@@ -286,7 +286,7 @@ mod tests {
             .await
             .unwrap();
         let now = hs.streams.published();
-        let inbox = hs.to_device_messages(&alice, device_id!("DEV1"), None, now).unwrap();
+        let (inbox, _) = hs.to_device_messages(&alice, device_id!("DEV1"), None, now).unwrap();
         assert_eq!(
             inbox,
             vec![json!({"sender": "@eve:other.test", "type": "m.test", "content": {"text": "hello"}})]

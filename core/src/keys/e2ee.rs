@@ -522,20 +522,21 @@ impl Homeserver {
         Ok(())
     }
 
-    /// The to-device messages for a device in `(since, now]`, after deleting those at or below
-    /// `since`, which the client acknowledged by syncing from it.
+    /// The to-device messages for a device in `(since, now]` (one sync's share of them), after
+    /// deleting those at or below `since`, which the client acknowledged by syncing from it;
+    /// with the position through which the device then has them all (`now`, unless some were
+    /// left for the next sync).
     pub fn to_device_messages(
         &self,
         user: &UserId,
         device: &DeviceId,
         since: Option<u64>,
         now: u64,
-    ) -> Result<Vec<Value>> {
-        Ok(self.to_device_batch(user, device, since, now, TO_DEVICE_PER_SYNC)?.0)
+    ) -> Result<(Vec<Value>, u64)> {
+        self.to_device_batch(user, device, since, now, TO_DEVICE_PER_SYNC)
     }
 
-    /// [`Self::to_device_messages`], at most `limit` of them, with the position through which
-    /// the device now has them all (`now`, unless some were left for the next batch).
+    /// [`Self::to_device_messages`], at most `limit` of them.
     pub fn to_device_batch(
         &self,
         user: &UserId,

@@ -160,6 +160,9 @@ impl Homeserver {
     ) -> Result<(Value, bool)> {
         // A token from a future the server does not know (a restored database) reads as now.
         let since = req.since.map(|s| s.min(now));
+        // To-device messages beyond one response's share wait for the next, and the whole
+        // response stops before the first one left: its token acknowledges only what it carried.
+        let (to_device, now) = self.to_device_messages(user, device, since, now)?;
         let initial = since.is_none() || req.full_state;
         let changes = match since {
             Some(since) => self.changes(user, since, now)?,
@@ -320,7 +323,6 @@ impl Homeserver {
         } else {
             Vec::new()
         };
-        let to_device = self.to_device_messages(user, device, since, now)?;
         // Whether someone shares a room with the user, asked of the user's rooms one member at
         // a time: in a big room, reading every member for each sync would cost more than the
         // rest of the sync together.

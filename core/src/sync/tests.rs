@@ -92,3 +92,27 @@ async fn a_timeline_starts_after_the_latest_gap_and_is_limited() {
     assert_eq!(timeline["events"][0]["content"]["body"], "later", "{timeline}");
     assert_eq!(timeline["limited"], false, "{timeline}");
 }
+
+#[tokio::test]
+async fn to_device_messages_beyond_one_sync_wait_for_the_next() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    for i in 0..150 {
+        let to_bob = std::collections::BTreeMap::from([("DEVICE".to_owned(), json!({"n": i}))]);
+        let messages = std::collections::BTreeMap::from([(bob.clone(), to_bob)]);
+        hs.send_to_device(&alice, device_id!("A"), "org.example.n", &format!("t{i}"), messages)
+            .await
+            .unwrap();
+    }
+    // More than one sync carries: each token acknowledges only what its response carried.
+    let mut seen = Vec::new();
+    let mut since = None;
+    for _ in 0..4 {
+        let response = sync(&hs, &bob, since).await;
+        let events = response["to_device"]["events"].as_array().unwrap();
+        seen.extend(events.iter().map(|e| e["content"]["n"].as_u64().unwrap()));
+        since = Some(token(&response));
+    }
+    assert_eq!(seen, (0..150).collect::<Vec<u64>>());
+}

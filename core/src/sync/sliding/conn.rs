@@ -33,6 +33,9 @@ pub struct SentRoom {
     pub membership: MembershipState,
     /// The `required_state` it was sent with: a different one sends its state anew.
     pub required_state: Vec<(String, String)>,
+    /// The response position at which it was last in a window or subscribed to: its receipts,
+    /// typing and account data are sent from there when it comes back.
+    pub seen: u64,
 }
 
 #[derive(Debug, Clone, Default)]

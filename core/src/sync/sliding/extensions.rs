@@ -17,7 +17,7 @@ use ruma::{
 };
 use serde_json::json;
 
-use super::{SlidingRequest, Window, lists::Selection, room::raw};
+use super::{SlidingRequest, Window, conn::Snapshot, lists::Selection, room::raw};
 use crate::{Homeserver, Result, sync::compute::Sharing};
 
 /// To-device messages per response when the client does not say.
@@ -69,10 +69,25 @@ impl Homeserver {
         w: &Window<'_>,
         req: &SlidingRequest,
         selection: &Selection,
+        previous: &Snapshot,
         initial_rooms: &BTreeSet<OwnedRoomId>,
     ) -> Result<Extensions> {
         let ext = &req.extensions;
         let mut out = Extensions::default();
+        // Where a room's receipts, typing and account data continue from: all of it for a room
+        // new to the client, what came since it was last in a window for one that was away,
+        // else (`None`) what the stream says changed in this window.
+        let resume = |room: &OwnedRoomId| -> Option<Option<u64>> {
+            if initial_rooms.contains(room) || w.since.is_none() {
+                return Some(None);
+            }
+            let seen = previous.rooms.get(room).map_or(0, |sent| sent.seen);
+            (w.since.is_some_and(|since| seen < since)).then_some(Some(seen))
+        };
+        // Receipts and typing are the members' business: a user invited or put out sees none.
+        let joined = |room: &OwnedRoomId| {
+            selection.candidates.get(room).is_some_and(|c| c.membership == MembershipState::Join)
+        };
         if ext.to_device.enabled == Some(true) {
             out.to_device = Some(self.to_device_extension(w, &ext.to_device)?);
         }
@@ -81,19 +96,16 @@ impl Homeserver {
         }
         if ext.account_data.enabled == Some(true) {
             let c = &ext.account_data;
-            let global_changed = w.since.is_none() || w.changes.global_account_data;
-            if global_changed {
+            if w.since.is_none() || w.changes.global_account_data {
                 for event in self.global_account_data(w.user, w.since)? {
                     out.account_data.global.push(raw(&event)?);
                 }
             }
             for room in scope(selection, c.lists.as_ref(), c.rooms.as_ref()) {
-                let since = if initial_rooms.contains(&room) {
-                    None
-                } else if w.changes.room_account_data.contains(&room) {
-                    w.since
-                } else {
-                    continue;
+                let since = match resume(&room) {
+                    Some(from) => from,
+                    None if w.changes.room_account_data.contains(&room) => w.since,
+                    None => continue,
                 };
                 let events = self.room_account_data(w.user, &room, since)?;
                 if !events.is_empty() {
@@ -103,13 +115,11 @@ impl Homeserver {
         }
         if ext.receipts.enabled == Some(true) {
             let c = &ext.receipts;
-            for room in scope(selection, c.lists.as_ref(), c.rooms.as_ref()) {
-                let since = if initial_rooms.contains(&room) {
-                    None
-                } else if w.changes.receipts.contains(&room) {
-                    w.since
-                } else {
-                    continue;
+            for room in scope(selection, c.lists.as_ref(), c.rooms.as_ref()).into_iter().filter(joined) {
+                let since = match resume(&room) {
+                    Some(from) => from,
+                    None if w.changes.receipts.contains(&room) => w.since,
+                    None => continue,
                 };
                 if let Some(event) = self.receipts_since(w.user, &room, since)? {
                     out.receipts.rooms.insert(room, raw(&event)?);
@@ -118,11 +128,16 @@ impl Homeserver {
         }
         if ext.typing.enabled == Some(true) {
             let c = &ext.typing;
-            for room in scope(selection, c.lists.as_ref(), c.rooms.as_ref()) {
-                let changed = w.changes.typing.contains(&room);
+            for room in scope(selection, c.lists.as_ref(), c.rooms.as_ref()).into_iter().filter(joined) {
                 let typing = self.rooms.typing_users(&room);
-                // A room new to the client needs no word that nobody types; a change does.
-                if changed || (initial_rooms.contains(&room) && !typing.is_empty()) {
+                // A room new to the client needs no word that nobody types; a change, or a
+                // room back from away (whatever it last showed may have ended), does.
+                let send = match resume(&room) {
+                    Some(None) => !typing.is_empty(),
+                    Some(Some(_)) => true,
+                    None => w.changes.typing.contains(&room),
+                };
+                if send {
                     let event = json!({"type": "m.typing", "content": {"user_ids": typing}});
                     out.typing.rooms.insert(room, raw(&event)?);
                 }

@@ -140,17 +140,21 @@ impl Homeserver {
                 }
             }
             selection.counts.insert(name.clone(), matching.len());
-            let mut shown = Vec::new();
+            // Overlapping ranges show a room once.
+            let mut indexes = BTreeSet::new();
             for &(start, end) in &list.ranges {
                 let start = usize::try_from(start).unwrap_or(usize::MAX);
                 let end = usize::try_from(end).unwrap_or(usize::MAX);
                 if start > end || start >= matching.len() {
                     continue;
                 }
-                for room_id in &matching[start..=end.min(matching.len() - 1)] {
-                    selection.rooms.entry(room_id.clone()).or_default().merge(&list.room);
-                    shown.push(room_id.clone());
-                }
+                indexes.extend(start..=end.min(matching.len() - 1));
+            }
+            let mut shown = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                let room_id = &matching[index];
+                selection.rooms.entry(room_id.clone()).or_default().merge(&list.room);
+                shown.push(room_id.clone());
             }
             selection.in_lists.insert(name.clone(), shown);
         }

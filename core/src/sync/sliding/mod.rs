@@ -92,17 +92,37 @@ pub struct ListFilters {
 const MAX_TIMELINE_LIMIT: usize = 100;
 /// The longest a long-poll may wait.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bounds on what one request may ask for, far above what clients send (Element X: two
+/// lists of one range, about fifteen state entries), so that the work stays bounded.
+const MAX_LISTS: usize = 100;
+const MAX_RANGES: usize = 100;
+const MAX_REQUIRED_STATE: usize = 200;
+const MAX_SUBSCRIPTIONS: usize = 1000;
 
 impl SlidingRequest {
-    pub fn clamp(mut self) -> Self {
+    /// The request with its timeouts and timelines clamped, or `M_INVALID_PARAM` when it asks
+    /// for more lists, ranges, state entries or subscriptions than any client needs.
+    pub fn checked(mut self) -> Result<Self> {
+        let too_many =
+            |what: &str, max: usize| Error::invalid_param(format!("At most {max} {what} per request"));
+        if self.lists.len() > MAX_LISTS {
+            return Err(too_many("lists", MAX_LISTS));
+        }
+        if self.subscriptions.len() > MAX_SUBSCRIPTIONS {
+            return Err(too_many("room subscriptions", MAX_SUBSCRIPTIONS));
+        }
         self.timeout = self.timeout.min(MAX_TIMEOUT);
-        for list in self.lists.values_mut() {
-            list.room.timeline_limit = list.room.timeline_limit.min(MAX_TIMELINE_LIMIT);
+        let configs = self.lists.values_mut().map(|l| &mut l.room).chain(self.subscriptions.values_mut());
+        for config in configs {
+            if config.required_state.len() > MAX_REQUIRED_STATE {
+                return Err(too_many("required_state entries", MAX_REQUIRED_STATE));
+            }
+            config.timeline_limit = config.timeline_limit.min(MAX_TIMELINE_LIMIT);
         }
-        for room in self.subscriptions.values_mut() {
-            room.timeline_limit = room.timeline_limit.min(MAX_TIMELINE_LIMIT);
+        if self.lists.values().any(|l| l.ranges.len() > MAX_RANGES) {
+            return Err(too_many("ranges in a list", MAX_RANGES));
         }
-        self
+        Ok(self)
     }
 }
 
@@ -114,7 +134,7 @@ impl Homeserver {
         device: &DeviceId,
         req: SlidingRequest,
     ) -> Result<v5::Response> {
-        let req = Arc::new(req.clamp());
+        let req = Arc::new(req.checked()?);
         if let Some(state) = req.set_presence
             && state != crate::presence::PresenceState::Offline
         {
@@ -197,7 +217,16 @@ impl Homeserver {
         for (room_id, config) in &selection.rooms {
             let candidate = &selection.candidates[room_id];
             let sent = previous.rooms.get(room_id);
-            let (room, sent) = self.sliding_room(&w, room_id, candidate, config, sent)?;
+            let (room, sent) = match self.sliding_room(&w, room_id, candidate, config, sent) {
+                Ok(built) => built,
+                // One room the user may not read (its history given up in a race) costs that
+                // room, not the response; storage errors still fail it.
+                Err(error) if error.code() == ErrorCode::Forbidden => {
+                    tracing::warn!(%room_id, %error, "sliding sync: leaving out a room");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             snapshot.rooms.insert(room_id.clone(), sent);
             if let Some(room) = room {
                 if room.initial == Some(true) {
@@ -208,7 +237,7 @@ impl Homeserver {
         }
         // A room the user no longer has a place in starts afresh if it comes back.
         snapshot.rooms.retain(|room, _| selection.candidates.contains_key(room));
-        response.extensions = self.sliding_extensions(&w, req, &selection, &initial_rooms)?;
+        response.extensions = self.sliding_extensions(&w, req, &selection, previous, &initial_rooms)?;
         let empty = response.rooms.is_empty() && !lists_changed && extensions::is_empty(&response.extensions);
         Ok((response, snapshot, empty))
     }

@@ -69,11 +69,17 @@ impl Homeserver {
                 through: record.stream_pos,
                 membership,
                 required_state: config.required_state.clone(),
+                seen: w.now,
             };
             return Ok((Some(room), sent));
         }
         // Outside the room, nothing after the user's own leave is theirs to see.
         let joined = membership == MembershipState::Join;
+        if !joined && (record.forgotten || !self.rooms.exists(room_id)?) {
+            // A room this server is not in (a rejected or withdrawn invite from elsewhere), or
+            // whose history the user gave up: the leave itself is all there is.
+            return self.leave_only(w, room_id, candidate, sent, room);
+        }
         let until = if joined { w.now } else { record.stream_pos };
         let previous =
             sent.filter(|s| !matches!(s.membership, MembershipState::Invite | MembershipState::Knock));
@@ -86,6 +92,7 @@ impl Homeserver {
             through: until,
             membership: membership.clone(),
             required_state: config.required_state.clone(),
+            seen: w.now,
         };
         if let Some(sent) = previous
             && !state_changed
@@ -188,7 +195,7 @@ impl Homeserver {
                 let event = self.rooms.client_event(&event_id, &record, w.user, Some(w.device))?;
                 room.required_state.push(raw(&event)?);
             }
-            self.describe(w.user, room_id, group, initial, &mut room)?;
+            self.describe(w.user, room_id, group, (initial, joined), &mut room)?;
         }
         if joined {
             let members = self.rooms.members(room_id)?;
@@ -201,13 +208,44 @@ impl Homeserver {
         Ok((Some(room), now_sent))
     }
 
+    fn leave_only(
+        &self,
+        w: &Window<'_>,
+        room_id: &RoomId,
+        candidate: &Candidate,
+        sent: Option<&SentRoom>,
+        mut room: Room,
+    ) -> Result<(Option<Room>, SentRoom)> {
+        let record = &candidate.record;
+        let now_sent = SentRoom {
+            through: record.stream_pos,
+            membership: candidate.membership.clone(),
+            required_state: Vec::new(),
+            seen: w.now,
+        };
+        if sent.is_some_and(|s| s.membership == candidate.membership && s.through >= record.stream_pos) {
+            return Ok((None, now_sent));
+        }
+        let event = match self.outside_event(record)? {
+            Some(event) => Some(event),
+            None => match self.rooms.pdu_record(&record.event_id)? {
+                Some(own) => Some(self.rooms.client_event(&record.event_id, &own, w.user, Some(w.device))?),
+                None => None,
+            },
+        };
+        room.timeline = event.iter().map(raw).collect::<Result<_>>()?;
+        room.initial = sent.is_none().then_some(true);
+        tracing::debug!(%room_id, "sliding sync: a leave without the room's history");
+        Ok((Some(room), now_sent))
+    }
+
     /// The room's name and avatar, or the members a client names it after.
     fn describe(
         &self,
         user: &UserId,
         room_id: &RoomId,
         group: u64,
-        initial: bool,
+        (initial, joined): (bool, bool),
         room: &mut Room,
     ) -> Result<()> {
         let content = |kind: &str, key: &str| -> Result<Option<Value>> {
@@ -228,9 +266,14 @@ impl Homeserver {
             None => JsOption::Undefined,
         };
         if room.name.is_none() {
-            let members = self.rooms.members(room_id)?;
+            let candidates = if joined {
+                super::lists::heroes(&*self.rooms.members(room_id)?, user)
+            } else {
+                // Someone who left sees the members as they were when they left.
+                self.heroes_at(user, group)?
+            };
             let mut heroes = Vec::new();
-            for hero in super::lists::heroes(&members, user) {
+            for hero in candidates {
                 let member = content(MEMBER, hero.as_str())?.unwrap_or_default();
                 let mut entry = Hero::new(hero);
                 entry.name = member["displayname"].as_str().filter(|n| !n.is_empty()).map(str::to_owned);
@@ -240,5 +283,31 @@ impl Homeserver {
             room.heroes = Some(heroes);
         }
         Ok(())
+    }
+
+    /// Up to five others joined or invited in a state group, reading at most a hundred member
+    /// events.
+    fn heroes_at(&self, user: &UserId, group: u64) -> Result<Vec<ruma::OwnedUserId>> {
+        let mut heroes = Vec::new();
+        let members = self
+            .rooms
+            .state_map(group)?
+            .into_iter()
+            .filter(|((kind, key), _)| kind == MEMBER && key != user.as_str());
+        for ((_, key), event_id) in members.take(100) {
+            let Some(record) = self.rooms.pdu_record(&event_id)? else { continue };
+            let Some(pdu) = crate::rooms::servable(&event_id, &record) else { continue };
+            let membership =
+                MembershipState::from(pdu.content_str("membership").unwrap_or_default().as_str());
+            if matches!(membership, MembershipState::Join | MembershipState::Invite)
+                && let Ok(hero) = UserId::parse(&key)
+            {
+                heroes.push(hero);
+                if heroes.len() == 5 {
+                    break;
+                }
+            }
+        }
+        Ok(heroes)
     }
 }
