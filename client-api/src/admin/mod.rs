@@ -175,6 +175,11 @@ impl<P> Admin<P> {
 }
 
 /// The admin's session, or why there is none.
+/// `true`, for body fields Synapse defaults to on.
+fn yes() -> bool {
+    true
+}
+
 fn admin<'a, P>(hs: &Homeserver, req: &'a Ruma<Admin<P>>) -> Result<&'a Session, Error> {
     let session = req.session.as_ref().ok_or_else(|| Error::missing_token("Missing access token"))?;
     hs.require_admin(session)?;

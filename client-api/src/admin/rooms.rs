@@ -171,14 +171,10 @@ struct DeleteBody {
     message: Option<String>,
     #[serde(default)]
     block: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     purge: bool,
     #[serde(default)]
     force_purge: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl DeleteBody {

@@ -140,13 +140,6 @@ pub async fn list_users_v3(hs: Homeserver, req: Ruma<Admin<ListUsersV3>>) -> Adm
     list(&hs, &req, true).await
 }
 
-fn local_user(hs: &Homeserver, user: &UserId, message: &'static str) -> Result<(), Error> {
-    if user.server_name() != hs.server_name() {
-        return Err(Error::bad_request(message));
-    }
-    Ok(())
-}
-
 fn existing(hs: &Homeserver, user: &UserId) -> Result<AdminUser, Error> {
     hs.admin_user(user)?.ok_or_else(|| Error::not_found("User not found"))
 }
@@ -155,7 +148,7 @@ fn existing(hs: &Homeserver, user: &UserId) -> Result<AdminUser, Error> {
 pub async fn get_user(hs: Homeserver, req: Ruma<Admin<GetUser>>) -> AdminResult {
     admin(&hs, &req)?;
     let user = req.body.user_arg(0)?;
-    local_user(&hs, &user, "Can only look up local users")?;
+    hs.admin_local_user(&user, "Can only look up local users")?;
     Ok(Reply::ok(details(&hs, &existing(&hs, &user)?)?)?)
 }
 
@@ -165,7 +158,7 @@ pub async fn get_user(hs: Homeserver, req: Ruma<Admin<GetUser>>) -> AdminResult 
 struct PutUserBody {
     #[serde(default)]
     password: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     logout_devices: bool,
     #[serde(default, deserialize_with = "present")]
     displayname: Option<Option<String>>,
@@ -179,10 +172,6 @@ struct PutUserBody {
     locked: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     user_type: Option<Option<String>>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A field that was sent, null or not (`Some(None)` for null).
@@ -228,7 +217,7 @@ pub async fn deactivate_user(hs: Homeserver, req: Ruma<Admin<DeactivateUser>>) -
     admin(&hs, &req)?;
     let user = req.body.user_arg(0)?;
     let b: DeactivateBody = req.body.json()?;
-    local_user(&hs, &user, "Can only deactivate local users")?;
+    hs.admin_local_user(&user, "Can only deactivate local users")?;
     existing(&hs, &user)?;
     hs.deactivate_account(&user, b.erase).await?;
     // No identifier is ever bound to an identity server here, so none had to be unbound.
@@ -238,7 +227,7 @@ pub async fn deactivate_user(hs: Homeserver, req: Ruma<Admin<DeactivateUser>>) -
 #[derive(Debug, Deserialize)]
 struct ResetPasswordBody {
     new_password: String,
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     logout_devices: bool,
 }
 
@@ -261,7 +250,7 @@ pub async fn whois(hs: Homeserver, req: Ruma<Admin<Whois>>) -> AdminResult {
     if session.user_id != user {
         hs.require_admin(session)?;
     }
-    local_user(&hs, &user, "Can only whois a local user")?;
+    hs.admin_local_user(&user, "Can only whois a local user")?;
     let connections: Vec<Value> = hs
         .users
         .devices(&user)?
@@ -299,7 +288,7 @@ fn device_json(user: &UserId, d: &hearth_core::users::Device) -> Value {
 fn device_owner(hs: &Homeserver, req: &Ruma<Admin<impl Send>>) -> Result<ruma::OwnedUserId, Error> {
     admin(hs, req)?;
     let user = req.body.user_arg(0)?;
-    local_user(hs, &user, "Can only lookup local users")?;
+    hs.admin_local_user(&user, "Can only lookup local users")?;
     if hs.users.account(&user)?.is_none() {
         return Err(Error::not_found("Unknown user"));
     }
@@ -367,7 +356,6 @@ pub async fn delete_devices(hs: Homeserver, req: Ruma<Admin<DeleteDevices>>) -> 
 pub async fn login_as_user(hs: Homeserver, req: Ruma<Admin<LoginAsUser>>) -> AdminResult {
     let session = admin(&hs, &req)?;
     let user = req.body.user_arg(0)?;
-    local_user(&hs, &user, "Only local users can be logged in as")?;
     let token = hs.admin_login_as(&user, &session.user_id).await?;
     Ok(Reply::ok(json!({ "access_token": token }))?)
 }
@@ -375,7 +363,7 @@ pub async fn login_as_user(hs: Homeserver, req: Ruma<Admin<LoginAsUser>>) -> Adm
 async fn shadow_ban(hs: &Homeserver, req: &Ruma<Admin<impl Send>>, banned: bool) -> AdminResult {
     admin(hs, req)?;
     let user = req.body.user_arg(0)?;
-    local_user(hs, &user, "Only local users can be shadow-banned")?;
+    hs.admin_local_user(&user, "Only local users can be shadow-banned")?;
     hs.update_account(&user, move |a| a.shadow_banned = banned).await?;
     Ok(Reply::empty())
 }
@@ -397,7 +385,7 @@ fn rate_limited_user(
 ) -> Result<ruma::OwnedUserId, Error> {
     admin(hs, req)?;
     let user = req.body.user_arg(0)?;
-    local_user(hs, &user, message)?;
+    hs.admin_local_user(&user, message)?;
     existing(hs, &user)?;
     Ok(user)
 }
@@ -454,7 +442,7 @@ pub async fn delete_rate_limit(hs: Homeserver, req: Ruma<Admin<DeleteRateLimit>>
 pub async fn get_user_admin(hs: Homeserver, req: Ruma<Admin<GetUserAdmin>>) -> AdminResult {
     admin(&hs, &req)?;
     let user = req.body.user_arg(0)?;
-    local_user(&hs, &user, "Only local users can be admins of this homeserver")?;
+    hs.admin_local_user(&user, "Only local users can be admins of this homeserver")?;
     let is_admin = hs.users.account(&user)?.is_some_and(|a| a.is_admin);
     Ok(Reply::ok(json!({ "admin": is_admin }))?)
 }
@@ -469,7 +457,7 @@ pub async fn put_user_admin(hs: Homeserver, req: Ruma<Admin<PutUserAdmin>>) -> A
     let session = admin(&hs, &req)?;
     let user = req.body.user_arg(0)?;
     let b: AdminFlagBody = req.body.json_required()?;
-    local_user(&hs, &user, "Only local users can be admins of this homeserver")?;
+    hs.admin_local_user(&user, "Only local users can be admins of this homeserver")?;
     if !b.admin && user == session.user_id {
         return Err(Error::bad_request("You may not demote yourself.").into());
     }

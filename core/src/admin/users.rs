@@ -150,10 +150,11 @@ impl Homeserver {
         }
     }
 
-    /// A local user ID, or why an admin endpoint cannot act on it.
-    pub fn admin_local_user(&self, user: &UserId) -> Result<()> {
+    /// A local user ID, or why an admin endpoint cannot act on it (`message`: Synapse's words
+    /// for the endpoint, which admin tools show).
+    pub fn admin_local_user(&self, user: &UserId, message: &'static str) -> Result<()> {
         if user.server_name() != self.server_name() {
-            return Err(Error::bad_request("This endpoint can only be used with local users"));
+            return Err(Error::bad_request(message));
         }
         Ok(())
     }
@@ -200,7 +201,7 @@ impl Homeserver {
 
     /// Creates or changes a local account; true when it was created.
     pub async fn admin_put_user(&self, user: &UserId, changes: UserChanges, acting: &UserId) -> Result<bool> {
-        self.admin_local_user(user)?;
+        self.admin_local_user(user, "This endpoint can only be used with local users")?;
         if changes.deactivated == Some(true) && changes.locked == Some(true) {
             return Err(Error::bad_request("An account cannot be deactivated and locked at once"));
         }
@@ -319,7 +320,7 @@ impl Homeserver {
     /// A new session of `user` for an admin to act as them: a device of its own (named so the
     /// user can see and end it), without a refresh token.
     pub async fn admin_login_as(&self, user: &UserId, acting: &UserId) -> Result<String> {
-        self.admin_local_user(user)?;
+        self.admin_local_user(user, "Only local users can be logged in as")?;
         if user == acting {
             return Err(Error::bad_request("Cannot use admin API to login as self"));
         }
