@@ -74,7 +74,8 @@ pub async fn get_key_changes(
 ) -> ApiResult<get_key_changes::v3::Response> {
     let session = req.session()?;
     let parse = |t: &str| {
-        crate::message::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
+        hearth_core::rooms::view::parse_position_token(t)
+            .ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
     };
     let (from, to) = (parse(&req.body.from)?, parse(&req.body.to)?);
     let changed = hs.key_changes(&session.user_id, from, to)?;

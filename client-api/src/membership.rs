@@ -1,6 +1,7 @@
 //! Room membership: join, leave, invite, kick, ban, unban, forget, and member lists.
 
 use hearth_core::{Error, Homeserver, ratelimit::Action, rooms::MembershipAction};
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomId,
     api::client::membership::{
@@ -212,7 +213,7 @@ pub async fn joined_members(
 ) -> ApiResult<Json<Value>> {
     let session = req.session()?;
     let room_id = &req.body.0.room_id;
-    if hs.rooms.membership(room_id, &session.user_id)?.as_deref() != Some("join") {
+    if hs.rooms.membership(room_id, &session.user_id)? != Some(MembershipState::Join) {
         return Err(Error::forbidden("You are not joined to this room").into());
     }
     let mut joined = serde_json::Map::new();
@@ -236,7 +237,11 @@ pub async fn get_member_events(
     let b = &req.body;
     let horizon = hs.rooms.read_access(&b.room_id, &session.user_id)?;
     // `at` (a sync token) and a departed member's view both select an older state.
-    let at = b.at.as_deref().and_then(crate::message::parse_token).unwrap_or(u64::MAX).min(horizon);
+    let at =
+        b.at.as_deref()
+            .and_then(hearth_core::rooms::view::parse_position_token)
+            .unwrap_or(u64::MAX)
+            .min(horizon);
     let state = hs.rooms.state_at_position(&b.room_id, at)?;
     let mut chunk = Vec::new();
     for (event_id, record, pdu) in state {

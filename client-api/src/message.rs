@@ -4,8 +4,8 @@ use hearth_core::{
     Error, Homeserver,
     events::{NewEvent, Pdu},
     rooms::{
-        PageDirection, TimelineKey, append::TxnEndpoint, history_token, parse_history_token,
-        relations::RelatedByFilter,
+        PageDirection, TimelineKey, Window, append::TxnEndpoint, event_passes, history_token,
+        parse_history_token, relations::RelatedByFilter,
     },
 };
 use ruma::{
@@ -26,16 +26,6 @@ use crate::{
     response::{ApiResult, Json, JsonAnswered},
     room::{json_of, raw},
 };
-
-/// Pagination tokens are opaque to clients: `t<position>`, a boundary in the room's stream.
-/// A sync token (`s<position>`) names the same kind of boundary, so clients may pass either.
-pub(crate) fn parse_token(token: &str) -> Option<u64> {
-    token.strip_prefix('t').or_else(|| token.strip_prefix('s')).and_then(|n| n.parse().ok())
-}
-
-pub(crate) fn token(pos: u64) -> String {
-    format!("t{pos}")
-}
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`; with MSC4140's delay
 /// parameter, the event is scheduled instead and the answer is its delay ID.
@@ -97,8 +87,7 @@ fn filter_keeps(
     related: &RelatedByFilter,
     pdu: &Pdu,
 ) -> Result<bool, Error> {
-    Ok(hearth_core::sync::compute::event_passes(filter, pdu)
-        && hs.rooms.related_by(&pdu.event_id, related)?)
+    Ok(event_passes(filter, pdu) && hs.rooms.related_by(&pdu.event_id, related)?)
 }
 
 /// The relation fields of the request's `filter` query parameter.
@@ -143,28 +132,18 @@ pub async fn get_message_events(
     let mut response = get_message_events::v3::Response::new();
     response.start = history_token(start);
     response.end = page.next.map(history_token);
-    let mut senders = std::collections::BTreeSet::new();
+    let user = &session.user_id;
+    let device = session.device_id.as_deref();
+    let mut window = Window::for_filter(&filter);
     for (_, pdu, record) in &page.events {
-        senders.insert(pdu.sender.clone());
-        let event =
-            hs.rooms.client_event(&pdu.event_id, record, &session.user_id, session.device_id.as_deref())?;
-        response.chunk.push(raw(&event)?);
+        window.add(&pdu.sender);
+        response.chunk.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
     }
-    if !filter.lazy_load_options.is_disabled() {
-        // The members whose events are in the chunk, as the lazy-loading client needs them.
-        for sender in senders {
-            if let Some(member) =
-                hs.rooms.current_state_event(&b.room_id, "m.room.member", sender.as_str())?
-                && let Some(record) = hs.rooms.pdu_record(&member.event_id)?
-            {
-                let event = hs.rooms.client_event(
-                    &member.event_id,
-                    &record,
-                    &session.user_id,
-                    session.device_id.as_deref(),
-                )?;
-                response.state.push(raw(&event)?);
-            }
+    // The members at the chunk's first event, as Synapse reads them.
+    if let Some((_, _, first)) = page.events.first() {
+        let members = hs.rooms.window_members(first.state_group, &window)?;
+        for (event_id, record, _) in hs.rooms.servable_state(members)? {
+            response.state.push(raw(&hs.rooms.client_event(&event_id, &record, user, device)?)?);
         }
     }
     Ok(response)
@@ -179,7 +158,7 @@ pub async fn get_context(
     let session = req.session()?.clone();
     let related = related_by(&req);
     let b = req.body;
-    let (_, record) = hs
+    let (pdu, record) = hs
         .rooms
         .visible_event(&b.room_id, &b.event_id, &session.user_id)?
         .ok_or_else(|| Error::not_found("Event not found"))?;
@@ -203,14 +182,19 @@ pub async fn get_context(
     for (_, pdu, record) in &around.after {
         response.events_after.push(raw(&hs.rooms.client_event(&pdu.event_id, record, user, device)?)?);
     }
-    let lazy = !filter.lazy_load_options.is_disabled();
-    let senders: std::collections::BTreeSet<String> =
-        around.before.iter().chain(around.after.iter()).map(|(_, pdu, _)| pdu.sender.to_string()).collect();
-    for (event_id, record, pdu) in hs.rooms.state_events(record.state_group)? {
-        let is_member = pdu.kind == TimelineEventType::RoomMember;
-        if lazy && is_member && !pdu.state_key.as_ref().is_some_and(|k| senders.contains(k)) {
-            continue;
-        }
+    // The state at the last event returned, as the spec says, with the members of every
+    // sender shown when they load lazily.
+    let mut window = Window::for_filter(&filter);
+    window.add(&pdu.sender);
+    let mut last_group = record.state_group;
+    for (_, pdu, _) in around.before.iter().chain(around.after.iter()) {
+        window.add(&pdu.sender);
+    }
+    if let Some((_, _, last)) = around.after.last() {
+        last_group = last.state_group;
+    }
+    let state = hs.rooms.window_state(last_group, &window, None)?;
+    for (event_id, record, _) in hs.rooms.servable_state(state)? {
         response.state.push(raw(&hs.rooms.client_event(&event_id, &record, user, device)?)?);
     }
     Ok(response)

@@ -13,7 +13,8 @@ use ruma::api::{
     },
 };
 
-use crate::{extract::Ruma, message::token as page_token, response::ApiResult, room::raw};
+use crate::{extract::Ruma, response::ApiResult, room::raw};
+use hearth_core::rooms::view::{parse_position_token, position_token as page_token, sync_token};
 
 /// `GET /_matrix/client/v3/voip/turnServer`
 pub async fn get_turn_server_info(
@@ -150,9 +151,8 @@ pub async fn listen_to_new_events(
         }
         None => None,
     };
-    let parse = |t: &str| {
-        crate::message::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")))
-    };
+    let parse =
+        |t: &str| parse_position_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")));
     let from = b.from.as_deref().map(parse).transpose()?.unwrap_or_else(|| hs.streams.published());
     let timeout = match b.timeout.as_deref() {
         Some(ms) => Duration::from_millis(
@@ -207,8 +207,8 @@ pub async fn listen_to_new_events(
                 )?)?);
             }
             let end = events.last().map_or(now, |(pos, ..)| *pos);
-            response.start = Some(hearth_core::sync::compute::token(from));
-            response.end = Some(hearth_core::sync::compute::token(end));
+            response.start = Some(sync_token(from));
+            response.end = Some(sync_token(end));
             return Ok(response);
         }
         let woke =

@@ -1,5 +1,6 @@
 //! Typing notifications, read receipts, read markers.
 
+use ruma::events::room::member::MembershipState;
 use std::time::Duration;
 
 use hearth_core::{Error, Homeserver};
@@ -59,7 +60,7 @@ pub async fn set_read_marker(
     let session = req.session()?.clone();
     let b = req.body;
     if let Some(event_id) = &b.fully_read {
-        if hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() != Some("join") {
+        if hs.rooms.membership(&b.room_id, &session.user_id)? != Some(MembershipState::Join) {
             return Err(Error::forbidden("You are not joined to this room").into());
         }
         let content = json!({"event_id": event_id});

@@ -156,7 +156,7 @@ pub async fn create_alias(
     // A service gives aliases of its namespace to any room; anyone else only to rooms they
     // are in.
     if !hs.appservice_alias_owner(session, &b.room_alias)?
-        && hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() != Some("join")
+        && hs.rooms.membership(&b.room_id, &session.user_id)? != Some(MembershipState::Join)
     {
         return Err(Error::forbidden("You must be in the room to give it an alias").into());
     }

@@ -1,6 +1,7 @@
 //! Room state: read and set state events.
 
 use hearth_core::{Error, Homeserver, events::NewEvent, ratelimit::Action};
+use ruma::events::room::member::MembershipState;
 use ruma::{
     api::client::state::{get_state_event_for_key, get_state_events, send_state_event},
     events::TimelineEventType,
@@ -52,7 +53,7 @@ pub async fn send_state_event(
     if let Some(current) = hs.rooms.current_state_event(&b.room_id, &kind.to_string(), &b.state_key)?
         && current.sender == session.user_id
         && current.content_json() == content
-        && hs.rooms.membership(&b.room_id, &session.user_id)?.as_deref() == Some("join")
+        && hs.rooms.membership(&b.room_id, &session.user_id)? == Some(MembershipState::Join)
     {
         return Ok(Json(json!({ "event_id": current.event_id })));
     }

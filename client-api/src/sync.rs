@@ -8,7 +8,7 @@ use hearth_core::{
     Error, Homeserver,
     metrics::Open,
     sync::{
-        SyncRequest, compute,
+        SyncRequest,
         sliding::{ListFilters, ListRequest, RoomConfig, SlidingRequest},
     },
 };
@@ -83,7 +83,8 @@ pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Jso
     let body = req.body.0;
     let since = match body.since.as_deref() {
         Some(t) => Some(
-            compute::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown sync token {t}")))?,
+            hearth_core::rooms::view::parse_sync_token(t)
+                .ok_or_else(|| Error::invalid_param(format!("Unknown sync token {t}")))?,
         ),
         None => None,
     };

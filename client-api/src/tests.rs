@@ -155,3 +155,114 @@ async fn login_extensions_without_providers() {
     let (status, body) = call(&app, Method::GET, callback, None, None).await;
     assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
 }
+
+/// The member events among a response's `state` list: user ID to display name.
+fn members_of(state: &Value) -> std::collections::BTreeMap<String, Value> {
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| (e["state_key"].as_str().unwrap().to_owned(), e["content"]["displayname"].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn lazy_loaded_members_are_the_windows_senders_at_the_window_on_every_read_path() {
+    let app = app();
+    let (alice, bob, carol, dave) = (
+        register(&app, "alice").await,
+        register(&app, "bob").await,
+        register(&app, "carol").await,
+        register(&app, "dave").await,
+    );
+    let (_, created) = call(
+        &app,
+        Method::POST,
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        Some(json!({"preset": "public_chat"})),
+    )
+    .await;
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let join = format!("/_matrix/client/v3/rooms/{room}/join");
+    for token in [&bob, &carol] {
+        let (status, body) = call(&app, Method::POST, &join, Some(token), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let rename = |name: &'static str| {
+        let app = app.clone();
+        let (bob, room) = (bob.clone(), room.clone());
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@bob:localhost");
+            let content = json!({"membership": "join", "displayname": name});
+            let (status, body) = call(&app, Method::PUT, &path, Some(&bob), Some(content)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    rename("Bob Two").await;
+    let mut sent = Vec::new();
+    for (i, token) in [&alice, &bob, &carol].into_iter().enumerate() {
+        let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/t{i}");
+        let body = json!({"msgtype": "m.text", "body": format!("m{i}")});
+        let (status, body) = call(&app, Method::PUT, &path, Some(token), Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        sent.push(body["event_id"].as_str().unwrap().to_owned());
+    }
+
+    // /sync: the window is bob's and carol's messages; alice syncs, so she comes too.
+    let filter = json!({"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": true}}});
+    let path = format!("/_matrix/client/v3/sync?filter={}", urlencode(&filter.to_string()));
+    let (status, synced) = call(&app, Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK, "{synced}");
+    let joined = &synced["rooms"]["join"][&room];
+    let end = joined["timeline"]["events"][1]["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(end, sent[2]);
+    let from = synced["next_batch"].as_str().unwrap().to_owned();
+    let expected = |with_alice: bool| {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("@bob:localhost".to_owned(), json!("Bob Two"));
+        m.insert("@carol:localhost".to_owned(), json!("carol"));
+        if with_alice {
+            m.insert("@alice:localhost".to_owned(), json!("alice"));
+        }
+        m
+    };
+    assert_eq!(members_of(&joined["state"]["events"]), expected(true));
+
+    // Later changes must not leak into the state of an earlier window.
+    rename("Bob Three").await;
+    let (status, _) = call(&app, Method::POST, &join, Some(&dave), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // /messages over the same window: the same members, as they were then.
+    let lazy = urlencode(&json!({"lazy_load_members": true}).to_string());
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={from}&limit=2&filter={lazy}");
+    let (status, page) = call(&app, Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["chunk"].as_array().unwrap().len(), 2);
+    assert_eq!(members_of(&page["state"]), expected(false));
+    let path = format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from={from}&limit=2");
+    let (_, page) = call(&app, Method::GET, &path, Some(&alice), None).await;
+    assert!(page["state"].as_array().is_none_or(Vec::is_empty), "{page}");
+
+    // /context around bob's message: alice's before, carol's after, and bob's own.
+    let path = format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=2&filter={lazy}", sent[1]);
+    let (status, context) = call(&app, Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    assert_eq!(members_of(&context["state"]), expected(true));
+    // Without lazy-loading, the whole state at the last event returned: dave not yet in it.
+    let path = format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=2", sent[1]);
+    let (_, context) = call(&app, Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(members_of(&context["state"]), expected(true));
+    assert!(context["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@
 //! These two routes are the only hand-written paths: the channel is Hearth's own, so no ruma
 //! endpoint describes it.
 
+use ruma::events::room::member::MembershipState;
 use std::time::Duration;
 
 use axum::{
@@ -17,12 +18,8 @@ use axum::{
 };
 use futures_util::{SinkExt, StreamExt};
 use hearth_core::{
-    Error, ErrorCode, Homeserver,
-    events::NewEvent,
-    presence::PresenceState,
-    rooms::append::TxnEndpoint,
-    sync::{SyncRequest, compute},
-    users::Session,
+    Error, ErrorCode, Homeserver, events::NewEvent, presence::PresenceState, rooms::append::TxnEndpoint,
+    sync::SyncRequest, users::Session,
 };
 use ruma::{OwnedEventId, OwnedRoomId, api::client::filter::FilterDefinition, events::TimelineEventType};
 use serde::Deserialize;
@@ -227,7 +224,8 @@ async fn sync_ended(task: &mut Option<tokio::task::JoinHandle<SyncEnd>>) -> Sync
 fn sync_request(hs: &Homeserver, session: &Session, command: &Value) -> Result<SyncRequest, Error> {
     let since = match command.get("since").and_then(Value::as_str) {
         Some(t) => Some(
-            compute::parse_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown sync token {t}")))?,
+            hearth_core::rooms::view::parse_sync_token(t)
+                .ok_or_else(|| Error::invalid_param(format!("Unknown sync token {t}")))?,
         ),
         None => None,
     };
@@ -270,7 +268,7 @@ async fn sync_loop(
                 return SyncEnd::Stopped;
             }
         };
-        let next = response["next_batch"].as_str().and_then(compute::parse_token);
+        let next = response["next_batch"].as_str().and_then(hearth_core::rooms::view::parse_sync_token);
         let has_content = first || !is_empty(&response);
         if has_content {
             let mut out = response;
@@ -394,7 +392,7 @@ async fn run_command(hs: &Homeserver, session: &Session, command: &Value) -> Res
         "read_markers" => {
             let room_id = room(command)?;
             if command.get("fully_read").is_some() {
-                if hs.rooms.membership(&room_id, user)?.as_deref() != Some("join") {
+                if hs.rooms.membership(&room_id, user)? != Some(MembershipState::Join) {
                     return Err(Error::forbidden("You are not joined to this room"));
                 }
                 let content = json!({"event_id": event_id(command, "fully_read")?});

@@ -1,5 +1,5 @@
 //! A real Synapse (the reference homeserver, from PyPI, with SQLite) on loopback, started by
-//! `clients/start_synapse.sh` and killed when dropped. The CI installs it into
+//! `clients/start_synapse.sh` and killed when dropped. `scripts/test` installs it into
 //! `/opt/synapse-venv`.
 
 use std::process::Command;
@@ -26,7 +26,7 @@ impl Synapse {
         let synapse = Self { url: String::from_utf8_lossy(&started.stdout).trim().to_owned(), dir };
         assert!(
             started.status.success(),
-            "Synapse did not start (the CI installs it into /opt/synapse-venv):\n{}",
+            "Synapse did not start (scripts/test installs it into $SYNAPSE_VENV, by default /opt/synapse-venv):\n{}",
             String::from_utf8_lossy(&started.stderr)
         );
         synapse

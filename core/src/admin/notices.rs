@@ -2,6 +2,7 @@
 //! room of their own (tagged `m.server_notice`, so clients show it apart), created on first use
 //! and reused while the user is in it.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
@@ -39,7 +40,7 @@ impl Homeserver {
     fn notice_room(&self, user: &UserId, system: &UserId) -> Result<Option<OwnedRoomId>> {
         for room in self.rooms.rooms_with_membership(user, &["join", "invite"])? {
             let tagged = self.account_data.tags(user, &room)?.contains_key("m.server_notice");
-            if tagged && self.rooms.membership(&room, system)?.as_deref() == Some("join") {
+            if tagged && self.rooms.membership(&room, system)? == Some(MembershipState::Join) {
                 return Ok(Some(room));
             }
         }

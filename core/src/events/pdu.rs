@@ -108,6 +108,11 @@ impl Pdu {
         self.content_json().get(field)?.as_str().map(ToOwned::to_owned)
     }
 
+    /// The `membership` of an `m.room.member` event's content (of any event's, unchecked).
+    pub fn membership(&self) -> Option<ruma::events::room::member::MembershipState> {
+        self.content_str("membership").map(|m| m.as_str().into())
+    }
+
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()
     }

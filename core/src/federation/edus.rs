@@ -6,6 +6,7 @@
 //! Only what local users do leaves: an EDU received from another server is recorded here and
 //! never sent on, and an EDU is accepted only about users of the server that sent it.
 
+use ruma::events::room::member::MembershipState;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hearth_storage::{
@@ -61,7 +62,7 @@ impl Homeserver {
         let mut out = Vec::new();
         for entry in self.db.scan_prefix_all::<RoomsTable>()? {
             let (room_id, _) = entry?;
-            if self.rooms.membership(&room_id, user)?.as_deref() == Some("join") {
+            if self.rooms.membership(&room_id, user)? == Some(MembershipState::Join) {
                 out.push(room_id);
             }
         }

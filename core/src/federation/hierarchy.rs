@@ -6,6 +6,7 @@
 //! A page token records the walk's parameters and how many rooms earlier pages gave: the next
 //! page walks again and skips those, so no walk state is kept between requests.
 
+use ruma::events::room::member::MembershipState;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::{
@@ -226,11 +227,14 @@ impl Homeserver {
         }
         let Some(user) = user else { return Ok(false) };
         for room in allowed {
-            if self.rooms.membership(room, user)?.as_deref() == Some("join") {
+            if self.rooms.membership(room, user)? == Some(MembershipState::Join) {
                 return Ok(true);
             }
         }
-        Ok(matches!(self.rooms.membership(room_id, user)?.as_deref(), Some("join" | "invite")))
+        Ok(matches!(
+            self.rooms.membership(room_id, user)?,
+            Some(MembershipState::Join | MembershipState::Invite)
+        ))
     }
 
     /// The summary of a room this server is not in, from the servers in `via` (and the room

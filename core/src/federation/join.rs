@@ -1,6 +1,7 @@
 //! Joins across servers, from both sides: as the resident server (`make_join`, `send_join`) and
 //! as the server of a user joining a room it is not in yet.
 
+use ruma::events::room::member::MembershipState;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hearth_storage::records::OutboxItem;
@@ -493,7 +494,7 @@ impl Homeserver {
         if self.rooms.resident(room_id)? {
             self.rooms.join(room_id, user, profile, reason).await?;
         } else {
-            if self.rooms.membership(room_id, user)?.as_deref() == Some("join") {
+            if self.rooms.membership(room_id, user)? == Some(MembershipState::Join) {
                 return Ok(());
             }
             let servers = self.servers_to_ask(room_id, user, via)?;

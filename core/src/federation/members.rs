@@ -8,6 +8,7 @@
 //! - Rejecting such an invite, withdrawing a knock, knocking: through a resident server's
 //!   `make_leave`/`send_leave` and `make_knock`/`send_knock`; and the resident side of those.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId,
     ServerName, UserId,
@@ -100,7 +101,7 @@ impl Homeserver {
     ) -> Result<()> {
         self.check_room_not_blocked(room_id)?;
         let remote = target.server_name() != self.server_name() && self.federation.enabled();
-        let already = self.rooms.membership(room_id, target)?.as_deref() == Some("invite");
+        let already = self.rooms.membership(room_id, target)? == Some(MembershipState::Invite);
         if !remote || already {
             if !remote {
                 // A bridge's user may come into being when its service is asked about it, in
@@ -209,7 +210,7 @@ impl Homeserver {
         let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
         let Some(target) = target else { return Err(Error::bad_json("An invite needs a user as state key")) };
         let is_invite = pdu.kind == TimelineEventType::RoomMember
-            && pdu.content_str("membership").as_deref() == Some("invite")
+            && pdu.membership() == Some(MembershipState::Invite)
             && pdu.room_id.as_deref() == Some(room_id);
         if !is_invite || pdu.sender.server_name() != origin {
             return Err(Error::bad_json("Not an invite by a user of the requesting server"));
@@ -257,9 +258,9 @@ impl Homeserver {
         if !self.federation.enabled() || self.rooms.resident(room_id)? {
             return self.rooms.leave(room_id, user, reason).await;
         }
-        match self.rooms.membership(room_id, user)?.as_deref() {
-            Some("invite" | "knock") => {}
-            Some("leave") => return Ok(()),
+        match self.rooms.membership(room_id, user)? {
+            Some(MembershipState::Invite | MembershipState::Knock) => {}
+            Some(MembershipState::Leave) => return Ok(()),
             _ => return Err(Error::forbidden("You are not a member of this room")),
         }
         let content = with_reason(json!({}), reason);

@@ -1,5 +1,6 @@
 //! The local write path: build, authorize and persist one event.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -152,7 +153,7 @@ impl Rooms {
 
     /// Builds and signs a local event on the room's current extremities and state, refusing it
     /// when the auth rules would.
-    fn prepare_blocking(
+    pub(super) fn prepare_blocking(
         &self,
         room_id: &OwnedRoomId,
         sender: &OwnedUserId,
@@ -264,7 +265,7 @@ impl Rooms {
         let mut target = None;
         if pdu.kind == TimelineEventType::RoomMember {
             target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
-            let membership = pdu.content_str("membership").unwrap_or_default();
+            let membership = pdu.membership().unwrap_or(MembershipState::Leave);
             if let Some(target) = &target {
                 self.record_membership(&mut batch, &mut room, room_id, target, &membership, &event_id, pos)?;
             }
@@ -308,7 +309,7 @@ impl Rooms {
             && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             && target.server_name() != own
             && crate::server_name::is_valid_server_name(target.server_name().as_str())
-            && pdu.content_str("membership").as_deref() != Some("invite")
+            && pdu.membership() != Some(MembershipState::Invite)
         {
             servers.insert(target.server_name().to_owned());
         }
@@ -326,31 +327,31 @@ impl Rooms {
         room: &mut RoomRecord,
         room_id: &OwnedRoomId,
         target: &OwnedUserId,
-        membership: &str,
+        membership: &MembershipState,
         event_id: &OwnedEventId,
         pos: u64,
     ) -> Result<()> {
         let before = self.membership(room_id, target)?;
         if target.server_name() == self.inner.server_name {
-            let was_joined = before.as_deref() == Some("join");
-            let is_joined = membership == "join";
+            let was_joined = before == Some(MembershipState::Join);
+            let is_joined = *membership == MembershipState::Join;
             if was_joined != is_joined {
                 room.joined_count =
                     if is_joined { room.joined_count + 1 } else { room.joined_count.saturating_sub(1) };
             }
             let record = MembershipRecord {
-                membership: membership.to_owned(),
+                membership: membership.as_str().to_owned(),
                 event_id: event_id.clone(),
                 stream_pos: pos,
                 forgotten: false,
             };
             batch.put::<UserRooms>(&(target.clone(), room_id.clone()), &record)?;
-            if !is_joined && membership != "invite" {
+            if !is_joined && *membership != MembershipState::Invite {
                 // Nothing is unread in a room one has left.
                 crate::push::forget_room(self.db(), batch, target, room_id)?;
             }
         }
-        batch.put::<RoomMembers>(&(room_id.clone(), target.clone()), &membership.to_owned())?;
+        batch.put::<RoomMembers>(&(room_id.clone(), target.clone()), &membership.as_str().to_owned())?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 use hearth_storage::schema::{NetworkRooms, PublicRooms, RoomTimeline};
 use ruma::directory::RoomNetwork;
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType,
 };
@@ -35,7 +36,7 @@ pub struct RoomSummaryView {
     pub encryption: Option<String>,
     pub version: RoomVersionId,
     /// The viewer's own membership, if any.
-    pub membership: Option<String>,
+    pub membership: Option<MembershipState>,
 }
 
 impl RoomSummaryView {
@@ -162,12 +163,14 @@ impl Rooms {
     pub fn summary_for(&self, room_id: &RoomId, viewer: Option<&UserId>) -> Result<Option<RoomSummaryView>> {
         let Some(mut view) = self.room_view(room_id)? else { return Ok(None) };
         view.membership = viewer.map(|v| self.membership(room_id, v)).transpose()?.flatten();
-        let mut visible = matches!(view.membership.as_deref(), Some("join" | "invite" | "knock"))
-            || view.room.world_readable
+        let mut visible = matches!(
+            view.membership,
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+        ) || view.room.world_readable
             || matches!(view.join_rule.as_str(), "public" | "knock" | "knock_restricted");
         if let (false, "restricted", Some(viewer)) = (visible, view.join_rule.as_str(), viewer) {
             for allowed in &view.allowed_room_ids {
-                if self.membership(allowed, viewer)?.as_deref() == Some("join") {
+                if self.membership(allowed, viewer)? == Some(MembershipState::Join) {
                     visible = true;
                     break;
                 }
@@ -222,17 +225,17 @@ impl Rooms {
     ) -> Result<Option<(OwnedEventId, u64)>> {
         let horizon = self.read_access(room_id, user)?;
         let mut best: Option<(OwnedEventId, u64)> = None;
-        let mut viewer = super::visibility::Viewer::new(self, room_id, user)?;
+        let mut viewer = super::Viewer::new(self, room_id, user)?;
         for entry in self.db().scan_prefix::<RoomTimeline, _>(&room_id.to_owned())? {
             let ((_, pos), event_id) = entry?;
             if pos > horizon {
                 break;
             }
             let Some(record) = self.pdu_record(&event_id)? else { continue };
-            let pdu = crate::events::Pdu::from_json(event_id.clone(), &record.json)?;
+            let Some(pdu) = super::servable(&event_id, &record) else { continue };
             let event_ts = u64::from(pdu.origin_server_ts.get());
             let candidate = if forward { event_ts >= ts } else { event_ts <= ts };
-            if !candidate || !viewer.can_see(&record)? {
+            if !candidate || !viewer.can_see(&pdu, &record)? {
                 continue;
             }
             let better = match &best {
@@ -268,7 +271,7 @@ impl Rooms {
                 "This server cannot create rooms of that version",
             ));
         }
-        if self.membership(room_id, user)?.as_deref() != Some("join") {
+        if self.membership(room_id, user)? != Some(MembershipState::Join) {
             return Err(Error::forbidden("You are not joined to this room"));
         }
         let needed = self.required_state_level(room_id, "m.room.tombstone")?;

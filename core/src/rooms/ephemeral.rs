@@ -1,5 +1,6 @@
 //! Typing notifications, read receipts and content reports: room data outside the event graph.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
@@ -81,7 +82,7 @@ impl Typing {
 
 impl Rooms {
     fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
-        if self.membership(room_id, user)?.as_deref() != Some("join") {
+        if self.membership(room_id, user)? != Some(MembershipState::Join) {
             return Err(Error::forbidden("You are not joined to this room"));
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Membership changes by local users: join, leave, invite, kick, ban, unban, knock, forget.
 
 use hearth_storage::schema::UserRooms;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
 
@@ -31,7 +32,7 @@ impl Rooms {
         profile: Value,
         reason: Option<String>,
     ) -> Result<()> {
-        if self.membership(room_id, user)?.as_deref() == Some("join") {
+        if self.membership(room_id, user)? == Some(MembershipState::Join) {
             return Ok(());
         }
         let mut content = profile;
@@ -55,7 +56,7 @@ impl Rooms {
         };
         let content = rules.content_json();
         let restricted = matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted"));
-        if !restricted || self.membership(room_id, user)?.as_deref() == Some("invite") {
+        if !restricted || self.membership(room_id, user)? == Some(MembershipState::Invite) {
             return Ok(None);
         }
         let mut allowed = false;
@@ -63,7 +64,7 @@ impl Rooms {
             let room = rule["room_id"].as_str().and_then(|r| RoomId::parse(r).ok());
             if rule["type"] == "m.room_membership"
                 && let Some(room) = room
-                && self.membership(&room, user)?.as_deref() == Some("join")
+                && self.membership(&room, user)? == Some(MembershipState::Join)
             {
                 allowed = true;
                 break;
@@ -112,9 +113,9 @@ impl Rooms {
     /// Leaves a room, or rejects an invite, or withdraws a knock.
     pub async fn leave(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
         self.require_room(room_id)?;
-        match self.membership(room_id, user)?.as_deref() {
-            Some("join" | "invite" | "knock") => {}
-            Some("leave") => return Ok(()),
+        match self.membership(room_id, user)? {
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
+            Some(MembershipState::Leave) => return Ok(()),
             _ => return Err(Error::forbidden("You are not a member of this room")),
         }
         self.append(room_id, user, member_event(user, json!({"membership": "leave"}), reason), None).await?;
@@ -140,14 +141,17 @@ impl Rooms {
                 return self.invite(room_id, sender, target, reason, content).await;
             }
             MembershipAction::Kick => {
-                if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+                if !matches!(
+                    current,
+                    Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+                ) {
                     return Err(Error::forbidden("The target user is not in the room"));
                 }
                 "leave"
             }
             MembershipAction::Ban => "ban",
             MembershipAction::Unban => {
-                if current.as_deref() != Some("ban") {
+                if current != Some(MembershipState::Ban) {
                     return Err(Error::forbidden("The target user is not banned"));
                 }
                 "leave"
@@ -171,7 +175,7 @@ impl Rooms {
         mut content: serde_json::Value,
     ) -> Result<OwnedEventId> {
         self.require_room(room_id)?;
-        if self.membership(room_id, target)?.as_deref() == Some("invite") {
+        if self.membership(room_id, target)? == Some(MembershipState::Invite) {
             // Inviting again changes nothing, as on Synapse.
             return self.current_member_event_id(room_id, target);
         }

@@ -22,7 +22,7 @@ pub mod remote;
 pub mod state;
 mod timeline;
 pub(crate) use timeline::servable;
-pub mod visibility;
+pub mod view;
 
 use std::{
     collections::HashMap,
@@ -37,7 +37,10 @@ use hearth_storage::{
     records::{PduRecord, RoomRecord},
     schema::{CurrentState, Pdus, RoomMembers, Rooms as RoomsTable, StateGroups, UserRooms},
 };
-use ruma::{EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId,
+    events::room::member::MembershipState,
+};
 
 pub use self::{
     create::{CreateRoom, Preset},
@@ -46,7 +49,8 @@ pub use self::{
     hierarchy::{SpaceChild, valid_via},
     members::Members,
     membership::MembershipAction,
-    timeline::{Around, Page, PageDirection, TimelineKey, history_token, parse_history_token, timeline_key},
+    timeline::{Around, Page, PageDirection, TimelineKey, timeline_key},
+    view::{Viewer, Window, event_passes, history_token, parse_history_token},
 };
 use crate::{
     Error, Result, events::Pdu, federation::Federation, keys::signing_key::SigningKey, sync::stream::Streams,
@@ -287,8 +291,9 @@ impl Rooms {
     }
 
     /// A user's current membership in a room (`join`, `invite`, `leave`, `ban`, `knock`).
-    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
-        Ok(self.db().get::<RoomMembers>(&(room_id.to_owned(), user_id.to_owned()))?)
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<MembershipState>> {
+        let stored = self.db().get::<RoomMembers>(&(room_id.to_owned(), user_id.to_owned()))?;
+        Ok(stored.map(|m| MembershipState::from(m.as_str())))
     }
 
     /// Members with the given membership (see [`Rooms::members`] for joined and invited ones

@@ -2,6 +2,7 @@
 //! notifies (and highlights), written in the event's own batch so that the counts a sync reads
 //! always match the timeline it reads.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     future::Future,
     pin::pin,
@@ -98,7 +99,7 @@ impl Rooms {
         let mut targets: Vec<&UserId> =
             members.local.iter().map(AsRef::as_ref).filter(|u| *u != pdu.sender).collect();
         let invitee = (pdu.kind == TimelineEventType::RoomMember
-            && pdu.content_str("membership").as_deref() == Some("invite"))
+            && pdu.membership() == Some(MembershipState::Invite))
         .then(|| pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()))
         .flatten()
         .filter(|u| u.server_name() == own && *u != pdu.sender);

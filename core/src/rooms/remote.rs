@@ -3,6 +3,7 @@
 //! state before them, soft-failing against the current state) and, when the room's graph has
 //! forked, through state resolution before they change the current state.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -374,8 +375,7 @@ impl Rooms {
             {
                 // The incoming event is in the batch, not yet in storage.
                 let pdu = if *id == incoming.event_id { Some(incoming.clone()) } else { self.pdu(id)? };
-                let membership =
-                    pdu.and_then(|p| p.content_str("membership")).unwrap_or_else(|| "leave".to_owned());
+                let membership = pdu.and_then(|p| p.membership()).unwrap_or(MembershipState::Leave);
                 self.record_membership(batch, room, room_id, &target, &membership, id, pos)?;
                 wake.insert(target);
             }

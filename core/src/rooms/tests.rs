@@ -270,3 +270,76 @@ async fn identical_creations_at_once_make_different_rooms() {
         assert!(hs.rooms.current_state_event(id, "m.room.join_rules", "").unwrap().is_some(), "{id}");
     }
 }
+
+/// An in-memory engine whose reads of one key fail while `failing` is set: a disk error.
+struct FlakyEngine {
+    inner: hearth_storage::MemEngine,
+    failing: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+impl FlakyEngine {
+    fn check(&self, cf: &str, key: &[u8]) -> hearth_storage::Result<()> {
+        let failing = self.failing.lock().unwrap();
+        match failing.as_deref() {
+            Some(needle) if cf == "pdus" && key.windows(needle.len()).any(|w| w == needle) => {
+                Err(hearth_storage::Error::Engine("injected read failure".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl hearth_storage::KvEngine for FlakyEngine {
+    fn get(&self, cf: &'static str, key: &[u8]) -> hearth_storage::Result<Option<Vec<u8>>> {
+        self.check(cf, key)?;
+        self.inner.get(cf, key)
+    }
+    fn write(&self, ops: Vec<hearth_storage::engine::WriteOp>, sync: bool) -> hearth_storage::Result<()> {
+        self.inner.write(ops, sync)
+    }
+    fn range(
+        &self,
+        cf: &'static str,
+        lower: std::ops::Bound<Vec<u8>>,
+        upper: std::ops::Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> hearth_storage::Result<hearth_storage::engine::RawIter<'_>> {
+        self.inner.range(cf, lower, upper, reverse)
+    }
+    fn flush(&self) -> hearth_storage::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[tokio::test]
+async fn a_storage_error_during_auth_of_an_incoming_event_fails_the_request_and_rejects_nothing() {
+    let failing = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let engine = FlakyEngine {
+        inner: hearth_storage::MemEngine::new(hearth_storage::schema::ALL_TABLES),
+        failing: failing.clone(),
+    };
+    let db = hearth_storage::Db::from_engine(Box::new(engine), false).unwrap();
+    let ephemeral = std::sync::Arc::new(crate::ephemeral::LocalEphemeral::new());
+    let hs = Homeserver::new(HomeserverConfig::for_tests(), db, ephemeral).unwrap();
+    let alice = user(&hs, "alice").await;
+    let room_id = room(&hs, &alice, RoomVersionId::V12).await;
+
+    // An event as it would arrive from another server: built on the room's current graph.
+    let (event_id, object) = hs.rooms.prepare_blocking(&room_id, &alice, &text("from afar")).unwrap();
+    let json = crate::events::pdu::to_json_string(&object).unwrap();
+    let power_levels =
+        hs.rooms.current_state_event(&room_id, "m.room.power_levels", "").unwrap().unwrap().event_id;
+
+    // Reading one of its auth events fails: the request fails, and nothing is decided.
+    *failing.lock().unwrap() = Some(power_levels.as_bytes().to_vec());
+    let err = hs.rooms.receive_pdu(&room_id, &event_id, json.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("injected read failure"), "{err}");
+    *failing.lock().unwrap() = None;
+    assert!(hs.rooms.pdu_record(&event_id).unwrap().is_none(), "neither rejected nor soft-failed");
+
+    // Once the disk answers again, the same event is accepted.
+    let received = hs.rooms.receive_pdu(&room_id, &event_id, json).await.unwrap();
+    assert!(matches!(received, super::remote::Received::Accepted), "{received:?}");
+    let page = hs.rooms.page(&room_id, &alice, None, None, super::PageDirection::Backward, 1, &|_| Ok(true));
+    assert_eq!(page.unwrap().events[0].1.event_id, event_id);
+}

@@ -1,6 +1,7 @@
 //! Reading a room's timeline: pages in either direction, filtered by what the reader may see,
 //! and events in the client format.
 
+use ruma::events::room::member::MembershipState;
 use std::ops::Bound;
 
 use hearth_storage::{
@@ -8,10 +9,13 @@ use hearth_storage::{
     records::PduRecord,
     schema::{RoomBackfill, RoomTimeline},
 };
-use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId, events::TimelineEventType};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedRoomId, RoomId, UserId};
 use serde_json::Value;
 
-use super::{Rooms, visibility::Viewer};
+use super::{
+    Rooms,
+    view::{Viewer, history_token},
+};
 use crate::{
     Error, Result,
     events::{
@@ -70,26 +74,6 @@ pub struct Around {
     pub end: String,
 }
 
-/// The pagination token of a place in a room's timeline order: `t<position>` among the events
-/// this server saw live, `b<n>` in the history fetched later from other servers, which comes
-/// before all of them. `/messages`, `/context` and search contexts all hand these out.
-pub fn history_token(key: TimelineKey) -> String {
-    if key >= 0 { format!("t{key}") } else { format!("b{}", key.unsigned_abs()) }
-}
-
-/// The place a [`history_token`] names; a sync token (`s<position>`) names the same kind of
-/// boundary in the live timeline, so clients may pass either.
-pub fn parse_history_token(token: &str) -> Option<TimelineKey> {
-    match token.strip_prefix('b') {
-        Some(n) => n.parse::<i64>().ok().filter(|n| *n > 0).map(|n| -n),
-        None => token
-            .strip_prefix('t')
-            .or_else(|| token.strip_prefix('s'))
-            .and_then(|n| n.parse::<u64>().ok())
-            .and_then(|p| i64::try_from(p).ok()),
-    }
-}
-
 fn to_seq(key: TimelineKey) -> u64 {
     key.unsigned_abs()
 }
@@ -104,43 +88,6 @@ fn backfill_key(seq: u64) -> TimelineKey {
 }
 
 impl Rooms {
-    /// Whether `user` may read this room's history at all (members past and present, and anyone
-    /// when it is world-readable), and up to which position (a user who left sees nothing after).
-    pub fn read_access(&self, room_id: &RoomId, user: &UserId) -> Result<u64> {
-        if !self.exists(room_id)? {
-            return Err(Error::forbidden("You are not allowed to view this room"));
-        }
-        match self.membership(room_id, user)?.as_deref() {
-            Some("join") => Ok(u64::MAX),
-            Some("leave" | "ban") => {
-                let record = self
-                    .db()
-                    .get::<hearth_storage::schema::UserRooms>(&(user.to_owned(), room_id.to_owned()))?;
-                match record {
-                    // Forgetting a room gives up its history too, until the user comes back.
-                    Some(r) if r.forgotten => {
-                        Err(Error::forbidden(format!("User {user} has forgotten room {room_id}")))
-                    }
-                    Some(r) => Ok(r.stream_pos),
-                    None => Ok(0),
-                }
-            }
-            _ => {
-                let world_readable = self
-                    .current_state_event(room_id, "m.room.history_visibility", "")?
-                    .and_then(|p| p.content_str("history_visibility"))
-                    .is_some_and(|v| v == "world_readable");
-                if world_readable {
-                    Ok(u64::MAX)
-                } else {
-                    Err(Error::forbidden(format!(
-                        "User {user} not in room {room_id}, and room previews are disabled"
-                    )))
-                }
-            }
-        }
-    }
-
     /// Events of the live timeline (stream positions only) from the boundary `from` in
     /// `direction`: backward pages hold positions `<= from`, forward pages positions `> from`.
     /// Only events `user` may see, and that pass `keep`, are returned; at most `limit` of them;
@@ -206,9 +153,7 @@ impl Rooms {
             last_scanned = Some(key);
             let Some(record) = self.pdu_record(&event_id)? else { continue };
             let Some(pdu) = servable(&event_id, &record) else { continue };
-            let own_membership =
-                pdu.kind == TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str());
-            if (own_membership || viewer.can_see(&record)?) && keep(&pdu)? {
+            if viewer.can_see(&pdu, &record)? && keep(&pdu)? {
                 events.push((key, pdu, record));
             }
         }
@@ -378,7 +323,7 @@ impl Rooms {
         // have no place in the room's history, so no membership at them either.
         if timeline_key(record).is_some() {
             let membership = self.membership_at(record.state_group, viewer)?;
-            extra.membership = Some(membership.unwrap_or_else(|| "leave".to_owned()));
+            extra.membership = Some(membership.unwrap_or(MembershipState::Leave).as_str().to_owned());
         }
         if bundle && record.redacted_by.is_none() {
             extra.relations = self.bundled_aggregations(event_id, record, &object, viewer)?;
@@ -400,9 +345,7 @@ impl Rooms {
             return Ok(None);
         }
         let Some(pdu) = servable(event_id, &record) else { return Ok(None) };
-        let own =
-            pdu.kind == TimelineEventType::RoomMember && pdu.state_key.as_deref() == Some(user.as_str());
-        if own || Viewer::new(self, room_id, user)?.can_see(&record)? {
+        if Viewer::new(self, room_id, user)?.can_see(&pdu, &record)? {
             Ok(Some((pdu, record)))
         } else {
             Ok(None)

@@ -22,8 +22,7 @@ use crate::{
     Error, Homeserver, Result,
     events::Pdu,
     json::raw,
-    rooms::{servable, timeline_key, visibility::Viewer},
-    sync::compute::event_passes,
+    rooms::{Viewer, event_passes, servable, timeline_key},
     users::blocking,
 };
 
@@ -306,7 +305,7 @@ impl Homeserver {
                 v.insert(viewer)
             }
         };
-        Ok(viewer.can_see(&record)?.then_some(Found { hit, pdu, record }))
+        Ok(viewer.can_see(&pdu, &record)?.then_some(Found { hit, pdu, record }))
     }
 
     /// The events around a result, as `/context` gives them, with the senders' profiles at

@@ -5,6 +5,7 @@
 //! if there is nothing, wait for a position above the one read and compute again. A write
 //! published in between is never missed, because the wake-up waits in the channel.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{BTreeMap, BTreeSet},
     ops::Bound,
@@ -17,13 +18,20 @@ use hearth_storage::{
     schema::{GlobalAccountData, RoomAccountData, StreamLog, UserRooms},
 };
 use ruma::{
-    DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId,
-    api::client::filter::{FilterDefinition, RoomEventFilter},
+    DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId, api::client::filter::FilterDefinition,
     events::TimelineEventType,
 };
 use serde_json::{Map, Value, json};
 
-use crate::{Homeserver, Result, events::Pdu, rooms::PageDirection};
+use crate::{
+    Homeserver, Result,
+    events::Pdu,
+    rooms::{
+        PageDirection, Window, event_passes,
+        view::type_matches,
+        view::{position_token, sync_token},
+    },
+};
 
 /// A /sync request after its filter has been resolved.
 #[derive(Debug, Clone)]
@@ -35,15 +43,6 @@ pub struct SyncRequest {
     pub filter: FilterDefinition,
     /// `set_presence`: what this sync says about the user (`None`: leave it as it is).
     pub set_presence: Option<crate::presence::PresenceState>,
-}
-
-/// Sync tokens are opaque to clients: `s<position>`.
-pub fn parse_token(token: &str) -> Option<u64> {
-    token.strip_prefix('s').and_then(|n| n.parse().ok())
-}
-
-pub fn token(pos: u64) -> String {
-    format!("s{pos}")
 }
 
 /// Timeline events per room when the filter does not say.
@@ -58,28 +57,6 @@ pub(crate) const STRIPPED_STATE: &[&str] = &[
     "m.room.encryption",
     "m.room.topic",
 ];
-
-fn type_matches(pattern: &str, kind: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => pattern == kind,
-    }
-}
-
-/// Whether a room event passes a room event filter's type, sender and `contains_url` rules
-/// (used by /sync and by /messages and /context alike).
-pub fn event_passes(filter: &RoomEventFilter, pdu: &Pdu) -> bool {
-    let kind = pdu.kind.to_string();
-    let url_ok = filter.url_filter.as_ref().is_none_or(|wanted| {
-        let has_url = pdu.content_json().get("url").is_some_and(Value::is_string);
-        has_url == matches!(wanted, ruma::api::client::filter::UrlFilter::EventsWithUrl)
-    });
-    !filter.not_types.iter().any(|t| type_matches(t, &kind))
-        && filter.types.as_ref().is_none_or(|types| types.iter().any(|t| type_matches(t, &kind)))
-        && !filter.not_senders.iter().any(|s| s == &pdu.sender)
-        && filter.senders.as_ref().is_none_or(|senders| senders.iter().any(|s| s == &pdu.sender))
-        && url_ok
-}
 
 fn events(list: Vec<Value>) -> Value {
     let mut object = Map::new();
@@ -367,7 +344,7 @@ impl Homeserver {
             && left.is_empty()
             && presence.is_empty();
         let response = json!({
-            "next_batch": token(now),
+            "next_batch": sync_token(now),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
             "account_data": events(account_data),
             "presence": events(presence),
@@ -594,20 +571,20 @@ impl Homeserver {
             None => until,
         };
         let mut timeline_events = Vec::with_capacity(page_events.len());
-        let mut senders = BTreeSet::new();
+        let mut window = Window::for_filter(&filter.state);
         let mut timeline_ids = BTreeSet::new();
         for (_, pdu, record) in &page_events {
-            senders.insert(pdu.sender.to_string());
+            window.add(&pdu.sender);
             timeline_ids.insert(pdu.event_id.clone());
             timeline_events.push(self.rooms.client_event(&pdu.event_id, record, user, Some(device))?);
         }
-        senders.insert(user.to_string());
+        // The client learns its own membership whatever the timeline holds.
+        window.add(user);
 
         // State: at the start of the timeline (or, with use_state_after, at its end), in full for a
         // room new to the client, else only what changed since the last sync. Event IDs are
         // compared first; only events that go out are read.
         let state_pos = if req.use_state_after { until } else { first_pos.map_or(until, |p| p - 1) };
-        let lazy = !filter.state.lazy_load_options.is_disabled();
         let mut state_events = Vec::new();
         let group = match self.rooms.state_group_at_position(room_id, state_pos)? {
             Some(group) => Some(group),
@@ -617,62 +594,22 @@ impl Homeserver {
             None => page_events.first().map(|(_, _, record)| record.state_group),
         };
         if let Some(group) = group {
-            let before_group = match (full, since) {
+            let known = match (full, since) {
                 (false, Some(since)) => self.rooms.state_group_at_position(room_id, since)?,
                 _ => None,
             };
-            let mut chosen: BTreeMap<(String, String), ruma::OwnedEventId> = BTreeMap::new();
-            if before_group != Some(group) {
-                let before = match before_group {
-                    Some(g) => self.rooms.state_map(g)?,
-                    None => Default::default(),
-                };
-                for (key, event_id) in self.rooms.state_map(group)? {
-                    if before.get(&key) == Some(&event_id) {
-                        continue;
-                    }
-                    if lazy && key.0 == "m.room.member" && !senders.contains(&key.1) {
-                        continue;
-                    }
-                    chosen.insert(key, event_id);
-                }
-            }
-            if lazy {
-                // Members who speak in the timeline, even when their membership did not change:
-                // a lazy-loading client may never have been sent it.
-                for sender in &senders {
-                    let key = ("m.room.member".to_owned(), sender.clone());
-                    if !chosen.contains_key(&key)
-                        && let Some(event_id) = self.rooms.state_entry(group, &key.0, &key.1)?
-                    {
-                        chosen.insert(key, event_id);
-                    }
-                }
-            }
+            let mut chosen = self.rooms.window_state(group, &window, known)?;
             // State changed after the last event the timeline shows (by events the filter left
             // out, or by a merge of forks) would otherwise never reach the client: send the
             // state at the end of the window for what differs from the state after that event.
             if !req.use_state_after
                 && let Some((_, _, last)) = page_events.last()
                 && let Some(end_group) = self.rooms.state_group_at_position(room_id, until)?
-                && end_group != last.state_group
             {
-                let shown = self.rooms.state_map(last.state_group)?;
-                for (key, event_id) in self.rooms.state_map(end_group)? {
-                    if shown.get(&key) == Some(&event_id)
-                        || (lazy && key.0 == "m.room.member" && !senders.contains(&key.1))
-                    {
-                        continue;
-                    }
-                    chosen.insert(key, event_id);
-                }
+                chosen.extend(self.rooms.window_state_changes(last.state_group, end_group, &window)?);
             }
-            for event_id in chosen.into_values() {
-                if !req.use_state_after && timeline_ids.contains(&event_id) {
-                    continue;
-                }
-                let Some(record) = self.rooms.pdu_record(&event_id)? else { continue };
-                let Some(pdu) = crate::rooms::servable(&event_id, &record) else { continue };
+            chosen.retain(|_, event_id| req.use_state_after || !timeline_ids.contains(event_id));
+            for (event_id, record, pdu) in self.rooms.servable_state(chosen)? {
                 if event_passes(&filter.state, &pdu) {
                     state_events.push(self.rooms.client_event(&event_id, &record, user, Some(device))?);
                 }
@@ -681,7 +618,7 @@ impl Homeserver {
         let timeline = json!({
             "events": timeline_events,
             "limited": limited,
-            "prev_batch": format!("t{prev_batch}"),
+            "prev_batch": position_token(prev_batch),
         });
         let count = page_events.len();
         Ok((timeline, state_events, count))
@@ -862,7 +799,7 @@ impl<'a> Sharing<'a> {
         };
         let mut shared = false;
         for room in rooms {
-            if self.hs.rooms.membership(room, other)?.as_deref() == Some("join") {
+            if self.hs.rooms.membership(room, other)? == Some(MembershipState::Join) {
                 shared = true;
                 break;
             }

@@ -39,7 +39,7 @@ async fn sync(hs: &Homeserver, user: &ruma::UserId, since: Option<u64>) -> Value
 }
 
 fn token(response: &Value) -> u64 {
-    super::compute::parse_token(response["next_batch"].as_str().unwrap()).unwrap()
+    crate::rooms::view::parse_sync_token(response["next_batch"].as_str().unwrap()).unwrap()
 }
 
 #[tokio::test]

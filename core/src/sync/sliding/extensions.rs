@@ -212,7 +212,7 @@ impl Homeserver {
             }
             let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) else { continue };
             let own = target == w.user;
-            match MembershipState::from(pdu.content_str("membership").unwrap_or_default().as_str()) {
+            match pdu.membership().unwrap_or(MembershipState::Leave) {
                 MembershipState::Join if own => {
                     newly_sharing.extend(self.rooms.members(&room_id)?.joined.iter().cloned());
                 }

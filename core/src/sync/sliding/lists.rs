@@ -285,7 +285,7 @@ impl Homeserver {
     /// The rooms a space names as children (`m.space.child` with a `via`), when the user may
     /// see the space.
     fn space_children(&self, user: &UserId, space: &RoomId) -> Result<BTreeSet<OwnedRoomId>> {
-        let member = self.rooms.membership(space, user)?.is_some_and(|m| m == MembershipState::Join.as_str());
+        let member = self.rooms.membership(space, user)?.is_some_and(|m| m == MembershipState::Join);
         if !member {
             return Ok(BTreeSet::new());
         }

@@ -140,10 +140,10 @@ impl Homeserver {
             Some(uint(events.iter().filter(|(pos, ..)| w.since.is_some_and(|s| *pos > s)).count() as u64));
         let prev = events.first().map_or(until, |(pos, ..)| pos.saturating_sub(1));
         room.prev_batch = Some(crate::rooms::history_token(i64::try_from(prev).unwrap_or(i64::MAX)));
-        let mut senders = BTreeSet::new();
+        let mut lazy = crate::rooms::Window::lazy(lazy_members(config));
         let mut timeline_ids = BTreeSet::new();
         for (_, pdu, record) in &events {
-            senders.insert(pdu.sender.to_string());
+            lazy.add(&pdu.sender);
             timeline_ids.insert(pdu.event_id.clone());
             room.timeline.push(raw(&self.rooms.client_event(
                 &pdu.event_id,
@@ -182,11 +182,7 @@ impl Homeserver {
                     }
                 }
             }
-            if lazy_members(config) {
-                for sender in &senders {
-                    chosen.extend(self.rooms.state_entry(group, MEMBER, sender)?);
-                }
-            }
+            chosen.extend(self.rooms.window_members(group, &lazy)?.into_values());
             for event_id in chosen {
                 let Some(record) = self.rooms.pdu_record(&event_id)? else { continue };
                 if crate::rooms::servable(&event_id, &record).is_none() {
@@ -297,8 +293,7 @@ impl Homeserver {
         for ((_, key), event_id) in members.take(100) {
             let Some(record) = self.rooms.pdu_record(&event_id)? else { continue };
             let Some(pdu) = crate::rooms::servable(&event_id, &record) else { continue };
-            let membership =
-                MembershipState::from(pdu.content_str("membership").unwrap_or_default().as_str());
+            let membership = pdu.membership().unwrap_or(MembershipState::Leave);
             if matches!(membership, MembershipState::Join | MembershipState::Invite)
                 && let Ok(hero) = UserId::parse(&key)
             {
