@@ -7,6 +7,7 @@ use ruma::{
         room::Visibility,
     },
     directory::{PublicRoomsChunk, RoomNetwork},
+    events::StateEventType,
 };
 use serde_json::Value;
 
@@ -120,8 +121,8 @@ pub async fn set_room_visibility(
         return Err(Error::not_found("Unknown room").into());
     }
     // Like Synapse: publishing needs the power to change the room's canonical alias.
-    let needed = hs.rooms.required_level(room_id, "state_default", 50)?;
-    if hs.rooms.power_level(room_id, &session.user_id)? < needed {
+    let levels = hs.rooms.power_levels(room_id)?;
+    if !levels.user_can_send_state(&session.user_id, StateEventType::RoomCanonicalAlias) {
         return Err(Error::forbidden("You do not have the power to publish this room").into());
     }
     hs.rooms.set_published(room_id, req.body.visibility == Visibility::Public).await?;

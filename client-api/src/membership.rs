@@ -217,7 +217,7 @@ pub async fn joined_members(
         return Err(Error::forbidden("You are not joined to this room").into());
     }
     let mut joined = serde_json::Map::new();
-    for user in hs.rooms.members_with(room_id, "join")? {
+    for user in hs.rooms.members_with(room_id, &MembershipState::Join)? {
         let event = hs.rooms.current_state_event(room_id, "m.room.member", user.as_str())?;
         let content = event.map(|e| e.content_json()).unwrap_or_default();
         let field = |name: &str| content.get(name).filter(|v| v.is_string()).cloned().unwrap_or(Value::Null);

@@ -29,7 +29,8 @@ pub async fn send_state_event(
     if kind == TimelineEventType::RoomMember {
         // Membership has its own endpoints, which check what a raw state event would not.
         if b.state_key != session.user_id.as_str()
-            && content.get("membership").and_then(|m| m.as_str()) == Some("join")
+            && content.get("membership").and_then(|m| m.as_str()).map(MembershipState::from)
+                == Some(MembershipState::Join)
         {
             return Err(Error::forbidden("You cannot join on behalf of another user").into());
         }

@@ -5,6 +5,7 @@
 //! reads faster than any copy could, so the cache is off and every read goes to storage. A
 //! failing Redis is a miss, never an error: the read falls through to storage.
 
+use crate::ephemeral::spaces::{Json, SharedCacheEntries};
 use std::{sync::Arc, time::Duration};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -20,10 +21,6 @@ impl std::fmt::Debug for SharedCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedCache").field("enabled", &self.store.is_some()).finish()
     }
-}
-
-fn key(name: &str) -> String {
-    format!("cache:{name}")
 }
 
 impl SharedCache {
@@ -44,15 +41,14 @@ impl SharedCache {
         F: FnOnce() -> Result<T>,
     {
         let Some(store) = &self.store else { return load() };
-        let key = key(name);
-        if let Ok(Some(bytes)) = store.get(&key).await
-            && let Ok(value) = serde_json::from_slice(&bytes)
+        if let Ok(Some(Json(cached))) = store.get_in::<SharedCacheEntries>(name).await
+            && let Ok(value) = serde_json::from_value(cached)
         {
             return Ok(value);
         }
         let value = load()?;
-        if let Ok(bytes) = serde_json::to_vec(&value) {
-            let _ = store.put(key, bytes, ttl).await;
+        if let Ok(json) = serde_json::to_value(&value) {
+            let _ = store.put_in_for::<SharedCacheEntries>(name, &Json(json), ttl).await;
         }
         Ok(value)
     }
@@ -61,7 +57,7 @@ impl SharedCache {
     /// stale copy for at most its TTL, so the TTLs of entries that change are kept short.
     pub async fn invalidate(&self, name: &str) {
         if let Some(store) = &self.store {
-            let _ = store.delete(&key(name)).await;
+            let _ = store.delete_in::<SharedCacheEntries>(name).await;
         }
     }
 }

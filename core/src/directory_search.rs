@@ -1,5 +1,6 @@
 //! The user directory and TURN credentials: small lookups clients make at start-up.
 
+use ruma::events::room::member::MembershipState;
 use std::collections::BTreeSet;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -38,10 +39,10 @@ impl Homeserver {
         let term = term.to_lowercase();
         let mut candidates = BTreeSet::new();
         for room in self.rooms.joined_rooms(searcher)? {
-            candidates.extend(self.rooms.members_with(&room, "join")?);
+            candidates.extend(self.rooms.members_with(&room, &MembershipState::Join)?);
         }
         for room in self.rooms.public_rooms(None, &ruma::directory::RoomNetwork::Matrix)? {
-            candidates.extend(self.rooms.members_with(&room.room_id, "join")?);
+            candidates.extend(self.rooms.members_with(&room.room_id, &MembershipState::Join)?);
         }
         let mut matches = Vec::new();
         for user_id in candidates {

@@ -71,23 +71,23 @@ pub struct Services {
     pub jwt: Option<JwtLogin>,
     pub account_data: AccountData,
     /// Woken when a pusher may have work: a new pusher, a restart of delivery.
-    pub pusher_wake: Arc<tokio::sync::Notify>,
-    pub claim_lock: crate::keys::e2ee::ClaimLock,
-    pub presence_store: crate::presence::PresenceStore,
-    pub ticket_keys: crate::tickets::TicketKeys,
+    pub(crate) pusher_wake: Arc<tokio::sync::Notify>,
+    pub(crate) claim_lock: crate::keys::e2ee::ClaimLock,
+    pub(crate) presence_store: crate::presence::PresenceStore,
+    pub(crate) ticket_keys: crate::tickets::TicketKeys,
     pub federation: Arc<crate::federation::Federation>,
     pub media: Media,
     /// Outbound HTTP (identity providers, push gateways, SMS gateways).
     pub http: Arc<dyn HttpClient>,
-    pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
+    pub(crate) mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
     pub search: crate::search::Search,
-    pub delayed: crate::delayed::Delayed,
+    pub(crate) delayed: crate::delayed::Delayed,
     pub appservices: Arc<crate::appservice::Appservices>,
     pub rate_limits: crate::ratelimit::RateLimits,
     pub activity: crate::metrics::Activity,
     pub registration_tokens: crate::auth::registration_tokens::RegistrationTokens,
     /// What each sliding sync connection was sent.
-    pub sliding: crate::sync::sliding::conn::Connections,
+    pub(crate) sliding: crate::sync::sliding::conn::Connections,
 }
 
 /// A handle that does not keep the homeserver alive: for plug-ins the homeserver holds that

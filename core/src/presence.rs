@@ -6,6 +6,7 @@
 //! on the sync path are synchronous and must not wait on the network, and when Redis is away
 //! the map alone keeps presence working in this process.
 
+use crate::ephemeral::spaces::{self, Json};
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
@@ -59,7 +60,7 @@ struct Entry {
 
 /// The part of an entry that is stored in the ephemeral store.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Shared {
+pub(crate) struct Shared {
     /// What the user (or their client) last asked for.
     chosen: PresenceState,
     status_msg: Option<String>,
@@ -71,11 +72,7 @@ struct Shared {
 const STORE_EVERY_MS: u64 = 30_000;
 
 /// Long after anyone would show as offline: the record only has to outlive restarts.
-const SHARED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-fn shared_key(user: &UserId) -> String {
-    format!("presence:{user}")
-}
+pub(crate) const SHARED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A user's presence as others see it.
 #[derive(Debug, Clone)]
@@ -238,9 +235,7 @@ impl Homeserver {
             self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner).contains_key(user);
         if !known && self.config.presence.enabled && user.server_name() == self.server_name() {
             // A failed read only means presence shows as offline; the store logs the outage.
-            if let Ok(Some(bytes)) = self.ephemeral.get(&shared_key(user)).await
-                && let Ok(shared) = serde_json::from_slice::<Shared>(&bytes)
-            {
+            if let Ok(Some(Json(shared))) = self.ephemeral.get_in::<spaces::Presence>(user).await {
                 let mut entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 entries.entry(user.to_owned()).or_insert_with(|| Entry {
                     announced: shared.chosen,
@@ -321,9 +316,7 @@ impl Homeserver {
     /// Writes through to the ephemeral store. Failing to is not an error for the caller: the
     /// local entry already holds the change, and presence is safe to lose.
     async fn store_presence(&self, user: &UserId, shared: &Shared) {
-        if let Ok(bytes) = serde_json::to_vec(shared) {
-            let _ = self.ephemeral.put(shared_key(user), bytes, SHARED_TTL).await;
-        }
+        let _ = self.ephemeral.put_in::<spaces::Presence>(user, &Json(shared.clone())).await;
     }
 
     /// A sync or connection opened (`+1`) or closed (`-1`) for the user.

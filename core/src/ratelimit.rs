@@ -7,6 +7,7 @@
 //! gave an override of zero. An override otherwise replaces the configured limit of every
 //! per-user action.
 
+use crate::ephemeral::spaces::{RateLimitBuckets, Space};
 use std::{sync::Arc, time::Duration};
 
 pub use hearth_storage::records::RateLimitOverride;
@@ -181,7 +182,7 @@ impl RateLimits {
     async fn take(&self, action: Action, who: &str, limit: RateLimit, commit: bool) -> Result<()> {
         // Checked at start-up for the configured limits; an override is checked when set.
         let bucket = bucket(limit).map_err(Error::internal)?;
-        let key = format!("ratelimit:{}:{who}", action.name());
+        let key = RateLimitBuckets::key(format_args!("{}:{who}", action.name()));
         let wait = match self.store.take_token(&key, bucket, commit).await {
             Ok(wait) => wait,
             // The store logs its own outage once; each request must not.

@@ -1,6 +1,7 @@
 //! WebSocket tickets: browsers cannot set headers on a WebSocket, so a client trades its access
 //! token for a short-lived, single-use JWT and passes that in the URL instead.
 
+use crate::ephemeral::spaces::WsTickets;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
@@ -43,10 +44,6 @@ impl Default for TicketKeys {
     }
 }
 
-fn jti_key(jti: &str) -> String {
-    format!("ws_ticket:{jti}")
-}
-
 impl Homeserver {
     /// Issues a ticket for the session; returns it and its lifetime.
     pub async fn issue_ws_ticket(&self, session: &Session) -> Result<(String, Duration)> {
@@ -60,7 +57,7 @@ impl Homeserver {
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.ticket_keys.encoding)
             .map_err(Error::internal)?;
-        self.ephemeral.put(jti_key(&claims.jti), Vec::new(), TICKET_TTL).await?;
+        self.ephemeral.put_in::<WsTickets>(&claims.jti, &()).await?;
         Ok((token, TICKET_TTL))
     }
 
@@ -71,7 +68,7 @@ impl Homeserver {
         let claims = decode::<Claims>(token, &self.ticket_keys.decoding, &validation)
             .map_err(|_| Error::unknown_token("Invalid or expired ticket"))?
             .claims;
-        if self.ephemeral.take(&jti_key(&claims.jti)).await?.is_none() {
+        if self.ephemeral.take_in::<WsTickets>(&claims.jti).await?.is_none() {
             return Err(Error::unknown_token("This ticket was already used"));
         }
         // The device may have been logged out since the ticket was issued.

@@ -268,6 +268,16 @@ impl ValueCodec for String {
     }
 }
 
+/// A membership as events spell it (`join`, `leave`...), the bytes of its string.
+impl ValueCodec for ruma::events::room::member::MembershipState {
+    fn encode_value(&self) -> Result<Vec<u8>, String> {
+        Ok(self.as_str().as_bytes().to_vec())
+    }
+    fn decode_value(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(std::str::from_utf8(bytes).map_err(|e| DecodeError::new(e.to_string()))?.into())
+    }
+}
+
 impl ValueCodec for Vec<u8> {
     fn encode_value(&self) -> Result<Vec<u8>, String> {
         Ok(self.clone())

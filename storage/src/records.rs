@@ -219,7 +219,8 @@ pub struct StateGroupRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipRecord {
-    pub membership: String,
+    /// Stored as its string, as before it was typed.
+    pub membership: ruma::events::room::member::MembershipState,
     pub event_id: OwnedEventId,
     pub stream_pos: u64,
     #[serde(default)]

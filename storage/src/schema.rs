@@ -1,7 +1,10 @@
 //! The catalog: every table (column family) Hearth stores, with the types of its keys and values.
 //! The engine opens exactly these; nothing else in the workspace names a column family.
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId};
+use ruma::{
+    OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedUserId,
+    events::room::member::MembershipState,
+};
 
 use crate::{
     codec::{KeyCodec, ValueCodec},
@@ -85,7 +88,7 @@ tables! {
     /// The current state of each room by `(type, state_key)`, kept in step with its state group.
     CurrentState "current_state": (OwnedRoomId, String, String) => OwnedEventId;
     /// Every member of each room (any server) with their current membership.
-    RoomMembers "room_members": (OwnedRoomId, OwnedUserId) => String;
+    RoomMembers "room_members": (OwnedRoomId, OwnedUserId) => MembershipState;
     /// Each local user's latest membership in each room.
     UserRooms "user_rooms": (OwnedUserId, OwnedRoomId) => MembershipRecord;
     /// Rooms this server is not in where a local user is invited or has knocked: their

@@ -38,7 +38,9 @@ impl Homeserver {
 
     /// A room the user is in or invited to where the system user is joined.
     fn notice_room(&self, user: &UserId, system: &UserId) -> Result<Option<OwnedRoomId>> {
-        for room in self.rooms.rooms_with_membership(user, &["join", "invite"])? {
+        for room in
+            self.rooms.rooms_with_membership(user, &[MembershipState::Join, MembershipState::Invite])?
+        {
             let tagged = self.account_data.tags(user, &room)?.contains_key("m.server_notice");
             if tagged && self.rooms.membership(&room, system)? == Some(MembershipState::Join) {
                 return Ok(Some(room));
@@ -71,7 +73,7 @@ impl Homeserver {
                 let mut create = CreateRoom::new();
                 create.preset = Some(Preset::PrivateChat);
                 create.name = Some(self.config.server_notices.room_name.clone());
-                create.power_level_override = json!({"users_default": -10}).as_object().cloned();
+                create.power_level_override = Some(crate::rooms::muted_members_override());
                 create.invite = vec![user.to_owned()];
                 create.invite_profiles.insert(user.to_owned(), self.users.member_content(user).await?);
                 let profile = self.users.member_content(&system).await?;

@@ -2,6 +2,7 @@
 //! blocking, and deleting (every local member made to leave, aliases moved or removed, an
 //! optional replacement room, and purging the room's data from storage).
 
+use ruma::events::room::member::MembershipState;
 use std::cmp::Ordering;
 
 use hearth_storage::records::OutboxItem;
@@ -260,12 +261,15 @@ impl Homeserver {
             self.set_room_blocked(room_id, Some(acting))?;
         }
         let mut result = ShutdownResult::default();
-        let local: Vec<(OwnedUserId, String)> = self
+        let local: Vec<(OwnedUserId, MembershipState)> = self
             .db
             .scan_prefix::<RoomMembers, _>(&room_id.to_owned())?
             .filter_map(|entry| match entry {
                 Ok(((_, user), membership)) => (user.server_name() == self.server_name()
-                    && matches!(membership.as_str(), "join" | "invite" | "knock"))
+                    && matches!(
+                        membership,
+                        MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+                    ))
                 .then_some(Ok((user, membership))),
                 Err(e) => Some(Err(e)),
             })
@@ -276,7 +280,7 @@ impl Homeserver {
             let mut create = CreateRoom::new();
             create.preset = Some(Preset::PublicChat);
             create.name = Some(opts.room_name.clone());
-            create.power_level_override = json!({"users_default": -10}).as_object().cloned();
+            create.power_level_override = Some(crate::rooms::muted_members_override());
             let new_room = self.rooms.create_room(owner, profile, create).await?;
             let text = json!({"msgtype": "m.text", "body": opts.message});
             self.rooms
@@ -287,7 +291,7 @@ impl Homeserver {
 
         for (user, membership) in local {
             if let Some(new_room) = &result.new_room_id
-                && membership == "join"
+                && membership == MembershipState::Join
             {
                 let profile = self.users.member_content(&user).await?;
                 if let Err(error) = self.rooms.join(new_room, &user, profile, None).await {

@@ -2,6 +2,7 @@
 //! details, create-or-modify, the admin, locked and shadow-ban flags, deactivation (with
 //! erasure) that leaves every room, and logging in as a user.
 
+use ruma::events::room::member::MembershipState;
 use std::cmp::Ordering;
 
 use hearth_storage::{records::AccountRecord, schema::Accounts};
@@ -306,7 +307,10 @@ impl Homeserver {
         if erase {
             self.update_account(user, |a| a.erased = true).await?;
         }
-        let rooms = self.rooms.rooms_with_membership(user, &["join", "invite", "knock"])?;
+        let rooms = self.rooms.rooms_with_membership(
+            user,
+            &[MembershipState::Join, MembershipState::Invite, MembershipState::Knock],
+        )?;
         for room in rooms {
             if let Err(error) = self.leave_room(&room, user, None).await {
                 // The account is gone either way; a room that cannot be left now (its servers

@@ -4,6 +4,7 @@
 //! user, the user) that started it, so a session completed for one request cannot authorize
 //! another.
 
+use crate::ephemeral::spaces::{Json, UiaSessions};
 use std::{sync::Arc, time::Duration};
 
 use ruma::{
@@ -18,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::registration_tokens::RegistrationTokens;
 use crate::{Error, ErrorCode, Result, ephemeral::EphemeralStore, users::Users, util};
 
-const SESSION_TTL: Duration = Duration::from_secs(60 * 60);
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(60 * 60);
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SessionState {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionState {
     flows: Vec<Vec<String>>,
     completed: Vec<String>,
     operation: String,
@@ -51,10 +52,6 @@ impl std::fmt::Debug for Uiaa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uiaa").finish_non_exhaustive()
     }
-}
-
-fn key(session: &str) -> String {
-    format!("uiaa:{session}")
 }
 
 impl Uiaa {
@@ -94,12 +91,11 @@ impl Uiaa {
 
         let (session, mut state) = match auth.session() {
             Some(id) => {
-                let bytes = self
+                let Json(state) = self
                     .ephemeral
-                    .get(&key(id))
+                    .get_in::<UiaSessions>(id)
                     .await?
                     .ok_or_else(|| Error::bad_request(format!("Unknown session ID: {id}")))?;
-                let state: SessionState = serde_json::from_slice(&bytes).map_err(Error::internal)?;
                 (id.to_owned(), state)
             }
             // Like Synapse, a stage sent without a session starts one and counts at once.
@@ -137,7 +133,7 @@ impl Uiaa {
 
         let done = state.flows.iter().any(|f| f.iter().all(|s| state.completed.contains(s)));
         if done {
-            self.ephemeral.delete(&key(&session)).await?;
+            self.ephemeral.delete_in::<UiaSessions>(&session).await?;
             return Ok(Completed { registration_token: state.registration_token });
         }
         self.save(&session, &state).await?;
@@ -147,20 +143,18 @@ impl Uiaa {
     /// The operation and user of a live session, for a fallback page that must say what the
     /// user is confirming.
     pub async fn session_info(&self, session: &str) -> Result<Option<(String, Option<OwnedUserId>)>> {
-        let Some(bytes) = self.ephemeral.get(&key(session)).await? else { return Ok(None) };
-        let state: SessionState = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+        let Some(Json(state)) = self.ephemeral.get_in::<UiaSessions>(session).await? else { return Ok(None) };
         Ok(Some((state.operation, state.user_id)))
     }
 
     /// Records a stage completed outside the API (single sign-on in a browser) for the session
     /// of `user`.
     pub async fn complete_stage(&self, session: &str, stage: &AuthType, user: &UserId) -> Result<()> {
-        let bytes = self
+        let Json(mut state) = self
             .ephemeral
-            .get(&key(session))
+            .get_in::<UiaSessions>(session)
             .await?
             .ok_or_else(|| Error::bad_request(format!("Unknown session ID: {session}")))?;
-        let mut state: SessionState = serde_json::from_slice(&bytes).map_err(Error::internal)?;
         if state.user_id.as_deref() != Some(user) {
             return Err(Error::forbidden("This identity is not the user who started the operation"));
         }
@@ -175,8 +169,7 @@ impl Uiaa {
     }
 
     async fn save(&self, session: &str, state: &SessionState) -> Result<()> {
-        let bytes = serde_json::to_vec(state).map_err(Error::internal)?;
-        self.ephemeral.put(key(session), bytes, SESSION_TTL).await
+        self.ephemeral.put_in::<UiaSessions>(session, &Json(state.clone())).await
     }
 
     /// `Ok(Ok(()))`: the stage passed; `Ok(Err(message))`: it failed and the client may retry.

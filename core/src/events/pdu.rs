@@ -1,5 +1,6 @@
 //! PDUs: building, hashing and signing local events; parsing stored ones.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
     OwnedUserId, RoomId, ServerName, UserId,
@@ -109,7 +110,7 @@ impl Pdu {
     }
 
     /// The `membership` of an `m.room.member` event's content (of any event's, unchecked).
-    pub fn membership(&self) -> Option<ruma::events::room::member::MembershipState> {
+    pub fn membership(&self) -> Option<MembershipState> {
         self.content_str("membership").map(|m| m.as_str().into())
     }
 

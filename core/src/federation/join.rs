@@ -42,7 +42,7 @@ impl Homeserver {
         user: &UserId,
         supported: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
-        self.make_membership(origin, room_id, user, "join", Some(supported))
+        self.make_membership(origin, room_id, user, &MembershipState::Join, Some(supported))
     }
 
     /// A membership template (`make_join`, `make_leave`, `make_knock`) for a user of `origin`:
@@ -53,7 +53,7 @@ impl Homeserver {
         origin: &ServerName,
         room_id: &RoomId,
         user: &UserId,
-        membership: &str,
+        membership: &MembershipState,
         supported: Option<&[RoomVersionId]>,
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
         if user.server_name() != origin {
@@ -65,12 +65,12 @@ impl Homeserver {
         }
         self.require_acl(room_id, origin)?;
         let (version, rules) = self.rooms.version(&room)?;
-        let lacks_knocking = membership == "knock" && !rules.authorization.knocking;
+        let lacks_knocking = *membership == MembershipState::Knock && !rules.authorization.knocking;
         if supported.is_some_and(|s| !s.contains(&version)) || lacks_knocking {
             return Err(Error::IncompatibleRoomVersion(version));
         }
         let mut content = json!({"membership": membership});
-        if membership == "join"
+        if *membership == MembershipState::Join
             && rules.authorization.restricted_join_rule
             && let Some(authoriser) = self.rooms.restricted_join_authoriser(room_id, user)?
         {
@@ -130,18 +130,18 @@ impl Homeserver {
         room_id: &RoomId,
         event_id: &EventId,
         pdu: &RawValue,
-        membership: &str,
+        membership: MembershipState,
     ) -> Result<Pdu> {
         let room = self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
         let (version, rules) = self.rooms.version(&room)?;
-        if membership == "knock" && !rules.authorization.knocking {
+        if membership == MembershipState::Knock && !rules.authorization.knocking {
             return Err(Error::forbidden(format!("Room version {version} does not allow knocking")));
         }
         let mut object: CanonicalJsonObject = serde_json::from_str(pdu.get())
             .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
-        check_membership_shape(&object, room_id, membership)?;
+        check_membership_shape(&object, room_id, &membership)?;
         self.require_acl(room_id, origin)?;
-        if membership == "join" {
+        if membership == MembershipState::Join {
             self.countersign_restricted_join(room_id, &mut object, &rules)?;
         }
         let signed = raw(to_json_string(&object)?)?;
@@ -211,7 +211,7 @@ impl Homeserver {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<create_join_event::v2::RoomState> {
-        let join = self.accept_membership(origin, room_id, event_id, pdu, "join").await?;
+        let join = self.accept_membership(origin, room_id, event_id, pdu, MembershipState::Join).await?;
         let computed = join.event_id.clone();
         let record = self.rooms.pdu_record(&computed)?.ok_or_else(|| Error::internal("join vanished"))?;
         let mut state = crate::rooms::state::load(&self.db, record.state_group)?;
@@ -254,7 +254,7 @@ impl Homeserver {
         servers: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
-        self.through_first(servers, room_id, "join", |server| {
+        self.through_first(servers, room_id, &MembershipState::Join, |server| {
             self.join_via(server, room_id, user, content.clone())
         })
         .await
@@ -266,7 +266,7 @@ impl Homeserver {
         &self,
         servers: &'s [OwnedServerName],
         room_id: &RoomId,
-        what: &str,
+        membership: &MembershipState,
         attempt: F,
     ) -> Result<()>
     where
@@ -278,7 +278,7 @@ impl Homeserver {
             match attempt(server).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    tracing::info!(%server, %room_id, %error, what, "remote membership change failed");
+                    tracing::info!(%server, %room_id, %error, %membership, "remote membership change failed");
                     last_error = error;
                 }
             }
@@ -298,7 +298,8 @@ impl Homeserver {
         let template = self.federation_request(server, request).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
         let rules = supported_rules(&version)?;
-        let (event_id, join_json) = self.sign_template(&template.event, &rules, user, "join", content)?;
+        let (event_id, join_json) =
+            self.sign_template(&template.event, &rules, user, &MembershipState::Join, content)?;
 
         let request = create_join_event::v2::Request::new(
             room_id.to_owned(),
@@ -367,7 +368,11 @@ impl Homeserver {
 
 /// What `send_join`, `send_leave` and `send_knock` take: the sender's own membership event of
 /// that kind, in this room. Anything else is a malformed request (400), whoever signed it.
-fn check_membership_shape(object: &CanonicalJsonObject, room_id: &RoomId, membership: &str) -> Result<()> {
+fn check_membership_shape(
+    object: &CanonicalJsonObject,
+    room_id: &RoomId,
+    membership: &MembershipState,
+) -> Result<()> {
     let text = |field: &str| object.get(field).and_then(CanonicalJsonValue::as_str);
     if text("type") != Some("m.room.member") {
         return Err(Error::bad_json("Not an m.room.member event"));
@@ -381,7 +386,7 @@ fn check_membership_shape(object: &CanonicalJsonObject, room_id: &RoomId, member
         }
         _ => None,
     };
-    if actual != Some(membership) {
+    if actual != Some(membership.as_str()) {
         return Err(Error::bad_json(format!("Not a {membership} event")));
     }
     if text("sender") != Some(state_key) {
@@ -421,7 +426,7 @@ impl Homeserver {
         template: &RawValue,
         rules: &ruma::room_version_rules::RoomVersionRules,
         user: &UserId,
-        membership: &str,
+        membership: &MembershipState,
         content: Value,
     ) -> Result<(OwnedEventId, String)> {
         let mut object: CanonicalJsonObject =
@@ -448,7 +453,7 @@ impl Homeserver {
                 }
             }
         }
-        merged.insert("membership".into(), CanonicalJsonValue::String(membership.into()));
+        merged.insert("membership".into(), CanonicalJsonValue::String(membership.as_str().to_owned()));
         object.insert("content".into(), CanonicalJsonValue::Object(merged));
         object.insert(
             "origin_server_ts".into(),

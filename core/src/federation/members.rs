@@ -121,7 +121,7 @@ impl Homeserver {
             self.rooms.room(room_id)?.ok_or_else(|| Error::not_found("No known servers for this room"))?;
         let (version, rules) = self.rooms.version(&room)?;
         let invite_state = self.stripped_state_pdus(room_id, sender)?;
-        let mut content = with_reason(json!({"membership": "invite"}), reason);
+        let mut content = with_reason(json!({"membership": MembershipState::Invite}), reason);
         if is_direct {
             content["is_direct"] = json!(true);
         }
@@ -243,7 +243,7 @@ impl Homeserver {
                     &target,
                     event_id.to_owned(),
                     json.clone(),
-                    "invite",
+                    MembershipState::Invite,
                     Some(outside),
                 )
                 .await?;
@@ -265,7 +265,7 @@ impl Homeserver {
         }
         let content = with_reason(json!({}), reason);
         let servers = self.servers_to_ask(room_id, user, &[])?;
-        self.through_first(&servers, room_id, "leave", |server| {
+        self.through_first(&servers, room_id, &MembershipState::Leave, |server| {
             self.leave_via(server, room_id, user, content.clone())
         })
         .await
@@ -282,11 +282,14 @@ impl Homeserver {
         let template = self.federation_request(server, request).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
         let rules = supported_rules(&version)?;
-        let (event_id, json) = self.sign_template(&template.event, &rules, user, "leave", content)?;
+        let (event_id, json) =
+            self.sign_template(&template.event, &rules, user, &MembershipState::Leave, content)?;
         let request =
             create_leave_event::v2::Request::new(room_id.to_owned(), event_id.clone(), raw(json.clone())?);
         self.federation_request(server, request).await?;
-        self.rooms.record_outside_membership(room_id, user, event_id, json, "leave", None).await?;
+        self.rooms
+            .record_outside_membership(room_id, user, event_id, json, MembershipState::Leave, None)
+            .await?;
         tracing::info!(%room_id, %user, via = %server, "left a room over federation");
         Ok(())
     }
@@ -307,7 +310,7 @@ impl Homeserver {
         }
         let content = with_reason(profile, reason);
         let servers = self.servers_to_ask(room_id, user, via)?;
-        self.through_first(&servers, room_id, "knock", |server| {
+        self.through_first(&servers, room_id, &MembershipState::Knock, |server| {
             self.knock_via(server, room_id, user, content.clone())
         })
         .await
@@ -324,7 +327,8 @@ impl Homeserver {
         request.ver = CREATABLE_VERSIONS.to_vec();
         let template = self.federation_request(server, request).await?;
         let rules = supported_rules(&template.room_version)?;
-        let (event_id, json) = self.sign_template(&template.event, &rules, user, "knock", content)?;
+        let (event_id, json) =
+            self.sign_template(&template.event, &rules, user, &MembershipState::Knock, content)?;
         let request =
             create_knock_event::v1::Request::new(room_id.to_owned(), event_id.clone(), raw(json.clone())?);
         let response = self.federation_request(server, request).await?;
@@ -333,7 +337,9 @@ impl Homeserver {
             stripped_state: stripped_from_remote(room_id, &response.knock_room_state),
             servers: vec![server.to_owned()],
         };
-        self.rooms.record_outside_membership(room_id, user, event_id, json, "knock", Some(outside)).await?;
+        self.rooms
+            .record_outside_membership(room_id, user, event_id, json, MembershipState::Knock, Some(outside))
+            .await?;
         tracing::info!(%room_id, %user, via = %server, "knocked over federation");
         Ok(())
     }
@@ -345,7 +351,7 @@ impl Homeserver {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
-        self.make_membership(origin, room_id, user, "leave", None)
+        self.make_membership(origin, room_id, user, &MembershipState::Leave, None)
     }
 
     /// `PUT /v2/send_leave`
@@ -356,7 +362,7 @@ impl Homeserver {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<()> {
-        self.accept_membership(origin, room_id, event_id, pdu, "leave").await.map(|_| ())
+        self.accept_membership(origin, room_id, event_id, pdu, MembershipState::Leave).await.map(|_| ())
     }
 
     /// `GET /make_knock`
@@ -367,7 +373,7 @@ impl Homeserver {
         user: &UserId,
         supported: &[RoomVersionId],
     ) -> Result<(RoomVersionId, Box<RawValue>)> {
-        self.make_membership(origin, room_id, user, "knock", Some(supported))
+        self.make_membership(origin, room_id, user, &MembershipState::Knock, Some(supported))
     }
 
     /// `PUT /send_knock`: accepts the knock and answers with the room's stripped state.
@@ -378,7 +384,7 @@ impl Homeserver {
         event_id: &EventId,
         pdu: &RawValue,
     ) -> Result<Vec<RawStrippedState>> {
-        let knock = self.accept_membership(origin, room_id, event_id, pdu, "knock").await?;
+        let knock = self.accept_membership(origin, room_id, event_id, pdu, MembershipState::Knock).await?;
         self.stripped_state_pdus(room_id, &knock.sender)
     }
 
@@ -408,7 +414,7 @@ impl Homeserver {
                 Error::forbidden("Not from a server this invite or knock went through"),
             ));
         }
-        if let Some(membership @ ("leave" | "ban")) = pdu.content_str("membership").as_deref() {
+        if let Some(membership @ (MembershipState::Leave | MembershipState::Ban)) = pdu.membership() {
             // As with Synapse, only the user or whoever invited them may take back an invite
             // here: anyone else's kick would need the room's state, which we do not have.
             if pdu.sender != target
@@ -429,7 +435,7 @@ impl Homeserver {
     fn pending_inviter(&self, user: &UserId, room_id: &RoomId) -> Result<Option<ruma::OwnedUserId>> {
         let key = (user.to_owned(), room_id.to_owned());
         let Some(record) = self.db.get::<hearth_storage::schema::UserRooms>(&key)? else { return Ok(None) };
-        if record.membership != "invite" {
+        if record.membership != MembershipState::Invite {
             return Ok(None);
         }
         Ok(self.rooms.pdu(&record.event_id)?.map(|invite| invite.sender))

@@ -2,6 +2,7 @@
 //! state at an event. Only servers with a member in the room may read it, and events from when
 //! history was hidden from all of a server's users come redacted (`ServerViewer`).
 
+use ruma::events::room::{history_visibility::HistoryVisibility, member::MembershipState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use hearth_storage::{records::PduRecord, schema::RoomMembers};
@@ -131,17 +132,14 @@ impl<'a> ServerViewer<'a> {
         }
         let db = &self.hs.db;
         let rooms = &self.hs.rooms;
-        let visibility = rooms
-            .state_entry(group, "m.room.history_visibility", "")?
-            .map(|id| rooms.pdu(&id))
-            .transpose()?
-            .flatten()
-            .and_then(|pdu| pdu.content_str("history_visibility"))
-            .unwrap_or_else(|| "shared".to_owned());
-        let allowed: &[&str] = match visibility.as_str() {
-            "joined" => &["join"],
-            "invited" => &["join", "invite"],
-            // "world_readable", "shared", and unknown values, which count as "shared".
+        let setting = match rooms.state_entry(group, "m.room.history_visibility", "")? {
+            Some(id) => crate::rooms::view::visibility_of(rooms.pdu(&id)?.as_ref()),
+            None => HistoryVisibility::Shared,
+        };
+        let allowed: &[MembershipState] = match setting {
+            HistoryVisibility::Joined => &[MembershipState::Join],
+            HistoryVisibility::Invited => &[MembershipState::Join, MembershipState::Invite],
+            // World-readable and shared history is for every server.
             _ => {
                 self.memo.insert(group, true);
                 return Ok(true);
@@ -151,11 +149,7 @@ impl<'a> ServerViewer<'a> {
         for ((kind, key), id) in crate::rooms::state::load(db, group)? {
             let ours = kind == "m.room.member"
                 && ruma::UserId::parse(&key).is_ok_and(|user| user.server_name() == self.server);
-            if ours
-                && rooms
-                    .pdu(&id)?
-                    .and_then(|pdu| pdu.content_str("membership"))
-                    .is_some_and(|m| allowed.contains(&m.as_str()))
+            if ours && rooms.pdu(&id)?.and_then(|pdu| pdu.membership()).is_some_and(|m| allowed.contains(&m))
             {
                 visible = true;
                 break;

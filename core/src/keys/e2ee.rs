@@ -2,6 +2,7 @@
 //! and signatures, and to-device messages. The server never sees plaintext; it stores keys and
 //! hands each one-time key out exactly once.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{BTreeMap, BTreeSet},
     ops::Bound,
@@ -99,7 +100,7 @@ impl Homeserver {
     pub fn users_sharing_rooms(&self, user: &UserId) -> Result<BTreeSet<OwnedUserId>> {
         let mut out = BTreeSet::from([user.to_owned()]);
         for room in self.rooms.joined_rooms(user)? {
-            out.extend(self.rooms.members_with(&room, "join")?);
+            out.extend(self.rooms.members_with(&room, &MembershipState::Join)?);
         }
         Ok(out)
     }

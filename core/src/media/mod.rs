@@ -16,6 +16,7 @@ pub mod preview;
 pub mod store;
 pub mod thumbnail;
 
+use crate::ephemeral::spaces::{Json, UrlPreviews};
 use std::{sync::Arc, time::Duration};
 
 use hearth_storage::{
@@ -40,7 +41,7 @@ use crate::{
 /// Length of generated media IDs.
 const MEDIA_ID_LEN: usize = 24;
 /// How long a preview stays cached.
-const PREVIEW_CACHE_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const PREVIEW_CACHE_TTL: Duration = Duration::from_secs(3600);
 /// Longest a download waits for an asynchronous upload or a remote server.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
@@ -510,14 +511,10 @@ impl Media {
             return Err(Error::invalid_param("Only http and https URLs can be previewed"));
         }
         self.check_literal_host(&parsed)?;
-        let cache_key = format!("media_preview:{}", hex::encode(crate::util::sha256(url.as_bytes())));
+        let cache_id = hex::encode(crate::util::sha256(url.as_bytes()));
         // The cache is an optimization: a store that is away (Redis) costs a fetch, not the preview.
-        match self.ephemeral.get(&cache_key).await {
-            Ok(Some(cached)) => {
-                if let Ok(value) = serde_json::from_slice(&cached) {
-                    return Ok(value);
-                }
-            }
+        match self.ephemeral.get_in::<UrlPreviews>(&cache_id).await {
+            Ok(Some(Json(value))) => return Ok(value),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "preview cache unavailable"),
         }
@@ -552,9 +549,7 @@ impl Media {
             og.entry("og:url").or_insert_with(|| Value::String(page.url.to_string()));
         }
         let value = Value::Object(og);
-        if let Ok(bytes) = serde_json::to_vec(&value)
-            && let Err(error) = self.ephemeral.put(cache_key, bytes, PREVIEW_CACHE_TTL).await
-        {
+        if let Err(error) = self.ephemeral.put_in::<UrlPreviews>(&cache_id, &Json(value.clone())).await {
             tracing::warn!(%error, "preview not cached");
         }
         Ok(value)

@@ -340,7 +340,7 @@ impl Rooms {
                     if is_joined { room.joined_count + 1 } else { room.joined_count.saturating_sub(1) };
             }
             let record = MembershipRecord {
-                membership: membership.as_str().to_owned(),
+                membership: membership.clone(),
                 event_id: event_id.clone(),
                 stream_pos: pos,
                 forgotten: false,
@@ -351,7 +351,7 @@ impl Rooms {
                 crate::push::forget_room(self.db(), batch, target, room_id)?;
             }
         }
-        batch.put::<RoomMembers>(&(room_id.clone(), target.clone()), &membership.as_str().to_owned())?;
+        batch.put::<RoomMembers>(&(room_id.clone(), target.clone()), membership)?;
         Ok(())
     }
 

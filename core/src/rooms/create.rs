@@ -6,6 +6,12 @@ use hearth_storage::{
     records::{PduRecord, RoomRecord, StreamEntry},
     schema::{CurrentState, Pdus, RoomTimeline, Rooms as RoomsTable, StreamLog},
 };
+use ruma::events::room::{
+    guest_access::{GuestAccess, RoomGuestAccessEventContent},
+    history_visibility::{HistoryVisibility, RoomHistoryVisibilityEventContent},
+    join_rules::{JoinRule, RoomJoinRulesEventContent},
+    member::MembershipState,
+};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
 
@@ -162,34 +168,11 @@ impl Rooms {
         let room_id = self.write_create_event(creator, Value::Object(create_content), &version).await?;
 
         let mut join = profile;
-        join["membership"] = json!("join");
+        join["membership"] = json!(MembershipState::Join);
         self.append(&room_id, creator, state("m.room.member", creator.as_str(), join), None).await?;
 
-        let mut power = json!({
-            "users_default": 0, "events_default": 0, "state_default": 50,
-            "ban": 50, "kick": 50, "redact": 50, "invite": 0,
-            "events": {
-                "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-                "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
-                "m.room.server_acl": 100, "m.room.encryption": 100,
-            },
-            "notifications": {"room": 50},
-        });
-        let mut users = serde_json::Map::new();
-        if !rules.authorization.explicitly_privilege_room_creators {
-            users.insert(creator.to_string(), json!(100));
-            if preset == Preset::TrustedPrivateChat {
-                for invitee in &req.invite {
-                    users.insert(invitee.to_string(), json!(100));
-                }
-            }
-        }
-        power["users"] = Value::Object(users);
-        if rules.authorization.explicitly_privilege_room_creators {
-            // Creators rank above every level, so replacing the room (which ends it) is kept
-            // above what an ordinary admin of 100 can do.
-            power["events"]["m.room.tombstone"] = json!(150);
-        }
+        let trusted = if preset == Preset::TrustedPrivateChat { req.invite.as_slice() } else { &[] };
+        let mut power = super::power::initial_power_levels(creator, trusted, &rules);
         if let Some(overrides) = &req.power_level_override {
             for (k, v) in overrides {
                 power[k] = v.clone();
@@ -207,16 +190,17 @@ impl Rooms {
             .await?;
         }
         let (join_rule, guest_access) = match preset {
-            Preset::PublicChat => ("public", "forbidden"),
-            Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
+            Preset::PublicChat => (JoinRule::Public, GuestAccess::Forbidden),
+            Preset::PrivateChat | Preset::TrustedPrivateChat => (JoinRule::Invite, GuestAccess::CanJoin),
         };
-        self.append(&room_id, creator, state("m.room.join_rules", "", json!({"join_rule": join_rule})), None)
-            .await?;
-        let visibility = state("m.room.history_visibility", "", json!({"history_visibility": "shared"}));
-        self.append(&room_id, creator, visibility, None).await?;
+        let join_rules = json!(RoomJoinRulesEventContent::new(join_rule));
+        self.append(&room_id, creator, state("m.room.join_rules", "", join_rules), None).await?;
+        let visibility = json!(RoomHistoryVisibilityEventContent::new(HistoryVisibility::Shared));
+        self.append(&room_id, creator, state("m.room.history_visibility", "", visibility), None).await?;
         // Like Synapse, only a room guests may join says so: no event means "forbidden".
-        if guest_access == "can_join" {
-            let guests = state("m.room.guest_access", "", json!({"guest_access": guest_access}));
+        if guest_access == GuestAccess::CanJoin {
+            let guests =
+                state("m.room.guest_access", "", json!(RoomGuestAccessEventContent::new(guest_access)));
             self.append(&room_id, creator, guests, None).await?;
         }
 
@@ -238,7 +222,7 @@ impl Rooms {
                 continue;
             }
             let mut content = req.invite_profiles.get(&invitee).cloned().unwrap_or_else(|| json!({}));
-            content["membership"] = json!("invite");
+            content["membership"] = json!(MembershipState::Invite);
             if req.is_direct {
                 content["is_direct"] = json!(true);
             }

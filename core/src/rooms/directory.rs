@@ -2,7 +2,8 @@
 
 use hearth_storage::schema::{NetworkRooms, PublicRooms, RoomTimeline};
 use ruma::directory::RoomNetwork;
-use ruma::events::room::member::MembershipState;
+use ruma::events::room::{member::MembershipState, power_levels::RoomPowerLevelsEventContent};
+use ruma::room::JoinRuleSummary;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType,
 };
@@ -30,9 +31,8 @@ pub struct PublicRoom {
 #[derive(Debug, Clone)]
 pub struct RoomSummaryView {
     pub room: PublicRoom,
-    pub join_rule: String,
-    /// The rooms whose members a restricted join rule lets in.
-    pub allowed_room_ids: Vec<OwnedRoomId>,
+    /// With the rooms whose members a restricted join rule lets in.
+    pub join_rule: JoinRuleSummary,
     pub encryption: Option<String>,
     pub version: RoomVersionId,
     /// The viewer's own membership, if any.
@@ -42,16 +42,7 @@ pub struct RoomSummaryView {
 impl RoomSummaryView {
     /// The summary in the spec's shape (`allowed_room_ids` only for restricted join rules).
     pub fn to_summary(&self) -> ruma::room::RoomSummary {
-        use ruma::room::{JoinRuleSummary, RestrictedSummary};
-        let allowed = || RestrictedSummary::new(self.allowed_room_ids.clone());
-        let join_rule = match self.join_rule.as_str() {
-            "public" => JoinRuleSummary::Public,
-            "knock" => JoinRuleSummary::Knock,
-            "private" => JoinRuleSummary::Private,
-            "restricted" => JoinRuleSummary::Restricted(allowed()),
-            "knock_restricted" => JoinRuleSummary::KnockRestricted(allowed()),
-            _ => JoinRuleSummary::Invite,
-        };
+        let join_rule = self.join_rule.clone();
         let room = &self.room;
         let mut summary = ruma::room::RoomSummary::new(
             room.room_id.clone(),
@@ -135,22 +126,12 @@ impl Rooms {
             return Ok(None);
         }
         let summary = self.summary(room_id)?;
-        let rules = self.current_state_event(room_id, "m.room.join_rules", "")?.map(|p| p.content_json());
-        let allowed_room_ids: Vec<OwnedRoomId> = rules
-            .as_ref()
-            .and_then(|r| r["allow"].as_array())
-            .into_iter()
-            .flatten()
-            .filter(|rule| rule["type"] == "m.room_membership")
-            .filter_map(|rule| rule["room_id"].as_str().and_then(|id| RoomId::parse(id).ok()))
-            .collect();
         let (version, _) = self.version(&room)?;
         Ok(Some(RoomSummaryView {
             encryption: self.state_field(room_id, "m.room.encryption", "algorithm")?,
             version,
             membership: None,
-            join_rule: summary.join_rule.clone().unwrap_or_else(|| "invite".to_owned()),
-            allowed_room_ids,
+            join_rule: JoinRuleSummary::from(self.join_rule(room_id)?),
             room: summary,
         }))
     }
@@ -167,9 +148,14 @@ impl Rooms {
             view.membership,
             Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
         ) || view.room.world_readable
-            || matches!(view.join_rule.as_str(), "public" | "knock" | "knock_restricted");
-        if let (false, "restricted", Some(viewer)) = (visible, view.join_rule.as_str(), viewer) {
-            for allowed in &view.allowed_room_ids {
+            || matches!(
+                view.join_rule,
+                JoinRuleSummary::Public | JoinRuleSummary::Knock | JoinRuleSummary::KnockRestricted(_)
+            );
+        if let (false, JoinRuleSummary::Restricted(restricted), Some(viewer)) =
+            (visible, &view.join_rule, viewer)
+        {
+            for allowed in &restricted.allowed_room_ids {
                 if self.membership(allowed, viewer)? == Some(MembershipState::Join) {
                     visible = true;
                     break;
@@ -274,8 +260,7 @@ impl Rooms {
         if self.membership(room_id, user)? != Some(MembershipState::Join) {
             return Err(Error::forbidden("You are not joined to this room"));
         }
-        let needed = self.required_state_level(room_id, "m.room.tombstone")?;
-        if self.power_level(room_id, user)? < needed {
+        if !self.has_power_for_state(room_id, user, "m.room.tombstone")? {
             return Err(Error::forbidden("You do not have the power to upgrade this room"));
         }
         let old_state: StateMap = {
@@ -338,11 +323,19 @@ impl Rooms {
         );
         self.append(room_id, user, tombstone, None).await?;
         // Silence the old room: only moderators may speak or invite.
-        if let Some(pl) = self.current_state_event(room_id, "m.room.power_levels", "")? {
+        if let Some(pl) = self.current_state_event(room_id, "m.room.power_levels", "")?
+            && let Ok(mut levels) = serde_json::from_str::<RoomPowerLevelsEventContent>(pl.content.get())
+        {
+            let restricted = levels.users_default.max(ruma::int!(50));
+            levels.events_default = restricted;
+            levels.invite = restricted;
+            // Fields ruma does not know stay as they were.
             let mut content = pl.content_json();
-            let restricted = content["users_default"].as_i64().unwrap_or(0).max(50);
-            content["events_default"] = json!(restricted);
-            content["invite"] = json!(restricted);
+            if let (Value::Object(target), Ok(Value::Object(typed))) =
+                (&mut content, serde_json::to_value(&levels))
+            {
+                target.extend(typed);
+            }
             let event = NewEvent::state(TimelineEventType::RoomPowerLevels, "", content);
             self.append(room_id, user, event, None).await?;
         }

@@ -3,6 +3,8 @@
 //! which may need other servers, is `federation/hierarchy.rs`.
 
 use hearth_storage::schema::CurrentState;
+use ruma::events::room::member::MembershipState;
+use ruma::room::JoinRuleSummary;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, room::RoomType};
 use serde_json::{Value, json};
 
@@ -86,11 +88,14 @@ impl Rooms {
         view: &RoomSummaryView,
     ) -> Result<bool> {
         if view.room.world_readable
-            || matches!(view.join_rule.as_str(), "public" | "knock" | "knock_restricted")
+            || matches!(
+                view.join_rule,
+                JoinRuleSummary::Public | JoinRuleSummary::Knock | JoinRuleSummary::KnockRestricted(_)
+            )
         {
             return Ok(true);
         }
-        let has_member = |room: &RoomId, memberships: &[&str]| -> Result<bool> {
+        let has_member = |room: &RoomId, memberships: &[MembershipState]| -> Result<bool> {
             for membership in memberships {
                 if self.members_with(room, membership)?.iter().any(|u| u.server_name() == server) {
                     return Ok(true);
@@ -98,12 +103,14 @@ impl Rooms {
             }
             Ok(false)
         };
-        if has_member(room_id, &["join", "invite"])? {
+        if has_member(room_id, &[MembershipState::Join, MembershipState::Invite])? {
             return Ok(true);
         }
-        if matches!(view.join_rule.as_str(), "restricted" | "knock_restricted") {
-            for allowed in &view.allowed_room_ids {
-                if has_member(allowed, &["join"])? {
+        if let JoinRuleSummary::Restricted(restricted) | JoinRuleSummary::KnockRestricted(restricted) =
+            &view.join_rule
+        {
+            for allowed in &restricted.allowed_room_ids {
+                if has_member(allowed, &[MembershipState::Join])? {
                     return Ok(true);
                 }
             }

@@ -9,6 +9,7 @@
 //! since it began reading (a per-room generation), so a slow reader cannot put back a list
 //! that a write has already replaced.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError},
@@ -166,9 +167,9 @@ impl Rooms {
         let (mut joined, mut invited) = (Vec::new(), Vec::new());
         for entry in self.db().scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
             let ((_, user), membership) = entry?;
-            match membership.as_str() {
-                "join" => joined.push(user),
-                "invite" => invited.push(user),
+            match membership {
+                MembershipState::Join => joined.push(user),
+                MembershipState::Invite => invited.push(user),
                 _ => {}
             }
         }

@@ -1,6 +1,7 @@
 //! Membership changes by local users: join, leave, invite, kick, ban, unban, knock, forget.
 
 use hearth_storage::schema::UserRooms;
+use ruma::events::room::join_rules::{AllowRule, JoinRule, RoomJoinRulesEventContent};
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, RoomId, UserId, events::TimelineEventType};
 use serde_json::{Value, json};
@@ -39,7 +40,7 @@ impl Rooms {
         if let Some(authoriser) = self.restricted_join_authoriser(room_id, user)? {
             content["join_authorised_via_users_server"] = json!(authoriser);
         }
-        self.self_membership(room_id, user, "join", content, reason).await
+        self.self_membership(room_id, user, MembershipState::Join, content, reason).await
     }
 
     /// For a restricted room the user is not invited to: when they are in one of the rooms the
@@ -51,20 +52,18 @@ impl Rooms {
         room_id: &RoomId,
         user: &UserId,
     ) -> Result<Option<ruma::OwnedUserId>> {
-        let Some(rules) = self.current_state_event(room_id, "m.room.join_rules", "")? else {
+        let (JoinRule::Restricted(restricted) | JoinRule::KnockRestricted(restricted)) =
+            self.join_rule(room_id)?
+        else {
             return Ok(None);
         };
-        let content = rules.content_json();
-        let restricted = matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted"));
-        if !restricted || self.membership(room_id, user)? == Some(MembershipState::Invite) {
+        if self.membership(room_id, user)? == Some(MembershipState::Invite) {
             return Ok(None);
         }
         let mut allowed = false;
-        for rule in content["allow"].as_array().into_iter().flatten() {
-            let room = rule["room_id"].as_str().and_then(|r| RoomId::parse(r).ok());
-            if rule["type"] == "m.room_membership"
-                && let Some(room) = room
-                && self.membership(&room, user)? == Some(MembershipState::Join)
+        for rule in &restricted.allow {
+            if let AllowRule::RoomMembership(rule) = rule
+                && self.membership(&rule.room_id, user)? == Some(MembershipState::Join)
             {
                 allowed = true;
                 break;
@@ -73,15 +72,28 @@ impl Rooms {
         if !allowed {
             return Ok(None);
         }
-        let invite_level = self.required_level(room_id, "invite", 0)?;
-        for member in self.members_with(room_id, "join")? {
-            if member.server_name() == self.inner.server_name
-                && self.power_level(room_id, &member)? >= invite_level
-            {
+        let levels = self.power_levels(room_id)?;
+        for member in self.members_with(room_id, &MembershipState::Join)? {
+            if member.server_name() == self.inner.server_name && levels.user_can_invite(&member) {
                 return Ok(Some(member));
             }
         }
         Ok(None)
+    }
+
+    /// The room's join rule now, typed; without a join rules event, `invite`, as the spec says.
+    pub fn join_rule(&self, room_id: &RoomId) -> Result<JoinRule> {
+        let Some(event) = self.current_state_event(room_id, "m.room.join_rules", "")? else {
+            return Ok(JoinRule::Invite);
+        };
+        match serde_json::from_str::<RoomJoinRulesEventContent>(event.content.get()) {
+            Ok(content) => Ok(content.join_rule),
+            Err(error) => {
+                // Past the auth rules, so a shape ruma reads more strictly: the safest reading.
+                tracing::warn!(%room_id, event_id = %event.event_id, %error, "unreadable join rules");
+                Ok(JoinRule::Invite)
+            }
+        }
     }
 
     pub async fn knock(
@@ -91,7 +103,7 @@ impl Rooms {
         profile: Value,
         reason: Option<String>,
     ) -> Result<()> {
-        self.self_membership(room_id, user, "knock", profile, reason).await
+        self.self_membership(room_id, user, MembershipState::Knock, profile, reason).await
     }
 
     /// A membership a user sets for themselves, carrying their profile.
@@ -99,7 +111,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         user: &UserId,
-        membership: &str,
+        membership: MembershipState,
         profile: Value,
         reason: Option<String>,
     ) -> Result<()> {
@@ -118,7 +130,13 @@ impl Rooms {
             Some(MembershipState::Leave) => return Ok(()),
             _ => return Err(Error::forbidden("You are not a member of this room")),
         }
-        self.append(room_id, user, member_event(user, json!({"membership": "leave"}), reason), None).await?;
+        self.append(
+            room_id,
+            user,
+            member_event(user, json!({"membership": MembershipState::Leave}), reason),
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -147,14 +165,14 @@ impl Rooms {
                 ) {
                     return Err(Error::forbidden("The target user is not in the room"));
                 }
-                "leave"
+                MembershipState::Leave
             }
-            MembershipAction::Ban => "ban",
+            MembershipAction::Ban => MembershipState::Ban,
             MembershipAction::Unban => {
                 if current != Some(MembershipState::Ban) {
                     return Err(Error::forbidden("The target user is not banned"));
                 }
-                "leave"
+                MembershipState::Leave
             }
         };
         let mut content = json!({"membership": membership});
@@ -179,7 +197,7 @@ impl Rooms {
             // Inviting again changes nothing, as on Synapse.
             return self.current_member_event_id(room_id, target);
         }
-        content["membership"] = json!("invite");
+        content["membership"] = json!(MembershipState::Invite);
         self.append(room_id, sender, member_event(target, content, reason), None).await
     }
 
@@ -203,9 +221,7 @@ impl Rooms {
                 continue;
             };
             let mut content = current.content_json();
-            if content.get(field) == value
-                || content.get("membership").and_then(Value::as_str) != Some("join")
-            {
+            if content.get(field) == value || current.membership() != Some(MembershipState::Join) {
                 continue;
             }
             let Some(object) = content.as_object_mut() else { continue };
@@ -231,7 +247,10 @@ impl Rooms {
             let Some(mut record) = db.get::<UserRooms>(&key)? else {
                 return Err(Error::not_found("You have never been in this room"));
             };
-            if matches!(record.membership.as_str(), "join" | "invite" | "knock") {
+            if matches!(
+                record.membership,
+                MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+            ) {
                 return Err(Error::bad_request("You must leave the room before forgetting it"));
             }
             record.forgotten = true;

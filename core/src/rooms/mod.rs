@@ -49,6 +49,7 @@ pub use self::{
     hierarchy::{SpaceChild, valid_via},
     members::Members,
     membership::MembershipAction,
+    power::muted_members_override,
     timeline::{Around, Page, PageDirection, TimelineKey, timeline_key},
     view::{Viewer, Window, event_passes, history_token, parse_history_token},
 };
@@ -292,22 +293,21 @@ impl Rooms {
 
     /// A user's current membership in a room (`join`, `invite`, `leave`, `ban`, `knock`).
     pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<MembershipState>> {
-        let stored = self.db().get::<RoomMembers>(&(room_id.to_owned(), user_id.to_owned()))?;
-        Ok(stored.map(|m| MembershipState::from(m.as_str())))
+        Ok(self.db().get::<RoomMembers>(&(room_id.to_owned(), user_id.to_owned()))?)
     }
 
     /// Members with the given membership (see [`Rooms::members`] for joined and invited ones
     /// without a copy).
-    pub fn members_with(&self, room_id: &RoomId, membership: &str) -> Result<Vec<OwnedUserId>> {
+    pub fn members_with(&self, room_id: &RoomId, membership: &MembershipState) -> Result<Vec<OwnedUserId>> {
         match membership {
-            "join" => return Ok(self.members(room_id)?.joined.clone()),
-            "invite" => return Ok(self.members(room_id)?.invited.clone()),
+            MembershipState::Join => return Ok(self.members(room_id)?.joined.clone()),
+            MembershipState::Invite => return Ok(self.members(room_id)?.invited.clone()),
             _ => {}
         }
         let mut out = Vec::new();
         for entry in self.db().scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
             let ((_, user), m) = entry?;
-            if m == membership {
+            if m == *membership {
                 out.push(user);
             }
         }
@@ -315,11 +315,15 @@ impl Rooms {
     }
 
     /// Rooms where a local user's latest membership is one of `memberships`.
-    pub fn rooms_with_membership(&self, user_id: &UserId, memberships: &[&str]) -> Result<Vec<OwnedRoomId>> {
+    pub fn rooms_with_membership(
+        &self,
+        user_id: &UserId,
+        memberships: &[MembershipState],
+    ) -> Result<Vec<OwnedRoomId>> {
         let mut out = Vec::new();
         for entry in self.db().scan_prefix::<UserRooms, _>(&user_id.to_owned())? {
             let ((_, room), record) = entry?;
-            if memberships.contains(&record.membership.as_str()) {
+            if memberships.contains(&record.membership) {
                 out.push(room);
             }
         }
@@ -331,7 +335,7 @@ impl Rooms {
         let mut out = Vec::new();
         for entry in self.db().scan_prefix::<UserRooms, _>(&user_id.to_owned())? {
             let ((_, room), record) = entry?;
-            if record.membership == "join" {
+            if record.membership == MembershipState::Join {
                 out.push(room);
             }
         }

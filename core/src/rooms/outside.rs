@@ -8,6 +8,7 @@ use hearth_storage::{
     records::{MembershipRecord, OutsideRoomRecord, StreamEntry},
     schema::{OutsideRooms, Pdus, RoomMembers, StreamLog, UserRooms},
 };
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, RoomId, UserId};
 
 use super::Rooms;
@@ -23,12 +24,12 @@ impl Rooms {
         user: &UserId,
         event_id: OwnedEventId,
         json: String,
-        membership: &str,
+        membership: MembershipState,
         outside: Option<OutsideRoomRecord>,
     ) -> Result<()> {
         let _guard = self.lock(room_id).await;
         let this = self.clone();
-        let (room_id, user, membership) = (room_id.to_owned(), user.to_owned(), membership.to_owned());
+        let (room_id, user) = (room_id.to_owned(), user.to_owned());
         let woken = user.clone();
         let ticket = blocking(move || {
             let mut batch = Batch::new();
@@ -88,7 +89,7 @@ impl Rooms {
         let own = &self.inner.server_name;
         for entry in self.db().scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
             let ((_, user), membership) = entry?;
-            if membership == "join" && user.server_name() != own {
+            if membership == MembershipState::Join && user.server_name() != own {
                 return Ok(false);
             }
         }

@@ -1,14 +1,20 @@
 //! Power levels, for the checks the auth rules leave to the server (redaction of others'
 //! events, alias deletion).
 
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{
+    OwnedUserId, RoomId, UserId,
+    events::{
+        StateEventType,
+        room::power_levels::{
+            RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource, UserPowerLevel,
+        },
+    },
+};
+
+use serde_json::{Value, json};
 
 use super::Rooms;
 use crate::{Error, Result};
-
-fn level(value: Option<&serde_json::Value>, default: i64) -> i64 {
-    value.and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
-}
 
 impl Rooms {
     /// The room's creators where the version privileges them (v12: the create event's sender
@@ -31,51 +37,92 @@ impl Rooms {
         Ok(creators)
     }
 
-    /// The user's power level; room creators of versions with privileged creators rank above all.
+    /// The room's power levels now, read through ruma's typed content with the room version's
+    /// rules: privileged creators (v12) rank above every level; without a power-levels event the
+    /// spec's defaults apply, the creator at 100 in older versions.
+    pub fn power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
+        let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = self.version(&room)?;
+        let creators = if rules.authorization.explicitly_privilege_room_creators {
+            self.privileged_creators(room_id)?
+        } else {
+            self.current_state_event(room_id, "m.room.create", "")?.map(|c| c.sender).into_iter().collect()
+        };
+        let source = match self.current_state_event(room_id, "m.room.power_levels", "")? {
+            Some(pl) => match serde_json::from_str::<RoomPowerLevelsEventContent>(pl.content.get()) {
+                Ok(content) => RoomPowerLevelsSource::Original(content),
+                Err(error) => {
+                    // The auth rules accepted it, so this is a field ruma reads more strictly:
+                    // the spec's defaults stand in rather than failing every check in the room.
+                    tracing::warn!(%room_id, event_id = %pl.event_id, %error, "unreadable power levels");
+                    RoomPowerLevelsSource::None
+                }
+            },
+            None => RoomPowerLevelsSource::None,
+        };
+        Ok(RoomPowerLevels::new(source, &rules.authorization, creators))
+    }
+
+    /// The user's power level; privileged creators rank above all (`i64::MAX`).
     pub fn power_level(&self, room_id: &RoomId, user: &UserId) -> Result<i64> {
-        if self.privileged_creators(room_id)?.iter().any(|c| c == user) {
-            return Ok(i64::MAX);
-        }
-        match self.current_state_event(room_id, "m.room.power_levels", "")? {
-            Some(pl) => {
-                let content = pl.content_json();
-                let default = level(content.get("users_default"), 0);
-                Ok(level(content.get("users").and_then(|u| u.get(user.as_str())), default))
-            }
-            // Without power levels the creator has 100 and everyone else 0.
-            None => {
-                let creator = self.current_state_event(room_id, "m.room.create", "")?.map(|c| c.sender);
-                Ok(if creator.as_deref() == Some(user) { 100 } else { 0 })
-            }
-        }
+        Ok(match self.power_levels(room_id)?.for_user(user) {
+            UserPowerLevel::Int(level) => level.into(),
+            _ => i64::MAX,
+        })
     }
 
-    /// The level a named action (`redact`, `kick`, ...) needs.
-    pub fn required_level(&self, room_id: &RoomId, action: &str, default: i64) -> Result<i64> {
-        let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
-        Ok(pl.map_or(default, |pl| level(pl.content_json().get(action), default)))
-    }
-
-    /// The level a state event of `kind` needs: its own entry in `events`, else `state_default`.
-    pub(super) fn required_state_level(&self, room_id: &RoomId, kind: &str) -> Result<i64> {
-        let pl = self.current_state_event(room_id, "m.room.power_levels", "")?;
-        Ok(pl.map_or(50, |pl| {
-            let content = pl.content_json();
-            level(content.get("events").and_then(|e| e.get(kind)), level(content.get("state_default"), 50))
-        }))
-    }
-
+    /// Whether `user` may send a state event of `kind` now.
     pub(super) fn has_power_for_state(&self, room_id: &RoomId, user: &UserId, kind: &str) -> Result<bool> {
-        Ok(self.power_level(room_id, user)? >= self.required_state_level(room_id, kind)?)
+        Ok(self.power_levels(room_id)?.user_can_send_state(user, StateEventType::from(kind)))
     }
 
     /// Whether `user` may redact an event sent by `original_sender`.
     pub fn may_redact(&self, room_id: &RoomId, user: &UserId, original_sender: &UserId) -> Result<bool> {
-        if user == original_sender {
-            return Ok(true);
-        }
-        Ok(self.power_level(room_id, user)? >= self.required_level(room_id, "redact", 50)?)
+        let levels = self.power_levels(room_id)?;
+        Ok(if user == original_sender {
+            levels.user_can_redact_own_event(user)
+        } else {
+            levels.user_can_redact_event_of_other(user)
+        })
     }
+}
+
+/// A new room's power levels, as Synapse writes them (every level spelled out): the creator at
+/// 100 (and `trusted`, a trusted private chat's invitees) where the version does not privilege
+/// creators; where it does, replacing the room needs more than an ordinary admin's 100.
+pub(super) fn initial_power_levels(
+    creator: &UserId,
+    trusted: &[OwnedUserId],
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Value {
+    let mut power = json!({
+        "users_default": 0, "events_default": 0, "state_default": 50,
+        "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+        "events": {
+            "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+            "m.room.server_acl": 100, "m.room.encryption": 100,
+        },
+        "notifications": {"room": 50},
+    });
+    let mut users = serde_json::Map::new();
+    if rules.authorization.explicitly_privilege_room_creators {
+        power["events"]["m.room.tombstone"] = json!(150);
+    } else {
+        for user in std::iter::once(creator).chain(trusted.iter().map(AsRef::as_ref)) {
+            users.insert(user.to_string(), json!(100));
+        }
+    }
+    power["users"] = Value::Object(users);
+    power
+}
+
+/// A `power_level_override` for createRoom that mutes everyone but the creator (server notice
+/// rooms, the room that replaces a shut-down one).
+pub fn muted_members_override() -> serde_json::Map<String, Value> {
+    let mut map = serde_json::Map::new();
+    map.insert("users_default".to_owned(), json!(-10));
+    map
 }
 
 /// What a client may not put in a power-levels event although the auth rules would let the

@@ -181,7 +181,7 @@ fn assert_joined_matches_storage(hs: &Homeserver, room_id: &ruma::RoomId) -> Vec
     let mut stored = Vec::new();
     for entry in hs.db.scan_prefix::<hearth_storage::schema::RoomMembers, _>(&room_id.to_owned()).unwrap() {
         let ((_, user), membership) = entry.unwrap();
-        if membership == "join" {
+        if membership == ruma::events::room::member::MembershipState::Join {
             stored.push(user);
         }
     }

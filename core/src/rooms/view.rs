@@ -134,7 +134,7 @@ impl Rooms {
 
 /// The visibility an `m.room.history_visibility` event sets; without one, or with a value this
 /// server does not know, `shared`, as the spec says.
-fn visibility_of(event: Option<&Pdu>) -> HistoryVisibility {
+pub(crate) fn visibility_of(event: Option<&Pdu>) -> HistoryVisibility {
     match event.and_then(|p| p.content_str("history_visibility")).map(|v| HistoryVisibility::from(v.as_str()))
     {
         Some(

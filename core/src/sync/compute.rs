@@ -161,7 +161,7 @@ impl Homeserver {
         // for them, but always shows a ban or a kick (as Synapse does): a client starting afresh
         // must still learn it was put out.
         let left_of_own_accord = |record: &MembershipRecord| -> Result<bool> {
-            if record.membership != "leave" {
+            if record.membership != MembershipState::Leave {
                 return Ok(false);
             }
             let Some(own) = self.rooms.pdu_record(&record.event_id)? else { return Ok(true) };
@@ -191,8 +191,8 @@ impl Homeserver {
             if record.forgotten && !(membership_changed && since.is_some()) {
                 continue;
             }
-            match record.membership.as_str() {
-                "join" => {
+            match record.membership {
+                MembershipState::Join => {
                     let touched = initial
                         || membership_changed
                         || changes.rooms.contains(&room_id)
@@ -207,7 +207,8 @@ impl Homeserver {
                             self.joined_room(user, device, &room_id, from, now, full, newly_joined, req)?;
                         if since.is_some() {
                             if membership_changed {
-                                newly_sharing.extend(self.rooms.members_with(&room_id, "join")?);
+                                newly_sharing
+                                    .extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
                                 joined_now = true;
                             }
                             for event in value["timeline"]["events"].as_array().into_iter().flatten() {
@@ -219,11 +220,13 @@ impl Homeserver {
                                 else {
                                     continue;
                                 };
-                                match event["content"]["membership"].as_str() {
-                                    Some("join") => {
+                                let membership =
+                                    event["content"]["membership"].as_str().map(MembershipState::from);
+                                match membership {
+                                    Some(MembershipState::Join) => {
                                         newly_sharing.insert(target);
                                     }
-                                    Some("leave" | "ban") => {
+                                    Some(MembershipState::Leave | MembershipState::Ban) => {
                                         maybe_left.insert(target);
                                     }
                                     _ => {}
@@ -233,19 +236,19 @@ impl Homeserver {
                         join.insert(room_id.to_string(), value);
                     }
                 }
-                "invite" if membership_changed && !invited_by_ignored(&record)? => {
+                MembershipState::Invite if membership_changed && !invited_by_ignored(&record)? => {
                     invite.insert(
                         room_id.to_string(),
                         json!({"invite_state": events(self.stripped_state(user, &room_id, &record)?)}),
                     );
                 }
-                "knock" if membership_changed => {
+                MembershipState::Knock if membership_changed => {
                     knock.insert(
                         room_id.to_string(),
                         json!({"knock_state": events(self.stripped_state(user, &room_id, &record)?)}),
                     );
                 }
-                "leave" | "ban"
+                MembershipState::Leave | MembershipState::Ban
                     if membership_changed
                         && (since.is_some() || filter.room.include_leave)
                         && self.outside_event(&record)?.is_some() =>
@@ -262,8 +265,8 @@ impl Homeserver {
                         }),
                     );
                 }
-                "leave" | "ban" if record.forgotten => {
-                    maybe_left.extend(self.rooms.members_with(&room_id, "join")?);
+                MembershipState::Leave | MembershipState::Ban if record.forgotten => {
+                    maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
                     // Its history is no longer readable: the leave itself is all there is.
                     let own = self.rooms.pdu_record(&record.event_id)?;
                     let leave_event = match own {
@@ -281,12 +284,12 @@ impl Homeserver {
                         }),
                     );
                 }
-                "leave" | "ban" if membership_changed && since.is_some() => {
-                    maybe_left.extend(self.rooms.members_with(&room_id, "join")?);
+                MembershipState::Leave | MembershipState::Ban if membership_changed && since.is_some() => {
+                    maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
                     let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
                     leave.insert(room_id.to_string(), value);
                 }
-                "leave" | "ban"
+                MembershipState::Leave | MembershipState::Ban
                     if membership_changed && (filter.room.include_leave || !left_of_own_accord(&record)?) =>
                 {
                     let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;

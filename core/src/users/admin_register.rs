@@ -1,6 +1,7 @@
 //! Shared-secret registration, compatible with Synapse's `/_synapse/admin/v1/register`, so that
 //! provisioning scripts, bridges and test suites written for Synapse create users here unchanged.
 
+use crate::ephemeral::spaces::RegisterNonces;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -9,7 +10,7 @@ use sha1::Sha1;
 use super::{NewAccount, Registered, Users};
 use crate::{Error, Result, util};
 
-const NONCE_TTL: Duration = Duration::from_secs(60);
+pub(crate) const NONCE_TTL: Duration = Duration::from_secs(60);
 
 /// The body of `POST /_synapse/admin/v1/register`.
 #[derive(Debug, Clone)]
@@ -22,10 +23,6 @@ pub struct SharedSecretRegistration {
     pub user_type: Option<String>,
     /// Hex HMAC-SHA1 over the NUL-separated fields, keyed with the shared secret.
     pub mac: String,
-}
-
-fn nonce_key(nonce: &str) -> String {
-    format!("register_nonce:{nonce}")
 }
 
 impl SharedSecretRegistration {
@@ -51,7 +48,7 @@ impl Users {
     /// Issues a single-use nonce, valid for a minute.
     pub async fn new_registration_nonce(&self) -> Result<String> {
         let nonce = util::random_string(32);
-        self.ephemeral.put(nonce_key(&nonce), Vec::new(), NONCE_TTL).await?;
+        self.ephemeral.put_in::<RegisterNonces>(&nonce, &()).await?;
         Ok(nonce)
     }
 
@@ -60,7 +57,7 @@ impl Users {
         secret: &str,
         req: SharedSecretRegistration,
     ) -> Result<Registered> {
-        if self.ephemeral.take(&nonce_key(&req.nonce)).await?.is_none() {
+        if self.ephemeral.take_in::<RegisterNonces>(&req.nonce).await?.is_none() {
             return Err(Error::bad_request("unrecognised nonce"));
         }
         if req.username.contains('\0') || req.password.contains('\0') {

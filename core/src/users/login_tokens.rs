@@ -1,6 +1,7 @@
 //! Login tokens (`m.login.token`): what single sign-on hands the client's redirect URL. Each is
 //! single-use and lives two minutes in the ephemeral store, keyed by its hash.
 
+use crate::ephemeral::spaces::LoginTokens;
 use std::time::Duration;
 
 use ruma::{OwnedUserId, UserId};
@@ -11,24 +12,22 @@ use crate::{Error, Result, util};
 /// The spec's upper bound for how long a login token may work.
 pub const LOGIN_TOKEN_TTL: Duration = Duration::from_secs(120);
 
-fn key(token: &str) -> String {
-    format!("login_token:{}", hex::encode(hash_token(token)))
+fn id(token: &str) -> String {
+    hex::encode(hash_token(token))
 }
 
 impl Users {
     /// Issues a login token for `user_id`.
     pub async fn issue_login_token(&self, user_id: &UserId) -> Result<String> {
         let token = format!("htl_{}", util::random_string(40));
-        self.ephemeral.put(key(&token), user_id.as_bytes().to_vec(), LOGIN_TOKEN_TTL).await?;
+        self.ephemeral.put_in::<LoginTokens>(id(&token), &user_id.to_owned()).await?;
         Ok(token)
     }
 
     /// Redeems a login token once; unknown, expired and used tokens are all `M_FORBIDDEN`.
     pub async fn redeem_login_token(&self, token: &str) -> Result<OwnedUserId> {
         let invalid = || Error::forbidden("Invalid login token");
-        let bytes = self.ephemeral.take(&key(token)).await?.ok_or_else(invalid)?;
-        let user_id = String::from_utf8(bytes).map_err(Error::internal)?;
-        OwnedUserId::try_from(user_id).map_err(Error::internal)
+        self.ephemeral.take_in::<LoginTokens>(id(token)).await?.ok_or_else(invalid)
     }
 }
 

@@ -1,11 +1,11 @@
 //! Local accounts, their devices and access tokens, and their profiles.
 
 mod accounts;
-mod admin_register;
+pub(crate) mod admin_register;
 mod devices;
 mod links;
-mod login_tokens;
-mod openid;
+pub(crate) mod login_tokens;
+pub(crate) mod openid;
 pub mod password;
 mod profile;
 mod tokens;

@@ -3,6 +3,7 @@
 //! this server's federation API who it belongs to. It proves the user's identity and grants
 //! nothing else. Kept an hour in the ephemeral store, keyed by its hash.
 
+use crate::ephemeral::spaces::OpenIdTokens;
 use std::time::Duration;
 
 use ruma::{OwnedUserId, UserId};
@@ -13,15 +14,15 @@ use crate::{Error, ErrorCode, Result, util};
 /// How long an OpenID token works (as Synapse).
 pub const OPENID_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-fn key(token: &str) -> String {
-    format!("openid_token:{}", hex::encode(hash_token(token)))
+fn id(token: &str) -> String {
+    hex::encode(hash_token(token))
 }
 
 impl Users {
     /// Issues an OpenID token for `user_id`.
     pub async fn issue_openid_token(&self, user_id: &UserId) -> Result<String> {
         let token = format!("hto_{}", util::random_string(40));
-        self.ephemeral.put(key(&token), user_id.as_bytes().to_vec(), OPENID_TOKEN_TTL).await?;
+        self.ephemeral.put_in::<OpenIdTokens>(id(&token), &user_id.to_owned()).await?;
         Ok(token)
     }
 
@@ -29,9 +30,7 @@ impl Users {
     /// party makes.
     pub async fn openid_user(&self, token: &str) -> Result<OwnedUserId> {
         let unknown = || Error::new(ErrorCode::UnknownToken, "Unknown or expired OpenID token");
-        let bytes = self.ephemeral.get(&key(token)).await?.ok_or_else(unknown)?;
-        let user_id = String::from_utf8(bytes).map_err(Error::internal)?;
-        OwnedUserId::try_from(user_id).map_err(Error::internal)
+        self.ephemeral.get_in::<OpenIdTokens>(id(token)).await?.ok_or_else(unknown)
     }
 }
 

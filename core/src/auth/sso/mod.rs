@@ -8,6 +8,7 @@
 
 mod provider;
 
+use crate::ephemeral::spaces::{Json, SsoAttempts};
 use std::{sync::Arc, time::Duration};
 
 use ruma::{OwnedUserId, api::client::uiaa::AuthType};
@@ -32,11 +33,7 @@ pub const CONFIRM_PATH: &str = "/_matrix/client/unstable/io.hearth/sso/confirm";
 pub const COOKIE_NAME: &str = "hearth_sso";
 
 /// How long a sign-in may take from the redirect to the callback.
-const ATTEMPT_TTL: Duration = Duration::from_secs(600);
-
-fn attempt_key(state: &str) -> String {
-    format!("sso_state:{state}")
-}
+pub(crate) const ATTEMPT_TTL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "for", rename_all = "snake_case")]
@@ -49,7 +46,7 @@ enum Purpose {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Attempt {
+pub(crate) struct Attempt {
     idp_id: String,
     purpose: Purpose,
     pkce_verifier: String,
@@ -247,8 +244,7 @@ impl Sso {
             nonce: auth.nonce,
             authorize_url: auth.url,
         };
-        let bytes = serde_json::to_vec(&attempt).map_err(Error::internal)?;
-        self.inner.ephemeral.put(attempt_key(&auth.state), bytes, ATTEMPT_TTL).await?;
+        self.inner.ephemeral.put_in::<SsoAttempts>(&auth.state, &Json(attempt)).await?;
         Ok(auth.state)
     }
 
@@ -275,13 +271,10 @@ impl Sso {
     }
 
     async fn attempt(&self, state: &str) -> Result<Attempt> {
-        let bytes = self
-            .inner
-            .ephemeral
-            .get(&attempt_key(state))
-            .await?
-            .ok_or_else(|| Error::forbidden("Unknown, expired or already used single sign-on state"))?;
-        serde_json::from_slice(&bytes).map_err(Error::internal)
+        let attempt = self.inner.ephemeral.get_in::<SsoAttempts>(state).await?;
+        attempt
+            .map(|Json(a)| a)
+            .ok_or_else(|| Error::forbidden("Unknown, expired or already used single sign-on state"))
     }
 
     fn check_browser(attempt: &Attempt, browser_secret: Option<&str>) -> Result<()> {
@@ -324,7 +317,7 @@ impl Sso {
         }
         Self::check_browser(&attempt, callback.browser_secret.as_deref())?;
         // Redeemed once: a second callback with this state (a replay) finds nothing.
-        if self.inner.ephemeral.take(&attempt_key(state)).await?.is_none() {
+        if self.inner.ephemeral.take_in::<SsoAttempts>(state).await?.is_none() {
             return Err(Error::forbidden("Unknown, expired or already used single sign-on state"));
         }
         if let Some(error) = &callback.error {
