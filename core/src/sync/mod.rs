@@ -1,7 +1,10 @@
 //! Sync: the notifier, the global stream, and `/sync` itself.
 
+mod account_data;
 pub mod compute;
 pub mod notifier;
+mod rooms;
+mod sharing;
 pub mod sliding;
 pub mod stream;
 

@@ -1,4 +1,5 @@
-//! /sync on an in-memory homeserver: what a gap in the received history does to a timeline.
+//! /sync on an in-memory homeserver: what a gap in the received history does to a timeline,
+//! and each section (rooms, account data, presence sharing) on its own.
 
 use ruma::{
     EventId, RoomVersionId, api::client::filter::FilterDefinition, device_id, events::TimelineEventType,
@@ -115,4 +116,110 @@ async fn to_device_messages_beyond_one_sync_wait_for_the_next() {
         since = Some(token(&response));
     }
     assert_eq!(seen, (0..150).collect::<Vec<u64>>());
+}
+
+/// The position after the latest write, as a sync would hand it out.
+fn now(hs: &Homeserver) -> u64 {
+    hs.streams.published()
+}
+
+#[tokio::test]
+async fn account_data_section_initial_has_push_rules_and_incremental_only_what_changed() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let initial = hs.global_account_data(&alice, None).unwrap();
+    assert!(initial.iter().any(|e| e["type"] == "m.push_rules"), "defaults before any change: {initial:?}");
+
+    hs.account_data.set_global(&alice, "org.example.a", json!({"n": 1})).await.unwrap();
+    let since = now(&hs);
+    hs.account_data.set_global(&alice, "org.example.b", json!({"n": 2})).await.unwrap();
+    let changed = hs.global_account_data(&alice, Some(since)).unwrap();
+    let types: Vec<_> = changed.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["org.example.b"]);
+
+    let room_id = hs.rooms.create_room(&alice, json!({}), CreateRoom::new()).await.unwrap();
+    hs.account_data.set_room(&alice, &room_id, "org.example.r", json!({"n": 3})).await.unwrap();
+    let in_room = hs.room_account_data(&alice, &room_id, Some(since)).unwrap();
+    assert_eq!(in_room.len(), 1);
+    assert_eq!(in_room[0]["content"]["n"], json!(3));
+    assert!(hs.room_account_data(&alice, &room_id, Some(now(&hs))).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rooms_section_summary_and_stripped_state() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let mut others = Vec::new();
+    for name in ["frank", "bob", "erin", "dave", "carol", "gina"] {
+        others.push(user(&hs, name).await);
+    }
+    let mut create = CreateRoom::new();
+    create.public = true;
+    create.name = Some("Room".to_owned());
+    let room_id = hs.rooms.create_room(&alice, json!({}), create).await.unwrap();
+    for other in &others[..5] {
+        hs.rooms.join(&room_id, other, json!({}), None).await.unwrap();
+    }
+    hs.rooms.invite(&room_id, &alice, &others[5], None, json!({})).await.unwrap();
+
+    // Heroes: at most five others, sorted, the syncing user never among them.
+    let summary = hs.room_summary(&others[0], &room_id).unwrap();
+    assert_eq!(summary["m.joined_member_count"], json!(6));
+    assert_eq!(summary["m.invited_member_count"], json!(1));
+    let heroes: Vec<&str> =
+        summary["m.heroes"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert_eq!(
+        heroes,
+        ["@alice:localhost", "@bob:localhost", "@carol:localhost", "@dave:localhost", "@erin:localhost"]
+    );
+
+    // An invitee sees the room's name and rules before joining, who invited them, and their
+    // own invite last, in full.
+    let (_, record) =
+        hs.user_memberships(&others[5]).unwrap().into_iter().find(|(r, _)| *r == room_id).unwrap();
+    let stripped = hs.stripped_state(&others[5], &room_id, &record).unwrap();
+    let types: Vec<&str> = stripped.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(types.contains(&"m.room.create") && types.contains(&"m.room.name"), "{types:?}");
+    assert!(types.contains(&"m.room.join_rules"));
+    let (own, rest) = stripped.split_last().unwrap();
+    assert_eq!(
+        (own["state_key"].as_str(), own["content"]["membership"].as_str()),
+        (Some("@gina:localhost"), Some("invite"))
+    );
+    assert!(own["event_id"].is_string());
+    assert!(rest.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == "@alice:localhost"));
+    assert!(rest.iter().all(|e| e.get("event_id").is_none()), "the rest is stripped");
+}
+
+#[tokio::test]
+async fn sharing_section_knows_who_shares_a_room_and_whose_presence_to_send() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    let carol = user(&hs, "carol").await;
+    let mut create = CreateRoom::new();
+    create.public = true;
+    let room_id = hs.rooms.create_room(&alice, json!({}), create).await.unwrap();
+    hs.rooms.join(&room_id, &bob, json!({}), None).await.unwrap();
+
+    let shares = super::sharing::Sharing::new(&hs, &alice);
+    assert!(shares.with(&alice).unwrap(), "everyone shares with themselves");
+    assert!(shares.with(&bob).unwrap());
+    assert!(!shares.with(&carol).unwrap());
+
+    hs.set_presence(&bob, crate::presence::PresenceState::Online, None).await.unwrap();
+    hs.set_presence(&carol, crate::presence::PresenceState::Online, None).await.unwrap();
+    let filter = ruma::api::client::filter::Filter::default();
+    let none = std::collections::BTreeSet::new();
+    let initial = hs.presence_events(true, &none, &none, &filter, &shares).unwrap();
+    let senders: Vec<&str> = initial.iter().map(|e| e["sender"].as_str().unwrap()).collect();
+    assert!(senders.contains(&"@bob:localhost") && !senders.contains(&"@carol:localhost"), "{senders:?}");
+    // Incrementally, only changes of people who share a room.
+    let changed: std::collections::BTreeSet<_> = [bob.clone(), carol.clone()].into();
+    let incremental = hs.presence_events(false, &changed, &none, &filter, &shares).unwrap();
+    assert_eq!(incremental.len(), 1);
+    assert_eq!(incremental[0]["sender"], json!("@bob:localhost"));
+    let mut no_presence = ruma::api::client::filter::Filter::default();
+    no_presence.not_types = vec!["m.presence".to_owned()];
+    assert!(hs.presence_events(true, &none, &none, &no_presence, &shares).unwrap().is_empty());
 }

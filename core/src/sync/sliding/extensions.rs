@@ -18,7 +18,7 @@ use ruma::{
 use serde_json::json;
 
 use super::{SlidingRequest, Window, conn::Snapshot, lists::Selection, room::raw};
-use crate::{Homeserver, Result, sync::compute::Sharing};
+use crate::{Homeserver, Result, sync::sharing::Sharing};
 
 /// To-device messages per response when the client does not say.
 const TO_DEVICE_LIMIT: usize = 100;
