@@ -28,6 +28,8 @@ pub mod rooms;
 pub mod search;
 pub mod server_name;
 pub mod sync;
+#[cfg(test)]
+mod test_support;
 pub mod tickets;
 pub mod users;
 pub mod util;

@@ -372,3 +372,87 @@ impl Homeserver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{OwnedUserId, user_id};
+
+    use super::{Entry, PresenceState, Shared};
+    use crate::{
+        Homeserver,
+        config::HomeserverConfig,
+        ephemeral::{EphemeralStore, LocalEphemeral},
+        util::now_ms,
+    };
+
+    fn entry(chosen: PresenceState, active_ago_s: u64, seen_ago_s: u64, connections: u32) -> Entry {
+        let now = now_ms();
+        Entry {
+            shared: Shared {
+                chosen,
+                status_msg: None,
+                last_active_ms: now - active_ago_s * 1000,
+                last_seen_ms: now - seen_ago_s * 1000,
+            },
+            connections,
+            announced: chosen,
+            stored_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_state_others_see_follows_activity_and_connections() {
+        let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+        let (idle, grace) = (hs.config.presence.idle_timeout_secs, hs.config.presence.offline_grace_secs);
+        let now = now_ms();
+        let seen = |e: Entry| hs.effective(&e, now);
+        assert_eq!(seen(entry(PresenceState::Online, 1, 1, 1)), PresenceState::Online);
+        // Idle past the timeout: unavailable, still connected.
+        assert_eq!(seen(entry(PresenceState::Online, idle + 5, 1, 1)), PresenceState::Unavailable);
+        // No connection for longer than the grace: gone, whatever was chosen.
+        assert_eq!(seen(entry(PresenceState::Online, grace + 5, grace + 5, 0)), PresenceState::Offline);
+        assert_eq!(seen(entry(PresenceState::Unavailable, 1, grace + 5, 0)), PresenceState::Offline);
+        // A connection keeps a user there however long ago they were last seen.
+        assert_eq!(seen(entry(PresenceState::Unavailable, 1, grace + 5, 1)), PresenceState::Unavailable);
+        // Chosen offline stays offline.
+        assert_eq!(seen(entry(PresenceState::Offline, 0, 0, 1)), PresenceState::Offline);
+    }
+
+    #[tokio::test]
+    async fn a_change_is_announced_once_and_the_status_message_kept_until_replaced() {
+        let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+        let alice: OwnedUserId = user_id!("@alice:localhost").to_owned();
+        let before = hs.streams.published();
+        hs.set_presence(&alice, PresenceState::Online, Some(Some("lunch".to_owned()))).await.unwrap();
+        let after_first = hs.streams.published();
+        assert!(after_first > before, "a change goes into the stream");
+        hs.set_presence(&alice, PresenceState::Online, None).await.unwrap();
+        assert_eq!(hs.streams.published(), after_first, "the same state again is no news");
+        let view = hs.presence(&alice);
+        assert_eq!((view.state, view.status_msg.as_deref()), (PresenceState::Online, Some("lunch")));
+        assert!(view.currently_active);
+
+        hs.set_presence(&alice, PresenceState::Online, Some(None)).await.unwrap();
+        assert!(hs.streams.published() > after_first, "clearing the message is news");
+        assert_eq!(hs.presence(&alice).status_msg, None);
+        let event = hs.presence_event(&alice);
+        assert_eq!(event["content"]["presence"], "online");
+    }
+
+    #[tokio::test]
+    async fn presence_set_in_one_process_is_read_by_another_sharing_the_store() {
+        let store: Arc<dyn EphemeralStore> = Arc::new(LocalEphemeral::new());
+        let start = || {
+            let db = hearth_storage::Db::in_memory();
+            Homeserver::new(HomeserverConfig::for_tests(), db, store.clone()).unwrap()
+        };
+        let (one, two) = (start(), start());
+        let alice = user_id!("@alice:localhost");
+        one.set_presence(alice, PresenceState::Unavailable, Some(Some("away".to_owned()))).await.unwrap();
+        assert_eq!(two.presence(alice).state, PresenceState::Offline, "not fetched yet");
+        let view = two.load_presence(alice).await;
+        assert_eq!((view.state, view.status_msg.as_deref()), (PresenceState::Unavailable, Some("away")));
+    }
+}

@@ -2,4 +2,6 @@
 
 pub mod backup;
 pub mod e2ee;
+#[cfg(test)]
+mod e2ee_tests;
 pub mod signing_key;

@@ -7,6 +7,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::SyncRequest;
+use crate::test_support::shared_room;
 use crate::{
     Homeserver,
     config::HomeserverConfig,
@@ -197,10 +198,7 @@ async fn sharing_section_knows_who_shares_a_room_and_whose_presence_to_send() {
     let alice = user(&hs, "alice").await;
     let bob = user(&hs, "bob").await;
     let carol = user(&hs, "carol").await;
-    let mut create = CreateRoom::new();
-    create.public = true;
-    let room_id = hs.rooms.create_room(&alice, json!({}), create).await.unwrap();
-    hs.rooms.join(&room_id, &bob, json!({}), None).await.unwrap();
+    shared_room(&hs, &alice, &[&bob]).await;
 
     let shares = super::sharing::Sharing::new(&hs, &alice);
     assert!(shares.with(&alice).unwrap(), "everyone shares with themselves");
