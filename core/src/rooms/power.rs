@@ -52,10 +52,17 @@ impl Rooms {
             Some(pl) => match serde_json::from_str::<RoomPowerLevelsEventContent>(pl.content.get()) {
                 Ok(content) => RoomPowerLevelsSource::Original(content),
                 Err(error) => {
-                    // The auth rules accepted it, so this is a field ruma reads more strictly:
-                    // the spec's defaults stand in rather than failing every check in the room.
+                    // The auth rules accepted it, so this is a field ruma reads more strictly.
+                    // The spec's defaults stand in, but without the creator's 100 of a room that
+                    // never had power levels: a demoted creator must not get their power back.
                     tracing::warn!(%room_id, event_id = %pl.event_id, %error, "unreadable power levels");
-                    RoomPowerLevelsSource::None
+                    let privileged = rules.authorization.explicitly_privilege_room_creators;
+                    let creators = if privileged { creators } else { Vec::new() };
+                    return Ok(RoomPowerLevels::new(
+                        RoomPowerLevelsSource::None,
+                        &rules.authorization,
+                        creators,
+                    ));
                 }
             },
             None => RoomPowerLevelsSource::None,
