@@ -1,6 +1,7 @@
 //! Which stream positions a service is sent, and how a transaction in flight survives, on an
 //! in-memory homeserver (delivery itself is tested black-box, against a stand-in service).
 
+use crate::test_support::user;
 use hearth_storage::schema::AppserviceCursors;
 use ruma::{OwnedRoomId, OwnedUserId, events::TimelineEventType};
 use serde_json::json;
@@ -25,11 +26,6 @@ fn homeserver(dir: &tempfile::TempDir) -> Homeserver {
     let mut config = HomeserverConfig::for_tests();
     config.appservice.registration_files = vec![file];
     Homeserver::for_tests(config)
-}
-
-async fn user(hs: &Homeserver, name: &str) -> OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
 }
 
 async fn public_room(hs: &Homeserver, creator: &OwnedUserId) -> OwnedRoomId {

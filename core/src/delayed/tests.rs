@@ -1,5 +1,6 @@
 //! Delayed events on an in-memory homeserver, with the timer task running as in the binary.
 
+use crate::test_support::user;
 use std::time::Duration;
 
 use hearth_storage::records::FinalisedDelayedRecord;
@@ -7,17 +8,9 @@ use ruma::{OwnedRoomId, OwnedUserId, device_id, events::TimelineEventType};
 use serde_json::{Value, json};
 
 use super::DelayAction;
-use crate::{
-    Error, ErrorCode, Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom,
-    users::NewAccount,
-};
+use crate::{Error, ErrorCode, Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom};
 
 const CALL: &str = "org.matrix.msc3401.call.member";
-
-async fn user(hs: &Homeserver, name: &str) -> OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
-}
 
 fn start(hs: &Homeserver) -> tokio::task::JoinHandle<()> {
     let hs = hs.clone();

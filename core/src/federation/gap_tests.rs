@@ -6,13 +6,14 @@
 //! The outbox sender does not run here, so nothing reaches the other server unless a test
 //! pushes it.
 
+use crate::test_support::user;
 use std::sync::Arc;
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, ServerName, events::TimelineEventType};
 use serde_json::{json, value::RawValue};
 
 use super::fake_net::{FakeNet, error_response};
-use crate::{Homeserver, events::NewEvent, rooms::CreateRoom, users::NewAccount};
+use crate::{Homeserver, events::NewEvent, rooms::CreateRoom};
 
 const A: &str = "a.test";
 const B: &str = "b.test";
@@ -23,11 +24,6 @@ struct Pair {
     b: Homeserver,
     alice: OwnedUserId,
     room: OwnedRoomId,
-}
-
-async fn user(hs: &Homeserver, name: &str) -> OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
 }
 
 /// Alice on A creates a public room; bob on B joins it through A.

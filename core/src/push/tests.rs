@@ -1,8 +1,9 @@
 //! Push rule evaluation on an in-memory homeserver: who is notified and highlighted by what,
 //! and what marks it read.
 
+use crate::test_support::user;
 use ruma::{
-    OwnedRoomId, OwnedUserId, UserId,
+    OwnedRoomId, UserId,
     events::TimelineEventType,
     push::{Action, HighlightTweakValue, NewPatternedPushRule, NewPushRule, Tweak},
 };
@@ -10,11 +11,6 @@ use serde_json::{Value, json};
 
 use super::{Counts, unread_counts};
 use crate::{Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom, users::NewAccount};
-
-async fn user(hs: &Homeserver, name: &str) -> OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
-}
 
 /// A public room made by `creator`, with everyone in `others` joined under a display name.
 async fn room(hs: &Homeserver, creator: &UserId, others: &[(&UserId, &str)]) -> OwnedRoomId {

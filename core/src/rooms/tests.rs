@@ -1,6 +1,7 @@
 //! Rooms on an in-memory homeserver: every stored PDU is hashed and signed correctly, and the
 //! write path enforces the auth rules.
 
+use crate::test_support::user;
 use hearth_storage::schema::Pdus;
 use ruma::{
     CanonicalJsonValue, OwnedRoomId, RoomVersionId,
@@ -16,13 +17,7 @@ use crate::{
     Error, ErrorCode, Homeserver,
     config::HomeserverConfig,
     events::{NewEvent, pdu::parse_object},
-    users::NewAccount,
 };
-
-async fn user(hs: &Homeserver, name: &str) -> ruma::OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
-}
 
 async fn room(hs: &Homeserver, creator: &ruma::UserId, version: RoomVersionId) -> OwnedRoomId {
     let mut create = CreateRoom::new();

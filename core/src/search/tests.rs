@@ -1,5 +1,6 @@
 //! Search on an in-memory homeserver, with the indexer running as it does in the binary.
 
+use crate::test_support::user;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, UInt,
     api::client::search::search_events::v3::{Criteria, OrderBy, ResultRoomEvents},
@@ -8,12 +9,7 @@ use ruma::{
 };
 use serde_json::json;
 
-use crate::{Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom, users::NewAccount};
-
-async fn user(hs: &Homeserver, name: &str) -> OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
-}
+use crate::{Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom};
 
 fn start(hs: &Homeserver) -> tokio::task::JoinHandle<()> {
     let hs = hs.clone();

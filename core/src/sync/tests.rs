@@ -1,6 +1,7 @@
 //! /sync on an in-memory homeserver: what a gap in the received history does to a timeline,
 //! and each section (rooms, account data, presence sharing) on its own.
 
+use crate::test_support::user;
 use ruma::{
     EventId, RoomVersionId, api::client::filter::FilterDefinition, device_id, events::TimelineEventType,
 };
@@ -16,13 +17,7 @@ use crate::{
         pdu::{Placement, build_and_sign, to_json_string},
     },
     rooms::CreateRoom,
-    users::NewAccount,
 };
-
-async fn user(hs: &Homeserver, name: &str) -> ruma::OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
-}
 
 fn text(body: &str) -> NewEvent {
     NewEvent::message(TimelineEventType::RoomMessage, json!({"msgtype": "m.text", "body": body}))

@@ -1,6 +1,7 @@
 //! Sliding sync on an in-memory homeserver: ordering, ranges, filters, what is sent again and
 //! what is not.
 
+use crate::test_support::user;
 use std::time::Duration;
 
 use ruma::{
@@ -12,12 +13,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{ListFilters, ListRequest, RoomConfig, SlidingRequest};
-use crate::{Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom, users::NewAccount};
-
-async fn user(hs: &Homeserver, name: &str) -> ruma::OwnedUserId {
-    let new = NewAccount { localpart: Some(name.into()), inhibit_login: true, ..Default::default() };
-    hs.users.register(new).await.unwrap().user_id
-}
+use crate::{Homeserver, config::HomeserverConfig, events::NewEvent, rooms::CreateRoom};
 
 fn text(body: &str) -> NewEvent {
     NewEvent::message(TimelineEventType::RoomMessage, json!({"msgtype": "m.text", "body": body}))
