@@ -17,19 +17,19 @@ use ruma::api::{
     auth_scheme::AccessToken,
     client::{
         filter::FilterDefinition,
-        sync::sync_events::{self, v5},
+        sync::sync_events::{self, DeviceLists, v3, v5},
     },
     error::{DeserializationError, Error as MatrixError},
 };
-use serde::Deserialize;
-use serde_json::Value;
+use ruma::{OneTimeKeyAlgorithm, OwnedRoomId, UInt};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     extract::Ruma,
     response::{ApiResult, Json},
 };
 
-/// ruma's /sync request, answered with a response Hearth assembles as JSON in core.
+/// ruma's /sync request, answered with ruma's response in the shape of [`SyncBody`].
 pub struct SyncEvents(pub sync_events::v3::Request);
 
 type RumaSync = sync_events::v3::Request;
@@ -44,13 +44,109 @@ impl Metadata for SyncEvents {
 
 impl IncomingRequest for SyncEvents {
     type EndpointError = MatrixError;
-    type OutgoingResponse = Json<Value>;
+    type OutgoingResponse = Json<SyncBody>;
 
     fn try_from_http_request_inner(
         request: axum::http::Request<&[u8]>,
         path_args: &[&str],
     ) -> Result<Self, DeserializationError> {
         RumaSync::try_from_http_request_inner(request, path_args).map(Self)
+    }
+}
+
+/// ruma's /sync response as it goes on the wire, over HTTP and the WebSocket, with `limited`
+/// on every timeline: ruma leaves it out when false, but Synapse always sends it and clients
+/// (Complement's sync tests among them) take a timeline without it for a malformed one.
+#[derive(Serialize)]
+pub struct SyncBody {
+    next_batch: String,
+    #[serde(skip_serializing_if = "RoomsBody::is_empty")]
+    rooms: RoomsBody,
+    #[serde(skip_serializing_if = "v3::Presence::is_empty")]
+    presence: v3::Presence,
+    #[serde(skip_serializing_if = "v3::GlobalAccountData::is_empty")]
+    account_data: v3::GlobalAccountData,
+    #[serde(skip_serializing_if = "v3::ToDevice::is_empty")]
+    to_device: v3::ToDevice,
+    #[serde(skip_serializing_if = "DeviceLists::is_empty")]
+    device_lists: DeviceLists,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    device_one_time_keys_count: BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_unused_fallback_key_types: Option<Vec<OneTimeKeyAlgorithm>>,
+}
+
+#[derive(Serialize)]
+struct RoomsBody {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    join: BTreeMap<OwnedRoomId, WithTimeline<v3::JoinedRoom>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    invite: BTreeMap<OwnedRoomId, v3::InvitedRoom>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    knock: BTreeMap<OwnedRoomId, v3::KnockedRoom>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    leave: BTreeMap<OwnedRoomId, WithTimeline<v3::LeftRoom>>,
+}
+
+impl RoomsBody {
+    fn is_empty(&self) -> bool {
+        self.join.is_empty() && self.invite.is_empty() && self.knock.is_empty() && self.leave.is_empty()
+    }
+}
+
+/// A room whose timeline was taken out of it (ruma then leaves it out) to be written here.
+#[derive(Serialize)]
+struct WithTimeline<R> {
+    #[serde(flatten)]
+    room: R,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<TimelineBody>,
+}
+
+#[derive(Serialize)]
+struct TimelineBody {
+    limited: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_batch: Option<String>,
+    events: Vec<ruma::serde::Raw<ruma::events::AnySyncTimelineEvent>>,
+}
+
+fn with_timeline<R>(mut room: R, timeline: impl FnOnce(&mut R) -> &mut v3::Timeline) -> WithTimeline<R> {
+    let taken = std::mem::take(timeline(&mut room));
+    let timeline = (!taken.is_empty()).then_some(TimelineBody {
+        limited: taken.limited,
+        prev_batch: taken.prev_batch,
+        events: taken.events,
+    });
+    WithTimeline { room, timeline }
+}
+
+impl From<v3::Response> for SyncBody {
+    fn from(response: v3::Response) -> Self {
+        let rooms = response.rooms;
+        Self {
+            next_batch: response.next_batch,
+            rooms: RoomsBody {
+                join: rooms
+                    .join
+                    .into_iter()
+                    .map(|(id, r)| (id, with_timeline(r, |r| &mut r.timeline)))
+                    .collect(),
+                invite: rooms.invite,
+                knock: rooms.knock,
+                leave: rooms
+                    .leave
+                    .into_iter()
+                    .map(|(id, r)| (id, with_timeline(r, |r| &mut r.timeline)))
+                    .collect(),
+            },
+            presence: response.presence,
+            account_data: response.account_data,
+            to_device: response.to_device,
+            device_lists: response.device_lists,
+            device_one_time_keys_count: response.device_one_time_keys_count,
+            device_unused_fallback_key_types: response.device_unused_fallback_key_types,
+        }
     }
 }
 
@@ -78,7 +174,7 @@ pub(crate) fn resolve_filter(
 }
 
 /// `GET /_matrix/client/v3/sync`
-pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Json<Value>> {
+pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Json<SyncBody>> {
     let session = req.session()?.clone();
     let body = req.body.0;
     let since = match body.since.as_deref() {
@@ -97,7 +193,7 @@ pub async fn sync_events(hs: Homeserver, req: Ruma<SyncEvents>) -> ApiResult<Jso
         set_presence: Some(hearth_core::presence::PresenceState::parse(body.set_presence.as_str())?),
     };
     let _open = (!request.timeout.is_zero()).then(|| Open::enter(&hs.activity.sync_long_polls));
-    Ok(Json(hs.sync(&session.user_id, &session.txn_device(), &request).await?))
+    Ok(Json(hs.sync(&session.user_id, &session.txn_device(), &request).await?.into()))
 }
 
 /// ruma's sliding sync request, with each list's filters read in full: ruma's type leaves out
@@ -189,4 +285,48 @@ pub async fn sliding_sync(hs: Homeserver, req: Ruma<SlidingSync>) -> ApiResult<v
     };
     let _open = (!request.timeout.is_zero()).then(|| Open::enter(&hs.activity.sync_long_polls));
     Ok(hs.sliding_sync(&session.user_id, &session.txn_device(), request).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_room_id, serde::Raw};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn timeline(limited: bool) -> v3::Timeline {
+        let mut timeline = v3::Timeline::new();
+        timeline.limited = limited;
+        timeline.prev_batch = Some("t1".to_owned());
+        let event = json!({"type": "m.room.message", "content": {"body": "hi"}});
+        timeline.events = vec![Raw::from_json(serde_json::value::to_raw_value(&event).unwrap())];
+        timeline
+    }
+
+    #[test]
+    fn every_timeline_says_whether_it_is_limited_and_empty_sections_are_left_out() {
+        let mut response = v3::Response::new("s1".to_owned());
+        let mut joined = v3::JoinedRoom::new();
+        joined.timeline = timeline(false);
+        response.rooms.join.insert(owned_room_id!("!a:localhost"), joined);
+        let mut left = v3::LeftRoom::new();
+        left.timeline = timeline(true);
+        response.rooms.leave.insert(owned_room_id!("!b:localhost"), left);
+        let wire = serde_json::to_string(&SyncBody::from(response)).unwrap();
+        // Written once each, not once by ruma and again here.
+        assert_eq!(wire.matches("\"limited\"").count(), 2, "{wire}");
+        let body: Value = serde_json::from_str(&wire).unwrap();
+        let joined = &body["rooms"]["join"]["!a:localhost"]["timeline"];
+        assert_eq!(joined["limited"], json!(false), "{body}");
+        assert_eq!(joined["prev_batch"], "t1");
+        assert_eq!(joined["events"][0]["content"]["body"], "hi");
+        assert_eq!(body["rooms"]["leave"]["!b:localhost"]["timeline"]["limited"], json!(true));
+        for absent in ["presence", "account_data", "to_device", "device_lists"] {
+            assert!(body.get(absent).is_none(), "{absent}: {body}");
+        }
+        assert!(body["rooms"].get("invite").is_none());
+
+        let idle = serde_json::to_value(SyncBody::from(v3::Response::new("s2".to_owned()))).unwrap();
+        assert_eq!(idle, json!({"next_batch": "s2"}));
+    }
 }

@@ -18,8 +18,12 @@ use axum::{
 };
 use futures_util::{SinkExt, StreamExt};
 use hearth_core::{
-    Error, ErrorCode, Homeserver, events::NewEvent, presence::PresenceState, rooms::append::TxnEndpoint,
-    sync::SyncRequest, users::Session,
+    Error, ErrorCode, Homeserver,
+    events::NewEvent,
+    presence::PresenceState,
+    rooms::append::TxnEndpoint,
+    sync::{SyncRequest, compute::carries_nothing},
+    users::Session,
 };
 use ruma::{OwnedEventId, OwnedRoomId, api::client::filter::FilterDefinition, events::TimelineEventType};
 use serde::Deserialize;
@@ -268,12 +272,18 @@ async fn sync_loop(
                 return SyncEnd::Stopped;
             }
         };
-        let next = response["next_batch"].as_str().and_then(hearth_core::rooms::view::parse_sync_token);
-        let has_content = first || !is_empty(&response);
+        let next = hearth_core::rooms::view::parse_sync_token(&response.next_batch);
+        let has_content = first || !carries_nothing(&response);
         if has_content {
-            let mut out = response;
-            out["type"] = json!("sync");
-            match tx.try_send(frame(&out)) {
+            let out = SyncFrame { kind: "sync", body: response.into() };
+            let text = match serde_json::to_string(&out) {
+                Ok(text) => text,
+                Err(e) => {
+                    let _ = tx.try_send(frame(&error_frame(None, &Error::internal(e))));
+                    return SyncEnd::Stopped;
+                }
+            };
+            match tx.try_send(Message::Text(text.into())) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => return SyncEnd::QueueFull,
                 Err(mpsc::error::TrySendError::Closed(_)) => return SyncEnd::Stopped,
@@ -285,18 +295,13 @@ async fn sync_loop(
     }
 }
 
-fn is_empty(response: &Value) -> bool {
-    let rooms = &response["rooms"];
-    let no_rooms = ["join", "invite", "leave", "knock"]
-        .iter()
-        .all(|k| rooms[k].as_object().is_none_or(serde_json::Map::is_empty));
-    let none = |v: &Value| v["events"].as_array().is_none_or(Vec::is_empty);
-    no_rooms
-        && none(&response["account_data"])
-        && none(&response["presence"])
-        && none(&response["to_device"])
-        && response["device_lists"]["changed"].as_array().is_none_or(Vec::is_empty)
-        && response["device_lists"]["left"].as_array().is_none_or(Vec::is_empty)
+/// A sync pushed over the socket: the /sync response body, marked as such.
+#[derive(serde::Serialize)]
+struct SyncFrame {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: crate::sync::SyncBody,
 }
 
 fn field<'a>(command: &'a Value, name: &str) -> Result<&'a Value, Error> {

@@ -131,7 +131,8 @@ async fn to_device_messages_are_delivered_once() {
     // ... and syncing from the new token acknowledges it: never again.
     let next = first["next_batch"].as_str().unwrap();
     let after = sync(&bob, Some(next)).await;
-    assert!(after["to_device"]["events"].as_array().unwrap().is_empty());
+    // An empty section may be left out, as Synapse does.
+    assert!(after["to_device"]["events"].as_array().is_none_or(Vec::is_empty), "{after}");
     // The other device got only the wildcard message.
     let other = sync(&bob2, Some(&since2)).await;
     let events = other["to_device"]["events"].as_array().unwrap();

@@ -86,7 +86,8 @@ async fn initial_then_incremental_never_misses_or_repeats() {
 
     // Nothing new: an incremental sync with a timeout of 0 is empty.
     let idle = sync(&bob, Some(&since), "").await;
-    assert!(idle["rooms"]["join"].as_object().unwrap().is_empty(), "{idle}");
+    // Empty sections may be left out, as Synapse does.
+    assert!(idle["rooms"]["join"].as_object().is_none_or(serde_json::Map::is_empty), "{idle}");
     // A sync token is also a pagination boundary: back from it are the latest messages.
     let back = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=1&from={since}")).await;
     assert_eq!(ids(&back.assert_ok()["chunk"]), vec![sent.last().unwrap().clone()]);
@@ -123,7 +124,7 @@ async fn long_poll_returns_when_another_member_sends() {
     };
     alice.send_text(&room, "ping2", "ping2").await;
     let reply = carol_wait.await.unwrap();
-    assert!(reply.assert_ok()["rooms"]["join"].as_object().unwrap().is_empty());
+    assert!(reply.assert_ok()["rooms"]["join"].as_object().is_none_or(serde_json::Map::is_empty));
 }
 
 #[tokio::test]
@@ -308,7 +309,8 @@ async fn the_room_summary_is_sent_when_membership_may_have_moved() {
     // A message alone moves no membership: the client keeps the summary it has.
     alice.send_text(&room, "t1", "hello").await;
     let quiet = sync(&alice, Some(&since), "").await;
-    assert_eq!(quiet["rooms"]["join"][&room]["summary"], json!({}), "{quiet}");
+    let summary = &quiet["rooms"]["join"][&room]["summary"];
+    assert!(summary.as_object().is_none_or(serde_json::Map::is_empty), "{quiet}");
     let since = quiet["next_batch"].as_str().unwrap().to_owned();
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
     let joined = sync(&alice, Some(&since), "").await;

@@ -180,9 +180,11 @@ impl Homeserver {
         self.one_time_key_counts(user, device)
     }
 
-    /// Unclaimed one-time keys per algorithm.
+    /// Unclaimed one-time keys per algorithm; `signed_curve25519` always, 0 when none are left,
+    /// as Synapse reports it: clients upload more when they see a count they know go low, and
+    /// some read a missing count as "unchanged".
     pub fn one_time_key_counts(&self, user: &UserId, device: &DeviceId) -> Result<BTreeMap<String, u64>> {
-        let mut counts = BTreeMap::new();
+        let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
         for entry in self.db.scan_prefix::<OneTimeKeys, _>(&(user.to_owned(), device.to_owned()))? {
             let ((_, _, algorithm, _), _) = entry?;
             *counts.entry(algorithm).or_insert(0) += 1;

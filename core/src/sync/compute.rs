@@ -13,11 +13,19 @@ use hearth_storage::{
     records::{MembershipRecord, StreamEntry},
     schema::{StreamLog, UserRooms},
 };
-use ruma::{DeviceId, OwnedRoomId, OwnedUserId, UserId, api::client::filter::FilterDefinition};
-use serde_json::{Map, Value, json};
+use ruma::{
+    DeviceId, OneTimeKeyAlgorithm, OwnedRoomId, OwnedUserId, UInt, UserId,
+    api::client::{
+        filter::FilterDefinition,
+        sync::sync_events::v3::{
+            InviteState, InvitedRoom, KnockState, KnockedRoom, LeftRoom, Response, Rooms,
+        },
+    },
+};
+use serde_json::Value;
 
 use super::sharing::Sharing;
-use crate::{Homeserver, Result, rooms::view::sync_token};
+use crate::{Homeserver, Result, json::raw, rooms::view::sync_token};
 
 /// A /sync request after its filter has been resolved.
 #[derive(Debug, Clone)]
@@ -44,10 +52,21 @@ pub(crate) const STRIPPED_STATE: &[&str] = &[
     "m.room.topic",
 ];
 
-pub(super) fn events(list: Vec<Value>) -> Value {
-    let mut object = Map::new();
-    object.insert("events".to_owned(), Value::Array(list));
-    Value::Object(object)
+/// Whether a response carries nothing for the client (a long-poll goes on waiting; the
+/// WebSocket sends no frame).
+pub fn carries_nothing(response: &Response) -> bool {
+    response.rooms.is_empty()
+        && response.account_data.is_empty()
+        && response.presence.is_empty()
+        && response.to_device.is_empty()
+        && response.device_lists.is_empty()
+}
+
+/// A leave shown alone: the room's history is not the user's to read.
+fn leave_alone(event: Option<&Value>) -> Result<LeftRoom> {
+    let mut room = LeftRoom::new();
+    room.timeline.events = event.into_iter().map(raw).collect::<Result<_>>()?;
+    Ok(room)
 }
 
 /// What changed in the stream between two positions, as seen by one user.
@@ -68,7 +87,7 @@ pub(super) struct Changes {
 
 impl Homeserver {
     /// Answers a /sync, waiting up to the timeout for something to report.
-    pub async fn sync(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Value> {
+    pub async fn sync(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Response> {
         if let Some(state) = req.set_presence
             && state != crate::presence::PresenceState::Offline
         {
@@ -81,18 +100,18 @@ impl Homeserver {
         result
     }
 
-    async fn sync_inner(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Value> {
+    async fn sync_inner(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Response> {
         let mut rx = self.notifier.subscribe(user);
         let deadline = tokio::time::Instant::now() + req.timeout;
         loop {
             let now = self.streams.published();
-            let (response, empty) = {
+            let response = {
                 let this = self.clone();
                 let (user, device, req) = (user.to_owned(), device.to_owned(), req.clone());
                 crate::users::blocking(move || this.sync_at(&user, &device, &req, now)).await?
             };
             let initial = req.since.is_none() || req.full_state;
-            if !empty || initial || tokio::time::Instant::now() >= deadline {
+            if !carries_nothing(&response) || initial || tokio::time::Instant::now() >= deadline {
                 return Ok(response);
             }
             // Nothing yet: wait for a wake-up above what was just read, then compute again.
@@ -108,19 +127,13 @@ impl Homeserver {
                 let now = self.streams.published();
                 let this = self.clone();
                 let (user, device, req) = (user.to_owned(), device.to_owned(), req.clone());
-                return Ok(crate::users::blocking(move || this.sync_at(&user, &device, &req, now)).await?.0);
+                return crate::users::blocking(move || this.sync_at(&user, &device, &req, now)).await;
             }
         }
     }
 
-    /// The response for the window `(since, now]`, and whether it carries nothing.
-    fn sync_at(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        req: &SyncRequest,
-        now: u64,
-    ) -> Result<(Value, bool)> {
+    /// The response for the window `(since, now]`.
+    fn sync_at(&self, user: &UserId, device: &DeviceId, req: &SyncRequest, now: u64) -> Result<Response> {
         // A token from a future the server does not know (a restored database) reads as now.
         let since = req.since.map(|s| s.min(now));
         // To-device messages beyond one response's share wait for the next, and the whole
@@ -154,7 +167,7 @@ impl Homeserver {
             let Some(pdu) = crate::rooms::servable(&record.event_id, &own) else { return Ok(true) };
             Ok(pdu.sender.as_str() == user.as_str())
         };
-        let (mut join, mut invite, mut leave, mut knock) = (Map::new(), Map::new(), Map::new(), Map::new());
+        let mut rooms = Rooms::new();
         // Device-list bookkeeping for clients that encrypt: whose keys to (re)fetch, and whom
         // they no longer share a room with.
         let mut newly_sharing: BTreeSet<OwnedUserId> = BTreeSet::new();
@@ -189,7 +202,7 @@ impl Homeserver {
                         let from = if membership_changed { None } else { since };
                         let full = initial || membership_changed;
                         let newly_joined = membership_changed && since.is_some();
-                        let value =
+                        let (room, moved) =
                             self.joined_room(user, device, &room_id, from, now, full, newly_joined, req)?;
                         if since.is_some() {
                             if membership_changed {
@@ -197,42 +210,31 @@ impl Homeserver {
                                     .extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
                                 joined_now = true;
                             }
-                            for event in value["timeline"]["events"].as_array().into_iter().flatten() {
-                                if event["type"] != "m.room.member" {
-                                    continue;
-                                }
-                                let Some(target) =
-                                    event["state_key"].as_str().and_then(|k| UserId::parse(k).ok())
-                                else {
-                                    continue;
-                                };
-                                let membership =
-                                    event["content"]["membership"].as_str().map(MembershipState::from);
+                            for (target, membership) in moved {
                                 match membership {
-                                    Some(MembershipState::Join) => {
+                                    MembershipState::Join => {
                                         newly_sharing.insert(target);
                                     }
-                                    Some(MembershipState::Leave | MembershipState::Ban) => {
+                                    MembershipState::Leave | MembershipState::Ban => {
                                         maybe_left.insert(target);
                                     }
                                     _ => {}
                                 }
                             }
                         }
-                        join.insert(room_id.to_string(), value);
+                        rooms.join.insert(room_id, room);
                     }
                 }
                 MembershipState::Invite if membership_changed && !invited_by_ignored(&record)? => {
-                    invite.insert(
-                        room_id.to_string(),
-                        json!({"invite_state": events(self.stripped_state(user, &room_id, &record)?)}),
-                    );
+                    let stripped = self.stripped_state(user, &room_id, &record)?;
+                    let state = stripped.iter().map(raw).collect::<Result<Vec<_>>>()?;
+                    rooms.invite.insert(room_id, InvitedRoom::from(InviteState::from(state)));
                 }
                 MembershipState::Knock if membership_changed => {
-                    knock.insert(
-                        room_id.to_string(),
-                        json!({"knock_state": events(self.stripped_state(user, &room_id, &record)?)}),
-                    );
+                    let stripped = self.stripped_state(user, &room_id, &record)?;
+                    let mut state = KnockState::new();
+                    state.events = stripped.iter().map(raw).collect::<Result<_>>()?;
+                    rooms.knock.insert(room_id, KnockedRoom::from(state));
                 }
                 MembershipState::Leave | MembershipState::Ban
                     if membership_changed
@@ -241,15 +243,7 @@ impl Homeserver {
                 {
                     // A rejected invite or withdrawn knock in a room this server is not in: the
                     // leave itself is all there is to show.
-                    let leave_event = self.outside_event(&record)?.unwrap_or(Value::Null);
-                    leave.insert(
-                        room_id.to_string(),
-                        json!({
-                            "timeline": {"events": [leave_event], "limited": false},
-                            "state": events(Vec::new()),
-                            "account_data": events(Vec::new()),
-                        }),
-                    );
+                    rooms.leave.insert(room_id, leave_alone(self.outside_event(&record)?.as_ref())?);
                 }
                 MembershipState::Leave | MembershipState::Ban if record.forgotten => {
                     maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
@@ -257,29 +251,22 @@ impl Homeserver {
                     let own = self.rooms.pdu_record(&record.event_id)?;
                     let leave_event = match own {
                         Some(own) => {
-                            vec![self.rooms.client_event(&record.event_id, &own, user, Some(device))?]
+                            Some(self.rooms.client_event(&record.event_id, &own, user, Some(device))?)
                         }
-                        None => Vec::new(),
+                        None => None,
                     };
-                    leave.insert(
-                        room_id.to_string(),
-                        json!({
-                            "timeline": {"events": leave_event, "limited": false},
-                            "state": events(Vec::new()),
-                            "account_data": events(Vec::new()),
-                        }),
-                    );
+                    rooms.leave.insert(room_id, leave_alone(leave_event.as_ref())?);
                 }
                 MembershipState::Leave | MembershipState::Ban if membership_changed && since.is_some() => {
                     maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
-                    let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
-                    leave.insert(room_id.to_string(), value);
+                    let room = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
+                    rooms.leave.insert(room_id, room);
                 }
                 MembershipState::Leave | MembershipState::Ban
                     if membership_changed && (filter.room.include_leave || !left_of_own_accord(&record)?) =>
                 {
-                    let value = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
-                    leave.insert(room_id.to_string(), value);
+                    let room = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
+                    rooms.leave.insert(room_id, room);
                 }
                 _ => {}
             }
@@ -323,26 +310,27 @@ impl Homeserver {
                 }
                 (changed.into_iter().collect(), left)
             };
-        let empty = join.is_empty()
-            && invite.is_empty()
-            && leave.is_empty()
-            && knock.is_empty()
-            && account_data.is_empty()
-            && to_device.is_empty()
-            && changed.is_empty()
-            && left.is_empty()
-            && presence.is_empty();
-        let response = json!({
-            "next_batch": sync_token(now),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
-            "account_data": events(account_data),
-            "presence": events(presence),
-            "to_device": events(to_device),
-            "device_lists": {"changed": changed, "left": left},
-            "device_one_time_keys_count": self.one_time_key_counts(user, device)?,
-            "device_unused_fallback_key_types": self.unused_fallback_key_types(user, device)?,
-        });
-        Ok((response, empty))
+        let mut response = Response::new(sync_token(now));
+        response.rooms = rooms;
+        response.account_data.events = account_data.iter().map(raw).collect::<Result<_>>()?;
+        response.presence.events = presence.iter().map(raw).collect::<Result<_>>()?;
+        response.to_device.events = to_device.iter().map(raw).collect::<Result<_>>()?;
+        response.device_lists.changed = changed;
+        response.device_lists.left = left;
+        response.device_one_time_keys_count = self
+            .one_time_key_counts(user, device)?
+            .into_iter()
+            .map(|(algorithm, n)| {
+                (OneTimeKeyAlgorithm::from(algorithm), UInt::try_from(n).unwrap_or(UInt::MAX))
+            })
+            .collect();
+        response.device_unused_fallback_key_types = Some(
+            self.unused_fallback_key_types(user, device)?
+                .into_iter()
+                .map(OneTimeKeyAlgorithm::from)
+                .collect(),
+        );
+        Ok(response)
     }
 
     pub(super) fn user_memberships(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {

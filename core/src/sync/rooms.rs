@@ -4,17 +4,55 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hearth_storage::records::MembershipRecord;
-use ruma::{DeviceId, OwnedUserId, RoomId, UserId, events::TimelineEventType};
+use ruma::{
+    DeviceId, OwnedUserId, RoomId, UInt, UserId,
+    api::client::sync::sync_events::{
+        UnreadNotificationsCount,
+        v3::{JoinedRoom, LeftRoom, RoomSummary, State, StateEvents, Timeline},
+    },
+    events::{
+        AnySyncEphemeralRoomEvent, AnySyncStateEvent, TimelineEventType, room::member::MembershipState,
+    },
+    serde::Raw,
+};
 use serde_json::{Map, Value, json};
 
 use super::compute::*;
 use crate::{
     Homeserver, Result,
     events::Pdu,
+    json::raw,
     rooms::{PageDirection, Window, event_passes, view::position_token},
 };
 
+/// One room's timeline over a window and the state sent with it.
+pub(super) struct RoomWindow {
+    pub timeline: Timeline,
+    pub state: Vec<Raw<AnySyncStateEvent>>,
+    /// Who the timeline's member events are about, and their membership after each.
+    pub memberships: Vec<(OwnedUserId, MembershipState)>,
+    /// Whether the timeline or the state carries a member event.
+    pub members_moved: bool,
+}
+
+fn count<N: TryInto<UInt>>(value: N) -> Option<UInt> {
+    Some(value.try_into().unwrap_or(UInt::MAX))
+}
+
+fn unread(counts: crate::push::Counts) -> UnreadNotificationsCount {
+    let mut out = UnreadNotificationsCount::new();
+    out.highlight_count = count(counts.highlights);
+    out.notification_count = count(counts.notifications);
+    out
+}
+
+fn state(events: Vec<Raw<AnySyncStateEvent>>, req: &SyncRequest) -> State {
+    let events = StateEvents::with_events(events);
+    if req.use_state_after { State::After(events) } else { State::Before(events) }
+}
+
 impl Homeserver {
+    /// A joined room's section, and the membership changes its timeline shows.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn joined_room(
         &self,
@@ -26,38 +64,30 @@ impl Homeserver {
         full: bool,
         newly_joined: bool,
         req: &SyncRequest,
-    ) -> Result<Value> {
-        let (timeline, state_events, _) =
+    ) -> Result<(JoinedRoom, Vec<(OwnedUserId, MembershipState)>)> {
+        let window =
             self.room_timeline_and_state(user, device, room_id, since, now, full, newly_joined, req)?;
-        let mut room = Map::new();
-        let state_key = if req.use_state_after { "state_after" } else { "state" };
-        room.insert("ephemeral".into(), events(self.ephemeral_events(user, room_id, since)?));
-        room.insert("account_data".into(), events(self.room_account_data(user, room_id, since)?));
+        let mut room = JoinedRoom::new();
+        room.ephemeral.events = self.ephemeral_events(user, room_id, since)?;
+        room.account_data.events =
+            self.room_account_data(user, room_id, since)?.iter().map(raw).collect::<Result<_>>()?;
         // Recounted, as Synapse does, only when the membership may have moved: a full sync, or
         // member events in the timeline or state. Clients keep the last summary they were sent;
         // counting a big room's members for every sync would cost more than the sync.
-        let is_member_event = |e: &Value| e["type"] == "m.room.member";
-        let membership_moved = since.is_none()
-            || full
-            || timeline["events"].as_array().is_some_and(|events| events.iter().any(is_member_event))
-            || state_events.iter().any(is_member_event);
-        let summary = if membership_moved { self.room_summary(user, room_id)? } else { json!({}) };
-        room.insert("summary".into(), summary);
-        room.insert("timeline".into(), timeline);
-        room.insert(state_key.into(), events(state_events));
-        let unread = crate::push::unread_counts(&self.db, user, room_id, now)?;
-        let counts = |c: crate::push::Counts| json!({"highlight_count": c.highlights, "notification_count": c.notifications});
-        if req.filter.room.timeline.unread_thread_notifications {
-            room.insert("unread_notifications".into(), counts(unread.main));
-            let threads: Map<String, Value> =
-                unread.threads.iter().map(|(root, c)| (root.to_string(), counts(*c))).collect();
-            if !threads.is_empty() {
-                room.insert("unread_thread_notifications".into(), Value::Object(threads));
-            }
-        } else {
-            room.insert("unread_notifications".into(), counts(unread.total()));
+        if since.is_none() || full || window.members_moved {
+            room.summary = self.room_summary(user, room_id)?;
         }
-        Ok(Value::Object(room))
+        room.timeline = window.timeline;
+        room.state = state(window.state, req);
+        let counts = crate::push::unread_counts(&self.db, user, room_id, now)?;
+        if req.filter.room.timeline.unread_thread_notifications {
+            room.unread_notifications = unread(counts.main);
+            room.unread_thread_notifications =
+                counts.threads.into_iter().map(|(root, c)| (root, unread(c))).collect();
+        } else {
+            room.unread_notifications = unread(counts.total());
+        }
+        Ok((room, window.memberships))
     }
 
     pub(super) fn left_room(
@@ -68,11 +98,13 @@ impl Homeserver {
         since: Option<u64>,
         left_at: u64,
         req: &SyncRequest,
-    ) -> Result<Value> {
-        let (timeline, state_events, _) =
+    ) -> Result<LeftRoom> {
+        let window =
             self.room_timeline_and_state(user, device, room_id, since, left_at, since.is_none(), false, req)?;
-        let state_key = if req.use_state_after { "state_after" } else { "state" };
-        Ok(json!({"timeline": timeline, state_key: events(state_events), "account_data": events(Vec::new())}))
+        let mut room = LeftRoom::new();
+        room.timeline = window.timeline;
+        room.state = state(window.state, req);
+        Ok(room)
     }
 
     /// The timeline of `(since, until]` (the last `limit` events of it, `limited` when more
@@ -88,7 +120,7 @@ impl Homeserver {
         full: bool,
         new_to_client: bool,
         req: &SyncRequest,
-    ) -> Result<(Value, Vec<Value>, usize)> {
+    ) -> Result<RoomWindow> {
         let filter = &req.filter.room;
         let limit = filter
             .timeline
@@ -142,11 +174,23 @@ impl Homeserver {
         let mut timeline_events = Vec::with_capacity(page_events.len());
         let mut window = Window::for_filter(&filter.state);
         let mut timeline_ids = BTreeSet::new();
+        let mut memberships = Vec::new();
         for (_, pdu, record) in &page_events {
             window.add(&pdu.sender);
             timeline_ids.insert(pdu.event_id.clone());
-            timeline_events.push(self.rooms.client_event(&pdu.event_id, record, user, Some(device))?);
+            timeline_events.push(raw(&self.rooms.client_event(
+                &pdu.event_id,
+                record,
+                user,
+                Some(device),
+            )?)?);
+            if let Some(membership) = pdu.membership()
+                && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+            {
+                memberships.push((target, membership));
+            }
         }
+        let mut members_moved = !memberships.is_empty();
         // The client learns its own membership whatever the timeline holds.
         window.add(user);
 
@@ -180,17 +224,21 @@ impl Homeserver {
             chosen.retain(|_, event_id| req.use_state_after || !timeline_ids.contains(event_id));
             for (event_id, record, pdu) in self.rooms.servable_state(chosen)? {
                 if event_passes(&filter.state, &pdu) {
-                    state_events.push(self.rooms.client_event(&event_id, &record, user, Some(device))?);
+                    members_moved |= pdu.kind == TimelineEventType::RoomMember;
+                    state_events.push(raw(&self.rooms.client_event(
+                        &event_id,
+                        &record,
+                        user,
+                        Some(device),
+                    )?)?);
                 }
             }
         }
-        let timeline = json!({
-            "events": timeline_events,
-            "limited": limited,
-            "prev_batch": position_token(prev_batch),
-        });
-        let count = page_events.len();
-        Ok((timeline, state_events, count))
+        let mut timeline = Timeline::new();
+        timeline.events = timeline_events;
+        timeline.limited = limited;
+        timeline.prev_batch = Some(position_token(prev_batch));
+        Ok(RoomWindow { timeline, state: state_events, memberships, members_moved })
     }
 
     /// A membership event kept outside any timeline (this server is not in the room), in the
@@ -248,11 +296,12 @@ impl Homeserver {
         user: &UserId,
         room_id: &RoomId,
         since: Option<u64>,
-    ) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
+    ) -> Result<Vec<Raw<AnySyncEphemeralRoomEvent>>> {
         let typing = self.rooms.typing_users(room_id);
-        out.push(json!({"type": "m.typing", "content": {"user_ids": typing}}));
-        out.extend(self.receipts_since(user, room_id, since)?);
+        let mut out = vec![raw(&json!({"type": "m.typing", "content": {"user_ids": typing}}))?];
+        if let Some(receipts) = self.receipts_since(user, room_id, since)? {
+            out.push(raw(&receipts)?);
+        }
         Ok(out)
     }
 
@@ -284,7 +333,7 @@ impl Homeserver {
     }
 
     /// Heroes and member counts, for clients that name rooms without a name.
-    pub(super) fn room_summary(&self, user: &UserId, room_id: &RoomId) -> Result<Value> {
+    pub(super) fn room_summary(&self, user: &UserId, room_id: &RoomId) -> Result<RoomSummary> {
         let members = self.rooms.members(room_id)?;
         // Both lists are sorted: the first five of each hold the first five of both.
         let others =
@@ -293,10 +342,10 @@ impl Homeserver {
             others(&members.joined).into_iter().chain(others(&members.invited)).collect();
         heroes.sort();
         heroes.truncate(5);
-        Ok(json!({
-            "m.heroes": heroes,
-            "m.joined_member_count": members.joined.len(),
-            "m.invited_member_count": members.invited.len(),
-        }))
+        let mut summary = RoomSummary::new();
+        summary.heroes = heroes;
+        summary.joined_member_count = count(members.joined.len());
+        summary.invited_member_count = count(members.invited.len());
+        Ok(summary)
     }
 }

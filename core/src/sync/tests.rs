@@ -3,7 +3,11 @@
 
 use crate::test_support::user;
 use ruma::{
-    EventId, RoomVersionId, api::client::filter::FilterDefinition, device_id, events::TimelineEventType,
+    EventId, RoomVersionId,
+    api::client::{filter::FilterDefinition, sync::sync_events::v3::Response},
+    device_id,
+    events::TimelineEventType,
+    serde::Raw,
 };
 use serde_json::{Value, json};
 
@@ -23,7 +27,7 @@ fn text(body: &str) -> NewEvent {
     NewEvent::message(TimelineEventType::RoomMessage, json!({"msgtype": "m.text", "body": body}))
 }
 
-async fn sync(hs: &Homeserver, user: &ruma::UserId, since: Option<u64>) -> Value {
+async fn sync(hs: &Homeserver, user: &ruma::UserId, since: Option<u64>) -> Response {
     let req = SyncRequest {
         since,
         timeout: std::time::Duration::ZERO,
@@ -35,8 +39,12 @@ async fn sync(hs: &Homeserver, user: &ruma::UserId, since: Option<u64>) -> Value
     hs.sync(user, device_id!("DEVICE"), &req).await.unwrap()
 }
 
-fn token(response: &Value) -> u64 {
-    crate::rooms::view::parse_sync_token(response["next_batch"].as_str().unwrap()).unwrap()
+fn token(response: &Response) -> u64 {
+    crate::rooms::view::parse_sync_token(&response.next_batch).unwrap()
+}
+
+fn json<T>(event: &Raw<T>) -> Value {
+    serde_json::from_str(event.json().get()).unwrap()
 }
 
 #[tokio::test]
@@ -76,18 +84,17 @@ async fn a_timeline_starts_after_the_latest_gap_and_is_limited() {
         .unwrap();
 
     let response = sync(&hs, &bob, Some(since)).await;
-    let timeline = &response["rooms"]["join"][room_id.as_str()]["timeline"];
-    let bodies: Vec<&str> =
-        timeline["events"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
-    assert_eq!(bodies, ["after the gap"], "{timeline}");
-    assert_eq!(timeline["limited"], true, "{timeline}");
+    let timeline = &response.rooms.join[&room_id].timeline;
+    let bodies: Vec<Value> = timeline.events.iter().map(|e| json(e)["content"]["body"].clone()).collect();
+    assert_eq!(bodies, [json!("after the gap")], "{timeline:?}");
+    assert!(timeline.limited, "{timeline:?}");
 
     // Without a gap in the window, the same room syncs as usual.
     hs.rooms.append(&room_id, &alice, text("later"), None).await.unwrap();
     let next = sync(&hs, &bob, Some(token(&response))).await;
-    let timeline = &next["rooms"]["join"][room_id.as_str()]["timeline"];
-    assert_eq!(timeline["events"][0]["content"]["body"], "later", "{timeline}");
-    assert_eq!(timeline["limited"], false, "{timeline}");
+    let timeline = &next.rooms.join[&room_id].timeline;
+    assert_eq!(json(&timeline.events[0])["content"]["body"], "later", "{timeline:?}");
+    assert!(!timeline.limited, "{timeline:?}");
 }
 
 #[tokio::test]
@@ -107,8 +114,7 @@ async fn to_device_messages_beyond_one_sync_wait_for_the_next() {
     let mut since = None;
     for _ in 0..4 {
         let response = sync(&hs, &bob, since).await;
-        let events = response["to_device"]["events"].as_array().unwrap();
-        seen.extend(events.iter().map(|e| e["content"]["n"].as_u64().unwrap()));
+        seen.extend(response.to_device.events.iter().map(|e| json(e)["content"]["n"].as_u64().unwrap()));
         since = Some(token(&response));
     }
     assert_eq!(seen, (0..150).collect::<Vec<u64>>());
@@ -160,10 +166,9 @@ async fn rooms_section_summary_and_stripped_state() {
 
     // Heroes: at most five others, sorted, the syncing user never among them.
     let summary = hs.room_summary(&others[0], &room_id).unwrap();
-    assert_eq!(summary["m.joined_member_count"], json!(6));
-    assert_eq!(summary["m.invited_member_count"], json!(1));
-    let heroes: Vec<&str> =
-        summary["m.heroes"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert_eq!(summary.joined_member_count, Some(6u32.into()));
+    assert_eq!(summary.invited_member_count, Some(1u32.into()));
+    let heroes: Vec<&str> = summary.heroes.iter().map(|h| h.as_str()).collect();
     assert_eq!(
         heroes,
         ["@alice:localhost", "@bob:localhost", "@carol:localhost", "@dave:localhost", "@erin:localhost"]
