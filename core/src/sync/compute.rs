@@ -24,7 +24,7 @@ use ruma::{
 };
 use serde_json::Value;
 
-use super::sharing::Sharing;
+use super::sharing::{MembershipMoves, Sharing};
 use crate::{Homeserver, Result, json::raw, rooms::view::sync_token};
 
 /// A /sync request after its filter has been resolved.
@@ -168,13 +168,8 @@ impl Homeserver {
             Ok(pdu.sender.as_str() == user.as_str())
         };
         let mut rooms = Rooms::new();
-        // Device-list bookkeeping for clients that encrypt: whose keys to (re)fetch, and whom
-        // they no longer share a room with.
-        let mut newly_sharing: BTreeSet<OwnedUserId> = BTreeSet::new();
-        let mut maybe_left: BTreeSet<OwnedUserId> = BTreeSet::new();
-        // Whether the user joined a room in this window: then their own devices are listed too,
-        // as Synapse does, for their other devices to learn who now shares a room with them.
-        let mut joined_now = false;
+        // Device-list bookkeeping for clients that encrypt.
+        let mut moves = MembershipMoves::default();
         for (room_id, record) in memberships {
             if record.stream_pos > now {
                 continue;
@@ -206,17 +201,18 @@ impl Homeserver {
                             self.joined_room(user, device, &room_id, from, now, full, newly_joined, req)?;
                         if since.is_some() {
                             if membership_changed {
-                                newly_sharing
+                                moves
+                                    .newly_sharing
                                     .extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
-                                joined_now = true;
+                                moves.joined_now = true;
                             }
                             for (target, membership) in moved {
                                 match membership {
                                     MembershipState::Join => {
-                                        newly_sharing.insert(target);
+                                        moves.newly_sharing.insert(target);
                                     }
                                     MembershipState::Leave | MembershipState::Ban => {
-                                        maybe_left.insert(target);
+                                        moves.maybe_left.insert(target);
                                     }
                                     _ => {}
                                 }
@@ -246,7 +242,7 @@ impl Homeserver {
                     rooms.leave.insert(room_id, leave_alone(self.outside_event(&record)?.as_ref())?);
                 }
                 MembershipState::Leave | MembershipState::Ban if record.forgotten => {
-                    maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
+                    moves.maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
                     // Its history is no longer readable: the leave itself is all there is.
                     let own = self.rooms.pdu_record(&record.event_id)?;
                     let leave_event = match own {
@@ -258,7 +254,7 @@ impl Homeserver {
                     rooms.leave.insert(room_id, leave_alone(leave_event.as_ref())?);
                 }
                 MembershipState::Leave | MembershipState::Ban if membership_changed && since.is_some() => {
-                    maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
+                    moves.maybe_left.extend(self.rooms.members_with(&room_id, &MembershipState::Join)?);
                     let room = self.left_room(user, device, &room_id, since, record.stream_pos, req)?;
                     rooms.leave.insert(room_id, room);
                 }
@@ -283,33 +279,11 @@ impl Homeserver {
         let presence = self.presence_events(
             since.is_none(),
             &changes.presence,
-            &newly_sharing,
+            &moves.newly_sharing,
             &filter.presence,
             &shares,
         )?;
-        let (changed, left): (Vec<OwnedUserId>, Vec<OwnedUserId>) =
-            if changes.keys_changed.is_empty() && newly_sharing.is_empty() && maybe_left.is_empty() {
-                (Vec::new(), Vec::new())
-            } else {
-                let mut changed = BTreeSet::new();
-                for u in &changes.keys_changed {
-                    if shares.with(u)? {
-                        changed.insert(u.clone());
-                    }
-                }
-                for u in newly_sharing {
-                    if (u != user || joined_now) && shares.with(&u)? {
-                        changed.insert(u);
-                    }
-                }
-                let mut left = Vec::new();
-                for u in maybe_left {
-                    if u != user && !shares.with(&u)? {
-                        left.push(u);
-                    }
-                }
-                (changed.into_iter().collect(), left)
-            };
+        let (changed, left) = shares.device_lists(&changes.keys_changed, &moves)?;
         let mut response = Response::new(sync_token(now));
         response.rooms = rooms;
         response.account_data.events = account_data.iter().map(raw).collect::<Result<_>>()?;

@@ -50,6 +50,18 @@ impl Homeserver {
     }
 }
 
+/// What the rooms of one sync window did to who shares a room with the syncing user.
+#[derive(Default)]
+pub(super) struct MembershipMoves {
+    /// Members of rooms the user joined, and users the timelines show joining.
+    pub newly_sharing: BTreeSet<OwnedUserId>,
+    /// Members of rooms the user left, and users the timelines show leaving or banned.
+    pub maybe_left: BTreeSet<OwnedUserId>,
+    /// Whether the user joined a room in this window: then their own devices are listed too,
+    /// as Synapse does, for their other devices to learn who now shares a room with them.
+    pub joined_now: bool,
+}
+
 /// Whether others share a room with one user, answered per person from that user's joined
 /// rooms and remembered for the response.
 pub(super) struct Sharing<'a> {
@@ -62,6 +74,33 @@ pub(super) struct Sharing<'a> {
 impl<'a> Sharing<'a> {
     pub(super) fn new(hs: &'a Homeserver, user: &'a UserId) -> Self {
         Self { hs, user, rooms: std::cell::OnceCell::new(), answers: std::cell::RefCell::default() }
+    }
+
+    /// The device-list section: whose keys the client should fetch again (they changed, or the
+    /// user has just come to share a room with them) and whom it shares no room with any more.
+    pub(super) fn device_lists(
+        &self,
+        keys_changed: &BTreeSet<OwnedUserId>,
+        moves: &MembershipMoves,
+    ) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+        let mut changed = BTreeSet::new();
+        for u in keys_changed {
+            if self.with(u)? {
+                changed.insert(u.clone());
+            }
+        }
+        for u in &moves.newly_sharing {
+            if (u != self.user || moves.joined_now) && self.with(u)? {
+                changed.insert(u.clone());
+            }
+        }
+        let mut left = Vec::new();
+        for u in &moves.maybe_left {
+            if u != self.user && !self.with(u)? {
+                left.push(u.clone());
+            }
+        }
+        Ok((changed.into_iter().collect(), left))
     }
 
     pub(super) fn with(&self, other: &UserId) -> Result<bool> {

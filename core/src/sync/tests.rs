@@ -221,3 +221,33 @@ async fn sharing_section_knows_who_shares_a_room_and_whose_presence_to_send() {
     no_presence.not_types = vec!["m.presence".to_owned()];
     assert!(hs.presence_events(true, &none, &none, &no_presence, &shares).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn device_lists_section_names_whose_keys_to_fetch_and_who_shares_no_room_any_more() {
+    let hs = Homeserver::for_tests(HomeserverConfig::for_tests());
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    let carol = user(&hs, "carol").await;
+    let dave = user(&hs, "dave").await;
+    shared_room(&hs, &alice, &[&bob]).await;
+    let with_dave = shared_room(&hs, &alice, &[&dave]).await;
+    hs.rooms.leave(&with_dave, &dave, None).await.unwrap();
+
+    let shares = super::sharing::Sharing::new(&hs, &alice);
+    let keys_changed: std::collections::BTreeSet<_> = [bob.clone(), carol.clone()].into();
+    let moves = super::sharing::MembershipMoves {
+        newly_sharing: [alice.clone(), bob.clone()].into(),
+        maybe_left: [alice.clone(), bob.clone(), dave.clone()].into(),
+        joined_now: false,
+    };
+    let (changed, left) = shares.device_lists(&keys_changed, &moves).unwrap();
+    // Carol shares no room: her keys are none of Alice's business. Alice's own devices are
+    // listed only when she joined a room in the window.
+    assert_eq!(changed, [bob.clone()]);
+    // Bob still shares a room; Dave no longer does; Alice is never told she left herself.
+    assert_eq!(left, [dave.clone()]);
+
+    let joined = super::sharing::MembershipMoves { joined_now: true, ..moves };
+    let (changed, _) = shares.device_lists(&keys_changed, &joined).unwrap();
+    assert_eq!(changed, [alice, bob]);
+}
