@@ -367,4 +367,6 @@ impl Rooms {
 }
 
 #[cfg(test)]
+mod remote_tests;
+#[cfg(test)]
 mod tests;

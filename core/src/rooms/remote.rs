@@ -58,14 +58,25 @@ impl Rooms {
         |id| reads.keep(self.pdu(id))
     }
 
-    /// State resolution (v2 or v2.1) of several states, with the events read from storage.
+    /// State resolution (v2 or v2.1) of several states, with the events read from storage and
+    /// `pending`, the event being received: it is not stored until the resolution decides, yet
+    /// a state it is in must be resolved with it. Left out, it would drop out of the conflicted
+    /// set, and the room's old state would win every conflict with it.
     fn resolve_maps(
         &self,
         rules: &RoomVersionRules,
         maps: &[state_res::StateMap<OwnedEventId>],
+        pending: Option<&Pdu>,
     ) -> Result<StateMap> {
         let reads = Reads::default();
-        let resolved = resolve(rules, maps, &self.fetch(&reads));
+        let resolved = {
+            let stored = self.fetch(&reads);
+            let fetch = |id: &EventId| match pending {
+                Some(pdu) if pdu.event_id == id => Some(pdu.clone()),
+                _ => stored(id),
+            };
+            resolve(rules, maps, &fetch)
+        };
         reads
             .finish(resolved)?
             .map(from_res)
@@ -75,7 +86,7 @@ impl Rooms {
     /// The resolution of several states of the room (state resolution v2 or v2.1).
     pub fn resolve_states(&self, rules: &RoomVersionRules, states: &[StateMap]) -> Result<StateMap> {
         let maps: Vec<_> = states.iter().map(to_res).collect();
-        self.resolve_maps(rules, &maps)
+        self.resolve_maps(rules, &maps, None)
     }
 
     /// Whether the event is stored (as an outlier or in a timeline).
@@ -186,7 +197,7 @@ impl Rooms {
         let (new_current, new_group) = if extremities.len() == 1 {
             (after.clone(), after_group)
         } else {
-            let resolved = self.resolve_maps(&rules, &[to_res(&current), to_res(&after)])?;
+            let resolved = self.resolve_maps(&rules, &[to_res(&current), to_res(&after)], Some(&pdu))?;
             if resolved == current {
                 (current.clone(), room.current_state_group)
             } else if resolved == after {
@@ -340,7 +351,7 @@ impl Rooms {
                     .iter()
                     .map(|g| state::load(self.db(), *g).map(|m| to_res(&m)))
                     .collect::<Result<Vec<_>>>()?;
-                Ok((self.resolve_maps(rules, &maps)?, None))
+                Ok((self.resolve_maps(rules, &maps, None)?, None))
             }
         }
     }
