@@ -104,6 +104,18 @@ impl Pdu {
         serde_json::from_str(self.content.get()).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The content as one of ruma's typed contents; `None`, logged, when it does not read as
+    /// one (the auth rules accept contents ruma reads more strictly).
+    pub fn content_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        match serde_json::from_str(self.content.get()) {
+            Ok(content) => Some(content),
+            Err(error) => {
+                tracing::warn!(event_id = %self.event_id, kind = %self.kind, %error, "unreadable content");
+                None
+            }
+        }
+    }
+
     /// A string field of the content, e.g. `membership`.
     pub fn content_str(&self, field: &str) -> Option<String> {
         self.content_json().get(field)?.as_str().map(ToOwned::to_owned)

@@ -1,9 +1,15 @@
 //! The room directory, room summaries, upgrades, and finding events by time.
 
 use hearth_storage::schema::{NetworkRooms, PublicRooms, RoomTimeline};
+use ruma::EventEncryptionAlgorithm;
 use ruma::directory::RoomNetwork;
+use ruma::events::room::{
+    encryption::RoomEncryptionEventContent,
+    guest_access::{GuestAccess, RoomGuestAccessEventContent},
+    history_visibility::HistoryVisibility,
+};
 use ruma::events::room::{member::MembershipState, power_levels::RoomPowerLevelsEventContent};
-use ruma::room::JoinRuleSummary;
+use ruma::room::{JoinRuleSummary, RoomType};
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType,
 };
@@ -24,7 +30,7 @@ pub struct PublicRoom {
     pub world_readable: bool,
     pub guest_can_join: bool,
     pub join_rule: Option<String>,
-    pub room_type: Option<String>,
+    pub room_type: Option<RoomType>,
 }
 
 /// A room summary as one viewer may see it ([`Rooms::summary_for`]).
@@ -33,7 +39,7 @@ pub struct RoomSummaryView {
     pub room: PublicRoom,
     /// With the rooms whose members a restricted join rule lets in.
     pub join_rule: JoinRuleSummary,
-    pub encryption: Option<String>,
+    pub encryption: Option<EventEncryptionAlgorithm>,
     pub version: RoomVersionId,
     /// The viewer's own membership, if any.
     pub membership: Option<MembershipState>,
@@ -55,8 +61,8 @@ impl RoomSummaryView {
         summary.name.clone_from(&room.name);
         summary.topic.clone_from(&room.topic);
         summary.avatar_url = room.avatar_url.as_deref().map(Into::into);
-        summary.room_type = room.room_type.as_deref().map(ruma::room::RoomType::from);
-        summary.encryption = self.encryption.as_deref().map(Into::into);
+        summary.room_type.clone_from(&room.room_type);
+        summary.encryption.clone_from(&self.encryption);
         summary.room_version = Some(self.version.clone());
         summary
     }
@@ -78,7 +84,7 @@ impl From<PublicRoom> for ruma::directory::PublicRoomsChunk {
         chunk.join_rule = room
             .join_rule
             .map_or(ruma::room::JoinRuleKind::Public, |r| ruma::room::JoinRuleKind::from(r.as_str()));
-        chunk.room_type = room.room_type.map(|t| ruma::room::RoomType::from(t.as_str()));
+        chunk.room_type = room.room_type;
         chunk
     }
 }
@@ -96,6 +102,19 @@ const CARRIED_OVER: &[&str] = &[
 ];
 
 impl Rooms {
+    /// Whether guests may join (`forbidden` without a guest-access event, as the spec says).
+    fn guest_access(&self, room_id: &RoomId) -> Result<GuestAccess> {
+        let event = self.current_state_event(room_id, "m.room.guest_access", "")?;
+        let content = event.and_then(|e| e.content_as::<RoomGuestAccessEventContent>());
+        Ok(content.map_or(GuestAccess::Forbidden, |c| c.guest_access))
+    }
+
+    /// The room's encryption algorithm, if it is encrypted.
+    pub fn encryption(&self, room_id: &RoomId) -> Result<Option<EventEncryptionAlgorithm>> {
+        let event = self.current_state_event(room_id, "m.room.encryption", "")?;
+        Ok(event.and_then(|e| e.content_as::<RoomEncryptionEventContent>()).map(|c| c.algorithm))
+    }
+
     fn state_field(&self, room_id: &RoomId, kind: &str, field: &str) -> Result<Option<String>> {
         Ok(self.current_state_event(room_id, kind, "")?.and_then(|p| p.content_str(field)))
     }
@@ -108,14 +127,10 @@ impl Rooms {
             canonical_alias: self.state_field(room_id, "m.room.canonical_alias", "alias")?,
             avatar_url: self.state_field(room_id, "m.room.avatar", "url")?,
             joined_members: u64::try_from(self.members(room_id)?.joined.len()).unwrap_or(u64::MAX),
-            world_readable: self
-                .state_field(room_id, "m.room.history_visibility", "history_visibility")?
-                .as_deref()
-                == Some("world_readable"),
-            guest_can_join: self.state_field(room_id, "m.room.guest_access", "guest_access")?.as_deref()
-                == Some("can_join"),
+            world_readable: self.current_visibility(room_id)? == HistoryVisibility::WorldReadable,
+            guest_can_join: self.guest_access(room_id)? == GuestAccess::CanJoin,
             join_rule: self.state_field(room_id, "m.room.join_rules", "join_rule")?,
-            room_type: self.state_field(room_id, "m.room.create", "type")?,
+            room_type: self.room_type(room_id)?,
         })
     }
 
@@ -128,7 +143,7 @@ impl Rooms {
         let summary = self.summary(room_id)?;
         let (version, _) = self.version(&room)?;
         Ok(Some(RoomSummaryView {
-            encryption: self.state_field(room_id, "m.room.encryption", "algorithm")?,
+            encryption: self.encryption(room_id)?,
             version,
             membership: None,
             join_rule: JoinRuleSummary::from(self.join_rule(room_id)?),

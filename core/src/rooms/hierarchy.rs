@@ -42,10 +42,7 @@ impl Rooms {
     /// asked: those with a valid `order` first by it, then by the link's timestamp, then by
     /// room ID.
     pub fn space_children(&self, room_id: &RoomId, suggested_only: bool) -> Result<Vec<SpaceChild>> {
-        let is_space = self
-            .current_state_event(room_id, "m.room.create", "")?
-            .and_then(|create| create.content_str("type"))
-            .is_some_and(|kind| kind == RoomType::Space.as_str());
+        let is_space = self.room_type(room_id)? == Some(RoomType::Space);
         if !is_space {
             return Ok(Vec::new());
         }

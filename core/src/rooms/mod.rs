@@ -39,7 +39,8 @@ use hearth_storage::{
 };
 use ruma::{
     EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::room::member::MembershipState,
+    events::room::{create::RoomCreateEventContent, member::MembershipState},
+    room::RoomType,
 };
 
 pub use self::{
@@ -277,6 +278,26 @@ impl Rooms {
     pub fn current_state_event(&self, room_id: &RoomId, kind: &str, key: &str) -> Result<Option<Pdu>> {
         let id = self.db().get::<CurrentState>(&(room_id.to_owned(), kind.to_owned(), key.to_owned()))?;
         id.map(|id| self.pdu(&id)).transpose().map(Option::flatten)
+    }
+
+    /// The room's create event and its typed content (`None` for a room this server is not in,
+    /// or whose create content ruma cannot read).
+    pub fn create_content(&self, room_id: &RoomId) -> Result<Option<(Pdu, RoomCreateEventContent)>> {
+        let Some(create) = self.current_state_event(room_id, "m.room.create", "")? else { return Ok(None) };
+        Ok(create.content_as().map(|content| (create, content)))
+    }
+
+    /// The room's type (`m.space`, ...), from its create event: that field alone, so that what
+    /// ruma's full type would refuse elsewhere in the content (a malformed predecessor) does
+    /// not turn a space into a room.
+    pub fn room_type(&self, room_id: &RoomId) -> Result<Option<RoomType>> {
+        #[derive(serde::Deserialize)]
+        struct TypeOnly {
+            #[serde(rename = "type")]
+            room_type: Option<RoomType>,
+        }
+        let Some(create) = self.current_state_event(room_id, "m.room.create", "")? else { return Ok(None) };
+        Ok(create.content_as::<TypeOnly>().and_then(|c| c.room_type))
     }
 
     /// Every current state event of a room.

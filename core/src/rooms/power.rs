@@ -16,6 +16,13 @@ use serde_json::{Value, json};
 use super::Rooms;
 use crate::{Error, Result};
 
+/// The one field of a create event's content that names privileged creators.
+#[derive(serde::Deserialize)]
+struct AdditionalCreators {
+    #[serde(default)]
+    additional_creators: Vec<OwnedUserId>,
+}
+
 impl Rooms {
     /// The room's creators where the version privileges them (v12: the create event's sender
     /// and its `additional_creators`); empty for older versions.
@@ -29,10 +36,11 @@ impl Rooms {
             return Ok(Vec::new());
         };
         let mut creators = vec![create.sender.clone()];
-        if let Some(additional) = create.content_json().get("additional_creators").and_then(|a| a.as_array())
-        {
-            creators
-                .extend(additional.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
+        // Only this field, as the auth rules read it: the rest of the content may hold what
+        // ruma's full type refuses (a malformed predecessor) without changing who the creators
+        // are. The v12 auth rules refuse a create event whose additional creators are not user IDs.
+        if let Some(content) = create.content_as::<AdditionalCreators>() {
+            creators.extend(content.additional_creators);
         }
         Ok(creators)
     }

@@ -277,7 +277,7 @@ impl Homeserver {
         let state = |kind: &str| self.rooms.current_state_event(room_id, kind, "");
         Ok(Facts {
             encrypted: state("m.room.encryption")?.is_some(),
-            room_type: state("m.room.create")?.and_then(|pdu| pdu.content_str("type")),
+            room_type: self.rooms.room_type(room_id)?.map(|t| t.to_string()),
             tags,
         })
     }
