@@ -38,8 +38,16 @@ const SCHEMA_VERSION_KEY: &str = "schema_version";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Directory of the RocksDB database.
+    /// Which engine holds the tables.
+    pub backend: Backend,
+    /// Directory of the RocksDB database (and, whatever the backend, the default home of
+    /// media files).
     pub path: PathBuf,
+    /// With `backend = "postgres"`: the database, as a libpq connection string or URL
+    /// (`postgresql://user:password@host:port/dbname`).
+    pub postgres_url: Option<String>,
+    /// With `backend = "postgres"`: connections this process keeps open.
+    pub postgres_connections: usize,
     /// fsync every acknowledged write (survives power loss, not only a crash).
     pub sync_writes: bool,
     /// RocksDB's memory budget in MiB: the block cache shared by all column families, which
@@ -49,8 +57,25 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("./data"), sync_writes: true, cache_mb: 256 }
+        Self {
+            backend: Backend::Rocksdb,
+            path: PathBuf::from("./data"),
+            postgres_url: None,
+            postgres_connections: 8,
+            sync_writes: true,
+            cache_mb: 256,
+        }
     }
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded, one process: the default.
+    Rocksdb,
+    /// A PostgreSQL database, which several processes may share.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +106,29 @@ impl Db {
     /// Opens the RocksDB database the config names, creating it on first start.
     #[cfg(feature = "rocksdb")]
     pub fn open(config: &StorageConfig) -> Result<Self> {
-        let engine = crate::engine::rocks::RocksEngine::open(
-            &config.path,
-            ALL_TABLES,
-            config.cache_mb.saturating_mul(1024 * 1024),
-        )?;
-        Self::from_engine(Box::new(engine), config.sync_writes)
+        let engine: Box<dyn KvEngine> = match config.backend {
+            Backend::Rocksdb => Box::new(crate::engine::rocks::RocksEngine::open(
+                &config.path,
+                ALL_TABLES,
+                config.cache_mb.saturating_mul(1024 * 1024),
+            )?),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let url = config.postgres_url.as_deref().ok_or_else(|| {
+                    Error::Engine("storage.backend = \"postgres\" needs storage.postgres_url".to_owned())
+                })?;
+                Box::new(crate::engine::postgres::PostgresEngine::open(
+                    url,
+                    ALL_TABLES,
+                    config.postgres_connections,
+                )?)
+            }
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres => {
+                return Err(Error::Engine("this build has no PostgreSQL backend".to_owned()));
+            }
+        };
+        Self::from_engine(engine, config.sync_writes)
     }
 
     /// A fresh database in memory, for tests.

@@ -22,7 +22,7 @@ pub mod schema;
 pub mod search;
 
 pub use codec::{HasPrefix, KeyCodec, ValueCodec};
-pub use db::{Batch, Db, Direction, StorageConfig};
+pub use db::{Backend, Batch, Db, Direction, StorageConfig};
 pub use engine::{KvEngine, memory::MemEngine};
 pub use error::{Error, Result};
 pub use schema::Table;

@@ -12,13 +12,30 @@ use crate::{
     schema::{Devices, Filters, RoomAccountData},
 };
 
-fn engines() -> Vec<(&'static str, Db, Option<tempfile::TempDir>)> {
-    let mut all = vec![("memory", Db::in_memory(), None)];
+/// What keeps an engine alive (its directory, its server) for as long as a test uses it.
+type Keep = Option<Box<dyn std::any::Any>>;
+
+/// Each engine with what keeps it alive.
+fn engines() -> Vec<(&'static str, Db, Keep)> {
+    let mut all: Vec<(&'static str, Db, Keep)> = vec![("memory", Db::in_memory(), None)];
     #[cfg(feature = "rocksdb")]
     {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig { path: dir.path().to_owned(), sync_writes: false, cache_mb: 8 };
-        all.push(("rocksdb", Db::open(&config).unwrap(), Some(dir)));
+        let config = StorageConfig {
+            path: dir.path().to_owned(),
+            sync_writes: false,
+            cache_mb: 8,
+            ..StorageConfig::default()
+        };
+        all.push(("rocksdb", Db::open(&config).unwrap(), Some(Box::new(dir))));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let cluster = crate::engine::postgres::test_cluster::TestCluster::start();
+        let engine =
+            crate::engine::postgres::PostgresEngine::open(&cluster.url, crate::schema::ALL_TABLES, 4)
+                .unwrap();
+        all.push(("postgres", Db::from_engine(Box::new(engine), false).unwrap(), Some(Box::new(cluster))));
     }
     all
 }
@@ -166,7 +183,12 @@ fn schema_version_and_migration_hook() {
 #[test]
 fn rocksdb_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig { path: dir.path().to_owned(), sync_writes: true, cache_mb: 8 };
+    let config = StorageConfig {
+        path: dir.path().to_owned(),
+        sync_writes: true,
+        cache_mb: 8,
+        ..StorageConfig::default()
+    };
     {
         let db = Db::open(&config).unwrap();
         db.put::<Filters>(&(alice(), 7), &serde_json::json!("kept")).unwrap();

@@ -3,6 +3,8 @@
 //! Engines know column families by name and bytes only; types live one level up in [`crate::db`].
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 
