@@ -35,8 +35,15 @@ const PRESENCE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs
 
 /// Opens storage (and Redis, when configured) and builds the homeserver the config describes.
 pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
-    let db = Db::open(&config.storage)
-        .with_context(|| format!("opening the database at {}", config.storage.path.display()))?;
+    // The PostgreSQL URL may carry a password: the message names the backend, not the URL.
+    let db = Db::open(&config.storage).with_context(|| match config.storage.backend {
+        hearth_storage::Backend::Rocksdb => {
+            format!("opening the database at {}", config.storage.path.display())
+        }
+        hearth_storage::Backend::Postgres => {
+            "opening the PostgreSQL database of storage.postgres_url".to_owned()
+        }
+    })?;
     // Short-lived state lives in this process unless Redis is configured to share it.
     let ephemeral: Arc<dyn hearth_core::ephemeral::EphemeralStore> = match &config.redis.url {
         Some(url) => {

@@ -39,7 +39,12 @@ impl std::fmt::Debug for PostgresEngine {
 }
 
 fn engine_err(e: &postgres::Error) -> Error {
-    Error::Engine(format!("postgres: {e}"))
+    // The cause (refused, a database error) is what an operator acts on; it never carries the
+    // connection string.
+    match std::error::Error::source(e) {
+        Some(cause) => Error::Engine(format!("postgres: {e}: {cause}")),
+        None => Error::Engine(format!("postgres: {e}")),
+    }
 }
 
 /// One connection and the statements prepared on it.
