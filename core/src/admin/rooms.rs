@@ -191,7 +191,7 @@ impl Homeserver {
             version: record.version,
             creator: create.map(|c| c.sender.clone()),
             encryption: self.rooms.encryption(room_id)?.map(|a| a.to_string()),
-            federatable: self.rooms.create_content(room_id)?.is_none_or(|(_, c)| c.federate),
+            federatable: create.is_none_or(|c| c.content_json()["m.federate"].as_bool() != Some(false)),
             public: self.rooms.is_published(room_id)?,
             guest_access: field("m.room.guest_access", "guest_access"),
             history_visibility: field("m.room.history_visibility", "history_visibility"),

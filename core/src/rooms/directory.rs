@@ -4,7 +4,6 @@ use hearth_storage::schema::{NetworkRooms, PublicRooms, RoomTimeline};
 use ruma::EventEncryptionAlgorithm;
 use ruma::directory::RoomNetwork;
 use ruma::events::room::{
-    encryption::RoomEncryptionEventContent,
     guest_access::{GuestAccess, RoomGuestAccessEventContent},
     history_visibility::HistoryVisibility,
 };
@@ -111,8 +110,13 @@ impl Rooms {
 
     /// The room's encryption algorithm, if it is encrypted.
     pub fn encryption(&self, room_id: &RoomId) -> Result<Option<EventEncryptionAlgorithm>> {
+        // The algorithm alone: a room stays encrypted whatever else its content holds.
+        #[derive(serde::Deserialize)]
+        struct AlgorithmOnly {
+            algorithm: EventEncryptionAlgorithm,
+        }
         let event = self.current_state_event(room_id, "m.room.encryption", "")?;
-        Ok(event.and_then(|e| e.content_as::<RoomEncryptionEventContent>()).map(|c| c.algorithm))
+        Ok(event.and_then(|e| e.content_as::<AlgorithmOnly>()).map(|c| c.algorithm))
     }
 
     fn state_field(&self, room_id: &RoomId, kind: &str, field: &str) -> Result<Option<String>> {

@@ -39,8 +39,7 @@ use hearth_storage::{
 };
 use ruma::{
     EventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId,
-    events::room::{create::RoomCreateEventContent, member::MembershipState},
-    room::RoomType,
+    events::room::member::MembershipState, room::RoomType,
 };
 
 pub use self::{
@@ -278,13 +277,6 @@ impl Rooms {
     pub fn current_state_event(&self, room_id: &RoomId, kind: &str, key: &str) -> Result<Option<Pdu>> {
         let id = self.db().get::<CurrentState>(&(room_id.to_owned(), kind.to_owned(), key.to_owned()))?;
         id.map(|id| self.pdu(&id)).transpose().map(Option::flatten)
-    }
-
-    /// The room's create event and its typed content (`None` for a room this server is not in,
-    /// or whose create content ruma cannot read).
-    pub fn create_content(&self, room_id: &RoomId) -> Result<Option<(Pdu, RoomCreateEventContent)>> {
-        let Some(create) = self.current_state_event(room_id, "m.room.create", "")? else { return Ok(None) };
-        Ok(create.content_as().map(|content| (create, content)))
     }
 
     /// The room's type (`m.space`, ...), from its create event: that field alone, so that what

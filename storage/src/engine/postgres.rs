@@ -246,11 +246,12 @@ impl KvEngine for PostgresEngine {
                 statements.push(conn.prepared(&sql)?);
             }
             let mut tx = conn.client.transaction().map_err(|e| engine_err(&e))?;
-            if !sync {
-                // Not waiting for the WAL flush, as RocksDB without fsync: a crash of the
-                // database server may lose the last commits, never half of one.
-                tx.batch_execute("SET LOCAL synchronous_commit = off").map_err(|e| engine_err(&e))?;
-            }
+            // Without sync, not waiting for the WAL flush, as RocksDB without fsync: a crash of
+            // the database server may lose the last commits, never half of one. With it, on
+            // whatever the server's own default says.
+            let commit = if sync { "on" } else { "off" };
+            tx.batch_execute(&format!("SET LOCAL synchronous_commit = {commit}"))
+                .map_err(|e| engine_err(&e))?;
             for (op, statement) in ops.iter().zip(&statements) {
                 match op {
                     WriteOp::Put { key, value, .. } => tx.execute(statement, &[key, value]),
