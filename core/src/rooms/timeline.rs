@@ -88,6 +88,39 @@ fn backfill_key(seq: u64) -> TimelineKey {
 }
 
 impl Rooms {
+    /// The last `limit` events of `(since, until]` that `keep` passes, oldest first, for a sync
+    /// timeline; whether the window holds more than that; and whether it was cut at a gap.
+    /// History this server never received sits before a gap event: what precedes it is not
+    /// continuous with what follows, so the window starts at the latest gap. A limit of 0 asks
+    /// for no events, but whether there were any is still said.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn latest_window(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        since: Option<u64>,
+        until: u64,
+        limit: usize,
+        keep: &dyn Fn(&Pdu) -> Result<bool>,
+    ) -> Result<(Vec<(u64, Pdu, PduRecord)>, bool, bool)> {
+        let page =
+            self.page(room_id, user, Some(until), since, PageDirection::Backward, limit.max(1), keep)?;
+        let (mut events, more) = if limit == 0 {
+            (Vec::new(), !page.events.is_empty())
+        } else {
+            (page.events, page.next.is_some())
+        };
+        events.reverse();
+        let gap = match events.iter().rposition(|(_, _, record)| record.gap_before) {
+            Some(cut) => {
+                events.drain(..cut);
+                true
+            }
+            None => false,
+        };
+        Ok((events, more, gap))
+    }
+
     /// Events of the live timeline (stream positions only) from the boundary `from` in
     /// `direction`: backward pages hold positions `<= from`, forward pages positions `> from`.
     /// Only events `user` may see, and that pass `keep`, are returned; at most `limit` of them;

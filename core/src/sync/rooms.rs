@@ -22,7 +22,7 @@ use crate::{
     Homeserver, Result,
     events::Pdu,
     json::raw,
-    rooms::{PageDirection, Window, event_passes, view::position_token},
+    rooms::{Window, event_passes, view::position_token},
 };
 
 /// One room's timeline over a window and the state sent with it.
@@ -130,31 +130,7 @@ impl Homeserver {
             })
             .min(1000);
         let keep = |pdu: &Pdu| -> Result<bool> { Ok(event_passes(&filter.timeline, pdu)) };
-        // A limit of 0 asks for no events, but `limited` still says whether there were any.
-        let page = self.rooms.page(
-            room_id,
-            user,
-            Some(until),
-            since,
-            PageDirection::Backward,
-            limit.max(1),
-            &keep,
-        )?;
-        let (mut page_events, more) = if limit == 0 {
-            (Vec::new(), !page.events.is_empty())
-        } else {
-            (page.events, page.next.is_some())
-        };
-        page_events.reverse();
-        // History this server never received sits before a gap event: what precedes it is not
-        // continuous with what follows, so the timeline starts at the latest gap, and is limited.
-        let gap = match page_events.iter().rposition(|(_, _, record)| record.gap_before) {
-            Some(cut) => {
-                page_events.drain(..cut);
-                true
-            }
-            None => false,
-        };
+        let (page_events, more, gap) = self.rooms.latest_window(room_id, user, since, until, limit, &keep)?;
         // A room new to the client in an incremental sync has history before this timeline
         // that the client never saw unless the timeline goes back to the room's creation: mark
         // the gap, as Synapse does, so clients paginate instead of assuming they have it all.

@@ -13,7 +13,7 @@ use ruma::{
 use serde_json::Value;
 
 use super::{RoomConfig, Window, conn::SentRoom, lists::Candidate};
-use crate::{Homeserver, Result, rooms::PageDirection};
+use crate::{Homeserver, Result};
 
 const MEMBER: &str = "m.room.member";
 
@@ -107,30 +107,7 @@ impl Homeserver {
         let from = previous.map(|s| s.through);
         let limit = config.timeline_limit;
         let keep = |_: &crate::events::Pdu| Ok(true);
-        let page = self.rooms.page(
-            room_id,
-            w.user,
-            Some(until),
-            from,
-            PageDirection::Backward,
-            limit.max(1),
-            &keep,
-        )?;
-        let (mut events, more) = if limit == 0 {
-            (Vec::new(), !page.events.is_empty())
-        } else {
-            (page.events, page.next.is_some())
-        };
-        events.reverse();
-        // History this server never received sits before a gap event: the timeline starts
-        // after it, and is limited.
-        let gap = match events.iter().rposition(|(_, _, record)| record.gap_before) {
-            Some(cut) => {
-                events.drain(..cut);
-                true
-            }
-            None => false,
-        };
+        let (events, more, gap) = self.rooms.latest_window(room_id, w.user, from, until, limit, &keep)?;
         if !initial && !state_changed && !moved && !counts_moved && events.is_empty() && !more {
             return Ok((None, now_sent));
         }
