@@ -1,7 +1,10 @@
 //! The configuration file: built-in defaults, then the TOML file, then `HEARTH_*` environment
 //! variables (`__` between levels). Each crate owns its own section's type; this composes them.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
 use figment::{
@@ -48,6 +51,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub client_api: ClientApiConfig,
     pub federation: FederationConfig,
+    pub web_client: WebClientConfig,
     pub log: LogConfig,
 }
 
@@ -123,6 +127,25 @@ impl Default for RedisConfig {
     }
 }
 
+/// `[web_client]`: the browser app (`web/dist`, built into the binary) served at `/` of the
+/// client listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebClientConfig {
+    /// Serve the app. Off, `/` answers as any path the server does not know.
+    pub enabled: bool,
+    /// Serve the app from this folder (a build of `web/`) instead of the copy in the binary,
+    /// read again on every request so that a rebuild shows without a restart: for developing
+    /// the app.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WebClientConfig {
+    fn default() -> Self {
+        Self { enabled: true, dir: None }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -165,6 +188,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             client_api: ClientApiConfig::default(),
             federation: FederationConfig::default(),
+            web_client: WebClientConfig::default(),
             log: LogConfig::default(),
         }
     }

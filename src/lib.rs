@@ -14,6 +14,7 @@ mod router;
 mod serve;
 pub mod telemetry;
 mod url_fetch;
+mod web_client;
 
 use std::{future::Future, sync::Arc};
 
@@ -221,7 +222,7 @@ pub async fn run_with(
         let (hs, stop) = (hs.clone(), stopped(&stop_rx));
         tokio::spawn(async move { hs.run_appservice_senders(stop).await })
     };
-    let app = router::app(hs.clone(), config.client_api.clone(), metrics);
+    let app = router::app(hs.clone(), config.client_api.clone(), &config.web_client, metrics);
     {
         let hs = hs.clone();
         tokio::spawn(async move {

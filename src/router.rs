@@ -1,8 +1,9 @@
-//! The HTTP stack around the APIs: request ids and tracing, panic containment, CORS.
+//! The HTTP stack around the APIs: request ids and tracing, panic containment, CORS; and the
+//! web client beside them.
 
 use std::{sync::Arc, time::Instant};
 
-use crate::metrics::Metrics;
+use crate::{config::WebClientConfig, metrics::Metrics};
 
 use axum::{
     Router,
@@ -18,8 +19,14 @@ use tracing::Instrument;
 
 /// The complete application: the client API with its middleware. With federation on, the
 /// federation and key APIs are served here too (as Synapse does on its main listener), for
-/// deployments that put both behind one TLS-terminating proxy and delegate to it.
-pub fn app(hs: Homeserver, client_api: ClientApiConfig, metrics: Option<Arc<Metrics>>) -> Router {
+/// deployments that put both behind one TLS-terminating proxy and delegate to it. With the web
+/// client on, its app is served at `/` and the paths of its build.
+pub fn app(
+    hs: Homeserver,
+    client_api: ClientApiConfig,
+    web_client: &WebClientConfig,
+    metrics: Option<Arc<Metrics>>,
+) -> Router {
     let mut router = hearth_client_api::router(hs.clone(), client_api)
         // For load balancers and orchestrators: the process is up and serving.
         .route("/health", axum::routing::get(|| async { "OK" }));
@@ -29,6 +36,10 @@ pub fn app(hs: Homeserver, client_api: ClientApiConfig, metrics: Option<Arc<Metr
         router = router
             .route_service("/_matrix/federation/{*rest}", federation.clone())
             .route_service("/_matrix/key/{*rest}", federation);
+    }
+    if web_client.enabled {
+        // Its routes never overlap the APIs', and the client API's fallback still answers the rest.
+        router = router.merge(crate::web_client::router(web_client));
     }
     if let Some(metrics) = metrics {
         router = router.layer(middleware::from_fn_with_state(metrics, crate::metrics::record));
