@@ -295,20 +295,28 @@ fn gzipped(name: &str, bytes: &[u8]) -> Option<Bytes> {
     (gz.len() < bytes.len()).then(|| Bytes::from(gz))
 }
 
-/// Whether `Accept-Encoding` allows gzip: named (or `*`) without `q=0`.
+/// Whether `Accept-Encoding` allows gzip: named with a non-zero weight, or, when not named,
+/// covered by `*` with a non-zero weight (RFC 9110 12.5.3: the named coding's weight wins).
 fn accepts_gzip(request: &HeaderMap) -> bool {
-    request
+    let mut gzip = None;
+    let mut any = None;
+    for coding in request
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts
-                .any(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+    {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        let refused = parts
+            .any(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(!refused);
+        } else if name == "*" {
+            any = Some(!refused);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 fn not_found() -> Response {
@@ -425,6 +433,8 @@ mod tests {
             ("*", true),
             ("gzip;q=0", false),
             ("gzip; q=0.0, br", false),
+            ("gzip;q=0, *", false),
+            ("*;q=0, gzip", true),
             ("identity", false),
         ] {
             request.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());

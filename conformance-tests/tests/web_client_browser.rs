@@ -1,7 +1,8 @@
 //! The web client (web/) in real headless Chromium against the real binary, which serves it at
 //! `/`: two people register, chat live both ways, react, share an image, lose the WebSocket and
 //! get what was sent meanwhile once and in order, change a profile, scroll back through
-//! history; every screen is checked with axe-core and at 360 px, in English and Vietnamese,
+//! history, turn a room's notifications off; a third person without WebSockets long-polls;
+//! every screen is checked with axe-core and at 360 px, in English and Vietnamese,
 //! with no browser console error. The steps are in `web/e2e/chat.mjs`; screenshots of each
 //! screen go to `<target>/web-screenshots`.
 
@@ -16,7 +17,16 @@ use hearth_conformance_tests::binary::{HearthProcess, hearth_bin};
 fn two_people_chat_live_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let process = HearthProcess::spawn(&[], &[("HEARTH_STORAGE__PATH", db.to_str().unwrap())]);
+    // The default limits, as `cargo run` has them, but for messages: the test sends a long
+    // history faster than people type.
+    let process = HearthProcess::spawn(
+        &[],
+        &[
+            ("HEARTH_STORAGE__PATH", db.to_str().unwrap()),
+            ("HEARTH_RATE_LIMITS__ENABLED", "true"),
+            ("HEARTH_RATE_LIMITS__MESSAGE__BURST_COUNT", "1000"),
+        ],
+    );
     let web = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
     // target/<profile>/hearth -> target/web-screenshots, kept after the run as CI's artifacts.
     let screenshots = hearth_bin().parent().and_then(|p| p.parent()).unwrap().join("web-screenshots");

@@ -151,11 +151,7 @@ async fn the_built_in_app_is_served_at_the_root_with_its_headers() {
     assert_eq!(gzipped.status(), StatusCode::OK);
     assert_eq!(header_of(&gzipped, &header::CONTENT_ENCODING), "gzip");
     assert_eq!(header_of(&gzipped, &header::VARY), "accept-encoding");
-    let plain = undecoding()
-        .get(format!("{}{script}", server.base_url))
-        .send()
-        .await
-        .unwrap();
+    let plain = undecoding().get(format!("{}{script}", server.base_url)).send().await.unwrap();
     assert_eq!(header_of(&plain, &header::CONTENT_ENCODING), "");
     assert_ne!(header_of(&gzipped, &header::ETAG), header_of(&plain, &header::ETAG));
     let body = gzipped.bytes().await.unwrap();

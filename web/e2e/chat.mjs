@@ -1,7 +1,8 @@
 // End to end in real headless Chromium against a running hearth: two people register in two
 // browser contexts (Alice on a desktop in English, Bạch on a 360 px phone in Vietnamese), chat
 // live both ways, react, share an image, lose the socket and get what was sent meanwhile,
-// change their profile, scroll back through history. Every screen is checked with axe-core
+// change their profile, turn a room's notifications off, scroll back through history; a third
+// whose network lets no WebSocket through uses the app over long-polling. Every screen is checked with axe-core
 // and for horizontal overflow at 360 px, and photographed; any browser console error fails.
 //
 // usage: node e2e/chat.mjs --homeserver http://127.0.0.1:PORT [--screenshots DIR]
@@ -100,7 +101,7 @@ const browser = await chromium.launch({
  * A person's browser. Its WebSocket goes through a route the test can cut, as a network
  * would; HTTP is untouched.
  */
-async function person(name, { viewport, locale }) {
+async function person(name, { viewport, locale, noSockets = false }) {
   const context = await browser.newContext({ viewport, locale, baseURL: base.origin });
   const page = await context.newPage();
   const errors = [];
@@ -112,7 +113,7 @@ async function person(name, { viewport, locale }) {
     if (/status of 401 \(Unauthorized\)/.test(m.text())) return;
     errors.push(`console: ${m.text()}`);
   });
-  const sockets = { open: [], allow: true };
+  const sockets = { open: [], allow: !noSockets };
   await page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
     if (!sockets.allow) {
       ws.close({ code: 4100, reason: "network down" });
@@ -186,6 +187,7 @@ const VI = {
 
 const alice = await person("Alice", { viewport: { width: 1280, height: 800 }, locale: "en-US" });
 const bach = await person("Bạch", { viewport: { width: 360, height: 740 }, locale: "vi-VN" });
+const others = [];
 const roomOf = (p, text) => p.page.locator(".events").getByText(text, { exact: true });
 
 try {
@@ -213,8 +215,16 @@ try {
   await step("Bạch sees the invite live and accepts it", async () => {
     const page = bach.page;
     await page.getByRole("button", { name: "Đồng ý" }).waitFor(WAIT);
+    await page.getByRole("button", { name: "Phòng hoặc cuộc trò chuyện mới" }).click();
+    await page.getByLabel("Tên phòng").waitFor(WAIT);
+    await audit(bach, "new-room");
+    await page.getByRole("link", { name: "Quay lại" }).click();
     await page.getByRole("button", { name: "Đồng ý" }).click();
     await page.getByRole("heading", { name: "Lounge" }).waitFor(WAIT);
+    await page.getByRole("button", { name: "Thành viên" }).click();
+    await page.locator(".members").getByText("alice").waitFor(WAIT);
+    await audit(bach, "members");
+    await page.getByRole("button", { name: "Thành viên" }).click();
   });
 
   await step("Alice's message appears on Bạch's phone without a reload", async () => {
@@ -291,6 +301,29 @@ try {
     await alice.page.locator(".events").getByText("Bạch Tuyết", { exact: false }).first().waitFor(WAIT);
   });
 
+  await step("Alice's profile and sessions on the desktop", async () => {
+    await alice.page.goto("/#/profile");
+    await alice.page.getByLabel("Display name").waitFor(WAIT);
+    await alice.page.getByText("This session").waitFor(WAIT);
+    await audit(alice, "profile");
+  });
+
+  await step("Bạch turns the room's notifications off, and the server keeps it", async () => {
+    const page = bach.page;
+    await page.goto("/#/settings");
+    const box = page.getByLabel("Thông báo của Lounge");
+    await box.waitFor(WAIT);
+    if (!(await box.isChecked())) throw new Error("notifications start on");
+    await box.uncheck();
+    await page.waitForResponse((r) => r.url().includes("/pushrules/global/room/") && r.request().method() === "PUT", WAIT).catch(() => undefined);
+    await page.reload();
+    await page.getByLabel("Thông báo của Lounge").waitFor(WAIT);
+    await page.waitForFunction(() => {
+      const box = [...document.querySelectorAll("label.check")].find((l) => l.textContent?.includes("Lounge"))?.querySelector("input");
+      return box instanceof HTMLInputElement && !box.checked;
+    }, null, WAIT);
+  });
+
   await step("settings in both languages and both themes", async () => {
     await alice.page.goto("/#/settings");
     await alice.page.getByLabel("Language").waitFor(WAIT);
@@ -344,8 +377,24 @@ try {
     if (JSON.stringify(history) !== JSON.stringify(expected)) throw new Error(`history out of order or repeated: ${history.length} lines`);
   });
 
-  await step("no console errors in either browser", async () => {
-    const all = [...alice.errors, ...bach.errors];
+  await step("where no WebSocket gets through, the app long-polls /sync and still works", async () => {
+    const chi = await person("Chi", { viewport: { width: 1024, height: 700 }, locale: "en-GB", noSockets: true });
+    others.push(chi);
+    await register(chi, "chi", EN);
+    await chi.page.getByText("Live updates over long-polling (WebSocket unavailable).").waitFor(WAIT);
+    await chi.page.getByRole("button", { name: "New room or chat" }).click();
+    await chi.page.getByLabel("Room name").fill("Notes");
+    await chi.page.getByRole("button", { name: "Create", exact: true }).click();
+    await chi.page.getByRole("heading", { name: "Notes" }).waitFor(WAIT);
+    await chi.page.getByPlaceholder("Message Notes").fill("over plain HTTP");
+    await chi.page.keyboard.press("Enter");
+    // The echo is replaced by the event as the long-poll brings it back.
+    await chi.page.locator(".event.message[data-event-id]", { hasText: "over plain HTTP" }).waitFor(WAIT);
+    await chi.page.locator(".pending").waitFor({ state: "detached", ...WAIT });
+  });
+
+  await step("no console errors in any browser", async () => {
+    const all = [...alice.errors, ...bach.errors, ...others.flatMap((p) => p.errors)];
     if (all.length) throw new Error(all.slice(0, 5).join(" | "));
   });
 } finally {

@@ -1,7 +1,7 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import { Auth } from "./Auth";
 import { browserLang, I18n, translator, useT, type Lang } from "./i18n";
-import { Live, type LiveStatus } from "./live";
+import { backoff, Live, type LiveStatus } from "./live";
 import { Client, loginWithToken, MatrixError, newTxnId, type Session } from "./matrix";
 import { NewRoom } from "./NewRoom";
 import { Profile } from "./Profile";
@@ -149,7 +149,7 @@ function Main({ session, onSignedOut, settings }: { session: Session; onSignedOu
 
   useEffect(() => {
     const l = new Live(client, {
-      onSync: (body) => dispatch({ kind: "sync", body }),
+      onSync: (body, reset) => dispatch({ kind: "sync", body, reset }),
       onStatus: setStatus,
       onSignedOut,
     });
@@ -177,14 +177,26 @@ function Main({ session, onSignedOut, settings }: { session: Session; onSignedOu
 
   const deliver = useCallback(
     async (roomId: string, p: Pending) => {
-      try {
-        const result = (await command(
-          { type: "send", room_id: roomId, event_type: p.type, content: p.content, txn_id: p.txnId },
-          () => client.send(roomId, p.type, p.content, p.txnId),
-        )) as { event_id?: string };
-        dispatch({ kind: "echoStatus", roomId, txnId: p.txnId, status: "sent", eventId: result.event_id });
-      } catch {
-        dispatch({ kind: "echoStatus", roomId, txnId: p.txnId, status: "failed" });
+      // A rate-limited send waits as long as the server asks and goes again, a few times.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const result = (await command(
+            { type: "send", room_id: roomId, event_type: p.type, content: p.content, txn_id: p.txnId },
+            () => client.send(roomId, p.type, p.content, p.txnId),
+          )) as { event_id?: string };
+          dispatch({ kind: "echoStatus", roomId, txnId: p.txnId, status: "sent", eventId: result.event_id });
+          return;
+        } catch (e) {
+          // Network failures and rate limits are worth waiting out; a refusal is final.
+          const network = e instanceof MatrixError && e.errcode === "NETWORK";
+          const limited = e instanceof MatrixError && e.errcode === "M_LIMIT_EXCEEDED";
+          if (!(network || limited) || attempt >= 4) {
+            dispatch({ kind: "echoStatus", roomId, txnId: p.txnId, status: "failed", retryable: network });
+            return;
+          }
+          const asked = limited ? Number(e.body.retry_after_ms) : NaN;
+          await new Promise((r) => setTimeout(r, Number.isFinite(asked) && asked > 0 ? Math.min(asked, 60_000) : backoff(attempt)));
+        }
       }
     },
     [client, command],
@@ -222,13 +234,28 @@ function Main({ session, onSignedOut, settings }: { session: Session; onSignedOu
     if (status !== "live" && status !== "polling") return;
     for (const room of Object.values(stateRef.current.rooms)) {
       for (const p of room.pending) {
-        if (p.status === "failed") {
+        if (p.status === "failed" && p.retryable) {
           dispatch({ kind: "echoStatus", roomId: room.roomId, txnId: p.txnId, status: "sending" });
           void deliver(room.roomId, p);
         }
       }
     }
   }, [status, deliver]);
+
+  // A new screen takes the focus to its heading, so keyboard and screen-reader users land there
+  // (on a phone the link they used is gone with the list).
+  const firstRoute = useRef(true);
+  useEffect(() => {
+    if (firstRoute.current) {
+      firstRoute.current = false;
+      return;
+    }
+    const heading = document.querySelector<HTMLElement>("#main h2");
+    if (heading) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
+  }, [route]);
 
   const signOut = async () => {
     try {
@@ -240,7 +267,12 @@ function Main({ session, onSignedOut, settings }: { session: Session; onSignedOu
   };
 
   const roomMatch = /^\/room\/(.+)$/.exec(route);
-  const roomId = roomMatch ? decodeURIComponent(roomMatch[1]) : null;
+  let roomId: string | null = null;
+  try {
+    roomId = roomMatch ? decodeURIComponent(roomMatch[1]) : null;
+  } catch {
+    // A malformed address shows the home screen rather than nothing.
+  }
   const view = roomId ? "room" : route === "/new" ? "new" : route === "/profile" ? "profile" : route === "/settings" ? "settings" : "home";
 
   return (

@@ -47,7 +47,10 @@ export function Composer(props: {
   const [text, setText] = useState("");
   const [picker, setPicker] = useState(false);
   const [uploads, setUploads] = useState<Upload[]>([]);
-  const [suggestion, setSuggestion] = useState(0);
+  // The highlighted completion; null until the arrows move it, so Enter still sends.
+  const [suggestion, setSuggestion] = useState<number | null>(null);
+  const [dismissed, setDismissed] = useState<number | null>(null);
+  const listId = useId();
   const area = useRef<HTMLTextAreaElement>(null);
   const fileInput = useRef<HTMLInputElement>(null);
   const typingSent = useRef(0);
@@ -73,7 +76,21 @@ export function Composer(props: {
   };
 
   const caret = area.current?.selectionStart ?? text.length;
-  const completion = completeShortcode(text.slice(0, caret));
+  const found = completeShortcode(text.slice(0, caret));
+  const completion = found && found.from !== dismissed && found.matches.length > 0 ? found : null;
+
+  // Others stop seeing "typing" when this composer goes (another room, another screen).
+  useEffect(
+    () => () => {
+      if (typingSent.current !== 0) {
+        const path = `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/typing/${encodeURIComponent(app.client.userId)}`;
+        void app.client.call("PUT", path, { body: { typing: false } }).catch(() => undefined);
+      }
+    },
+    // Once per composer: it belongs to one room.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [],
+  );
 
   const insert = (emoji: string, replaceFrom?: number) => {
     const el = area.current;
@@ -81,7 +98,7 @@ export function Composer(props: {
     const from = replaceFrom ?? at;
     const next = text.slice(0, from) + emoji + text.slice(at);
     setText(next);
-    setSuggestion(0);
+    setSuggestion(null);
     requestAnimationFrame(() => {
       el?.focus();
       const pos = from + emoji.length;
@@ -110,16 +127,23 @@ export function Composer(props: {
   };
 
   const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
-    if (completion && completion.matches.length > 0) {
+    if (completion && !e.nativeEvent.isComposing) {
+      const n = completion.matches.length;
       if (e.key === "ArrowDown" || e.key === "ArrowUp") {
         e.preventDefault();
-        const n = completion.matches.length;
-        setSuggestion((s) => (s + (e.key === "ArrowDown" ? 1 : n - 1)) % n);
+        setSuggestion((s) => (s === null ? (e.key === "ArrowDown" ? 0 : n - 1) : (s + (e.key === "ArrowDown" ? 1 : n - 1)) % n));
         return;
       }
-      if (e.key === "Tab" || e.key === "Enter") {
+      // Tab takes the highlighted (or first) one; Enter only one chosen with the arrows.
+      if (e.key === "Tab" || (e.key === "Enter" && !e.shiftKey && suggestion !== null)) {
         e.preventDefault();
-        insert(completion.matches[Math.min(suggestion, completion.matches.length - 1)].emoji, completion.from);
+        insert(completion.matches[Math.min(suggestion ?? 0, n - 1)].emoji, completion.from);
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        setDismissed(completion.from);
+        setSuggestion(null);
         return;
       }
     }
@@ -196,11 +220,12 @@ export function Composer(props: {
           </button>
         </div>
       )}
-      {completion && completion.matches.length > 0 && (
-        <ul className="completions" role="listbox" aria-label={t("emoji")}>
+      {completion && (
+        <ul className="completions" role="listbox" id={listId} aria-label={t("emoji")}>
           {completion.matches.map((m, i) => (
             <li
               key={m.name}
+              id={`${listId}-${i}`}
               role="option"
               aria-selected={i === suggestion}
               className={i === suggestion ? "selected" : ""}
@@ -259,9 +284,13 @@ export function Composer(props: {
           rows={Math.min(6, Math.max(1, text.split("\n").length))}
           value={text}
           placeholder={t("messageIn", { room: props.roomName })}
+          aria-autocomplete="list"
+          aria-controls={completion ? listId : undefined}
+          aria-activedescendant={completion && suggestion !== null ? `${listId}-${suggestion}` : undefined}
           onChange={(e) => {
             setText(e.target.value);
-            setSuggestion(0);
+            setSuggestion(null);
+            setDismissed(null);
             typing(e.target.value.trim() !== "");
           }}
           onKeyDown={onKey}

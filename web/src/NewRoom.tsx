@@ -2,6 +2,7 @@ import { useEffect, useId, useState, type FormEvent, type ReactNode } from "reac
 import { useApp } from "./App";
 import { describeError } from "./Auth";
 import { useT } from "./i18n";
+import { withDirect } from "./store";
 
 type PublicRoom = { room_id: string; name?: string; topic?: string; canonical_alias?: string; num_joined_members: number };
 
@@ -68,8 +69,7 @@ export function NewRoom() {
   const startDm = runDm(async () => {
     const user = dmUser.trim();
     const { room_id } = await app.client.createRoom({ is_direct: true, invite: [user], preset: "trusted_private_chat" });
-    const direct = { ...app.state.direct, [user]: [...(app.state.direct[user] ?? []), room_id] };
-    await app.client.setAccountData("m.direct", direct);
+    await app.client.setAccountData("m.direct", withDirect(app.state.direct, user, room_id));
     open(room_id);
   });
 

@@ -1,7 +1,8 @@
 import { useId, useState } from "react";
 import { useApp } from "./App";
 import { useT } from "./i18n";
-import { directPartner, isEncrypted, lastActivity, lastMessage, memberName, roomName, stateContent, type RoomState } from "./store";
+import { describeError } from "./Auth";
+import { directPartner, withDirect, isEncrypted, lastActivity, lastMessage, memberName, roomName, stateContent, type RoomState } from "./store";
 import { Avatar } from "./ui";
 
 export function RoomList({ current }: { current: string | null }) {
@@ -109,17 +110,18 @@ function InviteRow({ room, name }: { room: RoomState; name: string }) {
   const app = useApp();
   const me = app.client.userId;
   const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
   const inviter = room.invite?.find((e) => e.type === "m.room.member" && e.state_key === me)?.sender;
   const accept = async () => {
     setBusy(true);
+    setError("");
     try {
       await app.client.join(room.roomId);
       const partner = directPartner(app.state, room, me);
-      if (partner) {
-        const direct = { ...app.state.direct, [partner]: [...(app.state.direct[partner] ?? []), room.roomId] };
-        await app.client.setAccountData("m.direct", direct);
-      }
+      if (partner) await app.client.setAccountData("m.direct", withDirect(app.state.direct, partner, room.roomId));
       app.navigate(`/room/${encodeURIComponent(room.roomId)}`);
+    } catch (e) {
+      setError(describeError(t, e));
     } finally {
       setBusy(false);
     }
@@ -135,10 +137,15 @@ function InviteRow({ room, name }: { room: RoomState; name: string }) {
         <button type="button" className="primary small" disabled={busy} onClick={accept}>
           {t("accept")}
         </button>
-        <button type="button" className="small" disabled={busy} onClick={() => void app.client.leave(room.roomId)}>
+        <button type="button" className="small" disabled={busy} onClick={() => void app.client.leave(room.roomId).catch((e) => setError(describeError(t, e)))}>
           {t("decline")}
         </button>
       </span>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
     </li>
   );
 }

@@ -127,20 +127,31 @@ function Timeline({ room, onReply, onEdit }: { room: RoomState; onReply(e: Matri
   const shown = shownTimeline(room.timeline);
   const last = room.timeline[room.timeline.length - 1];
 
-  const loadOlder = useCallback(async () => {
-    if (loading || !room.prevBatch) return;
-    setLoading(true);
-    try {
-      const page = await app.client.messages(room.roomId, room.prevBatch, 30);
-      const el = scroller.current;
-      restore.current = el ? el.scrollHeight - el.scrollTop : null;
-      app.dispatch({ kind: "backfill", roomId: room.roomId, chunk: page.chunk ?? [], end: page.end ?? null, state: page.state ?? [] });
-    } catch {
-      // Tried again at the next scroll to the top.
-    } finally {
-      setLoading(false);
-    }
-  }, [app, loading, room.prevBatch, room.roomId]);
+  // One request per token at a time (a ref: scrolling and the fill-the-screen effect may both
+  // ask before a render), and after a failure no automatic retry for a while.
+  const inFlight = useRef<string | null>(null);
+  const failedAt = useRef(0);
+  const loadOlder = useCallback(
+    async (byUser: boolean) => {
+      const from = room.prevBatch;
+      if (!from || inFlight.current === from) return;
+      if (!byUser && Date.now() - failedAt.current < 10_000) return;
+      inFlight.current = from;
+      setLoading(true);
+      try {
+        const page = await app.client.messages(room.roomId, from, 30);
+        const el = scroller.current;
+        restore.current = el ? el.scrollHeight - el.scrollTop : null;
+        app.dispatch({ kind: "backfill", roomId: room.roomId, from, chunk: page.chunk ?? [], end: page.end ?? null, state: page.state ?? [] });
+      } catch {
+        failedAt.current = Date.now();
+      } finally {
+        inFlight.current = null;
+        setLoading(false);
+      }
+    },
+    [app, room.prevBatch, room.roomId],
+  );
 
   // Keep the view where it was when older messages are put above it, and at the bottom when
   // new ones arrive while the reader is there.
@@ -158,13 +169,20 @@ function Timeline({ room, onReply, onEdit }: { room: RoomState; onReply(e: Matri
   // A short first page leaves nothing to scroll: fill the screen.
   useEffect(() => {
     const el = scroller.current;
-    if (el && el.scrollHeight <= el.clientHeight + 40 && room.prevBatch && !loading) void loadOlder();
+    if (el && el.scrollHeight <= el.clientHeight + 40 && room.prevBatch && !loading) void loadOlder(false);
   }, [room.timeline.length, room.prevBatch, loading, loadOlder]);
 
-  // Read receipt for the latest event while the room is on screen.
+  // Read receipt for the latest event while the room is on screen (and once the tab is shown
+  // again, for what arrived while it was hidden).
   const sentReceipt = useRef<string | null>(null);
+  const [visible, setVisible] = useState(() => document.visibilityState === "visible");
   useEffect(() => {
-    if (!last || last.sender === me || sentReceipt.current === last.event_id || document.visibilityState !== "visible") return;
+    const on = () => setVisible(document.visibilityState === "visible");
+    document.addEventListener("visibilitychange", on);
+    return () => document.removeEventListener("visibilitychange", on);
+  }, []);
+  useEffect(() => {
+    if (!visible || !last || last.sender === me || sentReceipt.current === last.event_id) return;
     sentReceipt.current = last.event_id;
     void app
       .command({ type: "receipt", room_id: room.roomId, event_id: last.event_id }, () =>
@@ -173,13 +191,13 @@ function Timeline({ room, onReply, onEdit }: { room: RoomState; onReply(e: Matri
       .catch(() => {
         sentReceipt.current = null;
       });
-  }, [app, last, me, room.roomId]);
+  }, [app, last, me, room.roomId, visible]);
 
   const onScroll = () => {
     const el = scroller.current;
     if (!el) return;
     stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
-    if (el.scrollTop < 80) void loadOlder();
+    if (el.scrollTop < 80) void loadOlder(true);
   };
 
   // Who has read up to each event (others than me and the sender).
@@ -349,7 +367,8 @@ function EventLine(props: {
     else await app.sendQuiet(room.roomId, "m.reaction", { "m.relates_to": { rel_type: "m.annotation", event_id: e.event_id, key } });
   };
   return (
-    <li className={`event message${continued ? " continued" : ""}`} data-event-id={e.event_id}>
+    // Focusable, so that its actions (shown on hover or focus) can be reached from the keyboard.
+    <li className={`event message${continued ? " continued" : ""}`} data-event-id={e.event_id} tabIndex={0}>
       {!continued && (
         <div className="sender">
           <Avatar client={app.client} id={e.sender} name={senderName} mxc={stateContent(room, "m.room.member", e.sender)?.avatar_url} />

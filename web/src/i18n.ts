@@ -135,6 +135,9 @@ const en = {
   online: "online",
   userOffline: "offline",
   unavailable: "away",
+  notifications: "Notifications",
+  notificationsHelp: "Rooms whose messages notify you and count as unread (mentions of you always do).",
+  roomNotifications: "Notifications for {room}",
 };
 
 export type MessageKey = keyof typeof en;
@@ -273,6 +276,9 @@ const vi: Record<MessageKey, string> = {
   online: "đang trực tuyến",
   userOffline: "ngoại tuyến",
   unavailable: "vắng mặt",
+  notifications: "Thông báo",
+  notificationsHelp: "Những phòng mà tin nhắn sẽ báo cho bạn và được tính là chưa đọc (tin nhắc đến bạn thì luôn báo).",
+  roomNotifications: "Thông báo của {room}",
 };
 
 export const catalogs = { en, vi } as const;

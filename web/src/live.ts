@@ -7,7 +7,8 @@ import type { SyncBody } from "./store";
 export type LiveStatus = "connecting" | "live" | "offline" | "polling";
 
 export interface LiveHandlers {
-  onSync(body: SyncBody): void;
+  /** `reset`: the stream starts over (its token was refused), so nothing held joins up with it. */
+  onSync(body: SyncBody, reset: boolean): void;
   onStatus(status: LiveStatus): void;
   /** The session ended on the server (signed out elsewhere, or the account was deactivated). */
   onSignedOut(): void;
@@ -24,6 +25,12 @@ export function backoff(n: number, random: () => number = Math.random): number {
 
 /** Consecutive failures to open a socket after which the tab long-polls instead. */
 const SOCKET_ATTEMPTS_BEFORE_POLLING = 3;
+/** A command unanswered this long means the connection is dead (sleep, a network change). */
+const COMMAND_TIMEOUT_MS = 10_000;
+/** The app pings this often, so that a connection that died silently is noticed. */
+const PING_EVERY_MS = 30_000;
+/** A socket that closes this soon after opening counts as a failed attempt. */
+const SHORT_LIVED_MS = 5_000;
 
 interface Waiting {
   resolve(result: Record<string, unknown>): void;
@@ -40,6 +47,9 @@ export class Live {
   private waiting = new Map<number, Waiting>();
   private timer: ReturnType<typeof setTimeout> | null = null;
   private poll: AbortController | null = null;
+  private pinger: ReturnType<typeof setInterval> | null = null;
+  /** The next sync starts over: the last token was refused. */
+  private reset = false;
   status: LiveStatus = "connecting";
 
   constructor(
@@ -51,20 +61,38 @@ export class Live {
   }
 
   start(): void {
+    window.addEventListener("online", this.onOnline);
     void this.connect();
   }
 
+  /** Back on a network: try at once instead of waiting out the backoff. */
+  private onOnline = () => {
+    if (this.stopped || this.socket || this.status === "polling" || !this.timer) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    void this.connect();
+  };
+
   stop(): void {
     this.stopped = true;
+    window.removeEventListener("online", this.onOnline);
+    if (this.pinger) clearInterval(this.pinger);
     if (this.timer) clearTimeout(this.timer);
     this.poll?.abort();
     this.socket?.close(1000);
     this.failAll(new Error("stopped"));
   }
 
-  /** Cuts the socket as a network failure would (used by the offline test hook too). */
-  drop(): void {
-    this.socket?.close(4100, "dropped");
+  /**
+   * Gives up on a socket now, without waiting for its closing handshake (which a dead
+   * connection never completes): its handlers are detached and the loss handled at once.
+   */
+  private abandon(socket: WebSocket, code: number, reason: string): void {
+    const lost = socket.onclose;
+    socket.onclose = null;
+    socket.onmessage = null;
+    socket.close(code, reason);
+    lost?.call(socket, new CloseEvent("close", { code, reason }));
   }
 
   private setStatus(status: LiveStatus): void {
@@ -78,6 +106,7 @@ export class Live {
   }
 
   private async connect(): Promise<void> {
+    this.timer = null;
     if (this.stopped) return;
     this.setStatus(this.everOpened ? "offline" : "connecting");
     let ticket: string;
@@ -88,6 +117,7 @@ export class Live {
         this.handlers.onSignedOut();
         return;
       }
+      this.failures += 1;
       this.retry();
       return;
     }
@@ -96,6 +126,7 @@ export class Live {
     const socket = new WebSocket(`${scheme}//${window.location.host}/ws?ticket=${encodeURIComponent(ticket)}`);
     this.socket = socket;
     let acked = false;
+    let ackedAt = 0;
     socket.onmessage = (message) => {
       let frame: Record<string, unknown>;
       try {
@@ -105,18 +136,32 @@ export class Live {
       }
       if (frame.type === "ack") {
         acked = true;
+        ackedAt = Date.now();
         this.everOpened = true;
-        this.failures = 0;
         socket.send(JSON.stringify({ type: "sync", since: this.since ?? undefined, filter: JSON.parse(SYNC_FILTER) }));
+        if (this.pinger) clearInterval(this.pinger);
+        this.pinger = setInterval(() => void this.command({ type: "ping" }).catch(() => undefined), PING_EVERY_MS);
       } else if (frame.type === "sync") {
         this.since = String(frame.next_batch);
+        this.failures = 0;
         if (this.status !== "live") this.setStatus("live");
-        this.handlers.onSync(frame as unknown as SyncBody);
+        const reset = this.reset;
+        this.reset = false;
+        this.handlers.onSync(frame as unknown as SyncBody, reset);
       } else if (frame.type === "result" || frame.type === "error") {
         const w = typeof frame.id === "number" ? this.waiting.get(frame.id) : undefined;
         if (!w) {
-          // An error for no command is the sync loop's: a session that ended shows as one.
-          if (frame.errcode === "M_UNKNOWN_TOKEN") this.handlers.onSignedOut();
+          // An error for no command is the sync loop's, which has stopped: a session that
+          // ended, or a token the server no longer knows (start over), or a failure (try again).
+          if (frame.errcode === "M_UNKNOWN_TOKEN") {
+            this.handlers.onSignedOut();
+            return;
+          }
+          if (frame.errcode === "M_INVALID_PARAM" && this.since) {
+            this.since = null;
+            this.reset = true;
+          }
+          this.abandon(socket, 4101, "sync stopped");
           return;
         }
         this.waiting.delete(frame.id as number);
@@ -126,9 +171,12 @@ export class Live {
     };
     socket.onclose = () => {
       if (this.socket === socket) this.socket = null;
+      if (this.pinger) clearInterval(this.pinger);
+      this.pinger = null;
       this.failAll(new MatrixError(0, "NETWORK", "disconnected"));
       if (this.stopped) return;
-      if (!acked) this.failures += 1;
+      // A server that accepts and then closes at once must not be hammered every second.
+      if (!acked || Date.now() - ackedAt < SHORT_LIVED_MS) this.failures += 1;
       if (!this.everOpened && this.failures >= SOCKET_ATTEMPTS_BEFORE_POLLING) {
         void this.longPoll();
         return;
@@ -140,8 +188,9 @@ export class Live {
   private retry(): void {
     if (this.stopped) return;
     this.setStatus(this.everOpened ? "offline" : "connecting");
-    const delay = backoff(this.failures);
-    this.failures += 1;
+    // After a connection that worked, the first attempt goes within a second or so; each
+    // failure since doubles the wait.
+    const delay = backoff(Math.max(0, this.failures - 1));
     this.timer = setTimeout(() => void this.connect(), delay);
   }
 
@@ -156,12 +205,18 @@ export class Live {
         this.since = body.next_batch;
         errors = 0;
         if (this.status !== "polling") this.setStatus("polling");
-        this.handlers.onSync(body);
+        const reset = this.reset;
+        this.reset = false;
+        this.handlers.onSync(body, reset);
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof MatrixError && e.errcode === "M_UNKNOWN_TOKEN") {
           this.handlers.onSignedOut();
           return;
+        }
+        if (e instanceof MatrixError && e.errcode === "M_INVALID_PARAM" && this.since) {
+          this.since = null;
+          this.reset = true;
         }
         this.setStatus("offline");
         await new Promise((r) => setTimeout(r, backoff(errors)));
@@ -178,7 +233,22 @@ export class Live {
     }
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
+      // No answer in time: the connection is presumed dead and dropped, which fails this and
+      // every other waiting command as a network error (their callers go over HTTP instead).
+      const timer = setTimeout(() => {
+        if (this.waiting.has(id) && this.socket === socket) this.abandon(socket, 4102, "no answer");
+      }, COMMAND_TIMEOUT_MS);
+      const settle = () => clearTimeout(timer);
+      this.waiting.set(id, {
+        resolve: (r) => {
+          settle();
+          resolve(r);
+        },
+        reject: (e) => {
+          settle();
+          reject(e);
+        },
+      });
       socket.send(JSON.stringify({ ...body, id }));
     });
   }

@@ -32,11 +32,31 @@ describe("sync reducer", () => {
     s = reduce(s, { kind: "sync", body: sync("s2", [msg("$9", "z")], { limited: true, prev: "gap" }) });
     expect(ids(s)).toEqual(["$9"]);
     expect(s.rooms[R].prevBatch).toBe("gap");
-    s = reduce(s, { kind: "backfill", roomId: R, chunk: [msg("$8", "y"), msg("$9", "z"), msg("$7", "x")], end: "older", state: [] });
+    s = reduce(s, { kind: "backfill", roomId: R, from: "gap", chunk: [msg("$8", "y"), msg("$9", "z"), msg("$7", "x")], end: "older", state: [] });
     expect(ids(s)).toEqual(["$7", "$8", "$9"]);
     expect(s.rooms[R].prevBatch).toBe("older");
-    s = reduce(s, { kind: "backfill", roomId: R, chunk: [], end: null, state: [] });
+    // The same page again (two requests for one token) changes nothing.
+    const again = reduce(s, { kind: "backfill", roomId: R, from: "gap", chunk: [msg("$6", "w")], end: "x", state: [] });
+    expect(again).toBe(s);
+    s = reduce(s, { kind: "backfill", roomId: R, from: "older", chunk: [], end: "older", state: [] });
     expect(s.rooms[R].prevBatch).toBeNull();
+  });
+
+  it("ignores a page that arrives after a gap replaced the window", () => {
+    let s = reduce(emptyState, { kind: "sync", body: sync("s1", [msg("$1", "a")], { prev: "t1" }) });
+    s = reduce(s, { kind: "sync", body: sync("s2", [msg("$50", "b")], { limited: true, prev: "t50" }) });
+    const late = reduce(s, { kind: "backfill", roomId: R, from: "t1", chunk: [msg("$0", "old")], end: "t0", state: [] });
+    expect(late).toBe(s);
+    expect(s.rooms[R].prevBatch).toBe("t50");
+  });
+
+  it("starts every room over when the stream was reset, and drops sent echoes lost in a gap", () => {
+    let s = reduce(emptyState, { kind: "sync", body: sync("s1", [msg("$1", "a")]) });
+    s = reduce(s, { kind: "echo", roomId: R, pending: { txnId: "t", type: "m.room.message", content: { body: "x" }, ts: 1, status: "sending" } });
+    s = reduce(s, { kind: "echoStatus", roomId: R, txnId: "t", status: "sent", eventId: "$x" });
+    s = reduce(s, { kind: "sync", body: sync("s9", [msg("$9", "z")], { prev: "p9" }), reset: true });
+    expect(ids(s)).toEqual(["$9"]);
+    expect(s.rooms[R].pending).toEqual([]);
   });
 
   it("replaces a local echo by its event, matched by transaction ID or by event ID", () => {

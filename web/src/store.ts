@@ -12,6 +12,8 @@ export interface Pending {
   ts: number;
   status: "sending" | "sent" | "failed";
   eventId?: string;
+  /** A failure the network caused: sent again once the connection is back. */
+  retryable?: boolean;
 }
 
 export interface RoomState {
@@ -48,10 +50,10 @@ export interface AppState {
 export const emptyState: AppState = { rooms: {}, nextBatch: null, direct: {}, presence: {} };
 
 export type Action =
-  | { kind: "sync"; body: SyncBody }
+  | { kind: "sync"; body: SyncBody; reset?: boolean }
   | { kind: "echo"; roomId: string; pending: Pending }
-  | { kind: "echoStatus"; roomId: string; txnId: string; status: Pending["status"]; eventId?: string }
-  | { kind: "backfill"; roomId: string; chunk: MatrixEvent[]; end: string | null; state: MatrixEvent[] };
+  | { kind: "echoStatus"; roomId: string; txnId: string; status: Pending["status"]; eventId?: string; retryable?: boolean }
+  | { kind: "backfill"; roomId: string; from: string; chunk: MatrixEvent[]; end: string | null; state: MatrixEvent[] };
 
 interface JoinedRoom {
   state?: { events?: MatrixEvent[] };
@@ -128,15 +130,17 @@ function settleEchoes(pending: Pending[], events: MatrixEvent[]): Pending[] {
   return left.length === pending.length ? pending : left;
 }
 
-function applyJoined(prev: RoomState | undefined, roomId: string, r: JoinedRoom, membership: Membership): RoomState {
+function applyJoined(prev: RoomState | undefined, roomId: string, r: JoinedRoom, membership: Membership, reset: boolean): RoomState {
   const room = prev ? { ...prev, membership } : newRoom(roomId, membership);
   delete room.invite;
   const timelineEvents = r.timeline?.events ?? [];
   room.state = withState(withState(room.state, r.state?.events ?? []), timelineEvents);
-  if (r.timeline?.limited || !prev) {
+  if (r.timeline?.limited || !prev || reset) {
     // A gap: what was held no longer joins up with what follows; page back from here instead.
     room.timeline = appendEvents([], timelineEvents);
     room.prevBatch = r.timeline?.prev_batch ?? null;
+    // A sent echo whose event fell into the gap is in the history now, not at the bottom.
+    room.pending = room.pending.filter((p) => !p.eventId);
   } else {
     room.timeline = appendEvents(room.timeline, timelineEvents);
   }
@@ -166,8 +170,9 @@ export function reduce(state: AppState, action: Action): AppState {
     case "sync": {
       const body = action.body;
       const rooms = { ...state.rooms };
-      for (const [roomId, r] of Object.entries(body.rooms?.join ?? {})) rooms[roomId] = applyJoined(rooms[roomId], roomId, r, "join");
-      for (const [roomId, r] of Object.entries(body.rooms?.leave ?? {})) rooms[roomId] = applyJoined(rooms[roomId], roomId, r, "leave");
+      const reset = action.reset ?? false;
+      for (const [roomId, r] of Object.entries(body.rooms?.join ?? {})) rooms[roomId] = applyJoined(rooms[roomId], roomId, r, "join", reset);
+      for (const [roomId, r] of Object.entries(body.rooms?.leave ?? {})) rooms[roomId] = applyJoined(rooms[roomId], roomId, r, "leave", reset);
       for (const [roomId, r] of Object.entries(body.rooms?.invite ?? {})) {
         const room = { ...(rooms[roomId] ?? newRoom(roomId, "invite")), membership: "invite" as Membership };
         room.invite = r.invite_state?.events ?? [];
@@ -200,13 +205,14 @@ export function reduce(state: AppState, action: Action): AppState {
         return { ...state, rooms: { ...state.rooms, [room.roomId]: { ...room, pending: room.pending.filter((p) => p.txnId !== action.txnId) } } };
       }
       const pending = room.pending.map((p) =>
-        p.txnId === action.txnId ? { ...p, status: action.status, eventId: action.eventId ?? p.eventId } : p,
+        p.txnId === action.txnId ? { ...p, status: action.status, eventId: action.eventId ?? p.eventId, retryable: action.retryable } : p,
       );
       return { ...state, rooms: { ...state.rooms, [room.roomId]: { ...room, pending } } };
     }
     case "backfill": {
       const room = state.rooms[action.roomId];
-      if (!room) return state;
+      // A page asked for before a gap replaced the window belongs to a history no longer shown.
+      if (!room || room.prevBatch !== action.from) return state;
       const older = [...action.chunk].reverse();
       const held = new Set(room.timeline.map((e) => e.event_id));
       const fresh = older.filter((e) => !held.has(e.event_id));
@@ -218,9 +224,14 @@ export function reduce(state: AppState, action: Action): AppState {
         const byKey = stateMap[e.type] ?? {};
         if (!byKey[e.state_key]) stateMap[e.type] = { ...byKey, [e.state_key]: e };
       }
+      // No events and no way further back (or the same token again): the start is reached.
+      const end = action.chunk.length === 0 && (action.end === null || action.end === action.from) ? null : action.end;
       return {
         ...state,
-        rooms: { ...state.rooms, [room.roomId]: { ...room, timeline, prevBatch: action.end, state: stateMap } },
+        rooms: {
+          ...state.rooms,
+          [room.roomId]: { ...room, timeline, prevBatch: end, state: stateMap, pending: settleEchoes(room.pending, action.chunk) },
+        },
       };
     }
   }
@@ -273,6 +284,12 @@ export function directPartner(state: AppState, room: RoomState, me: string): str
     if (mine?.content.is_direct) return mine.sender;
   }
   return null;
+}
+
+/** `m.direct` with `roomId` listed under `userId` (once). */
+export function withDirect(direct: Record<string, string[]>, userId: string, roomId: string): Record<string, string[]> {
+  const rooms = Array.isArray(direct[userId]) ? direct[userId] : [];
+  return rooms.includes(roomId) ? direct : { ...direct, [userId]: [...rooms, roomId] };
 }
 
 export function lastMessage(room: RoomState): MatrixEvent | undefined {
