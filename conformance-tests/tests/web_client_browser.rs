@@ -1,7 +1,8 @@
 //! The web client (web/) in real headless Chromium against the real binary, which serves it at
-//! `/`: two people register, chat live both ways, react, share an image, lose the WebSocket and
-//! get what was sent meanwhile once and in order, change a profile, scroll back through
-//! history, turn a room's notifications off; a third person without WebSockets long-polls;
+//! `/`: two people register, chat live both ways, react, share images and a file (picked,
+//! pasted, dropped, downloaded), lose the WebSocket and get what was sent meanwhile once and in
+//! order, change a profile, scroll back through history, turn a room's notifications off; a
+//! third person without WebSockets long-polls, changes the password, signs out and back in;
 //! every screen is checked with axe-core and at 360 px, in English and Vietnamese,
 //! with no browser console error. The steps are in `web/e2e/chat.mjs`; screenshots of each
 //! screen go to `<target>/web-screenshots`.

@@ -1,8 +1,9 @@
 // End to end in real headless Chromium against a running hearth: two people register in two
 // browser contexts (Alice on a desktop in English, Bạch on a 360 px phone in Vietnamese), chat
-// live both ways, react, share an image, lose the socket and get what was sent meanwhile,
-// change their profile, turn a room's notifications off, scroll back through history; a third
-// whose network lets no WebSocket through uses the app over long-polling. Every screen is checked with axe-core
+// live both ways, react, share an image (picked, pasted) and a file (dropped, downloaded), lose
+// the socket and get what was sent meanwhile, change their profile, turn a room's notifications
+// off, scroll back through history; a third, whose network lets no WebSocket through, uses the
+// app over long-polling, changes the password, signs out and back in. Every screen is checked with axe-core
 // and for horizontal overflow at 360 px, and photographed; any browser console error fails.
 //
 // usage: node e2e/chat.mjs --homeserver http://127.0.0.1:PORT [--screenshots DIR]
@@ -108,9 +109,11 @@ async function person(name, { viewport, locale, noSockets = false }) {
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   page.on("console", (m) => {
     if (m.type() !== "error") return;
-    // User-interactive auth answers its first step with 401 by design (registration and
-    // signing out other sessions start that way); Chromium logs every 4xx as a console error.
+    // User-interactive auth answers its first step with 401 by design (registration and a
+    // password change start that way), and a wrong password, while a step tries one, is a 403
+    // the page shows in words; Chromium logs every 4xx as a console error.
     if (/status of 401 \(Unauthorized\)/.test(m.text())) return;
+    if (me.refusalExpected && /status of 403 \(Forbidden\)/.test(m.text())) return;
     errors.push(`console: ${m.text()}`);
   });
   const sockets = { open: [], allow: !noSockets };
@@ -122,10 +125,11 @@ async function person(name, { viewport, locale, noSockets = false }) {
     const server = ws.connectToServer();
     sockets.open.push({ ws, server });
   });
-  return {
+  const me = {
     name,
     page,
     errors,
+    refusalExpected: false,
     cut() {
       sockets.allow = false;
       for (const { ws, server } of sockets.open.splice(0)) {
@@ -137,6 +141,7 @@ async function person(name, { viewport, locale, noSockets = false }) {
       sockets.allow = true;
     },
   };
+  return me;
 }
 
 async function audit(p, screen) {
@@ -256,6 +261,32 @@ try {
       const img = document.querySelector("img.thumb[alt='sunset.png']");
       return img instanceof HTMLImageElement && img.complete && img.naturalWidth > 0;
     }, null, WAIT);
+  });
+
+  await step("Bạch drops a file on the room, Alice downloads it through authenticated media", async () => {
+    const dropped = await bach.page.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(["minutes of the meeting"], "minutes.txt", { type: "text/plain" }));
+      return dt;
+    });
+    await bach.page.dispatchEvent(".room", "drop", { dataTransfer: dropped });
+    const button = alice.page.getByRole("button", { name: "📎 Download minutes.txt" });
+    await button.waitFor(WAIT);
+    const [download] = await Promise.all([alice.page.waitForEvent("download", WAIT), button.click()]);
+    const path = await download.path();
+    const text = readFileSync(path, "utf8");
+    if (text !== "minutes of the meeting") throw new Error(`downloaded ${JSON.stringify(text)}`);
+  });
+
+  await step("Alice pastes an image into the composer and Bạch sees it", async () => {
+    const bytes = [...png(64, 40)];
+    await alice.page.getByPlaceholder("Message Lounge").focus();
+    await alice.page.evaluate((data) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(data)], "pasted.png", { type: "image/png" }));
+      document.activeElement?.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
+    }, bytes);
+    await bach.page.locator("img.thumb[alt='pasted.png']").waitFor(WAIT);
   });
 
   await audit(alice, "conversation");
@@ -391,6 +422,28 @@ try {
     // The echo is replaced by the event as the long-poll brings it back.
     await chi.page.locator(".event.message[data-event-id]", { hasText: "over plain HTTP" }).waitFor(WAIT);
     await chi.page.locator(".pending").waitFor({ state: "detached", ...WAIT });
+  });
+
+  await step("Chi changes the password, signs out, and signs in with the new one", async () => {
+    const chi = others[0];
+    const page = chi.page;
+    await page.goto("/#/profile");
+    await page.getByLabel("Current password").fill("correct horse battery");
+    await page.getByLabel("New password").fill("a new horse battery");
+    await page.getByRole("button", { name: "Change password" }).click();
+    await page.getByText("Password changed.").waitFor(WAIT);
+    await page.goto("/#/settings");
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in to Hearth" }).waitFor(WAIT);
+    await page.getByLabel("Username").fill("chi");
+    await page.getByLabel("Password").fill("correct horse battery");
+    chi.refusalExpected = true;
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByText("Wrong username or password.").waitFor(WAIT);
+    chi.refusalExpected = false;
+    await page.getByLabel("Password").fill("a new horse battery");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("navigation").getByText("Notes").waitFor(WAIT);
   });
 
   await step("no console errors in any browser", async () => {
