@@ -321,15 +321,23 @@ try {
     await roomOf(bach, "welcome back").waitFor(WAIT);
   });
 
-  await step("Bạch changes his display name and Alice sees it", async () => {
+  await step("Bạch changes his display name and avatar, and Alice sees both", async () => {
     const page = bach.page;
     await page.goto("/#/profile");
     await page.getByLabel("Tên hiển thị").waitFor(WAIT);
     await audit(bach, "profile");
     await page.getByLabel("Tên hiển thị").fill("Bạch Tuyết");
+    await page.getByLabel("Chọn ảnh").setInputFiles({ name: "me.png", mimeType: "image/png", buffer: png(96, 96) });
+    await page.getByRole("img", { name: "Xem trước ảnh đại diện mới" }).waitFor(WAIT);
     await page.getByRole("button", { name: "Lưu" }).click();
     await page.getByText("Đã lưu.").waitFor(WAIT);
     await alice.page.locator(".events").getByText("Bạch Tuyết", { exact: false }).first().waitFor(WAIT);
+    // The new avatar beside his messages, fetched through authenticated media.
+    await alice.page.waitForFunction(() => {
+      const line = [...document.querySelectorAll(".event.message")].find((l) => l.textContent?.includes("Chào Alice!"));
+      const img = line?.querySelector(".sender img.avatar");
+      return img instanceof HTMLImageElement && img.complete && img.naturalWidth > 0;
+    }, null, WAIT);
   });
 
   await step("Alice's profile and sessions on the desktop", async () => {
