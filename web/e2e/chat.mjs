@@ -2,7 +2,7 @@
 // browser contexts (Alice on a desktop in English, Bạch on a 360 px phone in Vietnamese), chat
 // live both ways, react, share an image (picked, pasted) and a file (dropped, downloaded), lose
 // the socket and get what was sent meanwhile, change their profile, turn a room's notifications
-// off, scroll back through history; a third, whose network lets no WebSocket through, uses the
+// off, start a direct chat (names, presence), meet an encrypted room, scroll back through history; a third, whose network lets no WebSocket through, uses the
 // app over long-polling, changes the password, signs out and back in. Every screen is checked with axe-core
 // and for horizontal overflow at 360 px, and photographed; any browser console error fails.
 //
@@ -383,12 +383,41 @@ try {
     await alice.page.getByLabel("Same as the system").check();
   });
 
+  await step("Alice starts a direct chat; Bạch accepts; each sees the other's name and presence", async () => {
+    await alice.page.goto("/#/new");
+    await alice.page.getByLabel("User ID (@name:server)").fill(`@bach:${serverName}`);
+    await alice.page.getByRole("button", { name: "Start", exact: true }).click();
+    await alice.page.getByRole("heading", { name: "Bạch Tuyết" }).waitFor(WAIT);
+    await bach.page.goto("/#/");
+    const invite = bach.page.locator(".invite-row", { hasText: "alice" });
+    await invite.getByRole("button", { name: "Đồng ý" }).click();
+    await bach.page.getByRole("heading", { name: "alice" }).waitFor(WAIT);
+    await bach.page.goto("/#/");
+    // The partner's presence on the direct chat's row: both have a socket open, so online.
+    await bach.page.locator(".room-row", { hasText: "alice" }).getByRole("img", { name: "đang trực tuyến" }).waitFor(WAIT);
+    await alice.page.locator(".room-row", { hasText: "Bạch Tuyết" }).getByRole("img", { name: "online" }).waitFor(WAIT);
+  });
+
+  await step("an encrypted room is listed with a lock and says to use an encryption-capable client", async () => {
+    const token = await alice.page.evaluate(() => JSON.parse(localStorage.getItem("hearth.session") ?? "{}").accessToken);
+    const r = await fetch(`${base.origin}/_matrix/client/v3/createRoom`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "Secrets", initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] }),
+    });
+    if (!r.ok) throw new Error(`createRoom: ${r.status}`);
+    const row = alice.page.locator(".room-row", { hasText: "Secrets" });
+    await row.getByRole("img", { name: "Encrypted room" }).waitFor(WAIT);
+    await row.click();
+    await alice.page.getByText("This room is end-to-end encrypted.", { exact: false }).waitFor(WAIT);
+    if (await alice.page.getByPlaceholder("Message Secrets").count()) throw new Error("a composer in an encrypted room");
+  });
+
   await step("a long history pages back as Bạch scrolls up", async () => {
     const token = await alice.page.evaluate(() => JSON.parse(localStorage.getItem("hearth.session") ?? "{}").accessToken);
-    const roomId = await alice.page.evaluate(async (t) => {
-      const r = await fetch("/_matrix/client/v3/joined_rooms", { headers: { Authorization: `Bearer ${t}` } });
-      return (await r.json()).joined_rooms[0];
-    }, token);
+    await alice.page.goto("/#/");
+    const href = await alice.page.locator(".room-row", { hasText: "Lounge" }).getAttribute("href");
+    const roomId = decodeURIComponent(href.replace("#/room/", ""));
     for (let i = 1; i <= 70; i++) {
       const r = await fetch(`${base.origin}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/h${i}`, {
         method: "PUT",
