@@ -316,6 +316,18 @@ impl Config {
         if url.ends_with('/') { url } else { format!("{url}/") }
     }
 
+    /// `[sso]`, with the server's own web client on the allowlist while it is served: a login
+    /// token sent there lands in the browser that asked for it, at this server's address, so
+    /// the page asking whether to trust the application would only be in the way. Only the
+    /// app's own return address (its root with `?via=sso`), not every path of the server.
+    pub fn sso_with_web_client(&self) -> SsoConfig {
+        let mut sso = self.sso.clone();
+        if self.web_client.enabled {
+            sso.client_allowlist.push(format!("{}{}", self.public_baseurl(), crate::web_client::SSO_RETURN));
+        }
+        sso
+    }
+
     pub fn homeserver(&self) -> HomeserverConfig {
         HomeserverConfig {
             server_name: self.server_name.clone(),
@@ -327,7 +339,7 @@ impl Config {
             media: MediaConfig { path: Some(self.media_path()), ..self.media.clone() },
             session: self.session.clone(),
             passwords: self.passwords.clone(),
-            sso: self.sso.clone(),
+            sso: self.sso_with_web_client(),
             jwt: self.jwt.clone(),
             trusted_key_servers: self.federation.trusted_key_servers.clone(),
             email: self.email.clone(),

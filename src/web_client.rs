@@ -43,6 +43,10 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Names that stay the same across builds (`index.html`, a favicon): revalidate every time.
 const NO_CACHE: &str = "no-cache";
 
+/// What the app appends to its root as the return address of single sign-on (`web/src/matrix.ts`
+/// builds the same URL), which `[sso]` then allowlists.
+pub const SSO_RETURN: &str = "?via=sso";
+
 const INDEX: &str = "index.html";
 const ASSETS: &str = "assets";
 

@@ -104,7 +104,9 @@ export async function loginFlows(): Promise<LoginFlows> {
 }
 
 export function ssoRedirectUrl(idp: string): string {
-  const back = `${window.location.origin}/`;
+  // The server allowlists exactly this return address (src/web_client.rs, SSO_RETURN), so its
+  // own client skips the page that asks whether to trust an application.
+  const back = `${window.location.origin}/?via=sso`;
   return `${C}/login/sso/redirect/${enc(idp)}?redirectUrl=${enc(back)}`;
 }
 
