@@ -48,6 +48,8 @@ const NO_CACHE: &str = "no-cache";
 pub const SSO_RETURN: &str = "?via=sso";
 
 const INDEX: &str = "index.html";
+/// The longest file or folder name common file systems allow.
+const MAX_NAME_BYTES: usize = 255;
 const ASSETS: &str = "assets";
 
 /// Where the files come from.
@@ -205,7 +207,10 @@ fn servable_top_level_name(name: &str) -> bool {
 fn clean_relative_path(path: &str) -> Option<String> {
     let mut parts = Vec::new();
     for part in path.split('/') {
+        // Longer than any file system's name limit: no such file (on disk it would be an
+        // error of its own, not "not found").
         let plain = !part.is_empty()
+            && part.len() <= MAX_NAME_BYTES
             && !part.starts_with('.')
             && !part.contains(['\\', ':', '\0'])
             && matches!(Path::new(part).components().collect::<Vec<_>>().as_slice(), [Component::Normal(_)]);
@@ -399,6 +404,7 @@ mod tests {
             ".env",
             "a\0b",
             "a/",
+            &"x".repeat(256),
         ] {
             assert_eq!(clean_relative_path(bad), None, "{bad:?}");
         }

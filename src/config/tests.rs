@@ -215,9 +215,8 @@ fn the_web_clients_own_sso_return_address_is_allowlisted_while_it_is_served() {
         Config { public_baseurl: Some("https://matrix.example.org".to_owned()), ..Config::default() };
     config.sso.client_allowlist = vec!["https://app.example/".to_owned()];
     let allowlist = config.sso_with_web_client().client_allowlist;
+    // Only the app's return address, not every path of the server.
     assert_eq!(allowlist, ["https://app.example/", "https://matrix.example.org/?via=sso"]);
-    // Only the app's return address: not every path of the server.
-    assert!(!allowlist.iter().any(|p| p == "https://matrix.example.org/"));
     config.web_client.enabled = false;
     assert_eq!(config.sso_with_web_client().client_allowlist, ["https://app.example/"]);
 }

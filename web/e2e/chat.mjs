@@ -112,7 +112,8 @@ async function person(name, { viewport, locale, noSockets = false }) {
     // User-interactive auth answers its first step with 401 by design (registration and a
     // password change start that way), and a wrong password, while a step tries one, is a 403
     // the page shows in words; Chromium logs every 4xx as a console error.
-    if (/status of 401 \(Unauthorized\)/.test(m.text())) return;
+    const from = m.location()?.url ?? "";
+    if (/status of 401 \(Unauthorized\)/.test(m.text()) && /\/(register|account\/password)(\?|$)/.test(from)) return;
     if (me.refusalExpected && /status of 403 \(Forbidden\)/.test(m.text())) return;
     errors.push(`console: ${m.text()}`);
   });

@@ -1,6 +1,7 @@
 // Single sign-on in real headless Chromium: the sign-in screen's provider button goes to the
 // identity provider (a stand-in on loopback, started by the test) and back, and the app is
-// signed in with the login token it is handed, which leaves the address bar.
+// signed in with the login token it is handed, which leaves the address bar; a token in a link
+// the tab did not start a sign-in for is ignored.
 //
 // usage: node e2e/sso.mjs --homeserver http://127.0.0.1:PORT --provider NAME --user-id @u:server
 
@@ -28,13 +29,21 @@ try {
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
-  await page.goto("/");
+  // A link carrying a login token this tab did not ask for is not taken (login CSRF).
+  let tokenLogins = 0;
+  page.on("request", (r) => {
+    if (r.method() === "POST" && r.url().endsWith("/_matrix/client/v3/login") && (r.postData() ?? "").includes("m.login.token")) tokenLogins += 1;
+  });
+  await page.goto("/?loginToken=someone-elses");
+  await page.getByRole("link", { name: `Continue with ${values.provider}` }).waitFor({ timeout: 15_000 });
+  const forgedIgnored = tokenLogins === 0 && !page.url().includes("loginToken");
   await page.getByRole("link", { name: `Continue with ${values.provider}` }).click();
   await page.getByRole("navigation").waitFor({ timeout: 15_000 });
   await page.getByText(`Welcome, ${values["user-id"]}`).waitFor({ timeout: 15_000 });
   const url = new URL(page.url());
   const checks = [
-    ["signed in as the provider's user", true],
+    ["a token the tab did not ask for is ignored", forgedIgnored],
+    ["signed in as the provider's user, with one token login", tokenLogins === 1, `${tokenLogins} token logins`],
     ["the login token is gone from the address", !url.search.includes("loginToken")],
     ["no console errors", errors.length === 0, errors.join(" | ")],
   ];

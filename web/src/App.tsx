@@ -2,7 +2,7 @@ import { createContext, useCallback, useContext, useEffect, useMemo, useReducer,
 import { Auth } from "./Auth";
 import { browserLang, I18n, translator, useT, type Lang } from "./i18n";
 import { backoff, Live, type LiveStatus } from "./live";
-import { Client, loginWithToken, MatrixError, newTxnId, type Session } from "./matrix";
+import { Client, loginWithToken, MatrixError, newTxnId, SSO_PENDING, type Session } from "./matrix";
 import { NewRoom } from "./NewRoom";
 import { Profile } from "./Profile";
 import { RoomList } from "./RoomList";
@@ -77,12 +77,18 @@ export function App() {
   }, [lang]);
   useEffect(() => applyTheme(theme), [theme]);
 
-  // Back from a single sign-on provider: the server appended a one-time login token.
+  // Back from a single sign-on provider: the server appended a one-time login token. Taken only
+  // when this tab started the sign-in and there is exactly one, so a link carrying someone
+  // else's token cannot sign this browser into their account.
   useEffect(() => {
     const params = new URLSearchParams(window.location.search);
-    const token = params.get("loginToken");
-    if (!token) return;
+    const tokens = params.getAll("loginToken");
+    if (tokens.length === 0) return;
     window.history.replaceState(null, "", window.location.pathname + window.location.hash);
+    const started = sessionStorage.getItem(SSO_PENDING) !== null;
+    sessionStorage.removeItem(SSO_PENDING);
+    const token = tokens[0];
+    if (!started || tokens.length !== 1) return;
     loginWithToken(token).then(
       (s) => {
         localStorage.setItem(SESSION_KEY, JSON.stringify(s));

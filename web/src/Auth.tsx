@@ -7,6 +7,7 @@ import {
   register,
   RegistrationNeeds,
   request,
+  SSO_PENDING,
   ssoRedirectUrl,
   usernameAvailable,
   type IdentityProvider,
@@ -111,7 +112,8 @@ function Login(props: { onSession(s: Session): void; providers: IdentityProvider
         <div className="sso">
           <p className="muted">{t("or")}</p>
           {props.providers.map((p) => (
-            <a key={p.id} className="button" href={ssoRedirectUrl(p.id)}>
+            // The marker lets the app take a login token only from a sign-in this tab started.
+            <a key={p.id} className="button" href={ssoRedirectUrl(p.id)} onClick={() => sessionStorage.setItem(SSO_PENDING, "1")}>
               {t("continueWith", { name: p.name })}
             </a>
           ))}

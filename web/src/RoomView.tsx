@@ -230,6 +230,7 @@ function Timeline({ room, onReply, onEdit }: { room: RoomState; onReply(e: Matri
         continued={continued}
         replied={s.replyTo ? byId.get(s.replyTo) : undefined}
         readers={readers}
+        readOnly={isEncrypted(room)}
         onReply={onReply}
         onEdit={onEdit}
       />,
@@ -334,13 +335,15 @@ function EventLine(props: {
   continued: boolean;
   replied?: MatrixEvent;
   readers: string[];
+  /** An encrypted room: this client sends nothing into it (no reactions, no redactions). */
+  readOnly: boolean;
   onReply(e: MatrixEvent): void;
   onEdit(s: Shown): void;
 }) {
   const t = useT();
   const { lang } = useContext(I18n);
   const app = useApp();
-  const { room, shown, continued, replied, readers } = props;
+  const { room, shown, continued, replied, readers, readOnly } = props;
   const e = shown.event;
   const me = app.client.userId;
   const time = formatTime(e.origin_server_ts, lang);
@@ -392,6 +395,7 @@ function EventLine(props: {
                 className={`reaction${users[me] ? " mine" : ""}`}
                 aria-pressed={Boolean(users[me])}
                 title={Object.keys(users).map((u) => memberName(room, u)).join(", ")}
+                disabled={readOnly}
                 onClick={() => void toggle(key)}
               >
                 {key} {Object.keys(users).length}
@@ -401,7 +405,7 @@ function EventLine(props: {
         )}
         {seen}
       </div>
-      {!redacted && (
+      {!redacted && !readOnly && (
         <div className="actions">
           {QUICK_REACTIONS.map((emoji) => (
             <button type="button" key={emoji} className="icon" aria-label={t("react", { emoji })} onClick={() => void toggle(emoji)}>

@@ -103,9 +103,13 @@ export async function loginFlows(): Promise<LoginFlows> {
   };
 }
 
+/** Set while a single sign-on this tab started is under way. */
+export const SSO_PENDING = "hearth.sso";
+
 export function ssoRedirectUrl(idp: string): string {
-  // The server allowlists exactly this return address (src/web_client.rs, SSO_RETURN), so its
-  // own client skips the page that asks whether to trust an application.
+  // The server allowlists this return address under its public_baseurl (src/web_client.rs,
+  // SSO_RETURN), so its own client skips the page that asks whether to trust an application
+  // when the app is opened at that address (elsewhere, that page is shown first).
   const back = `${window.location.origin}/?via=sso`;
   return `${C}/login/sso/redirect/${enc(idp)}?redirectUrl=${enc(back)}`;
 }
