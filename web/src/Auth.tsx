@@ -39,7 +39,17 @@ export function describeError(t: T, e: unknown, context: "login" | "register" | 
   }
 }
 
-function Field(props: { label: string; type?: string; value: string; onChange(v: string): void; autoComplete?: string; describedBy?: string; required?: boolean }) {
+/** A labelled text input, required unless told otherwise. */
+export function Field(props: {
+  label: string;
+  type?: string;
+  value: string;
+  onChange(v: string): void;
+  autoComplete?: string;
+  describedBy?: string;
+  required?: boolean;
+  placeholder?: string;
+}) {
   const id = useId();
   return (
     <div className="field">
@@ -50,6 +60,7 @@ function Field(props: { label: string; type?: string; value: string; onChange(v:
         value={props.value}
         autoComplete={props.autoComplete}
         aria-describedby={props.describedBy}
+        placeholder={props.placeholder}
         required={props.required ?? true}
         onChange={(e) => props.onChange(e.target.value)}
       />

@@ -1,6 +1,6 @@
 import { useEffect, useId, useState, type FormEvent, type ReactNode } from "react";
 import { useApp } from "./App";
-import { describeError } from "./Auth";
+import { describeError, Field } from "./Auth";
 import { useT } from "./i18n";
 import { withDirect } from "./store";
 
@@ -50,7 +50,7 @@ export function NewRoom() {
   const [alias, setAlias] = useState("");
   const [joining, joinError, runJoin] = useAction();
   const [directory, setDirectory] = useState<PublicRoom[] | null>(null);
-  const ids = { name: useId(), topic: useId(), pub: useId(), dm: useId(), alias: useId() };
+  const publicId = useId();
 
   useEffect(() => {
     app.client.publicRooms().then(
@@ -91,17 +91,11 @@ export function NewRoom() {
       </a>
       <Section title={t("createRoom")}>
         <form onSubmit={create}>
-          <div className="field">
-            <label htmlFor={ids.name}>{t("roomName")}</label>
-            <input id={ids.name} value={name} onChange={(e) => setName(e.target.value)} required />
-          </div>
-          <div className="field">
-            <label htmlFor={ids.topic}>{t("topic")}</label>
-            <input id={ids.topic} value={topic} onChange={(e) => setTopic(e.target.value)} />
-          </div>
+          <Field label={t("roomName")} value={name} onChange={setName} />
+          <Field label={t("topic")} value={topic} onChange={setTopic} required={false} />
           <div className="check">
-            <input id={ids.pub} type="checkbox" checked={isPublic} onChange={(e) => setPublic(e.target.checked)} />
-            <label htmlFor={ids.pub}>{t("publicRoom")}</label>
+            <input id={publicId} type="checkbox" checked={isPublic} onChange={(e) => setPublic(e.target.checked)} />
+            <label htmlFor={publicId}>{t("publicRoom")}</label>
           </div>
           {error(createError)}
           <button type="submit" className="primary" disabled={creating}>
@@ -111,10 +105,7 @@ export function NewRoom() {
       </Section>
       <Section title={t("directChat")}>
         <form onSubmit={startDm}>
-          <div className="field">
-            <label htmlFor={ids.dm}>{t("userId")}</label>
-            <input id={ids.dm} value={dmUser} onChange={(e) => setDmUser(e.target.value)} placeholder="@name:server" required />
-          </div>
+          <Field label={t("userId")} value={dmUser} onChange={setDmUser} placeholder="@name:server" />
           {error(dmError)}
           <button type="submit" className="primary" disabled={dming}>
             {t("start")}
@@ -123,10 +114,7 @@ export function NewRoom() {
       </Section>
       <Section title={t("joinRoom")}>
         <form onSubmit={join}>
-          <div className="field">
-            <label htmlFor={ids.alias}>{t("aliasOrId")}</label>
-            <input id={ids.alias} value={alias} onChange={(e) => setAlias(e.target.value)} placeholder="#room:server" required />
-          </div>
+          <Field label={t("aliasOrId")} value={alias} onChange={setAlias} placeholder="#room:server" />
           {error(joinError)}
           <button type="submit" className="primary" disabled={joining}>
             {t("join")}

@@ -1,6 +1,6 @@
 import { useContext, useEffect, useId, useState, type FormEvent } from "react";
 import { useApp } from "./App";
-import { describeError } from "./Auth";
+import { describeError, Field } from "./Auth";
 import { I18n, useT } from "./i18n";
 import { AuthImage } from "./ui";
 
@@ -23,7 +23,7 @@ export function Profile() {
   const [oldPassword, setOldPassword] = useState("");
   const [newPassword, setNewPassword] = useState("");
   const [passwordNote, setPasswordNote] = useState("");
-  const ids = { name: useId(), avatar: useId(), confirm: useId(), old: useId(), new: useId(), profile: useId(), devices: useId(), password: useId() };
+  const ids = { avatar: useId(), profile: useId(), devices: useId(), password: useId() };
 
   useEffect(() => {
     client.profile(client.userId).then(
@@ -126,10 +126,7 @@ export function Profile() {
             </div>
           </div>
           {progress !== null && <progress value={progress} max={1} aria-label={t("uploading", { name: preview?.file.name ?? "" })} />}
-          <div className="field">
-            <label htmlFor={ids.name}>{t("displayName")}</label>
-            <input id={ids.name} value={name} onChange={(e) => setName(e.target.value)} />
-          </div>
+          <Field label={t("displayName")} value={name} onChange={setName} required={false} />
           {note && <p role="status">{note}</p>}
           {error && (
             <p className="error" role="alert">
@@ -157,10 +154,7 @@ export function Profile() {
         </ul>
         {devices.length > 1 && (
           <form onSubmit={signOutOthers}>
-            <div className="field">
-              <label htmlFor={ids.confirm}>{t("passwordToConfirm")}</label>
-              <input id={ids.confirm} type="password" autoComplete="current-password" value={confirmPassword} onChange={(e) => setConfirmPassword(e.target.value)} required />
-            </div>
+            <Field label={t("passwordToConfirm")} type="password" autoComplete="current-password" value={confirmPassword} onChange={setConfirmPassword} />
             {devicesError && (
               <p className="error" role="alert">
                 {devicesError}
@@ -175,14 +169,8 @@ export function Profile() {
       <section className="card" aria-labelledby={ids.password}>
         <h2 id={ids.password}>{t("changePassword")}</h2>
         <form onSubmit={changePassword}>
-          <div className="field">
-            <label htmlFor={ids.old}>{t("currentPassword")}</label>
-            <input id={ids.old} type="password" autoComplete="current-password" value={oldPassword} onChange={(e) => setOldPassword(e.target.value)} required />
-          </div>
-          <div className="field">
-            <label htmlFor={ids.new}>{t("newPassword")}</label>
-            <input id={ids.new} type="password" autoComplete="new-password" value={newPassword} onChange={(e) => setNewPassword(e.target.value)} required />
-          </div>
+          <Field label={t("currentPassword")} type="password" autoComplete="current-password" value={oldPassword} onChange={setOldPassword} />
+          <Field label={t("newPassword")} type="password" autoComplete="new-password" value={newPassword} onChange={setNewPassword} />
           {passwordNote && <p role="status">{passwordNote}</p>}
           <button type="submit" className="primary">
             {t("changePassword")}
