@@ -9,9 +9,11 @@ mod federation_listener;
 mod http_client;
 mod mailer;
 mod metrics;
+mod queues;
 mod redis_ephemeral;
 mod router;
 mod serve;
+mod stream_bus;
 pub mod telemetry;
 mod url_fetch;
 mod web_client;
@@ -46,14 +48,30 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
         }
     })?;
     // Short-lived state lives in this process unless Redis is configured to share it.
-    let ephemeral: Arc<dyn hearth_core::ephemeral::EphemeralStore> = match &config.redis.url {
-        Some(url) => {
-            let kv = hearth_storage::redis_kv::RedisKv::connect(url, &config.redis.key_prefix)
+    let redis = match &config.redis.url {
+        Some(url) => Some(
+            hearth_storage::redis_kv::RedisKv::connect(url, &config.redis.key_prefix)
                 .await
-                .with_context(|| "connecting to redis.url".to_owned())?;
-            Arc::new(redis_ephemeral::RedisEphemeral::new(kv))
-        }
+                .with_context(|| "connecting to redis.url".to_owned())?,
+        ),
+        None => None,
+    };
+    let ephemeral: Arc<dyn hearth_core::ephemeral::EphemeralStore> = match &redis {
+        Some(kv) => Arc::new(redis_ephemeral::RedisEphemeral::new(kv.clone())),
         None => Arc::new(LocalEphemeral::new()),
+    };
+    // Processes sharing a store tell each other about their writes through Redis.
+    let stream_bus = match (&redis, db.shared()) {
+        (Some(kv), Some(_)) => Some(stream_bus::shared(kv.clone())),
+        (None, Some(_)) => {
+            tracing::warn!(
+                "storage.backend = \"postgres\" without redis.url: fine for one process, but several \
+                 processes on this database need Redis to wake each other's clients and to share \
+                 sessions, tickets and rate limits"
+            );
+            None
+        }
+        _ => None,
     };
     let transport = match config.listen.federation {
         Some(_) => Some(Arc::new(
@@ -88,8 +106,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
             .context("invalid configuration")?
             .map(|m| Arc::new(m) as Arc<dyn hearth_core::push::mail::Mailer>),
         search: open_search_index(config)?,
+        stream_bus: stream_bus.clone().map(|bus| bus as Arc<dyn hearth_core::sync::stream::StreamBus>),
     };
     let hs = Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?;
+    if let Some(bus) = stream_bus {
+        bus.deliver_to(Arc::downgrade(&hs.streams));
+    }
     if let Some(fetcher) = remote_media {
         fetcher.attach(&hs);
     }
@@ -170,13 +192,11 @@ pub async fn run_with(
                 app = app.layer(axum::middleware::from_fn_with_state(metrics.clone(), metrics::record));
             }
             let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-            let server =
-                tokio::spawn(serve::serve(listener, Some(acceptor), app, limits.clone(), stop_rx.clone()));
-            let sender = tokio::spawn(hearth_federation::sender::run(hs.clone(), stop_rx.clone()));
-            vec![server, sender]
+            vec![tokio::spawn(serve::serve(listener, Some(acceptor), app, limits.clone(), stop_rx.clone()))]
         }
         _ => Vec::new(),
     };
+    let federation_sender = !federation_tasks.is_empty();
     warn_about_risky_settings(&config, &listener);
     let local = listener.local_addr().context("reading the listener's address")?;
     tracing::info!(
@@ -206,22 +226,12 @@ pub async fn run_with(
         })
     };
     // The homeserver's own background work, each stopping on the same signal as the listeners.
-    let push_sender = {
-        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
-        tokio::spawn(async move { hs.run_push_sender(stop).await })
-    };
+    // Every process keeps its own search index; the queues run in one process at a time.
     let search_indexer = {
         let (hs, stop) = (hs.clone(), stopped(&stop_rx));
         tokio::spawn(async move { hs.run_search_indexer(stop).await })
     };
-    let delayed_sender = {
-        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
-        tokio::spawn(async move { hs.run_delayed_sender(stop).await })
-    };
-    let appservice_senders = {
-        let (hs, stop) = (hs.clone(), stopped(&stop_rx));
-        tokio::spawn(async move { hs.run_appservice_senders(stop).await })
-    };
+    let queues = tokio::spawn(queues::run(hs.clone(), federation_sender, stop_rx.clone()));
     let app = router::app(hs.clone(), config.client_api.clone(), &config.web_client, metrics);
     {
         let hs = hs.clone();
@@ -237,10 +247,8 @@ pub async fn run_with(
     sweeper.abort();
     let _ = sweeper.await;
     // Both stop on the same signal as the client listener and release their handles.
-    let _ = push_sender.await;
     let _ = search_indexer.await;
-    let _ = delayed_sender.await;
-    let _ = appservice_senders.await;
+    let _ = queues.await;
     for task in federation_tasks {
         let _ = task.await;
     }

@@ -3,9 +3,11 @@
 
 pub mod appservice;
 pub mod binary;
+pub mod checks;
 pub mod client;
 pub mod fake_remote;
 pub mod idp;
+pub mod nginx;
 pub mod push_gateway;
 pub mod redis;
 pub mod server;

@@ -283,6 +283,12 @@ async fn events_over_the_pdu_size_limit_are_too_large_and_those_under_it_read_ba
     alice.get(&format!("{V3}/sync?timeout=0")).await.assert_ok();
 }
 
+#[tokio::test]
+async fn identifiers_over_the_key_limit_are_too_large() {
+    let server = TestServer::start().await;
+    hearth_conformance_tests::checks::identifiers_over_the_key_limit_are_too_large(&server.base_url).await;
+}
+
 /// Builds a request body around a nested value.
 type BodyAround = fn(Value) -> Value;
 

@@ -49,4 +49,7 @@ async fn the_binary_on_postgres_serves_a_room_and_keeps_what_it_acknowledged_thr
     let messages = alice.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=10")).await;
     assert_eq!(bodies(messages.assert_ok())[..2], ["and back", "over postgres"]);
     Client::login(&process.base_url, "bob", "pw").await;
+
+    // PostgreSQL cannot index a key over about 2.7 KB: such identifiers are refused, not a 500.
+    hearth_conformance_tests::checks::identifiers_over_the_key_limit_are_too_large(&process.base_url).await;
 }

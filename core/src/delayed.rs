@@ -54,7 +54,7 @@ pub enum DelayAction {
 /// timer and a client's `send` must not both send it).
 #[derive(Default)]
 pub struct Delayed {
-    wake: Notify,
+    pub(crate) wake: Notify,
     claim: Mutex<()>,
 }
 
@@ -233,6 +233,7 @@ impl Homeserver {
         let max = limits.max_delayed_per_user;
         let delay_id = blocking(move || {
             let _claim = hs.delayed.claim.lock().unwrap_or_else(PoisonError::into_inner);
+            let _shared = hs.db.shared_lock(hearth_storage::engine::LockKind::Create, "delayed")?;
             let txn_key = txn.map(|t| {
                 (record.user_id.clone(), record.device_id.clone(), format!("{}/{t}", record.room_id))
             });
@@ -315,6 +316,7 @@ impl Homeserver {
         let (hs, id) = (self.clone(), delay_id.to_owned());
         let claimed = blocking(move || {
             let _claim = hs.delayed.claim.lock().unwrap_or_else(PoisonError::into_inner);
+            let _shared = hs.db.shared_lock(hearth_storage::engine::LockKind::Create, "delayed")?;
             let Some(mut event) = hs.db.get::<DelayedEvents>(&id)? else {
                 return Err(Error::not_found("Delayed event not found"));
             };
@@ -386,6 +388,7 @@ impl Homeserver {
     /// Claims the soonest event if it is due: `Ok(None)` when none is, with when the next is.
     fn claim_due(&self) -> Result<Result<(String, DelayedEventRecord), Option<u64>>> {
         let _claim = self.delayed.claim.lock().unwrap_or_else(PoisonError::into_inner);
+        let _shared = self.db.shared_lock(hearth_storage::engine::LockKind::Create, "delayed")?;
         let first =
             self.db.range::<DelayedDue>(Bound::Unbounded, Bound::Unbounded, Direction::Forward)?.next();
         let Some(row) = first else { return Ok(Err(None)) };

@@ -264,6 +264,7 @@ impl Error {
             Self::IncompatibleRoomVersion(_) => ErrorCode::IncompatibleRoomVersion,
             Self::MaxDelayExceeded { .. } => ErrorCode::MaxDelayExceeded,
             Self::BadStatus { .. } => ErrorCode::BadStatus,
+            Self::Storage(e) if e.is_key_too_long() => ErrorCode::TooLarge,
             Self::Storage(_) | Self::Internal(_) => ErrorCode::Unknown,
         }
     }
@@ -315,7 +316,11 @@ impl Error {
 
     /// Whether this is the server's fault (logged at error level, details hidden).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Storage(_) | Self::Internal(_))
+        match self {
+            Self::Storage(e) => !e.is_key_too_long(),
+            Self::Internal(_) => true,
+            _ => false,
+        }
     }
 }
 

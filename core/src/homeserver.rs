@@ -36,6 +36,9 @@ pub struct Backends {
     pub mailer: Option<Arc<dyn crate::push::mail::Mailer>>,
     /// The search index; `None`: one in memory, refilled from the database at each start.
     pub search: Option<Arc<hearth_storage::search::SearchIndex>>,
+    /// On a store several processes share: how this one tells the others about its writes.
+    /// `None`: the others learn of them only by asking the store, about once a second.
+    pub stream_bus: Option<Arc<dyn crate::sync::stream::StreamBus>>,
 }
 
 impl Default for Backends {
@@ -46,6 +49,7 @@ impl Default for Backends {
             http: crate::auth::http::no_http(),
             mailer: None,
             search: None,
+            stream_bus: None,
         }
     }
 }
@@ -124,6 +128,20 @@ impl Deref for Homeserver {
 }
 
 impl Homeserver {
+    /// Wakes the delivery queues to look for work, which another process sharing the store
+    /// may have queued; `outbox` also reads which federation destinations have any.
+    pub async fn poke_queues(&self, outbox: bool) {
+        self.pusher_wake.notify_one();
+        self.delayed.wake.notify_one();
+        if outbox && self.federation.enabled() {
+            let hs = self.clone();
+            match crate::users::blocking(move || hs.outbox_destinations()).await {
+                Ok(queued) => self.federation.poke(queued.iter().map(AsRef::as_ref)),
+                Err(error) => tracing::warn!(%error, "cannot read the federation outbox"),
+            }
+        }
+    }
+
     /// A homeserver without network plug-ins (no federation, no outbound HTTP).
     pub fn new(config: HomeserverConfig, db: Db, ephemeral: Arc<dyn EphemeralStore>) -> Result<Self> {
         Self::with_backends(config, db, ephemeral, Backends::default())
@@ -145,8 +163,15 @@ impl Homeserver {
             .next()
             .transpose()?
             .map_or(0, |(pos, _)| pos);
-        let notifier = Arc::new(Notifier::new(last));
-        let streams = Streams::new(last, notifier.clone());
+        let (notifier, streams) = if let Some(store) = db.shared() {
+            // Readers start at the watermark: below `last`, another process may still write.
+            let notifier = Arc::new(Notifier::new(store.watermark()?.unwrap_or(last)));
+            let streams = Streams::shared(db.clone(), last, notifier.clone(), backends.stream_bus.clone())?;
+            (notifier, streams)
+        } else {
+            let notifier = Arc::new(Notifier::new(last));
+            (notifier.clone(), Streams::new(last, notifier))
+        };
         let appservices =
             crate::appservice::registration::load(&config.appservice.registration_files, &config.server_name)
                 .map_err(|e| Error::internal(format!("invalid configuration: {e}")))?;

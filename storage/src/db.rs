@@ -19,6 +19,11 @@ use crate::{
     schema::{ALL_TABLES, Meta, Table},
 };
 
+/// The longest key any table stores, on every engine alike: PostgreSQL's btree cannot index an
+/// entry over about 2.7 KB, and no identifier Matrix defines comes near this (IDs and event
+/// types are at most 255 bytes).
+pub const MAX_KEY_BYTES: usize = 2048;
+
 /// The schema version this build writes. Bump it together with a new entry in [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -260,8 +265,29 @@ impl Db {
         Ok(TableIter { raw, _table: PhantomData })
     }
 
+    /// Agreement with the other processes on this store, when it is shared.
+    pub fn shared(&self) -> Option<&dyn crate::engine::Shared> {
+        self.inner.engine.shared()
+    }
+
+    /// On a shared store, waits for the lock of `kind` on `key` against every process; on a
+    /// store one process owns, `None` at once (the caller's own lock is the whole truth).
+    pub fn shared_lock(
+        &self,
+        kind: crate::engine::LockKind,
+        key: &str,
+    ) -> Result<Option<Box<dyn crate::engine::LockGuard>>> {
+        self.shared().map(|store| store.lock(kind, key)).transpose()
+    }
+
     /// Atomically increments the named counter and returns its new value (the first is 1).
     pub fn next_id(&self, counter: &str) -> Result<u64> {
+        if let Some(shared) = self.shared() {
+            // The counter lives in the store's own table; one kept here before (by a single
+            // process on this database) is where it goes on from.
+            let floor = self.get::<Meta>(&format!("counter:{counter}"))?.unwrap_or(0);
+            return shared.increment(counter, floor);
+        }
         let _guard = self.inner.counters.lock().map_err(|_| Error::Engine("counter lock poisoned".into()))?;
         let key = format!("counter:{counter}");
         let next = self.get::<Meta>(&key)?.unwrap_or(0) + 1;
@@ -347,12 +373,24 @@ impl Batch {
 
     pub fn put<T: Table>(&mut self, key: &T::Key, value: &T::Value) -> Result<()> {
         let value = value.encode_value().map_err(Error::ValueEncode)?;
-        self.ops.push(WriteOp::Put { cf: T::CF, key: key.to_key_bytes(), value });
+        let key = key.to_key_bytes();
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::KeyTooLong { table: T::CF, len: key.len(), max: MAX_KEY_BYTES });
+        }
+        self.ops.push(WriteOp::Put { cf: T::CF, key, value });
         Ok(())
     }
 
     pub fn delete<T: Table>(&mut self, key: &T::Key) {
         self.ops.push(WriteOp::Delete { cf: T::CF, key: key.to_key_bytes() });
+    }
+
+    /// Logs the stream entry at `pos`, a position the writer reserved, and claims it: on an
+    /// engine several processes share, the batch lands only while the reservation holds.
+    pub fn stream_entry(&mut self, pos: u64, entry: &crate::records::StreamEntry) -> Result<()> {
+        self.put::<crate::schema::StreamLog>(&pos, entry)?;
+        self.ops.push(WriteOp::ClaimPosition { pos });
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -363,7 +401,7 @@ impl Batch {
     /// write. An `Err` is a key that does not decode: the cache cannot tell what it covers.
     pub fn keys<T: Table>(&self) -> impl Iterator<Item = std::result::Result<T::Key, DecodeError>> + '_ {
         self.ops.iter().filter_map(|op| {
-            let (WriteOp::Put { cf, key, .. } | WriteOp::Delete { cf, key }) = op;
+            let (WriteOp::Put { cf, key, .. } | WriteOp::Delete { cf, key }) = op else { return None };
             (*cf == T::CF).then(|| T::Key::from_key_bytes(key))
         })
     }

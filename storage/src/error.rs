@@ -17,6 +17,8 @@ pub enum Error {
     Migration { version: u64, reason: String },
     #[error("unknown column family {0}")]
     UnknownTable(&'static str),
+    #[error("table {table}: a key of {len} bytes is over the limit of {max}")]
+    KeyTooLong { table: &'static str, len: usize, max: usize },
 }
 
 impl Error {
@@ -24,6 +26,12 @@ impl Error {
     /// (logged), as opposed to an engine failure, which stays an error.
     pub fn is_value_decode(&self) -> bool {
         matches!(self, Self::ValueDecode { .. })
+    }
+
+    /// Whether a write was refused for a key over [`crate::db::MAX_KEY_BYTES`]: the input's
+    /// fault (an identifier far longer than any real one), not the store's.
+    pub fn is_key_too_long(&self) -> bool {
+        matches!(self, Self::KeyTooLong { .. })
     }
 }
 

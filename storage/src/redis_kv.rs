@@ -9,6 +9,8 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct RedisKv {
     conn: ConnectionManager,
+    /// For subscriptions, which need a connection of their own.
+    client: redis::Client,
     prefix: String,
 }
 
@@ -34,8 +36,8 @@ impl RedisKv {
             .set_min_delay(std::time::Duration::from_millis(50))
             .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
             .set_response_timeout(Some(std::time::Duration::from_millis(500)));
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(redis_err)?;
-        Ok(Self { conn, prefix: prefix.to_owned() })
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(redis_err)?;
+        Ok(Self { conn, client, prefix: prefix.to_owned() })
     }
 
     fn key(&self, key: &str) -> String {
@@ -101,5 +103,33 @@ impl RedisKv {
         let mut conn = self.conn.clone();
         let _: () = conn.del(self.key(key)).await.map_err(redis_err)?;
         Ok(())
+    }
+
+    /// Sends `message` to every current subscriber of `channel` (at most once: pub/sub keeps
+    /// nothing for a subscriber that is away).
+    pub async fn publish(&self, channel: &str, message: &[u8]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.publish(self.key(channel), message).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    /// A subscription to `channel` on a connection of its own.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(redis_err)?;
+        pubsub.subscribe(self.key(channel)).await.map_err(redis_err)?;
+        Ok(Subscription { messages: pubsub.into_on_message() })
+    }
+}
+
+/// Messages of one channel, in the order Redis sent them.
+pub struct Subscription {
+    messages: redis::aio::PubSubStream,
+}
+
+impl Subscription {
+    /// The next message's payload; `None` once the connection is lost (subscribe again).
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        use futures_util::StreamExt;
+        self.messages.next().await.map(|message| message.get_payload_bytes().to_vec())
     }
 }

@@ -43,6 +43,7 @@ impl RegistrationTokens {
 
     fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let _guard = self.lock.lock().map_err(|_| Error::internal("registration token lock poisoned"))?;
+        let _shared = self.db.shared_lock(hearth_storage::engine::LockKind::Create, "registration_tokens")?;
         f()
     }
 

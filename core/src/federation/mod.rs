@@ -51,8 +51,11 @@ pub trait Transport: Send + Sync + 'static {
 /// Federation state shared by the inbound and outbound sides.
 pub struct Federation {
     transport: Option<Arc<dyn Transport>>,
-    /// Last outbox sequence number handed out.
+    /// Last outbox sequence number handed out (by this process; on a shared store the store
+    /// counts, from at least this).
     seq: AtomicU64,
+    /// The store, when several processes share it.
+    shared: Option<Db>,
     /// Destinations with something new in their outbox, taken by the sender.
     pending: Mutex<BTreeSet<OwnedServerName>>,
     wake: tokio::sync::Notify,
@@ -81,6 +84,7 @@ impl Federation {
         Ok(Self {
             transport,
             seq: AtomicU64::new(last),
+            shared: db.shared().is_some().then(|| db.clone()),
             pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             dead_ends: Mutex::default(),
@@ -90,8 +94,12 @@ impl Federation {
     }
 
     /// A new outbox sequence number, above every one stored.
-    pub fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    pub fn next_seq(&self) -> Result<u64> {
+        if let Some(store) = self.shared.as_ref().and_then(Db::shared) {
+            // Processes sharing the store must not give two items one key.
+            return Ok(store.increment("outbox_seq", self.seq.load(Ordering::Relaxed))?);
+        }
+        Ok(self.seq.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     pub fn enabled(&self) -> bool {

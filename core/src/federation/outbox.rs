@@ -61,7 +61,7 @@ impl Homeserver {
             let mut batch = Batch::new();
             for dest in &dests {
                 for item in &items {
-                    let seq = this.federation.next_seq();
+                    let seq = this.federation.next_seq()?;
                     batch.put::<FederationOutbox>(&(dest.to_string(), seq), item)?;
                 }
             }

@@ -268,6 +268,8 @@ impl Homeserver {
         let this = self.clone();
         blocking(move || {
             let _guard = this.claim_lock.0.lock().map_err(|_| Error::internal("claim lock poisoned"))?;
+            // A one-time key is handed out once, whichever process is asked.
+            let _shared = this.db.shared_lock(hearth_storage::engine::LockKind::Create, "one_time_keys")?;
             let mut out = serde_json::Map::new();
             let mut batch = Batch::new();
             for (user, devices) in wanted {
@@ -489,7 +491,8 @@ impl Homeserver {
     ) -> Result<()> {
         let mut first = true;
         for (user, by_device) in messages {
-            let ticket = self.streams.allocate();
+            let streams = self.streams.clone();
+            let ticket = blocking(move || streams.allocate()).await?;
             let pos = ticket.pos;
             let mut batch = Batch::new();
             for (device, content) in by_device {
@@ -511,7 +514,7 @@ impl Homeserver {
                 mark(&mut batch)?;
                 first = false;
             }
-            batch.put::<StreamLog>(&pos, &StreamEntry::ToDevice { user_id: user.clone() })?;
+            batch.stream_entry(pos, &StreamEntry::ToDevice { user_id: user.clone() })?;
             let db = self.db.clone();
             blocking(move || Ok(db.write(batch)?)).await?;
             self.streams.finish(ticket, vec![user]);

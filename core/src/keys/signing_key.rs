@@ -23,6 +23,8 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Loads the newest unexpired key, or generates and stores one.
     pub fn load_or_generate(db: &Db) -> Result<Self> {
+        // Processes starting together on one store must not each make a key of their own.
+        let _shared = db.shared_lock(hearth_storage::engine::LockKind::Create, "signing_key")?;
         for entry in db.range::<ServerSigningKeys>(
             std::ops::Bound::Unbounded,
             std::ops::Bound::Unbounded,

@@ -33,6 +33,10 @@ impl RulesCache {
 
     /// The user's rules: cached, or read from storage.
     pub fn get(&self, db: &Db, user: &UserId) -> Result<Arc<Ruleset>> {
+        if db.shared().is_some() {
+            // Another process sharing the store may change them, unheard of here.
+            return Ok(Arc::new(load(db, user)?));
+        }
         if let Some(rules) = self.lock().get(user) {
             return Ok(rules.clone());
         }

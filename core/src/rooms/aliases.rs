@@ -32,8 +32,11 @@ impl Rooms {
         let this = self.clone();
         let (alias, room_id, creator) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
         // Held across the check and the write so two requests cannot both take one alias.
-        let _guard = self.lock(&room_id).await;
+        let _guard = self.lock(&room_id).await?;
         blocking(move || {
+            // Two processes sharing the store may be claiming it for two rooms.
+            let _claim =
+                this.db().shared_lock(hearth_storage::engine::LockKind::Create, &format!("alias:{alias}"))?;
             if this.db().contains::<Aliases>(&alias)? {
                 return Err(Error::new(ErrorCode::RoomInUse, "Room alias already taken"));
             }

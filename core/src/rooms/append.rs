@@ -93,7 +93,7 @@ impl Rooms {
         new: NewEvent,
         txn: Option<Txn>,
     ) -> Result<OwnedEventId> {
-        let _guard = self.lock(room_id).await;
+        let _guard = self.lock(room_id).await?;
         let txn = txn.map(|txn| (txn_key(sender, room_id, &new, &txn), txn));
         if let Some((key, _)) = &txn
             && let Some(existing) = self.db().get::<TxnIds>(key)?
@@ -142,7 +142,7 @@ impl Rooms {
         F: FnOnce(OwnedEventId, CanonicalJsonObject) -> Fut,
         Fut: std::future::Future<Output = Result<String>>,
     {
-        let _guard = self.lock(room_id).await;
+        let _guard = self.lock(room_id).await?;
         let (this, room, user) = (self.clone(), room_id.to_owned(), sender.to_owned());
         let (event_id, object) = blocking(move || this.prepare_blocking(&room, &user, &new)).await?;
         let json = countersign(event_id.clone(), object).await?;
@@ -237,13 +237,13 @@ impl Rooms {
         if let Some(key) = &pdu.state_key {
             let kind = pdu.kind.to_string();
             replaces_state = db.get::<CurrentState>(&(room_id.clone(), kind.clone(), key.clone()))?;
-            let group = self.new_state_group_id();
+            let group = self.new_state_group_id()?;
             let change = [(kind.clone(), key.clone(), event_id.clone())];
             state::write_group(db, &mut batch, group, Some(room.current_state_group), &change)?;
             batch.put::<CurrentState>(&(room_id.clone(), kind, key.clone()), &event_id)?;
             room.current_state_group = group;
         }
-        let ticket = self.inner.streams.allocate();
+        let ticket = self.inner.streams.allocate()?;
         let pos = ticket.pos;
         let members = self.members(room_id)?;
         let landing = super::notify::Landing { pdu: &pdu, json: &json, pos };
@@ -315,7 +315,7 @@ impl Rooms {
         }
         for server in &servers {
             let item = OutboxItem::Pdu { event_id: pdu.event_id.clone() };
-            batch.put::<FederationOutbox>(&(server.to_string(), federation.next_seq()), &item)?;
+            batch.put::<FederationOutbox>(&(server.to_string(), federation.next_seq()?), &item)?;
         }
         Ok(servers)
     }

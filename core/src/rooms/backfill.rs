@@ -66,7 +66,7 @@ impl Rooms {
         events: Vec<(OwnedEventId, String)>,
         known_before: HashMap<OwnedEventId, StateMap>,
     ) -> Result<usize> {
-        let _guard = self.lock(room_id).await;
+        let _guard = self.lock(room_id).await?;
         let this = self.clone();
         let room_id = room_id.to_owned();
         blocking(move || this.backfill_blocking(&room_id, events, known_before)).await

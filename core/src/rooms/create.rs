@@ -4,7 +4,7 @@
 use hearth_storage::{
     Batch,
     records::{PduRecord, RoomRecord, StreamEntry},
-    schema::{CurrentState, Pdus, RoomTimeline, Rooms as RoomsTable, StreamLog},
+    schema::{CurrentState, Pdus, RoomTimeline, Rooms as RoomsTable},
 };
 use ruma::events::room::{
     guest_access::{GuestAccess, RoomGuestAccessEventContent},
@@ -248,6 +248,7 @@ impl Rooms {
             let db = this.db();
             // Until the room record is written below, no other creation may claim an ID.
             let _claim = this.inner.create_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _shared_claim = db.shared_lock(hearth_storage::engine::LockKind::Create, "room")?;
             let (event_id, object, room_id) = loop {
                 let explicit_id = (!rules.authorization.room_create_event_id_as_room_id).then(|| {
                     RoomId::parse(format!("!{}:{}", random_string(18), this.inner.server_name))
@@ -291,14 +292,14 @@ impl Rooms {
                 .map_err(|reason| Error::forbidden(format!("Create event not allowed: {reason}")))?;
 
             let mut batch = Batch::new();
-            let group = this.new_state_group_id();
+            let group = this.new_state_group_id()?;
             let change = [("m.room.create".to_owned(), String::new(), event_id.clone())];
             state::write_group(db, &mut batch, group, None, &change)?;
             batch.put::<CurrentState>(
                 &(room_id.clone(), "m.room.create".to_owned(), String::new()),
                 &event_id,
             )?;
-            let ticket = this.inner.streams.allocate();
+            let ticket = this.inner.streams.allocate()?;
             let record = PduRecord {
                 room_id: room_id.clone(),
                 json,
@@ -313,7 +314,7 @@ impl Rooms {
             batch.put::<Pdus>(&event_id, &record)?;
             batch.put::<RoomTimeline>(&(room_id.clone(), ticket.pos), &event_id)?;
             let entry = StreamEntry::RoomEvent { room_id: room_id.clone(), event_id: event_id.clone() };
-            batch.put::<StreamLog>(&ticket.pos, &entry)?;
+            batch.stream_entry(ticket.pos, &entry)?;
             let room = RoomRecord {
                 version: version.to_string(),
                 forward_extremities: vec![event_id],

@@ -105,8 +105,8 @@ impl Rooms {
         let edu = serde_json::to_value(edu()?).map_err(Error::internal)?;
         let entries = servers
             .iter()
-            .map(|s| ((s.to_string(), federation.next_seq()), OutboxItem::Edu { edu: edu.clone() }))
-            .collect();
+            .map(|s| Ok(((s.to_string(), federation.next_seq()?), OutboxItem::Edu { edu: edu.clone() })))
+            .collect::<Result<_>>()?;
         Ok(QueuedEdu { entries, servers })
     }
 

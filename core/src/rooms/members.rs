@@ -160,8 +160,12 @@ impl Rooms {
     /// The room's joined members (local and remote), their servers, and its invitees.
     pub fn members(&self, room_id: &RoomId) -> Result<Arc<Members>> {
         let cache = &self.inner.members;
+        // Another process sharing the store may change the members at any time, and this
+        // cache only hears of this process's writes.
+        let shared = self.db().shared().is_some();
         let generation = match cache.get(room_id) {
-            Ok(members) => return Ok(members),
+            Ok(members) if !shared => return Ok(members),
+            Ok(_) => 0,
             Err(generation) => generation,
         };
         let (mut joined, mut invited) = (Vec::new(), Vec::new());
@@ -174,7 +178,9 @@ impl Rooms {
             }
         }
         let members = Arc::new(Members::new(joined, invited, &self.inner.server_name));
-        cache.store(room_id, generation, &members);
+        if !shared {
+            cache.store(room_id, generation, &members);
+        }
         Ok(members)
     }
 

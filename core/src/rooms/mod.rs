@@ -89,6 +89,12 @@ impl std::fmt::Debug for Rooms {
     }
 }
 
+/// Held while writing to a room; the shared lock is released before the local one.
+pub(crate) struct RoomGuard {
+    _shared: Option<Box<dyn hearth_storage::engine::LockGuard>>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// The record of an event outside the live timeline (an outlier with no state, a soft-failed
 /// or backfilled event with the state group after it).
 fn event_record(room_id: &RoomId, json: String, state_group: u64) -> PduRecord {
@@ -154,10 +160,7 @@ fn put_timeline_event(
     batch.put::<Pdus>(&event_id, record)?;
     relations::index(db, batch, pdu, record)?;
     batch.put::<hearth_storage::schema::RoomTimeline>(&(room_id.clone(), pos), &event_id)?;
-    batch.put::<hearth_storage::schema::StreamLog>(
-        &pos,
-        &hearth_storage::records::StreamEntry::RoomEvent { room_id, event_id },
-    )?;
+    batch.stream_entry(pos, &hearth_storage::records::StreamEntry::RoomEvent { room_id, event_id })?;
     Ok(())
 }
 
@@ -234,17 +237,35 @@ impl Rooms {
         &self.inner.default_version
     }
 
-    fn new_state_group_id(&self) -> u64 {
-        self.inner.next_state_group.fetch_add(1, Ordering::Relaxed) + 1
+    fn new_state_group_id(&self) -> Result<u64> {
+        if let Some(store) = self.db().shared() {
+            // Several processes make groups: the store counts them, from the highest one this
+            // process found at start.
+            let floor = self.inner.next_state_group.load(Ordering::Relaxed);
+            return Ok(store.increment("state_group", floor)?);
+        }
+        Ok(self.inner.next_state_group.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Serializes local writes to one room.
-    async fn lock(&self, room_id: &RoomId) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Serializes local writes to one room: in this process, and on a shared store against
+    /// every other process too (the room's state must not fork between them).
+    async fn lock(&self, room_id: &RoomId) -> Result<RoomGuard> {
         let lock = {
             let mut locks = self.inner.locks.lock().unwrap_or_else(PoisonError::into_inner);
             locks.entry(room_id.to_owned()).or_default().clone()
         };
-        lock.lock_owned().await
+        let local = lock.lock_owned().await;
+        let shared = match self.db().shared() {
+            Some(_) => {
+                let (db, room) = (self.db().clone(), room_id.to_string());
+                crate::users::blocking(move || {
+                    Ok(db.shared_lock(hearth_storage::engine::LockKind::Room, &room)?)
+                })
+                .await?
+            }
+            None => None,
+        };
+        Ok(RoomGuard { _shared: shared, _local: local })
     }
 
     pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {

@@ -6,7 +6,7 @@
 use hearth_storage::{
     Batch,
     records::{MembershipRecord, OutsideRoomRecord, StreamEntry},
-    schema::{OutsideRooms, Pdus, RoomMembers, StreamLog, UserRooms},
+    schema::{OutsideRooms, Pdus, RoomMembers, UserRooms},
 };
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedEventId, RoomId, UserId};
@@ -27,7 +27,7 @@ impl Rooms {
         membership: MembershipState,
         outside: Option<OutsideRoomRecord>,
     ) -> Result<()> {
-        let _guard = self.lock(room_id).await;
+        let _guard = self.lock(room_id).await?;
         let this = self.clone();
         let (room_id, user) = (room_id.to_owned(), user.to_owned());
         let woken = user.clone();
@@ -37,10 +37,10 @@ impl Rooms {
             if this.pdu_record(&event_id)?.is_none_or(|r| r.stream_pos.is_none()) {
                 batch.put::<Pdus>(&event_id, &super::outlier_record(&room_id, json))?;
             }
-            let ticket = this.inner.streams.allocate();
+            let ticket = this.inner.streams.allocate()?;
             let pos = ticket.pos;
-            batch.put::<StreamLog>(
-                &pos,
+            batch.stream_entry(
+                pos,
                 &StreamEntry::RoomEvent { room_id: room_id.clone(), event_id: event_id.clone() },
             )?;
             batch.put::<RoomMembers>(&(room_id.clone(), user.clone()), &membership)?;

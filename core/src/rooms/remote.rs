@@ -128,7 +128,7 @@ impl Rooms {
         json: String,
         state_before: Option<StateMap>,
     ) -> Result<Received> {
-        let _guard = self.lock(room_id).await;
+        let _guard = self.lock(room_id).await?;
         let this = self.clone();
         let (room_id, event_id) = (room_id.to_owned(), event_id.to_owned());
         let outcome =
@@ -203,7 +203,7 @@ impl Rooms {
             } else if resolved == after {
                 (after.clone(), after_group)
             } else {
-                let id = self.new_state_group_id();
+                let id = self.new_state_group_id()?;
                 let all: Vec<_> =
                     resolved.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
                 state::write_group(db, &mut batch, id, None, &all)?;
@@ -211,7 +211,7 @@ impl Rooms {
             }
         };
 
-        let ticket = self.inner.streams.allocate();
+        let ticket = self.inner.streams.allocate()?;
         let pos = ticket.pos;
         let members = self.members(room_id)?;
         let landing = super::notify::Landing { pdu: &pdu, json: &json, pos };
@@ -306,7 +306,7 @@ impl Rooms {
         let after_group = match (&pdu.state_key, parent) {
             (None, Some(group)) => group,
             (state_key, parent) => {
-                let id = self.new_state_group_id();
+                let id = self.new_state_group_id()?;
                 let mut changes = Vec::new();
                 if let Some(key) = state_key {
                     after.insert((pdu.kind.to_string(), key.clone()), event_id.clone());
@@ -404,7 +404,7 @@ impl Rooms {
         state: BTreeMap<(String, String), OwnedEventId>,
         join: (OwnedEventId, String),
     ) -> Result<()> {
-        let _guard = self.lock(room_id).await;
+        let _guard = self.lock(room_id).await?;
         let this = self.clone();
         let (room_id, version) = (room_id.to_owned(), version.clone());
         let outcome = blocking(move || this.remote_join_blocking(&room_id, &version, &state, join)).await?;
@@ -431,14 +431,14 @@ impl Rooms {
             .finish(checked)?
             .map_err(|r| Error::forbidden(format!("the room's state does not allow this join: {r}")))?;
         let mut batch = Batch::new();
-        let before_group = self.new_state_group_id();
+        let before_group = self.new_state_group_id()?;
         let entries: Vec<_> = before.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
         state::write_group(db, &mut batch, before_group, None, &entries)?;
         // The join builds on a group that is not written yet, so it is a snapshot too.
         let mut after = before.clone();
         let key = pdu.state_key.clone().unwrap_or_default();
         after.insert(("m.room.member".to_owned(), key.clone()), event_id.clone());
-        let after_group = self.new_state_group_id();
+        let after_group = self.new_state_group_id()?;
         let all: Vec<_> = after.iter().map(|((k, s), e)| (k.clone(), s.clone(), e.clone())).collect();
         state::write_group(db, &mut batch, after_group, None, &all)?;
 
@@ -454,7 +454,7 @@ impl Rooms {
             max_depth: 0,
             joined_count: 0,
         });
-        let ticket = self.inner.streams.allocate();
+        let ticket = self.inner.streams.allocate()?;
         let pos = ticket.pos;
         let mut wake = BTreeSet::new();
         self.apply_state_diff(&mut batch, &mut room, room_id, &old_state, &after, pos, &mut wake, &pdu)?;

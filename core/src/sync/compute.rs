@@ -134,6 +134,12 @@ impl Homeserver {
 
     /// The response for the window `(since, now]`.
     fn sync_at(&self, user: &UserId, device: &DeviceId, req: &SyncRequest, now: u64) -> Result<Response> {
+        // A token from another process sharing the store may be ahead of what this one has
+        // published: catch up first, or the window would repeat what the token already covers.
+        let now = match req.since {
+            Some(since) if since > now => self.streams.catch_up(),
+            _ => now,
+        };
         // A token from a future the server does not know (a restored database) reads as now.
         let since = req.since.map(|s| s.min(now));
         // To-device messages beyond one response's share wait for the next, and the whole

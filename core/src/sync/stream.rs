@@ -5,14 +5,22 @@
 //! position 8 before 7 has landed, or they would skip 7 for good; so the stream publishes only
 //! the highest position below which every allocated position is finished, and holds back
 //! wake-ups until then.
+//!
+//! On a store several processes share, positions are reserved in the store instead, and what
+//! may be read is the store's watermark (the highest position below which no reservation is
+//! outstanding, whichever process holds it). Each process tells the others, over a
+//! [`StreamBus`], the position it wrote, the users it wakes and the watermark it saw after; a
+//! process also asks the store every second, which covers a lost message and releases the
+//! reservations of a process that died.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, PoisonError},
 };
 
-use hearth_storage::{Batch, Db, records::StreamEntry, schema::StreamLog};
+use hearth_storage::{Batch, Db, records::StreamEntry};
 use ruma::OwnedUserId;
+use serde::{Deserialize, Serialize};
 
 use super::notifier::Notifier;
 use crate::{Result, users::blocking};
@@ -24,6 +32,36 @@ pub struct Streams {
     /// The published position, for background readers of the whole stream (application
     /// service senders) that follow no user.
     published_tx: tokio::sync::watch::Sender<u64>,
+    /// With a store several processes share.
+    shared: Option<SharedStream>,
+}
+
+/// Carries one process's stream news to the others (Redis pub/sub in the binary). Delivery
+/// is best effort: a lost message delays wake-ups by up to a second, never loses an event,
+/// because readers always read the store.
+pub trait StreamBus: Send + Sync + std::fmt::Debug {
+    fn publish(&self, message: Vec<u8>);
+}
+
+#[derive(Debug)]
+struct SharedStream {
+    db: Db,
+    /// The last position logged when this process started; the store's count goes on above it.
+    floor: u64,
+    /// This process, so that it skips its own messages.
+    node: String,
+    bus: Option<Arc<dyn StreamBus>>,
+}
+
+/// What a process tells the others after a write.
+#[derive(Debug, Serialize, Deserialize)]
+struct News {
+    node: String,
+    pos: u64,
+    /// The watermark the writer saw after its write.
+    upto: u64,
+    #[serde(default)]
+    wake: Vec<OwnedUserId>,
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +90,116 @@ impl Streams {
             state: Mutex::new(state),
             notifier,
             published_tx: tokio::sync::watch::Sender::new(last),
+            shared: None,
         })
+    }
+
+    /// The stream on a store several processes share: positions come from the store, and
+    /// readers start at its watermark (a position another process still writes may lie below
+    /// `last`, the highest one logged). Call inside a runtime: a task checks the store every
+    /// second while the stream lives.
+    pub fn shared(
+        db: Db,
+        last: u64,
+        notifier: Arc<Notifier>,
+        bus: Option<Arc<dyn StreamBus>>,
+    ) -> Result<Arc<Self>> {
+        let shared_store = db.shared().ok_or_else(|| crate::Error::internal("the store is not shared"))?;
+        let published = shared_store.watermark()?.unwrap_or(last);
+        let state = State { last_allocated: last, published, ..State::default() };
+        let node = crate::util::random_string(16);
+        let streams = Arc::new(Self {
+            state: Mutex::new(state),
+            notifier,
+            published_tx: tokio::sync::watch::Sender::new(published),
+            shared: Some(SharedStream { db, floor: last, node, bus }),
+        });
+        let weak = Arc::downgrade(&streams);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(streams) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || streams.check_store()).await;
+            }
+        });
+        Ok(streams)
+    }
+
+    /// Sweeps what can no longer be claimed and publishes the store's watermark.
+    fn check_store(&self) {
+        let Some(shared) = &self.shared else { return };
+        let Some(store) = shared.db.shared() else { return };
+        let mine: Vec<u64> = self.lock().pending.iter().copied().collect();
+        if let Err(error) = store.sweep(&mine) {
+            tracing::warn!(%error, "sweeping stream reservations failed");
+        }
+        match store.watermark() {
+            Ok(Some(upto)) => self.advance(upto, None),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "reading the stream's watermark failed"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The published position after catching up with the store, for a reader holding a token
+    /// from another process that has seen further (blocks on the store: call off the async
+    /// threads). Alone on its store, the published position.
+    pub fn catch_up(&self) -> u64 {
+        if let Some(store) = self.shared.as_ref().and_then(|s| s.db.shared()) {
+            match store.watermark() {
+                Ok(Some(upto)) => self.advance(upto, None),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "reading the stream's watermark failed"),
+            }
+        }
+        self.published()
+    }
+
+    /// Takes news from another process (a message of its [`StreamBus`]).
+    pub fn receive(&self, message: &[u8]) {
+        let Some(shared) = &self.shared else { return };
+        let news: News = match serde_json::from_slice(message) {
+            Ok(news) => news,
+            Err(error) => {
+                tracing::warn!(%error, "skipping stream news that does not parse");
+                return;
+            }
+        };
+        if news.node == shared.node {
+            return;
+        }
+        let wake = (!news.wake.is_empty()).then(|| (news.pos, Arc::<[OwnedUserId]>::from(news.wake)));
+        self.advance(news.upto, wake);
+    }
+
+    /// Records `wake` (a position and who it wakes) and publishes up to `upto`, which must be
+    /// a watermark: every position at or below it is finished.
+    fn advance(&self, upto: u64, wake: Option<(u64, Arc<[OwnedUserId]>)>) {
+        let (published, woken) = {
+            let mut state = self.lock();
+            if let Some((pos, users)) = wake {
+                state.wakeups.entry(pos).or_default().push(users);
+            }
+            state.published = state.published.max(upto);
+            let first_unpublished = state.published + 1;
+            let later = state.wakeups.split_off(&first_unpublished);
+            let woken: Vec<Arc<[OwnedUserId]>> =
+                std::mem::replace(&mut state.wakeups, later).into_values().flatten().collect();
+            (state.published, woken)
+        };
+        self.published_tx.send_if_modified(|p| {
+            let newer = published > *p;
+            *p = (*p).max(published);
+            newer
+        });
+        if !woken.is_empty() {
+            self.notifier.notify(woken.iter().flat_map(|users| users.iter()).map(AsRef::as_ref), published);
+        }
     }
 
     /// Sees every publication from now on.
@@ -60,12 +207,23 @@ impl Streams {
         self.published_tx.subscribe()
     }
 
-    pub fn allocate(self: &Arc<Self>) -> Ticket {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Reserves the next position. The write that uses it logs its entry with
+    /// [`Batch::stream_entry`], then hands the ticket to [`Streams::finish`].
+    pub fn allocate(self: &Arc<Self>) -> Result<Ticket> {
+        if let Some(shared) = &self.shared {
+            let store =
+                shared.db.shared().ok_or_else(|| crate::Error::internal("the store is not shared"))?;
+            let pos = store.reserve_position(shared.floor)?;
+            let mut state = self.lock();
+            state.last_allocated = state.last_allocated.max(pos);
+            state.pending.insert(pos);
+            return Ok(Ticket { pos, streams: self.clone(), done: false });
+        }
+        let mut state = self.lock();
         state.last_allocated += 1;
         let pos = state.last_allocated;
         state.pending.insert(pos);
-        Ticket { pos, streams: self.clone(), done: false }
+        Ok(Ticket { pos, streams: self.clone(), done: false })
     }
 
     /// The position readers may read up to: everything at or below it is in storage.
@@ -74,41 +232,65 @@ impl Streams {
     }
 
     /// Marks the ticket's write as durable and wakes `users` once it is published.
-    pub fn finish(&self, mut ticket: Ticket, users: impl Into<Arc<[OwnedUserId]>>) {
+    pub fn finish(self: &Arc<Self>, mut ticket: Ticket, users: impl Into<Arc<[OwnedUserId]>>) {
         ticket.done = true;
-        self.release(ticket.pos, users.into());
+        self.release(ticket.pos, users.into(), true);
     }
 
-    fn release(&self, pos: u64, users: Arc<[OwnedUserId]>) {
-        let (published, wake) = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.pending.remove(&pos);
-            if !users.is_empty() {
-                state.wakeups.entry(pos).or_default().push(users);
+    fn release(self: &Arc<Self>, pos: u64, users: Arc<[OwnedUserId]>, written: bool) {
+        if self.shared.is_some() {
+            // The store is asked for the watermark off the async threads.
+            let this = self.clone();
+            let settle = move || this.settle_shared(pos, users, written);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(settle)),
+                Err(_) => settle(),
             }
-            let published = match state.pending.first() {
+            return;
+        }
+        // Everything below the lowest position still pending has landed (a watermark); a
+        // later release may publish past it first, which `advance` allows for.
+        let upto = {
+            let mut state = self.lock();
+            state.pending.remove(&pos);
+            match state.pending.first() {
                 Some(first) => first - 1,
                 None => state.last_allocated,
-            };
-            state.published = state.published.max(published);
-            let first_unpublished = state.published + 1;
-            let later = state.wakeups.split_off(&first_unpublished);
-            let wake: Vec<Arc<[OwnedUserId]>> =
-                std::mem::replace(&mut state.wakeups, later).into_values().flatten().collect();
-            (state.published, wake)
+            }
         };
-        self.published_tx.send_if_modified(|p| {
-            let newer = published > *p;
-            *p = (*p).max(published);
-            newer
-        });
-        if !wake.is_empty() {
-            self.notifier.notify(wake.iter().flat_map(|users| users.iter()).map(AsRef::as_ref), published);
-        }
+        self.advance(upto, (!users.is_empty()).then_some((pos, users)));
     }
 }
 
 impl Streams {
+    fn settle_shared(&self, pos: u64, users: Arc<[OwnedUserId]>, written: bool) {
+        let Some(shared) = &self.shared else { return };
+        let Some(store) = shared.db.shared() else { return };
+        if !written && let Err(error) = store.release_position(pos) {
+            // The sweep removes it within seconds; until then readers wait below it.
+            tracing::warn!(%error, pos, "releasing a stream position failed");
+        }
+        self.lock().pending.remove(&pos);
+        let upto = match store.watermark() {
+            Ok(upto) => upto.unwrap_or(0),
+            Err(error) => {
+                // The next check of the store publishes it.
+                tracing::warn!(%error, "reading the stream's watermark failed");
+                0
+            }
+        };
+        let wake = users.to_vec();
+        let woken = (written && !users.is_empty()).then_some((pos, users));
+        self.advance(upto, woken);
+        if written && let Some(bus) = &shared.bus {
+            let news = News { node: shared.node.clone(), pos, upto: self.published(), wake };
+            match serde_json::to_vec(&news) {
+                Ok(message) => bus.publish(message),
+                Err(error) => tracing::warn!(%error, "stream news does not serialize"),
+            }
+        }
+    }
+
     /// The usual write at a new position: `build` fills a batch for the position and names its
     /// stream log entry; the batch lands atomically with that entry, then the position is
     /// published and `wake` woken.
@@ -121,16 +303,18 @@ impl Streams {
     where
         F: FnOnce(&mut Batch, u64) -> Result<StreamEntry> + Send + 'static,
     {
-        let ticket = self.allocate();
-        let pos = ticket.pos;
-        let db = db.clone();
-        blocking(move || {
+        let (this, db) = (self.clone(), db.clone());
+        // Reserving a position may be a round trip to a shared store: off the async threads.
+        let ticket = blocking(move || {
+            let ticket = this.allocate()?;
             let mut batch = Batch::new();
-            let entry = build(&mut batch, pos)?;
-            batch.put::<StreamLog>(&pos, &entry)?;
-            Ok(db.write(batch)?)
+            let entry = build(&mut batch, ticket.pos)?;
+            batch.stream_entry(ticket.pos, &entry)?;
+            db.write(batch)?;
+            Ok(ticket)
         })
         .await?;
+        let pos = ticket.pos;
         self.finish(ticket, wake);
         Ok(pos)
     }
@@ -139,7 +323,7 @@ impl Streams {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.done {
-            self.streams.release(self.pos, Arc::new([]));
+            self.streams.release(self.pos, Arc::new([]), false);
         }
     }
 }
@@ -156,8 +340,8 @@ mod tests {
         let streams = Streams::new(10, notifier.clone());
         let alice = user_id!("@alice:x");
         let rx = notifier.subscribe(alice);
-        let a = streams.allocate();
-        let b = streams.allocate();
+        let a = streams.allocate().unwrap();
+        let b = streams.allocate().unwrap();
         assert_eq!((a.pos, b.pos), (11, 12));
         streams.finish(b, vec![alice.to_owned()]);
         assert_eq!(streams.published(), 10, "12 must wait for 11");
@@ -170,8 +354,8 @@ mod tests {
     #[test]
     fn a_dropped_ticket_does_not_block_the_stream() {
         let streams = Streams::new(0, Arc::new(Notifier::new(0)));
-        let failed = streams.allocate();
-        let ok = streams.allocate();
+        let failed = streams.allocate().unwrap();
+        let ok = streams.allocate().unwrap();
         drop(failed);
         streams.finish(ok, vec![]);
         assert_eq!(streams.published(), 2);

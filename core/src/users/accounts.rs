@@ -138,6 +138,7 @@ impl Users {
         let new2 = new.clone();
         let user_id = blocking(move || {
             let _guard = users.create_lock.lock().map_err(|_| Error::internal("create lock poisoned"))?;
+            let _shared = users.db.shared_lock(hearth_storage::engine::LockKind::Create, "user")?;
             let user_id = match requested {
                 Some(user_id) => {
                     // Only the service itself registers users of its exclusive namespace.

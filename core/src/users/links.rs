@@ -71,6 +71,7 @@ impl Users {
         let wanted = sanitize_localpart(wanted);
         let account = blocking(move || {
             let _guard = users.create_lock.lock().map_err(|_| Error::internal("create lock poisoned"))?;
+            let _shared = users.db.shared_lock(hearth_storage::engine::LockKind::Create, "user")?;
             if let Some(user_id) = users.db.get::<SsoLinks>(&link)? {
                 return Ok(SsoAccount { user_id, created: false });
             }

@@ -47,6 +47,7 @@ impl Users {
         blocking(move || {
             // Two refreshes with one token must not both succeed.
             let _guard = users.refresh_lock.lock().map_err(|_| Error::internal("refresh lock poisoned"))?;
+            let _shared = users.db.shared_lock(hearth_storage::engine::LockKind::Create, "refresh")?;
             let unknown = || Error::unknown_token("Unrecognised refresh token");
             let token = users.db.get::<RefreshTokens>(&hash)?.ok_or_else(unknown)?;
             let key = (token.user_id.clone(), token.device_id.clone());

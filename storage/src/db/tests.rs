@@ -145,16 +145,17 @@ fn corrupt_value_names_the_table() {
 
 #[test]
 fn counters_increase_under_concurrency() {
-    let db = Db::in_memory();
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let db = db.clone();
-            std::thread::spawn(move || (0..50).map(|_| db.next_id("t").unwrap()).collect::<Vec<_>>())
-        })
-        .collect();
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    all.sort_unstable();
-    assert_eq!(all, (1..=200).collect::<Vec<_>>());
+    for (name, db, _keep) in engines() {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || (0..50).map(|_| db.next_id("t").unwrap()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=200).collect::<Vec<_>>(), "{name}");
+    }
 }
 
 static MIGRATED_TO: AtomicU64 = AtomicU64::new(0);
@@ -222,4 +223,22 @@ fn lenient_scan_hands_back_the_key_of_an_undecodable_value() {
     assert!(error.is_value_decode(), "{error}");
     assert_eq!(db.get_lenient::<Filters>(&(alice(), 2)).unwrap(), None);
     assert_eq!(db.get_lenient::<Filters>(&(alice(), 3)).unwrap(), Some(serde_json::json!({"ok": 3})));
+}
+
+#[test]
+fn keys_over_the_limit_are_refused_alike_on_every_engine() {
+    for (name, db, _dir) in engines() {
+        let room = owned_room_id!("!r:example.org");
+        let longest = "t".repeat(MAX_KEY_BYTES - 64);
+        let fits = (alice(), room.clone(), longest.clone());
+        let record = AccountDataRecord { content: serde_json::json!({}), stream_pos: 1 };
+        db.put::<RoomAccountData>(&fits, &record).unwrap();
+        assert!(db.get::<RoomAccountData>(&fits).unwrap().is_some(), "{name}");
+        let over = (alice(), room, "t".repeat(MAX_KEY_BYTES + 1000));
+        let error = db.put::<RoomAccountData>(&over, &record).unwrap_err();
+        assert!(error.is_key_too_long(), "{name}: {error}");
+        // Reading or deleting such a key is no error: it is simply not there.
+        assert_eq!(db.get::<RoomAccountData>(&over).unwrap(), None, "{name}");
+        db.delete::<RoomAccountData>(&over).unwrap();
+    }
 }

@@ -39,7 +39,7 @@ impl KvEngine for MemEngine {
         let mut trees = self.trees.write().map_err(|_| Self::poisoned())?;
         // Check every column family first so that a bad batch changes nothing.
         for op in &ops {
-            let (WriteOp::Put { cf, .. } | WriteOp::Delete { cf, .. }) = op;
+            let (WriteOp::Put { cf, .. } | WriteOp::Delete { cf, .. }) = op else { continue };
             if !trees.contains_key(cf) {
                 return Err(Error::UnknownTable(cf));
             }
@@ -52,6 +52,8 @@ impl KvEngine for MemEngine {
                 WriteOp::Delete { cf, key } => {
                     trees.entry(cf).or_default().remove(&key);
                 }
+                // One process owns this engine: it reserves no positions.
+                WriteOp::ClaimPosition { .. } => {}
             }
         }
         Ok(())

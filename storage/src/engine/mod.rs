@@ -15,8 +15,21 @@ use crate::Result;
 /// One write in an atomic batch.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    Put { cf: &'static str, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: &'static str, key: Vec<u8> },
+    Put {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: &'static str,
+        key: Vec<u8>,
+    },
+    /// Ends the reservation of a stream position taken through [`Shared::reserve_position`]:
+    /// the batch fails, writing nothing, if the reservation is gone (released, or swept as
+    /// belonging to a process that died). Engines without [`Shared`] never reserve and skip it.
+    ClaimPosition {
+        pos: u64,
+    },
 }
 
 /// Pairs of raw key and value, in key order (or reverse order when asked).
@@ -47,6 +60,62 @@ pub trait KvEngine: Send + Sync + 'static {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+
+    /// What processes sharing this store agree on through it; `None` for an engine one
+    /// process owns, whose own locks and counters are then the whole truth.
+    fn shared(&self) -> Option<&dyn Shared> {
+        None
+    }
+}
+
+/// What kind of thing a [`Shared::lock`] serializes; each kind has its own key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// Local writes to one room (the key is the room ID).
+    Room,
+    /// Claiming something unique: a new room or user ID, the server's key, a due delayed
+    /// event (the key names what).
+    Create,
+    /// Running the delivery queues (federation, push, delayed events, application services):
+    /// one process at a time.
+    Queues,
+}
+
+/// Held while alive; dropping it releases the lock.
+pub trait LockGuard: Send {}
+
+/// Agreement between the processes that share one store: counters, the global stream's
+/// positions and locks, all kept by the store, so that every process sees the same.
+///
+/// Stream positions are reserved before the write that uses them and claimed by it
+/// ([`WriteOp::ClaimPosition`]); [`Shared::watermark`] is the highest position at or below
+/// which nothing is still reserved, which is what a reader in any process may read up to:
+/// concurrent writers may commit in any order, and none is ever skipped.
+pub trait Shared: Send + Sync {
+    /// Increments the named counter, which starts above `floor`, and returns its new value.
+    fn increment(&self, counter: &str, floor: u64) -> Result<u64>;
+
+    /// Reserves the next stream position (above `floor` and every position reserved before).
+    fn reserve_position(&self, floor: u64) -> Result<u64>;
+
+    /// Gives back a reservation whose write failed.
+    fn release_position(&self, pos: u64) -> Result<()>;
+
+    /// The highest position below which no reservation is outstanding, or `None` before the
+    /// first reservation.
+    fn watermark(&self) -> Result<Option<u64>>;
+
+    /// Removes reservations that can no longer be claimed: this process's that are older than
+    /// a few seconds and not in `mine` (the ones it still works on), and those of processes
+    /// that have died.
+    fn sweep(&self, mine: &[u64]) -> Result<usize>;
+
+    /// Waits for the lock of `kind` on `key`, held until the guard drops, against every
+    /// process (and every other caller in this one).
+    fn lock(&self, kind: LockKind, key: &str) -> Result<Box<dyn LockGuard>>;
+
+    /// The lock if it is free now, without waiting.
+    fn try_lock(&self, kind: LockKind, key: &str) -> Result<Option<Box<dyn LockGuard>>>;
 }
 
 /// The smallest byte string greater than every string starting with `prefix`,
