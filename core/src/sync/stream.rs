@@ -135,11 +135,7 @@ impl Streams {
         if let Err(error) = store.sweep(&mine) {
             tracing::warn!(%error, "sweeping stream reservations failed");
         }
-        match store.watermark() {
-            Ok(Some(upto)) => self.advance(upto, None),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "reading the stream's watermark failed"),
-        }
+        self.catch_up();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

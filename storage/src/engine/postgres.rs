@@ -87,7 +87,18 @@ struct Conn {
 
 impl Conn {
     fn connect(url: &str) -> Result<Self> {
-        let client = Client::connect(url, NoTls).map_err(|e| engine_err(&e))?;
+        let mut config: postgres::Config = url.parse().map_err(|e| engine_err(&e))?;
+        // An unreachable database fails a connection in seconds instead of the system's
+        // minutes, and a silently dead one is noticed by keepalives, unless the URL says
+        // otherwise.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(30));
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(std::time::Duration::from_secs(60));
+        }
+        let client = config.connect(NoTls).map_err(|e| engine_err(&e))?;
         Ok(Self { url: url.to_owned(), client, statements: HashMap::new() })
     }
 
