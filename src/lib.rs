@@ -258,7 +258,9 @@ pub async fn run_with(
 }
 
 /// Completes once the stop signal is given.
-fn stopped(stop: &tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+pub(crate) fn stopped(
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
     let mut stop = stop.clone();
     async move {
         let _ = stop.wait_for(|stopped| *stopped).await;

@@ -10,6 +10,8 @@ use hearth_core::Homeserver;
 use hearth_storage::engine::{LockGuard, LockKind};
 use tokio::{sync::watch, task::JoinSet};
 
+use crate::stopped;
+
 /// How often a process without the lease asks for it.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 
@@ -91,13 +93,5 @@ async fn poke_on_news(hs: Homeserver, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stopped| *stopped) => return,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
-    }
-}
-
-/// Completes once the stop signal is given.
-fn stopped(stop: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    let mut stop = stop.clone();
-    async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
     }
 }

@@ -257,7 +257,7 @@ async fn three_processes_behind_nginx_serve_one_server_without_forks_gaps_or_rep
     for url in [&b, &c, &lb] {
         assert_eq!(history(&via(&carol, url), &room).await, wanted);
     }
-    let topics: Vec<Value> = futures_topics(&alice, &room, &[&a, &b, &c]).await;
+    let topics: Vec<Value> = topics_through(&alice, &room, &[&a, &b, &c]).await;
     assert!(topics.windows(2).all(|w| w[0] == w[1]), "{topics:?}");
 
     // Sync through each process sees each new message once, in the same order as history.
@@ -271,7 +271,18 @@ async fn three_processes_behind_nginx_serve_one_server_without_forks_gaps_or_rep
     assert_eq!(seen, sent, "sync through nginx");
 }
 
-async fn futures_topics(user: &Client, room: &str, urls: &[&String]) -> Vec<Value> {
+/// `seen` holds no message twice and every one of `wanted`.
+fn assert_each_once(seen: &[String], wanted: &[String], what: &str) {
+    let mut unique = seen.to_vec();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a message twice in {what}");
+    for body in wanted {
+        assert!(seen.contains(body), "{body} is missing from {what}");
+    }
+}
+
+async fn topics_through(user: &Client, room: &str, urls: &[&String]) -> Vec<Value> {
     let mut topics = Vec::new();
     for url in urls {
         let reply = via(user, url).get(&format!("{V3}/rooms/{room}/state/m.room.topic")).await;
@@ -329,24 +340,12 @@ async fn kill_9_of_one_process_under_load_loses_nothing_acknowledged() {
     let survivors: Vec<String> = (0..3).filter(|i| *i != runner).map(|i| deployment.url(i)).collect();
     for url in survivors {
         let history = history(&via(&alice, &url), &room).await;
-        let mut sorted = history.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), history.len(), "no message twice");
-        for body in &acknowledged {
-            assert!(history.contains(body), "{body} is missing through {url}");
-        }
+        assert_each_once(&history, &acknowledged, &format!("/messages through {url}"));
     }
     // Bob's sync, resumed through the load balancer from before the crash, sees every message
     // once, and the stream goes on (a position the dead process held is released in seconds).
     let seen = sync_messages(&bob, &room, &since, acknowledged.len()).await;
-    let mut unique = seen.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), seen.len(), "no message twice in sync");
-    for body in &acknowledged {
-        assert!(seen.contains(body), "{body} never came through sync");
-    }
+    assert_each_once(&seen, &acknowledged, "sync through nginx");
     let after = bob.since_now().await;
     alice.send_text(&room, "after", "after the crash").await;
     assert_eq!(sync_messages(&bob, &room, &after, 1).await, ["after the crash"]);

@@ -170,7 +170,13 @@ impl AccountData {
             return Err(Error::invalid_param(format!("A tag is 1 to {MAX_TAG_BYTES} bytes")));
         }
         let _guard = self.tag_lock.lock().await;
-        let _shared = self.shared_tag_lock(user).await?;
+        // On a shared store, against other processes too (each edit reads, then writes the set).
+        let _shared = crate::users::shared_lock(
+            &self.db,
+            hearth_storage::engine::LockKind::Create,
+            format!("tags:{user}"),
+        )
+        .await?;
         let mut tags = self.tags(user, room)?;
         tags.insert(tag.to_owned(), info);
         let content = serde_json::json!({ "tags": tags });
@@ -180,24 +186,16 @@ impl AccountData {
         self.write(user, Some(room), TAGS, content).await
     }
 
-    /// On a shared store, the user's tags against other processes too (each edit reads, then
-    /// writes the whole set).
-    async fn shared_tag_lock(
-        &self,
-        user: &UserId,
-    ) -> Result<Option<Box<dyn hearth_storage::engine::LockGuard>>> {
-        if self.db.shared().is_none() {
-            return Ok(None);
-        }
-        let (db, key) = (self.db.clone(), format!("tags:{user}"));
-        crate::users::blocking(move || Ok(db.shared_lock(hearth_storage::engine::LockKind::Create, &key)?))
-            .await
-    }
-
     /// Removes one tag; removing one that is not there is not an error.
     pub async fn delete_tag(&self, user: &UserId, room: &RoomId, tag: &str) -> Result<()> {
         let _guard = self.tag_lock.lock().await;
-        let _shared = self.shared_tag_lock(user).await?;
+        // On a shared store, against other processes too (each edit reads, then writes the set).
+        let _shared = crate::users::shared_lock(
+            &self.db,
+            hearth_storage::engine::LockKind::Create,
+            format!("tags:{user}"),
+        )
+        .await?;
         let mut tags = self.tags(user, room)?;
         if tags.remove(tag).is_none() {
             return Ok(());

@@ -165,9 +165,10 @@ impl Homeserver {
             .map_or(0, |(pos, _)| pos);
         let (notifier, streams) = if let Some(store) = db.shared() {
             // Readers start at the watermark: below `last`, another process may still write.
-            let notifier = Arc::new(Notifier::new(store.watermark()?.unwrap_or(last)));
-            let streams = Streams::shared(db.clone(), last, notifier.clone(), backends.stream_bus.clone())?;
-            (notifier, streams)
+            let published = store.watermark()?.unwrap_or(last);
+            let notifier = Arc::new(Notifier::new(published));
+            let bus = backends.stream_bus.clone();
+            (notifier.clone(), Streams::shared(db.clone(), last, published, notifier, bus))
         } else {
             let notifier = Arc::new(Notifier::new(last));
             (notifier.clone(), Streams::new(last, notifier))

@@ -159,15 +159,22 @@ impl Rooms {
 
     /// The room's joined members (local and remote), their servers, and its invitees.
     pub fn members(&self, room_id: &RoomId) -> Result<Arc<Members>> {
+        // Another process sharing the store may change the members at any time, and the
+        // cache only hears of this process's writes: read them each time.
+        if self.db().shared().is_some() {
+            return self.load_members(room_id).map(Arc::new);
+        }
         let cache = &self.inner.members;
-        // Another process sharing the store may change the members at any time, and this
-        // cache only hears of this process's writes.
-        let shared = self.db().shared().is_some();
         let generation = match cache.get(room_id) {
-            Ok(members) if !shared => return Ok(members),
-            Ok(_) => 0,
+            Ok(members) => return Ok(members),
             Err(generation) => generation,
         };
+        let members = Arc::new(self.load_members(room_id)?);
+        cache.store(room_id, generation, &members);
+        Ok(members)
+    }
+
+    fn load_members(&self, room_id: &RoomId) -> Result<Members> {
         let (mut joined, mut invited) = (Vec::new(), Vec::new());
         for entry in self.db().scan_prefix::<RoomMembers, _>(&room_id.to_owned())? {
             let ((_, user), membership) = entry?;
@@ -177,11 +184,7 @@ impl Rooms {
                 _ => {}
             }
         }
-        let members = Arc::new(Members::new(joined, invited, &self.inner.server_name));
-        if !shared {
-            cache.store(room_id, generation, &members);
-        }
-        Ok(members)
+        Ok(Members::new(joined, invited, &self.inner.server_name))
     }
 
     /// A member's display name in a room, from their current member event (none when empty).

@@ -255,16 +255,9 @@ impl Rooms {
             locks.entry(room_id.to_owned()).or_default().clone()
         };
         let local = lock.lock_owned().await;
-        let shared = match self.db().shared() {
-            Some(_) => {
-                let (db, room) = (self.db().clone(), room_id.to_string());
-                crate::users::blocking(move || {
-                    Ok(db.shared_lock(hearth_storage::engine::LockKind::Room, &room)?)
-                })
-                .await?
-            }
-            None => None,
-        };
+        let shared =
+            crate::users::shared_lock(self.db(), hearth_storage::engine::LockKind::Room, room_id.to_string())
+                .await?;
         Ok(RoomGuard { _shared: shared, _local: local })
     }
 

@@ -95,17 +95,16 @@ impl Streams {
     }
 
     /// The stream on a store several processes share: positions come from the store, and
-    /// readers start at its watermark (a position another process still writes may lie below
-    /// `last`, the highest one logged). Call inside a runtime: a task checks the store every
-    /// second while the stream lives.
+    /// readers start at `published`, its watermark (a position another process still writes
+    /// may lie below `last`, the highest one logged). Call inside a runtime: a task checks the
+    /// store every second while the stream lives.
     pub fn shared(
         db: Db,
         last: u64,
+        published: u64,
         notifier: Arc<Notifier>,
         bus: Option<Arc<dyn StreamBus>>,
-    ) -> Result<Arc<Self>> {
-        let shared_store = db.shared().ok_or_else(|| crate::Error::internal("the store is not shared"))?;
-        let published = shared_store.watermark()?.unwrap_or(last);
+    ) -> Arc<Self> {
         let state = State { last_allocated: last, published, ..State::default() };
         let node = crate::util::random_string(16);
         let streams = Arc::new(Self {
@@ -124,7 +123,7 @@ impl Streams {
                 let _ = tokio::task::spawn_blocking(move || streams.check_store()).await;
             }
         });
-        Ok(streams)
+        streams
     }
 
     /// Sweeps what can no longer be claimed and publishes the store's watermark.

@@ -111,6 +111,20 @@ impl Users {
 /// Runs blocking storage work off the async worker threads. RocksDB groups concurrent synced
 /// writes into one fsync, so letting many writers wait in parallel here is what keeps
 /// throughput up with `sync_writes` on.
+/// [`hearth_storage::Db::shared_lock`] from async code: on a shared store the wait happens on a
+/// blocking thread; alone on its store, `None` at once.
+pub(crate) async fn shared_lock(
+    db: &hearth_storage::Db,
+    kind: hearth_storage::engine::LockKind,
+    key: String,
+) -> crate::Result<Option<Box<dyn hearth_storage::engine::LockGuard>>> {
+    if db.shared().is_none() {
+        return Ok(None);
+    }
+    let db = db.clone();
+    blocking(move || Ok(db.shared_lock(kind, &key)?)).await
+}
+
 pub(crate) async fn blocking<T, F>(f: F) -> crate::Result<T>
 where
     T: Send + 'static,
