@@ -110,7 +110,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Homeserver> {
     };
     let hs = Homeserver::with_backends(config.homeserver(), db, ephemeral, backends)?;
     if let Some(bus) = stream_bus {
-        bus.deliver_to(Arc::downgrade(&hs.streams));
+        bus.deliver_to(hs.downgrade());
     }
     if let Some(fetcher) = remote_media {
         fetcher.attach(&hs);
@@ -206,10 +206,13 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "Hearth is serving the client API"
     );
-    // Presence changes that time alone causes (idle, gone) are announced by this timer, and
-    // the readers of all presence changes are woken in batches.
+    // Presence changes that time alone causes (idle, gone) are announced by this timer (in the
+    // process that runs the delivery queues), and the readers of all presence changes are woken
+    // in batches.
+    // Alone on its store, this process runs the queues from the start.
+    let runs_queues = Arc::new(std::sync::atomic::AtomicBool::new(hs.db.shared().is_none()));
     let sweeper = {
-        let hs = hs.clone();
+        let (hs, runs_queues) = (hs.clone(), runs_queues.clone());
         tokio::spawn(async move {
             let mut flush = tokio::time::interval(PRESENCE_FLUSH_EVERY);
             let mut sweep_at = tokio::time::Instant::now();
@@ -218,7 +221,8 @@ pub async fn run_with(
                 hs.flush_presence();
                 if tokio::time::Instant::now() >= sweep_at {
                     sweep_at += PRESENCE_SWEEP_EVERY;
-                    if let Err(error) = hs.sweep_presence().await {
+                    let announce = runs_queues.load(std::sync::atomic::Ordering::Relaxed);
+                    if let Err(error) = hs.sweep_presence(announce).await {
                         tracing::warn!(%error, "presence sweep failed");
                     }
                 }
@@ -231,7 +235,7 @@ pub async fn run_with(
         let (hs, stop) = (hs.clone(), stopped(&stop_rx));
         tokio::spawn(async move { hs.run_search_indexer(stop).await })
     };
-    let queues = tokio::spawn(queues::run(hs.clone(), federation_sender, stop_rx.clone()));
+    let queues = tokio::spawn(queues::run(hs.clone(), federation_sender, runs_queues, stop_rx.clone()));
     let app = router::app(hs.clone(), config.client_api.clone(), &config.web_client, metrics);
     {
         let hs = hs.clone();

@@ -4,7 +4,13 @@
 //! it runs them and that a dead holder's session gives up, so each queue has one sender at a
 //! time and another process takes over within about a second of the holder's death.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use hearth_core::Homeserver;
 use hearth_storage::engine::{LockGuard, LockKind};
@@ -16,7 +22,9 @@ use crate::stopped;
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the queues (the federation outbox only when `federation` is on) until `stop` flips.
-pub async fn run(hs: Homeserver, federation: bool, stop: watch::Receiver<bool>) {
+/// `running` is set while this process runs them (other duties that need one process of
+/// several, such as announcing presence timeouts, follow it).
+pub async fn run(hs: Homeserver, federation: bool, running: Arc<AtomicBool>, stop: watch::Receiver<bool>) {
     let lease = if hs.db.shared().is_some() {
         match wait_for_lease(&hs, stop.clone()).await {
             Some(lease) => Some(lease),
@@ -25,6 +33,7 @@ pub async fn run(hs: Homeserver, federation: bool, stop: watch::Receiver<bool>) 
     } else {
         None
     };
+    running.store(true, Ordering::Relaxed);
     let mut tasks = JoinSet::new();
     {
         let (hs, stop) = (hs.clone(), stopped(&stop));
@@ -45,6 +54,7 @@ pub async fn run(hs: Homeserver, federation: bool, stop: watch::Receiver<bool>) 
         tasks.spawn(poke_on_news(hs.clone(), stop.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    running.store(false, Ordering::Relaxed);
     drop(lease);
 }
 

@@ -153,7 +153,10 @@ pub async fn listen_to_new_events(
     };
     let parse =
         |t: &str| parse_position_token(t).ok_or_else(|| Error::invalid_param(format!("Unknown token {t}")));
-    let from = b.from.as_deref().map(parse).transpose()?.unwrap_or_else(|| hs.streams.published());
+    let from = match b.from.as_deref().map(parse).transpose()? {
+        Some(from) => from,
+        None => hs.streams.read_position().await,
+    };
     let timeout = match b.timeout.as_deref() {
         Some(ms) => Duration::from_millis(
             ms.parse().map_err(|_| Error::invalid_param("timeout must be a number of milliseconds"))?,
@@ -163,8 +166,9 @@ pub async fn listen_to_new_events(
     let timeout = timeout.min(Duration::from_secs(300));
     let mut rx = hs.notifier.subscribe(&session.user_id);
     let deadline = tokio::time::Instant::now() + timeout;
+    // The first read catches up with the store (a shared one); wake-ups carry the rest.
+    let mut now = hs.streams.read_position().await;
     loop {
-        let now = hs.streams.published();
         let rooms = match &room {
             Some(room) => vec![room.clone()],
             None => hs.rooms.joined_rooms(&session.user_id)?,
@@ -216,5 +220,6 @@ pub async fn listen_to_new_events(
         if !woke && tokio::time::Instant::now() < deadline {
             return Err(Error::internal("notifier closed").into());
         }
+        now = hs.streams.published();
     }
 }

@@ -60,6 +60,17 @@ impl HearthProcess {
                 cmd.env(k, v);
             }
         }
+        // A process given a data directory and no backend of its own follows the suite's.
+        let data_dir: Option<PathBuf> = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "HEARTH_STORAGE__PATH")
+            .and_then(|(_, v)| v)
+            .map(PathBuf::from);
+        if let Some(dir) = data_dir.filter(|_| !set.iter().any(|s| s == "HEARTH_STORAGE__BACKEND")) {
+            for (k, v) in crate::backend::process_env(&dir) {
+                cmd.env(k, v);
+            }
+        }
         cmd.env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn hearth");
         let (tx, rx) = mpsc::channel();

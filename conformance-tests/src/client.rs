@@ -201,10 +201,13 @@ impl Client {
     }
 
     /// Syncs (incrementally from `since`, or from an initial sync) until one response satisfies
-    /// `found`, and returns it. Bounded: gives up after 60 long-polls of a second.
+    /// `found`, and returns it. Bounded by time, 60 s of long-polls of a second each, not by
+    /// their number: a server still receiving a stream of other events answers each poll at
+    /// once.
     pub async fn sync_until(&self, since: Option<&str>, what: &str, found: impl Fn(&Value) -> bool) -> Value {
         let mut since = since.map(ToOwned::to_owned);
-        for _ in 0..60 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             let path = match &since {
                 Some(s) => format!("/_matrix/client/v3/sync?timeout=1000&since={s}"),
                 None => "/_matrix/client/v3/sync?timeout=0".to_owned(),

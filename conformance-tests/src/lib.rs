@@ -2,6 +2,7 @@
 //! temporary data directory, and talk to it over HTTP only.
 
 pub mod appservice;
+pub mod backend;
 pub mod binary;
 pub mod checks;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod redis;
 pub mod server;
 pub mod smtp_sink;
 pub mod synapse;
+pub mod ws;
 
 pub use client::Client;
 pub use server::TestServer;

@@ -15,13 +15,15 @@ pub struct TestServer {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// What every test server starts from: its own database, shared-secret registration, and no
-/// rate limits (tests act faster than people; the tests of limits turn them on).
+/// What every test server starts from: its own database (on the engine [`crate::backend`]
+/// says), shared-secret registration, and no rate limits (tests act faster than people; the
+/// tests of limits turn them on).
 fn base_config(dir: &tempfile::TempDir) -> Config {
     let mut config = Config::default();
     config.storage.path = dir.path().join("db");
     config.registration.shared_secret = Some(crate::SHARED_SECRET.to_owned());
     config.rate_limits.enabled = false;
+    crate::backend::apply(&mut config);
     config
 }
 

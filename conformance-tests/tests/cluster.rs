@@ -1,5 +1,6 @@
 //! Three `hearth` processes on one PostgreSQL and one Redis, behind nginx (round-robin): what
-//! users see through any process is what they would see on one server, concurrent writers to
+//! users see through any process is what they would see on one server (messages, typing,
+//! presence, WebSockets, sliding sync connections, rate limits), concurrent writers to
 //! one room never fork it, and kill -9 of a process loses nothing it acknowledged.
 
 // Helpers in this file are test code too.
@@ -7,7 +8,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use hearth_conformance_tests::{Client, binary::HearthProcess, nginx::Nginx, redis::RedisServer};
+use futures_util::SinkExt;
+
+use hearth_conformance_tests::{
+    Client, binary::HearthProcess, nginx::Nginx, redis::RedisServer, ws::next_frame,
+};
 use hearth_storage::engine::postgres::test_cluster::TestCluster;
 use serde_json::{Value, json};
 
@@ -23,6 +28,11 @@ struct Deployment {
 
 impl Deployment {
     fn start(count: usize) -> Self {
+        Self::start_with(count, &[])
+    }
+
+    /// With extra settings (environment variables) for every process.
+    fn start_with(count: usize, settings: &[(&str, &str)]) -> Self {
         let cluster = TestCluster::start();
         let redis = RedisServer::start();
         let media = tempfile::tempdir().unwrap();
@@ -31,13 +41,15 @@ impl Deployment {
         for _ in 0..count {
             let dir = tempfile::tempdir().unwrap();
             let data = dir.path().join("data");
-            let env = [
+            let redis_url = redis.url();
+            let mut env = vec![
                 ("HEARTH_STORAGE__BACKEND", "postgres"),
                 ("HEARTH_STORAGE__POSTGRES_URL", cluster.url.as_str()),
                 ("HEARTH_STORAGE__PATH", data.to_str().unwrap()),
                 ("HEARTH_MEDIA__PATH", media.path().to_str().unwrap()),
-                ("HEARTH_REDIS__URL", &redis.url()),
+                ("HEARTH_REDIS__URL", &redis_url),
             ];
+            env.extend_from_slice(settings);
             processes.push(Some(HearthProcess::spawn(&[], &env)));
             dirs.push(dir);
         }
@@ -349,4 +361,149 @@ async fn kill_9_of_one_process_under_load_loses_nothing_acknowledged() {
     let after = bob.since_now().await;
     alice.send_text(&room, "after", "after the crash").await;
     assert_eq!(sync_messages(&bob, &room, &after, 1).await, ["after the crash"]);
+}
+
+/// Long-polls Bob's sync from `since` until `found` picks something out of a response (or
+/// ten polls pass); returns what it found and how long the poll that found it took.
+async fn poll_until<T>(client: &Client, since: &str, found: impl Fn(&Value) -> Option<T>) -> (T, Duration) {
+    let mut since = since.to_owned();
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let body = client.get(&format!("{V3}/sync?timeout=10000&since={since}")).await.assert_ok().clone();
+        if let Some(value) = found(&body) {
+            return (value, started.elapsed());
+        }
+        since = body["next_batch"].as_str().unwrap().to_owned();
+    }
+    panic!("never seen through {}", client.base_url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_presence_websockets_sliding_sync_and_rate_limits_span_the_processes() {
+    // Messages: a burst of 6, then one every 10 s, for the whole deployment.
+    let deployment = Deployment::start_with(
+        3,
+        &[
+            ("HEARTH_RATE_LIMITS__ENABLED", "true"),
+            ("HEARTH_RATE_LIMITS__MESSAGE__PER_SECOND", "0.1"),
+            ("HEARTH_RATE_LIMITS__MESSAGE__BURST_COUNT", "6"),
+        ],
+    );
+    let lb = deployment.nginx.base_url.clone();
+    let (a, b, c) = (deployment.url(0), deployment.url(1), deployment.url(2));
+    let alice = Client::register(&lb, "alice", "pw").await;
+    let bob = Client::register(&lb, "bob", "pw").await;
+    let room = bob.create_room(json!({"preset": "public_chat"})).await;
+    via(&alice, &b).post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
+    let alice_id = alice.user_id.clone().unwrap();
+    let bob_a = via(&bob, &a);
+
+    // Alice starts typing through C: Bob's long-poll on A is woken with her in the room's
+    // typing list (a reader in another process finds the change in its own copy).
+    let since = bob_a.since_now().await;
+    let typing = json!({"typing": true, "timeout": 30000});
+    via(&alice, &c).put(&format!("{V3}/rooms/{room}/typing/{alice_id}"), typing).await.assert_ok();
+    let typing_users = |body: &Value| {
+        body["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["type"] == "m.typing")
+            .map(|e| e["content"]["user_ids"].clone())
+    };
+    let (users, _) = poll_until(&bob_a, &since, typing_users).await;
+    assert_eq!(users, json!([alice_id]));
+    // She stops through B; A's copy follows.
+    let since = bob_a.since_now().await;
+    via(&alice, &b)
+        .put(&format!("{V3}/rooms/{room}/typing/{alice_id}"), json!({"typing": false}))
+        .await
+        .assert_ok();
+    let (users, waited) = poll_until(&bob_a, &since, typing_users).await;
+    assert_eq!(users, json!([]));
+    assert!(waited < Duration::from_secs(5), "the stop reached A by its poll's timeout only ({waited:?})");
+
+    // Presence set through C is what Bob sees through A, by sync and by the presence API.
+    let since = bob_a.since_now().await;
+    let status = json!({"presence": "unavailable", "status_msg": "in a meeting"});
+    via(&alice, &c).put(&format!("{V3}/presence/{alice_id}/status"), status).await.assert_ok();
+    let presence_of_alice = |body: &Value| {
+        body["presence"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["sender"] == alice_id.as_str() && e["content"]["status_msg"] == "in a meeting")
+            .map(|e| e["content"]["presence"].clone())
+    };
+    let (state, _) = poll_until(&bob_a, &since, presence_of_alice).await;
+    assert_eq!(state, "unavailable");
+    for url in [&a, &b] {
+        let reply = via(&bob, url).get(&format!("{V3}/presence/{alice_id}/status")).await;
+        assert_eq!(reply.assert_ok()["status_msg"], "in a meeting", "through {url}");
+        assert_eq!(reply.body["presence"], "unavailable", "through {url}");
+    }
+
+    // A WebSocket on A, opened with a ticket issued through B, is pushed what is sent through C.
+    let ticket = via(&alice, &b).post("/_matrix/client/unstable/io.hearth/ws_ticket", json!({})).await;
+    let ticket = ticket.assert_ok()["ticket"].as_str().unwrap().to_owned();
+    let ws_url = format!("{}/ws?ticket={ticket}", a.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("upgrade on A");
+    assert_eq!(next_frame(&mut socket).await["type"], "ack");
+    let sync = tokio_tungstenite::tungstenite::Message::Text(json!({"type": "sync"}).to_string().into());
+    socket.send(sync).await.unwrap();
+    assert_eq!(next_frame(&mut socket).await["type"], "sync");
+    via(&bob, &c).send_text(&room, "ws", "pushed to A").await;
+    let mut pushed = Vec::new();
+    for _ in 0..10 {
+        let frame = next_frame(&mut socket).await;
+        pushed.extend(bodies(&frame["rooms"]["join"][&room]["timeline"]["events"]));
+        if !pushed.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pushed, ["pushed to A"]);
+    drop(socket);
+
+    // A sliding sync connection (Element X) goes on through whichever process the next
+    // request reaches: each answers from where the connection stood, not anew.
+    let sliding = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    let body = json!({"lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 5, "required_state": []}}});
+    let first = via(&alice, &a).post(sliding, body.clone()).await.assert_ok().clone();
+    assert!(first["rooms"][&room].is_object(), "{first}");
+    via(&bob, &c).send_text(&room, "sliding", "seen once through B").await;
+    let mut pos = first["pos"].as_str().unwrap().to_owned();
+    let mut next = Value::Null;
+    for _ in 0..10 {
+        let path = format!("{sliding}?pos={pos}&timeout=10000");
+        next = via(&alice, &b).post(&path, body.clone()).await.assert_ok().clone();
+        pos = next["pos"].as_str().unwrap().to_owned();
+        if next["rooms"][&room].is_object() {
+            break;
+        }
+    }
+    let timeline = bodies(&next["rooms"][&room]["timeline"]);
+    assert_eq!(timeline, ["seen once through B"], "only what is new since A's answer: {next}");
+    let path = format!("{sliding}?pos={pos}&timeout=0");
+    let last = via(&alice, &c).post(&path, body.clone()).await.assert_ok().clone();
+    assert!(last["rooms"][&room].is_null(), "nothing new, through C: {last}");
+    let unknown = via(&alice, &a).post(&format!("{sliding}?pos=1_99&timeout=0"), body).await;
+    unknown.assert_error(400, "M_UNKNOWN_POS");
+
+    // One message limit for the deployment: sends spread round-robin over three processes
+    // get one burst between them, not one each.
+    let mut passed = 0;
+    let mut limited = 0;
+    for i in 0..15 {
+        let path = format!("{V3}/rooms/{room}/send/m.room.message/burst{i}");
+        let reply = alice.put(&path, json!({"msgtype": "m.text", "body": format!("burst {i}")})).await;
+        match reply.status.as_u16() {
+            200 => passed += 1,
+            _ => {
+                reply.assert_error(429, "M_LIMIT_EXCEEDED");
+                limited += 1;
+            }
+        }
+    }
+    assert!(passed <= 6, "one burst of 6 between the processes, but {passed} passed");
+    assert!(passed >= 4 && limited > 0, "passed {passed}, limited {limited}");
 }

@@ -60,8 +60,9 @@ async fn binary_starts_from_the_example_config_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.toml.example");
     let db = dir.path().join("db");
-    let process =
-        HearthProcess::spawn(&["--config", example], &[("HEARTH_STORAGE__PATH", db.to_str().unwrap())]);
+    // The example's own engine, RocksDB, whatever the suite runs on: its files are checked.
+    let env = [("HEARTH_STORAGE__PATH", db.to_str().unwrap()), ("HEARTH_STORAGE__BACKEND", "rocksdb")];
+    let process = HearthProcess::spawn(&["--config", example], &env);
     let alice = Client::register(&process.base_url, "example", "pw").await;
     assert_eq!(alice.user_id(), "@example:localhost");
     let status = process.terminate();

@@ -7,11 +7,12 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hearth_conformance_tests::{Client, TestServer};
+use hearth_conformance_tests::{
+    Client, TestServer,
+    ws::{Socket, next_frame},
+};
 use serde_json::{Value, json};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
-
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+use tokio_tungstenite::{MaybeTlsStream, connect_async, tungstenite::Message};
 
 const V3: &str = "/_matrix/client/v3";
 
@@ -23,19 +24,6 @@ async fn ticket(client: &Client) -> String {
 async fn open(server: &TestServer, ticket: &str) -> Socket {
     let url = format!("ws://{}/ws?ticket={ticket}", server.addr);
     connect_async(url).await.expect("upgrade").0
-}
-
-/// The next JSON frame, within a generous bound.
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message =
-            tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("a frame in time");
-        match message.expect("open socket").expect("frame") {
-            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
 }
 
 async fn send(socket: &mut Socket, value: Value) {
@@ -61,13 +49,13 @@ async fn push_commands_and_resume_without_a_gap() {
     bob.post(&format!("{V3}/join/{room}"), json!({})).await.assert_ok();
 
     let mut socket = open(&server, &ticket(&bob).await).await;
-    let ack = next(&mut socket).await;
+    let ack = next_frame(&mut socket).await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(ack["user_id"], "@bob:localhost");
     assert!(ack["server_time"].is_u64());
 
     send(&mut socket, json!({"type": "sync"})).await;
-    let first = next(&mut socket).await;
+    let first = next_frame(&mut socket).await;
     assert_eq!(first["type"], "sync");
     assert!(first["rooms"]["join"][&room].is_object(), "{first}");
 
@@ -79,7 +67,7 @@ async fn push_commands_and_resume_without_a_gap() {
         )
         .await
         .assert_ok();
-    let pushed = next(&mut socket).await;
+    let pushed = next_frame(&mut socket).await;
     assert_eq!(timeline_bodies(&pushed, &room), vec!["over http"]);
     let mut since = pushed["next_batch"].as_str().unwrap().to_owned();
 
@@ -92,7 +80,7 @@ async fn push_commands_and_resume_without_a_gap() {
     .await;
     let mut event_id = None;
     for _ in 0..3 {
-        let frame = next(&mut socket).await;
+        let frame = next_frame(&mut socket).await;
         if frame["type"] == "result" {
             assert_eq!(frame["id"], 7);
             event_id = frame["result"]["event_id"].as_str().map(ToOwned::to_owned);
@@ -112,7 +100,7 @@ async fn push_commands_and_resume_without_a_gap() {
     send(&mut socket, json!({"type": "dance", "id": "y"})).await;
     let mut errors = Vec::new();
     while errors.len() < 2 {
-        let frame = next(&mut socket).await;
+        let frame = next_frame(&mut socket).await;
         if frame["type"] == "error" {
             errors.push((frame["id"].clone(), frame["errcode"].as_str().unwrap().to_owned()));
         } else if frame["type"] == "sync" {
@@ -135,9 +123,9 @@ async fn push_commands_and_resume_without_a_gap() {
             .assert_ok();
     }
     let mut socket = open(&server, &ticket(&bob).await).await;
-    assert_eq!(next(&mut socket).await["type"], "ack");
+    assert_eq!(next_frame(&mut socket).await["type"], "ack");
     send(&mut socket, json!({"type": "sync", "since": since})).await;
-    let resumed = next(&mut socket).await;
+    let resumed = next_frame(&mut socket).await;
     let bodies = timeline_bodies(&resumed, &room);
     assert!(
         bodies.ends_with(&["missed 0".to_owned(), "missed 1".to_owned(), "missed 2".to_owned()]),
@@ -176,7 +164,7 @@ async fn refusals_happen_before_the_upgrade() {
     let ticket2 = ticket(&alice).await;
     let (mut socket, _) =
         connect_async(format!("{base}/_matrix/client/unstable/io.hearth.ws?ticket={ticket2}")).await.unwrap();
-    assert_eq!(next(&mut socket).await["type"], "ack");
+    assert_eq!(next_frame(&mut socket).await["type"], "ack");
     server
         .client()
         .post("/_matrix/client/unstable/io.hearth/ws_ticket", json!({}))
@@ -199,7 +187,7 @@ async fn a_consumer_that_stops_reading_is_disconnected() {
     let stream = tcp.connect(server.addr).await.unwrap();
     let url = format!("ws://{}/ws?ticket={one}", server.addr);
     let (mut socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
-    assert_eq!(next(&mut socket).await["type"], "ack");
+    assert_eq!(next_frame(&mut socket).await["type"], "ack");
     send(&mut socket, json!({"type": "sync"})).await;
 
     // Each message becomes a frame of its own of ~40 KB: far more than the kernel buffers and
@@ -234,7 +222,7 @@ async fn a_consumer_that_stops_reading_is_disconnected() {
     let page = bob.get(&format!("{V3}/rooms/{room}/messages?dir=b&limit=5")).await;
     assert_eq!(page.assert_ok()["chunk"][0]["content"]["body"].as_str().unwrap().len(), 40_000);
     let mut fresh = open(&server, &ticket(&bob).await).await;
-    assert_eq!(next(&mut fresh).await["type"], "ack");
+    assert_eq!(next_frame(&mut fresh).await["type"], "ack");
 }
 
 #[tokio::test]
@@ -244,7 +232,7 @@ async fn a_command_nested_past_the_limit_is_refused_and_one_at_the_limit_is_serv
     let room = alice.post(&format!("{V3}/createRoom"), json!({})).await;
     let room = room.assert_ok()["room_id"].as_str().unwrap().to_owned();
     let mut socket = open(&server, &ticket(&alice).await).await;
-    assert_eq!(next(&mut socket).await["type"], "ack");
+    assert_eq!(next_frame(&mut socket).await["type"], "ack");
 
     // The same limit as an HTTP body (64 levels) for the content inside the command.
     let nest = |levels: usize| (0..levels).fold(json!(0), |inner, _| json!({ "a": inner }));
@@ -253,7 +241,7 @@ async fn a_command_nested_past_the_limit_is_refused_and_one_at_the_limit_is_serv
         let command = json!({"type": "send", "id": id, "room_id": room, "event_type": "m.room.message", "content": content});
         send(&mut socket, command).await;
     }
-    let (accepted, refused) = (next(&mut socket).await, next(&mut socket).await);
+    let (accepted, refused) = (next_frame(&mut socket).await, next_frame(&mut socket).await);
     assert_eq!(accepted["type"], "result", "{accepted}");
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["errcode"], "M_BAD_JSON", "{refused}");

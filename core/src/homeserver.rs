@@ -157,6 +157,7 @@ impl Homeserver {
         let http = backends.http;
         let federation = Arc::new(crate::federation::Federation::new(backends.federation, &db)?);
         let signing_key = Arc::new(SigningKey::load_or_generate(&db)?);
+        let ticket_keys = crate::tickets::TicketKeys::new(&signing_key);
         // The stream resumes after the last position that reached storage.
         let last = db
             .range::<StreamLog>(Bound::Unbounded, Bound::Unbounded, Direction::Backward)?
@@ -259,7 +260,7 @@ impl Homeserver {
             pusher_wake: push.wake,
             claim_lock: crate::keys::e2ee::ClaimLock::default(),
             presence_store: crate::presence::PresenceStore::default(),
-            ticket_keys: crate::tickets::TicketKeys::default(),
+            ticket_keys,
             federation,
             media,
             http,

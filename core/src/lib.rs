@@ -9,6 +9,7 @@ pub mod admin;
 pub mod appservice;
 pub mod auth;
 pub mod cache;
+mod cluster;
 pub mod config;
 pub mod delayed;
 pub mod directory_search;

@@ -4,7 +4,9 @@
 //! It is safe to lose, so it lives in the ephemeral store (Redis when configured, where it
 //! outlives a restart and other processes can read it), with this process's map in front: reads
 //! on the sync path are synchronous and must not wait on the network, and when Redis is away
-//! the map alone keeps presence working in this process.
+//! the map alone keeps presence working in this process. Processes sharing a store keep their
+//! maps current over the bus ([`crate::cluster`]); the changes that time alone causes (idle,
+//! gone) are announced by one of them, the one that runs the delivery queues.
 
 use crate::ephemeral::spaces::{self, Json};
 use std::{
@@ -96,7 +98,7 @@ pub struct PresenceStore {
 }
 
 /// What another server last said about one of its users.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RemotePresence {
     pub state: PresenceState,
     pub status_msg: Option<String>,
@@ -189,23 +191,71 @@ impl Homeserver {
             // Nobody here can see it: not worth a slot in the bounded map.
             return Ok(());
         }
-        {
-            let mut remote = self.presence_store.remote.lock().unwrap_or_else(PoisonError::into_inner);
-            if remote.len() >= MAX_REMOTE && !remote.contains_key(user) {
-                let oldest = remote.iter().min_by_key(|(_, e)| e.received_ms).map(|(u, _)| u.clone());
-                if let Some(oldest) = oldest {
-                    remote.remove(&oldest);
-                }
-            }
-            remote.insert(user.to_owned(), RemoteEntry { presence, received_ms: now_ms() });
-        }
+        self.streams.broadcast(crate::cluster::Body::RemotePresence {
+            user_id: user.to_owned(),
+            presence: presence.clone(),
+        });
+        self.remember_remote_presence(user, presence);
         self.record_presence_change(user, wake).await
     }
 
+    /// Keeps what another server said about one of its users (received here, or by another
+    /// process sharing the store).
+    pub(crate) fn remember_remote_presence(&self, user: &UserId, presence: RemotePresence) {
+        if !self.config.presence.enabled {
+            return;
+        }
+        let mut remote = self.presence_store.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        if remote.len() >= MAX_REMOTE && !remote.contains_key(user) {
+            let oldest = remote.iter().min_by_key(|(_, e)| e.received_ms).map(|(u, _)| u.clone());
+            if let Some(oldest) = oldest {
+                remote.remove(&oldest);
+            }
+        }
+        remote.insert(user.to_owned(), RemoteEntry { presence, received_ms: now_ms() });
+    }
+
+    /// A local user's record as another process sharing the store stored it, with the state
+    /// that process announced, if it did. What it did not announce (a user back after a gap,
+    /// seen by a process that does not announce time-driven changes) is left for this one's
+    /// sweep to find; the connections this process counts are its own.
+    pub(crate) fn apply_presence(&self, user: &UserId, record: Shared, announced: Option<PresenceState>) {
+        if !self.config.presence.enabled {
+            return;
+        }
+        let now = now_ms();
+        let mut entries = self.presence_store.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = !entries.contains_key(user);
+        let entry = entries.entry(user.to_owned()).or_insert_with(|| Entry {
+            shared: record.clone(),
+            connections: 0,
+            announced: PresenceState::Offline,
+            stored_ms: now,
+        });
+        entry.shared = Shared {
+            // Activity seen here may be newer than what the other process knew.
+            last_active_ms: entry.shared.last_active_ms.max(record.last_active_ms),
+            last_seen_ms: entry.shared.last_seen_ms.max(record.last_seen_ms),
+            ..record
+        };
+        entry.stored_ms = now;
+        match announced {
+            Some(announced) => entry.announced = announced,
+            // First heard of here: what it shows now was announced where it was set.
+            None if fresh => entry.announced = self.effective(entry, now),
+            None => {}
+        }
+    }
+
     /// Puts a presence change in the stream now and queues its readers' wake-up for the next
-    /// flush.
+    /// flush. On a shared store the readers are woken with the entry's news instead, since
+    /// many of them may be in other processes.
     async fn record_presence_change(&self, user: &UserId, wake: Vec<OwnedUserId>) -> Result<()> {
         let entry = StreamEntry::Presence { user_id: user.to_owned() };
+        if self.streams.is_shared() {
+            self.streams.write(&self.db, wake, move |_, _| Ok(entry)).await?;
+            return Ok(());
+        }
         self.streams.write(&self.db, Vec::new(), move |_, _| Ok(entry)).await?;
         self.presence_store.pending_wake.lock().unwrap_or_else(PoisonError::into_inner).extend(wake);
         Ok(())
@@ -302,10 +352,10 @@ impl Homeserver {
             if store {
                 entry.stored_ms = now;
             }
-            (changed, store.then(|| entry.shared.clone()))
+            (changed, store.then(|| (entry.shared.clone(), changed.then_some(effective))))
         };
-        if let Some(shared) = shared {
-            self.store_presence(user, &shared).await;
+        if let Some((shared, announced)) = shared {
+            self.store_presence(user, &shared, announced).await;
         }
         if changed {
             self.announce_presence(user).await?;
@@ -313,9 +363,15 @@ impl Homeserver {
         Ok(())
     }
 
-    /// Writes through to the ephemeral store. Failing to is not an error for the caller: the
-    /// local entry already holds the change, and presence is safe to lose.
-    async fn store_presence(&self, user: &UserId, shared: &Shared) {
+    /// Writes through to the ephemeral store and to the other processes' copies, with the
+    /// state this process is announcing, if it is. Failing to is not an error for the caller:
+    /// the local entry already holds the change, and presence is safe to lose.
+    async fn store_presence(&self, user: &UserId, shared: &Shared, announced: Option<PresenceState>) {
+        self.streams.broadcast(crate::cluster::Body::Presence {
+            user_id: user.to_owned(),
+            record: shared.clone(),
+            announced,
+        });
         let _ = self.ephemeral.put_in::<spaces::Presence>(user, &Json(shared.clone())).await;
     }
 
@@ -340,8 +396,9 @@ impl Homeserver {
 
     /// Announces the transitions that time alone causes (idle, gone), and refreshes the shared
     /// record of users connected here so that other readers do not think them gone. Run
-    /// periodically.
-    pub async fn sweep_presence(&self) -> Result<()> {
+    /// periodically. Of processes sharing a store only one `announce`s (each sees the same
+    /// transitions in its copy); the others bring their copy up to date silently.
+    pub async fn sweep_presence(&self, announce: bool) -> Result<()> {
         let now = now_ms();
         // Refreshed well within the grace period, so other readers never see a connected user gone.
         let refresh_ms = (self.config.presence.offline_grace_secs * 500).min(STORE_EVERY_MS);
@@ -353,7 +410,9 @@ impl Homeserver {
                 let effective = self.effective(entry, now);
                 if effective != entry.announced {
                     entry.announced = effective;
-                    transitioned.push(user.clone());
+                    if announce {
+                        transitioned.push(user.clone());
+                    }
                 }
                 if entry.connections > 0 && now.saturating_sub(entry.stored_ms) > refresh_ms {
                     entry.shared.last_seen_ms = now;
@@ -364,7 +423,7 @@ impl Homeserver {
             (transitioned, connected)
         };
         for (user, shared) in connected {
-            self.store_presence(&user, &shared).await;
+            self.store_presence(&user, &shared, None).await;
         }
         for user in transitioned {
             self.announce_presence(&user).await?;

@@ -5,7 +5,6 @@ use crate::ephemeral::spaces::WsTickets;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
-use rand::RngCore;
 use ruma::{OwnedDeviceId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +22,9 @@ struct Claims {
     jti: String,
 }
 
-/// The per-process secret tickets are signed with. Tickets live a minute, so a restart that
-/// invalidates them costs a client one reconnect.
+/// The secret tickets are signed with, derived from the server's signing key: a ticket issued
+/// by one process sharing the store is good at any other (a load balancer may send the
+/// WebSocket anywhere).
 pub struct TicketKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -36,11 +36,10 @@ impl std::fmt::Debug for TicketKeys {
     }
 }
 
-impl Default for TicketKeys {
-    fn default() -> Self {
-        let mut secret = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut secret);
-        Self { encoding: EncodingKey::from_secret(&secret), decoding: DecodingKey::from_secret(&secret) }
+impl TicketKeys {
+    pub(crate) fn new(signing_key: &crate::keys::signing_key::SigningKey) -> Self {
+        let secret = &signing_key.mac_secret;
+        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
     }
 }
 

@@ -94,6 +94,9 @@ spaces! {
     WsTickets "ws_ticket" for crate::tickets::TICKET_TTL => ();
     /// A local user's presence, shared by the processes on one store.
     Presence "presence" for crate::presence::SHARED_TTL => Json<crate::presence::Shared>;
+    /// What a sliding sync connection was sent, by `conn::shared_key`: only when processes
+    /// share a store, so that a connection goes on through any of them.
+    SlidingSnapshots "sliding" for crate::sync::sliding::conn::IDLE => Json<crate::sync::sliding::conn::SharedSnapshot>;
     /// A URL preview by the hex of the URL's hash.
     UrlPreviews "media_preview" for crate::media::PREVIEW_CACHE_TTL => Json<serde_json::Value>;
     /// A value of the cross-process cache (`cache::SharedCache`), by cache entry name; each

@@ -5,12 +5,17 @@ use hearth_storage::{Db, Direction, records::ServerKeyRecord, schema::ServerSign
 use rand::{Rng, distributions::Alphanumeric};
 use ruma::signatures::Ed25519KeyPair;
 
+use sha2::Digest;
+
 use crate::{Error, Result, util::now_ms};
 
 /// The active signing key.
 pub struct SigningKey {
     pub key_id: String,
     pub pair: Ed25519KeyPair,
+    /// A secret for the server's own short-lived MACs (WebSocket tickets), derived from the
+    /// private key, so that every process sharing the store has the same one.
+    pub(crate) mac_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -55,7 +60,9 @@ impl SigningKey {
         let version = key_id.strip_prefix("ed25519:").unwrap_or(&key_id).to_owned();
         let pair = Ed25519KeyPair::from_der(&der, version)
             .map_err(|e| Error::internal(format!("stored signing key {key_id}: {e}")))?;
-        Ok(Self { key_id, pair })
+        let mac_secret =
+            sha2::Sha256::new_with_prefix(b"hearth mac secret\0").chain_update(&der).finalize().into();
+        Ok(Self { key_id, pair, mac_secret })
     }
 
     /// The public half of a stored (possibly retired) key, unpadded base64.

@@ -32,7 +32,8 @@ pub enum ReportSubject<'a> {
 /// More writes for the batch of a stream entry, given its position.
 type Extra = Box<dyn FnOnce(&mut Batch, u64) -> Result<()> + Send>;
 
-/// Who is typing in which room, and until when. Lost on restart, as typing should be.
+/// Who is typing in which room, and until when. Lost on restart, as typing should be. Each
+/// process sharing a store keeps a copy, kept current over the bus ([`crate::cluster`]).
 #[derive(Debug, Default)]
 pub struct Typing {
     rooms: Mutex<HashMap<OwnedRoomId, HashMap<OwnedUserId, Instant>>>,
@@ -114,7 +115,16 @@ impl Rooms {
     /// local user's is also queued for the room's other servers, in the same write.
     pub async fn set_typing(&self, room_id: &RoomId, user: &UserId, timeout: Option<Duration>) -> Result<()> {
         self.require_joined(room_id, user)?;
-        if self.inner.typing.set(room_id, user, timeout) || timeout.is_some() {
+        // On a shared store a stop always goes out: the start may have been made elsewhere
+        // and missed here.
+        let changed = self.inner.typing.set(room_id, user, timeout);
+        if changed || timeout.is_some() || self.inner.streams.is_shared() {
+            // Before the stream entry, so that a reader it wakes in another process finds it.
+            self.inner.streams.broadcast(crate::cluster::Body::Typing {
+                room_id: room_id.to_owned(),
+                user_id: user.to_owned(),
+                timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            });
             let entry = StreamEntry::Typing { room_id: room_id.to_owned() };
             let queued = self.queue_edu(room_id, user, || {
                 Ok(Edu::Typing(TypingContent::new(room_id.to_owned(), user.to_owned(), timeout.is_some())))
@@ -129,6 +139,11 @@ impl Rooms {
 
     pub fn typing_users(&self, room_id: &RoomId) -> Vec<OwnedUserId> {
         self.inner.typing.typing(room_id)
+    }
+
+    /// A typing change another process made (and announced in the stream itself).
+    pub(crate) fn apply_typing(&self, room_id: &RoomId, user: &UserId, timeout: Option<Duration>) {
+        self.inner.typing.set(room_id, user, timeout);
     }
 
     /// Records a receipt (`m.read`, `m.read.private`) up to an event. A local user's public

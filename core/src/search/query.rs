@@ -101,7 +101,7 @@ impl Homeserver {
         if !self.search.enabled() {
             return Err(Error::bad_request(SEARCH_DISABLED));
         }
-        self.search.caught_up(self.streams.published()).await;
+        self.search.caught_up(self.streams.read_position().await).await;
         let hs = self.clone();
         let (user, device) = (user.to_owned(), device.to_owned());
         blocking(move || hs.search_now(&user, &device, &criteria, with_context, next_batch.as_deref())).await

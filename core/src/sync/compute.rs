@@ -103,8 +103,9 @@ impl Homeserver {
     async fn sync_inner(&self, user: &UserId, device: &DeviceId, req: &SyncRequest) -> Result<Response> {
         let mut rx = self.notifier.subscribe(user);
         let deadline = tokio::time::Instant::now() + req.timeout;
+        // The first read catches up with the store (a shared one); wake-ups carry the rest.
+        let mut now = self.streams.read_position().await;
         loop {
-            let now = self.streams.published();
             let response = {
                 let this = self.clone();
                 let (user, device, req) = (user.to_owned(), device.to_owned(), req.clone());
@@ -129,6 +130,7 @@ impl Homeserver {
                 let (user, device, req) = (user.to_owned(), device.to_owned(), req.clone());
                 return crate::users::blocking(move || this.sync_at(&user, &device, &req, now)).await;
             }
+            now = self.streams.published();
         }
     }
 

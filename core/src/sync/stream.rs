@@ -36,9 +36,11 @@ pub struct Streams {
     shared: Option<SharedStream>,
 }
 
-/// Carries one process's stream news to the others (Redis pub/sub in the binary). Delivery
-/// is best effort: a lost message delays wake-ups by up to a second, never loses an event,
-/// because readers always read the store.
+/// Carries one process's messages to the others (Redis pub/sub in the binary): stream news
+/// and the changes of [`crate::cluster`]. Delivery is best effort: a lost message delays
+/// wake-ups by up to a second, never loses an event, because readers always read the store;
+/// a typing or presence change may be missed, as it may be lost on a restart. Messages must
+/// reach the others in the order they were published.
 pub trait StreamBus: Send + Sync + std::fmt::Debug {
     fn publish(&self, message: Vec<u8>);
 }
@@ -55,8 +57,7 @@ struct SharedStream {
 
 /// What a process tells the others after a write.
 #[derive(Debug, Serialize, Deserialize)]
-struct News {
-    node: String,
+pub(crate) struct News {
     pos: u64,
     /// The watermark the writer saw after its write.
     upto: u64,
@@ -155,17 +156,45 @@ impl Streams {
         self.published()
     }
 
-    /// Takes news from another process (a message of its [`StreamBus`]).
-    pub fn receive(&self, message: &[u8]) {
+    /// Whether a bus message from `node` came from this process.
+    pub(crate) fn is_own(&self, node: &str) -> bool {
+        self.shared.as_ref().is_none_or(|shared| shared.node == node)
+    }
+
+    /// Whether other processes share the store (and so the stream).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Tells the other processes, over the bus, when there is one. Messages go out in the
+    /// order of these calls.
+    pub(crate) fn broadcast(&self, body: crate::cluster::Body) {
         let Some(shared) = &self.shared else { return };
-        let news: News = match serde_json::from_slice(message) {
-            Ok(news) => news,
-            Err(error) => {
-                tracing::warn!(%error, "skipping stream news that does not parse");
-                return;
-            }
-        };
-        if news.node == shared.node {
+        let Some(bus) = &shared.bus else { return };
+        let envelope = crate::cluster::Envelope { node: shared.node.clone(), body };
+        match serde_json::to_vec(&envelope) {
+            Ok(message) => bus.publish(message),
+            Err(error) => tracing::warn!(%error, "a bus message does not serialize"),
+        }
+    }
+
+    /// The position a request reads up to. On a shared store the store's watermark is read
+    /// first, so that a client reads its own writes, made through any process, at once: the
+    /// write's own process publishes after answering, and another learns of it by message.
+    pub async fn read_position(self: &Arc<Self>) -> u64 {
+        if self.shared.is_none() {
+            return self.published();
+        }
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.catch_up()).await {
+            Ok(position) => position,
+            Err(_) => self.published(),
+        }
+    }
+
+    /// Takes news from another process.
+    pub(crate) fn receive_news(&self, news: News) {
+        if self.shared.is_none() {
             return;
         }
         let wake = (!news.wake.is_empty()).then(|| (news.pos, Arc::<[OwnedUserId]>::from(news.wake)));
@@ -277,12 +306,8 @@ impl Streams {
         let wake = users.to_vec();
         let woken = (written && !users.is_empty()).then_some((pos, users));
         self.advance(upto, woken);
-        if written && let Some(bus) = &shared.bus {
-            let news = News { node: shared.node.clone(), pos, upto: self.published(), wake };
-            match serde_json::to_vec(&news) {
-                Ok(message) => bus.publish(message),
-                Err(error) => tracing::warn!(%error, "stream news does not serialize"),
-            }
+        if written {
+            self.broadcast(crate::cluster::Body::News(News { pos, upto: self.published(), wake }));
         }
     }
 

@@ -7,7 +7,9 @@
 //! retried from the same `pos`. Older snapshots are dropped.
 //!
 //! Kept in this process's memory: a restart or an evicted connection answers `M_UNKNOWN_POS`,
-//! and the client starts a new connection, as the MSC intends.
+//! and the client starts a new connection, as the MSC intends. Processes sharing a store also
+//! put each snapshot in the ephemeral store (Redis), so that a client whose next request goes
+//! to another process goes on from where it was (`Homeserver::sliding_sync`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,14 +20,14 @@ use std::{
 use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId, events::room::member::MembershipState};
 
 /// A connection not used for this long is forgotten.
-const IDLE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const IDLE: Duration = Duration::from_secs(30 * 60);
 /// Connections one device may hold (each `conn_id` is one).
 const PER_DEVICE: usize = 8;
 /// Connections kept in all, the least recently used dropped first beyond it.
 const MAX_CONNECTIONS: usize = 50_000;
 
 /// Where a client stands with one room.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SentRoom {
     /// The stream position up to which its timeline and state were sent.
     pub through: u64,
@@ -38,7 +40,7 @@ pub struct SentRoom {
     pub seen: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// The stream position of the response: extensions and list counts are relative to it.
     pub stream: u64,
@@ -46,6 +48,27 @@ pub struct Snapshot {
     pub list_counts: BTreeMap<String, usize>,
     /// Each room's bump stamp at `stream`, kept so that rooms without news are not read again.
     pub bumps: HashMap<OwnedRoomId, u64>,
+    /// Its place in the connection's ring of shared copies (`SHARED_SLOTS`).
+    #[serde(default)]
+    pub slot: u8,
+}
+
+/// Shared copies kept per connection: the newest few, each response taking the slot after
+/// the one its request came from, so a client that retries or races itself reuses slots
+/// instead of adding copies.
+pub(crate) const SHARED_SLOTS: u8 = 4;
+
+/// A snapshot as other processes find it: with the `pos` it answers to.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct SharedSnapshot {
+    pub pos: String,
+    pub snapshot: Snapshot,
+}
+
+/// The key of a slot of a connection's shared copies: the connection in full, so that no
+/// other connection (of another user or device) can read it.
+pub(crate) fn shared_key(user: &OwnedUserId, device: &OwnedDeviceId, conn_id: &str, slot: u8) -> String {
+    serde_json::json!([user, device, conn_id, slot]).to_string()
 }
 
 type Key = (OwnedUserId, OwnedDeviceId, String);

@@ -20,13 +20,18 @@ use std::{
 };
 
 use ruma::{
-    DeviceId, OwnedRoomId, UserId,
+    DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
     api::client::sync::sync_events::v5::{self, request::Extensions},
 };
 use serde::Deserialize;
 
 use self::conn::Snapshot;
-use crate::{Error, Homeserver, Result, error::ErrorCode, sync::compute::Changes};
+use crate::{
+    Error, Homeserver, Result,
+    ephemeral::spaces::{Json, SlidingSnapshots},
+    error::ErrorCode,
+    sync::compute::Changes,
+};
 
 /// A sliding sync request, its lists' filters read in full (ruma's leave some out).
 #[derive(Debug, Clone, Default)]
@@ -141,16 +146,59 @@ impl Homeserver {
             self.set_presence(user, state, None).await?;
         }
         let (user, device) = (user.to_owned(), device.to_owned());
-        let previous = self
-            .sliding
-            .resume(&user, &device, &req.conn_id, req.pos.as_deref())
-            .map_err(|_| Error::new(ErrorCode::UnknownPos, "Unknown position: start a new connection"))?;
+        let previous = self.resume_sliding(&user, &device, &req).await?;
+        let slot = match req.pos {
+            Some(_) => (previous.slot + 1) % conn::SHARED_SLOTS,
+            None => 0,
+        };
         self.presence_connection(&user, true);
         let result = self.sliding_inner(&user, &device, &req, previous).await;
         self.presence_connection(&user, false);
-        let (mut response, snapshot) = result?;
+        let (mut response, mut snapshot) = result?;
+        snapshot.slot = slot;
+        let shared = self.shares_sliding().then(|| snapshot.clone());
         response.pos = self.sliding.store(&user, &device, &req.conn_id, snapshot);
+        if let Some(snapshot) = shared {
+            // Before the answer, since the client's next request may go to another process.
+            let key = conn::shared_key(&user, &device, &req.conn_id, slot);
+            let value = Json(conn::SharedSnapshot { pos: response.pos.clone(), snapshot });
+            if let Err(error) = self.ephemeral.put_in::<SlidingSnapshots>(key, &value).await {
+                tracing::warn!(%error, "cannot share a sliding sync snapshot: another process answers M_UNKNOWN_POS");
+            }
+        }
         Ok(response)
+    }
+
+    /// Whether sliding sync connections are kept where every process sharing the store finds
+    /// them.
+    fn shares_sliding(&self) -> bool {
+        self.streams.is_shared() && self.ephemeral.is_shared()
+    }
+
+    /// The snapshot the request's `pos` names: this process's, or, on a shared store, the one
+    /// another process left.
+    async fn resume_sliding(
+        &self,
+        user: &OwnedUserId,
+        device: &OwnedDeviceId,
+        req: &SlidingRequest,
+    ) -> Result<Arc<Snapshot>> {
+        let unknown = || Error::new(ErrorCode::UnknownPos, "Unknown position: start a new connection");
+        let local = self.sliding.resume(user, device, &req.conn_id, req.pos.as_deref());
+        let (Some(pos), true, Err(_)) = (req.pos.as_deref(), self.shares_sliding(), &local) else {
+            return local.map_err(|_| unknown());
+        };
+        // Another process answered it: look through the connection's slots. A store that
+        // cannot be read is its error (retryable), not an unknown position.
+        for slot in 0..conn::SHARED_SLOTS {
+            let key = conn::shared_key(user, device, &req.conn_id, slot);
+            if let Some(Json(shared)) = self.ephemeral.get_in::<SlidingSnapshots>(key).await?
+                && shared.pos == pos
+            {
+                return Ok(Arc::new(shared.snapshot));
+            }
+        }
+        Err(unknown())
     }
 
     async fn sliding_inner(
@@ -167,8 +215,9 @@ impl Homeserver {
             let (user, device, req, previous) = (user.clone(), device.clone(), req.clone(), previous.clone());
             crate::users::blocking(move || this.sliding_at(&user, &device, &req, &previous, now))
         };
+        // The first read catches up with the store (a shared one); wake-ups carry the rest.
+        let mut now = self.streams.read_position().await;
         loop {
-            let now = self.streams.published();
             let (response, snapshot, empty) = compute(now).await?;
             if !empty || req.pos.is_none() || tokio::time::Instant::now() >= deadline {
                 return Ok((response, snapshot));
@@ -182,6 +231,7 @@ impl Homeserver {
                 let (response, snapshot, _) = compute(self.streams.published()).await?;
                 return Ok((response, snapshot));
             }
+            now = self.streams.published();
         }
     }
 
