@@ -3,7 +3,9 @@
 # processes with PostgreSQL and Redis behind nginx (round-robin), all on loopback and all
 # started here from scratch (the README's "On PostgreSQL, one process and three").
 #
-# Usage: bench_postgres.sh rocks|pg1|pg3     (after `cargo build --workspace --locked`)
+# Usage: bench_postgres.sh rocks|pg1|pg3     (after `cargo build --workspace --all-targets --locked`;
+# a build without --all-targets unifies features differently and recompiles RocksDB)
+# Prints the bench's JSON, then the CPU time per message of Hearth and of the stores.
 # Needs Debian's postgresql, redis-server and nginx. Ports 18532-18550 on 127.0.0.1.
 set -u
 mode=${1:?usage: bench_postgres.sh rocks|pg1|pg3}
@@ -75,4 +77,25 @@ NGINX
     url=http://127.0.0.1:18550
     sleep 0.5
 fi
-"$target/bench" --homeserver "$url" --label "$mode"
+# CPU per message: the processor time (user + system) that Hearth, and PostgreSQL's and
+# Redis's processes, used over the whole run, over every message the run sent (the throughput
+# phase's, the history for the initial syncs and the incremental probes).
+hearth_pids=("${pids[@]}")
+[ "$mode" != rocks ] && hearth_pids=("${pids[@]:1}")
+"$target/bench" --homeserver "$url" --label "$mode" | tee "$base/result.json"
+ticks() { for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null; done | awk '{s += $14 + $15} END {print s + 0}'; }
+store_pids=()
+if [ "$mode" != rocks ]; then
+    store_pids=("${pids[0]}")
+    postmaster=$(head -1 "$base/pg/postmaster.pid")
+    store_pids+=("$postmaster" $(pgrep -P "$postmaster"))
+fi
+python3 - "$base/result.json" "$(ticks "${hearth_pids[@]}")" "$(ticks "${store_pids[@]}")" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+result = json.load(open(sys.argv[1]))
+messages = result["sends"] + result["initial_sync_rooms"] * result["initial_sync_messages_per_room"] + 20
+hz = int(sys.argv[4])
+hearth = int(sys.argv[2] or 0) / hz
+store = int(sys.argv[3] or 0) / hz
+print(f"CPU per message: Hearth {hearth / messages * 1000:.2f} ms, PostgreSQL and Redis {store / messages * 1000:.2f} ms ({messages} messages)")
+PY
